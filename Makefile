@@ -1,0 +1,44 @@
+# The two commands a newcomer needs (see README):  make demo  and  make test.
+# Both create .venv in the repository root and install torch as `torch==2.13.0`:
+# on these machines that is a CPU wheel on disk; any other spec downloads a multi-GB CUDA build.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit audit bench clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or run: make PYTHON=python3 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/amal demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check amal_verified tests properties proofs examples benchmarks
+	$(BIN)/ruff format --check amal_verified tests properties proofs examples benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict amal_verified
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests properties
+
+test: lint typecheck unit
+
+audit: $(STAMP)
+	$(BIN)/python -m pytest properties --hypothesis-profile=audit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/gate_overhead.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
