@@ -15,8 +15,8 @@ gradient are attached at the edges instead:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 
@@ -52,10 +52,10 @@ def attribute(params: Iterable[torch.Tensor], label: Label, origin: str | None =
 
 
 def labelled_grad(grad: torch.Tensor, label: Label, origin: str | None = None) -> torch.Tensor:
-    """A tagged copy of ``grad`` carrying ``label`` joined with its own label.
+    """``grad`` tagged with ``label`` joined with its own label (for gradients of inputs).
 
-    A copy, because the engine may hand the same gradient tensor to several
-    parameters, and the tagged result may be stored as ``.grad`` without copying.
+    A copy when ``grad`` already carries a different label, so that a gradient
+    tensor the engine hands to several consumers is never relabelled in place.
     """
     from amal_verified.tagged import TaggedTensor, label_of, wrap_with_label
 
@@ -64,24 +64,42 @@ def labelled_grad(grad: torch.Tensor, label: Label, origin: str | None = None) -
         return grad
     elem = grad.elem if isinstance(grad, TaggedTensor) else grad
     inherited = STORE.origin(elem) if own.has_aux else None
-    return wrap_with_label(elem.clone(), own.join(label), inherited or origin)
+    if not own.is_empty:
+        elem = elem.clone()
+    return wrap_with_label(elem, own.join(label), inherited or origin)
 
 
 def ensure_hook(param: torch.Tensor) -> None:
-    """Install (once) the hook that labels ``param``'s gradients."""
+    """Install (once) the hooks that label ``param``'s gradients.
+
+    Before accumulation, the pending label is joined into the incoming
+    gradient's storage (no copy; ``torch.autograd.grad`` results are labelled
+    this way too).  After accumulation, ``.grad`` -- which the parameter then
+    owns -- is made a tagged tensor, so that later edits (clipping, surgery)
+    go through the dispatcher and join their labels.
+    """
     pid = id(param)
     if pid in _hooked:
         return
     _hooked.add(pid)
     _protection.note_parameter(param)
 
-    def hook(grad: torch.Tensor) -> Any:
+    def before_accumulation(grad: torch.Tensor) -> None:
         pending = _pending.pop(pid, None)
-        if pending is None or pending[0].is_empty:
-            return None
-        return labelled_grad(grad, pending[0], pending[1])
+        if pending is not None and not pending[0].is_empty:
+            from amal_verified.tagged import TaggedTensor
 
-    param.register_hook(hook)  # type: ignore[no-untyped-call]
-    import weakref
+            STORE.join(grad.elem if isinstance(grad, TaggedTensor) else grad, pending[0], pending[1])
 
+    def after_accumulation(p: torch.Tensor) -> None:
+        from amal_verified.tagged import TaggedTensor, wrap_with_label
+
+        g = p.grad
+        if g is not None and not isinstance(g, TaggedTensor):
+            tagged = wrap_with_label(g, EMPTY)
+            if tagged is not g:
+                p.grad = tagged
+
+    param.register_hook(before_accumulation)  # type: ignore[no-untyped-call]
+    param.register_post_accumulate_grad_hook(after_accumulation)  # type: ignore[no-untyped-call]
     weakref.finalize(param, _hooked.discard, pid)
