@@ -61,7 +61,8 @@ class _Frame:
         self.grad_label = EMPTY
         self.module_name = module_name
         self.seq_start = 0
-        self.buffer_versions: list[tuple[torch.Tensor, int]] = []
+        # per submodule: its buffers and their version counters when the call began
+        self.buffer_versions: list[tuple[list[torch.Tensor], list[int]]] = []
         self.input_versions: list[tuple[torch.Tensor, int]] = []
 
     def full_label(self) -> Label:
@@ -174,6 +175,15 @@ class _ExitHook:
         )
 
 
+def _buffer_versions(module: torch.nn.Module) -> list[tuple[list[torch.Tensor], list[int]]]:
+    groups = []
+    for sub in module.modules():
+        own = [b for b in sub.buffers(recurse=False) if b is not None]
+        if own:
+            groups.append((own, [b._version for b in own]))
+    return groups
+
+
 def _input_label(value: Any) -> tuple[Label, bool]:
     """(label, has_tagged) of a positional argument, looking one level into containers."""
     tv = type(value)
@@ -221,9 +231,7 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
         frame.origin = f"{frame.module_name} called on data labelled {label!r} at {user_call_site(2)}"
     if torch.is_grad_enabled():
         frame.seq_start = _current_sequence_nr()
-    if not buffers:
-        buffers = list(module.buffers())
-    frame.buffer_versions = [(b, b._version) for b in buffers]
+    frame.buffer_versions = _buffer_versions(module)
     new_args = tuple(_unwrap_input(arg, frame) for arg in args) if tagged else None
     state.frame = frame
     return new_args
@@ -238,7 +246,14 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
     if frame is None:
         return None
     state.frame = None
-    for tensor, version in (*frame.buffer_versions, *frame.input_versions):
+    for group, versions in frame.buffer_versions:
+        # Some kernels (native_batch_norm) update buffers without bumping their version
+        # counter; a submodule whose state changed at all has all its state depend on S.
+        if any(b._version != v for b, v in zip(group, versions, strict=True)):
+            for b in group:
+                STORE.join(b, frame.label, frame.origin)
+            STORE.written_plain += 1
+    for tensor, version in frame.input_versions:
         if tensor._version != version:
             STORE.join(tensor, frame.label, frame.origin)
             STORE.written_plain += 1

@@ -122,6 +122,9 @@ class _OpInfo:
         for i, arg in enumerate(schema.arguments):
             if arg.alias_info is not None and arg.alias_info.is_write:
                 written.append((i, arg.name))
+        if packet is aten.native_batch_norm:
+            # Updates running_mean / running_var in training mode without declaring it.
+            written += [(3, "running_mean"), (4, "running_var")]
         self.written: tuple[tuple[int, str], ...] = tuple(written)
         self.is_view = not written and any(
             r.alias_info is not None and not r.alias_info.is_write for r in schema.returns
@@ -422,6 +425,8 @@ def _dispatch_write(
 
     targets: list[tuple[torch.Tensor, Label, Label]] = []  # (plain target, label, overwrite label)
     for index, name in info.written:
+        if info.name == "aten.native_batch_norm" and not (len(args) > 5 and args[5]):
+            continue  # evaluation mode: running statistics are read, not written
         if index < len(u_args):
             u_target, o_target = u_args[index], args[index]
         else:

@@ -1,0 +1,340 @@
+"""GatedOptimizer: leaks refused before anything changes (point 2), no false alarms (point 3)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import amal_verified as av
+
+
+class WorldModel(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+        self.gru = torch.nn.GRU(8, 8, batch_first=True)
+        self.decoder = torch.nn.Linear(8, 4)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        h, _ = self.gru(self.encoder(obs))
+        out: torch.Tensor = self.decoder(h)
+        return out
+
+
+class Policy(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder if encoder is not None else torch.nn.Sequential(torch.nn.Linear(4, 8))
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.encoder(obs))
+        return out
+
+
+def make(seed: int = 0) -> tuple[WorldModel, av.GatedOptimizer, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    wm = WorldModel()
+    opt = av.GatedOptimizer(torch.optim.Adam(wm.parameters(), lr=1e-2), names=wm)
+    g = torch.Generator().manual_seed(seed)
+    p = av.primary(torch.randn(3, 5, 4, generator=g), source="real-env")
+    a = av.aux(torch.randn(3, 5, 4, generator=g), source="aux-3")
+    return wm, opt, p, a
+
+
+def snapshot(module: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[list[torch.Tensor], object]:
+    return [t.detach().clone() for t in module.state_dict().values()], copy.deepcopy(opt.state_dict())
+
+
+def assert_unchanged(module: torch.nn.Module, opt: torch.optim.Optimizer, snap: tuple[list[torch.Tensor], object]) -> None:
+    values, opt_state = snap
+    assert all(torch.equal(a, b) for a, b in zip(values, module.state_dict().values(), strict=True))
+    assert str(opt.state_dict()) == str(opt_state)
+
+
+def refused(step: Callable[[], object]) -> av.IsolationViolation:
+    with pytest.raises(av.IsolationViolation) as info:
+        step()
+    return info.value
+
+
+# -- point 2: leaks ---------------------------------------------------------------
+
+
+def test_clean_step_changes_parameters() -> None:
+    wm, opt, p, _ = make()
+    before = snapshot(wm, opt)
+    F.mse_loss(wm(p), p).backward()
+    opt.step()
+    assert not all(torch.equal(a, b) for a, b in zip(before[0], wm.state_dict().values(), strict=True))
+
+
+def test_aux_as_target_refused_before_any_change_and_recoverable() -> None:
+    wm, opt, p, a = make()
+    F.mse_loss(wm(p), p).backward()
+    opt.step()  # optimizer state exists, so "unchanged" covers it too
+    opt.zero_grad()
+    snap = snapshot(wm, opt)
+    F.mse_loss(wm(p), a).backward()
+    err = refused(opt.step)
+    assert_unchanged(wm, opt, snap)
+    assert "decoder.weight" in err.parameters and "encoder.0.weight" in err.parameters
+    assert [str(s) for s in err.sources] == ["aux:aux-3"]
+    assert err.operation is not None and "test_gate.py" in err.operation
+    message = str(err)
+    assert "aux:aux-3" in message and "decoder.weight" in message
+    assert "Nothing was changed" in message and "What to do" in message
+    # After a refusal: zero_grad and a clean step work again.
+    opt.zero_grad()
+    F.mse_loss(wm(p), p).backward()
+    opt.step()
+
+
+def test_mixed_batch_refused() -> None:
+    wm, opt, p, a = make()
+    batch = torch.cat([p, a])
+    F.mse_loss(wm(batch), batch).backward()
+    err = refused(opt.step)
+    assert err.operation is not None and "WorldModel" in err.operation
+
+
+def test_aux_weighted_loss_refused() -> None:
+    wm, opt, p, a = make()
+    weight = a.abs().mean()
+    (weight * F.mse_loss(wm(p), p)).backward()
+    refused(opt.step)
+
+
+def test_global_gradient_clipping_over_both_models_refused() -> None:
+    wm, opt, p, a = make()
+    policy = Policy()
+    loss = F.mse_loss(wm(p), p) + policy(a).pow(2).mean()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([*wm.parameters(), *policy.parameters()], max_norm=1e-3)
+    err = refused(opt.step)
+    assert err.operation is not None and "test_gate.py" in err.operation
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_clipping_refused_for_both_implementations(foreach: bool) -> None:
+    wm, opt, p, a = make()
+    policy = Policy()
+    (F.mse_loss(wm(p), p) + policy(a).pow(2).mean()).backward()
+    torch.nn.utils.clip_grad_norm_([*wm.parameters(), *policy.parameters()], 1e-3, foreach=foreach)
+    refused(opt.step)
+
+
+def test_gradient_surgery_with_aux_gradient_refused() -> None:
+    wm, opt, p, a = make()
+    F.mse_loss(wm(p), p).backward()
+    aux_grads = torch.autograd.grad(F.mse_loss(wm(a), a), list(wm.parameters()))
+    with torch.no_grad():
+        for param, g_aux in zip(wm.parameters(), aux_grads, strict=True):
+            assert param.grad is not None
+            coef = (param.grad * g_aux).sum() / (g_aux * g_aux).sum().clamp_min(1e-12)
+            param.grad.sub_(coef * g_aux)  # PCGrad-style projection
+    refused(opt.step)
+
+
+def test_shared_encoder_updated_by_plain_policy_optimizer_refused() -> None:
+    wm, opt, _, a = make()
+    policy = Policy(encoder=wm.encoder)
+    policy_opt = torch.optim.SGD(policy.parameters(), lr=0.1)
+    snap = snapshot(wm, opt)
+    policy(a).pow(2).mean().backward()
+    err = refused(policy_opt.step)
+    assert_unchanged(wm, opt, snap)
+    assert set(err.parameters) == {"encoder.0.weight", "encoder.0.bias"}
+    assert "SGD.step()" in str(err) and "GatedOptimizer(Adam)" in str(err)
+    # The gated optimizer refuses the same gradients too.
+    refused(opt.step)
+
+
+def test_other_code_paths_writing_protected_parameters_refused() -> None:
+    wm, opt, _, a = make()
+    snap = snapshot(wm, opt)
+    with torch.no_grad():
+        refused(lambda: wm.decoder.bias.add_(a[0, 0]))
+        refused(lambda: wm.decoder.bias.data.copy_(a[0, 0]))
+        refused(lambda: wm.decoder.weight.mul_(a.mean()))
+    assert_unchanged(wm, opt, snap)
+
+
+def test_data_swapped_for_aux_memory_refused_at_step() -> None:
+    wm, opt, p, a = make()
+    aux_values = torch.randn(4)
+    av.aux(aux_values, source="aux-3")
+    wm.decoder.bias.data = aux_values
+    F.mse_loss(wm(p), p).backward()
+    err = refused(opt.step)
+    assert "decoder.bias" in err.parameters
+
+
+def test_closure_gradients_are_checked_before_use() -> None:
+    torch.manual_seed(0)
+    wm = torch.nn.Linear(4, 4)
+    opt = av.GatedOptimizer(torch.optim.LBFGS(wm.parameters(), lr=0.1, max_iter=3))
+    a = av.aux(torch.randn(5, 4), source="aux-3")
+    before = [t.clone() for t in wm.parameters()]
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.mse_loss(wm(a), a)
+        loss.backward()
+        return loss
+
+    refused(lambda: opt.step(closure))
+    assert all(torch.equal(x, y) for x, y in zip(before, wm.parameters(), strict=True))
+
+
+# -- point 3: precision -------------------------------------------------------------
+
+
+def test_one_backward_over_disjoint_losses_is_accepted() -> None:
+    wm, opt, p, a = make()
+    policy = Policy()
+    policy_opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    (F.mse_loss(wm(p), p) + policy(a).pow(2).mean()).backward()
+    opt.step()
+    policy_opt.step()
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "detach"])
+def test_world_model_features_for_aux_trained_policy_are_accepted(mode: str) -> None:
+    wm, opt, p, a = make()
+    head = torch.nn.Linear(4, 1)
+    head_opt = torch.optim.SGD(head.parameters(), lr=0.1)
+    if mode == "no_grad":
+        with torch.no_grad():
+            features = wm(a)
+    else:
+        features = wm(a).detach()
+    (head(features).pow(2).mean() + F.mse_loss(wm(p), p)).backward()
+    opt.step()
+    head_opt.step()
+
+
+def test_regulariser_on_parameters_is_accepted() -> None:
+    wm, opt, p, _ = make()
+    l2 = sum(param.pow(2).sum() for param in wm.parameters())
+    (F.mse_loss(wm(p), p) + 1e-3 * l2).backward()
+    opt.step()
+
+
+def test_clipping_the_world_model_alone_is_accepted() -> None:
+    wm, opt, p, a = make()
+    policy = Policy()
+    (F.mse_loss(wm(p), p) + policy(a).pow(2).mean()).backward()
+    torch.nn.utils.clip_grad_norm_(wm.parameters(), 1e-3)
+    torch.nn.utils.clip_grad_norm_(policy.parameters(), 1e-3)
+    opt.step()
+
+
+def test_policy_on_primary_and_aux_while_world_model_untouched() -> None:
+    wm, opt, p, a = make()
+    policy = Policy()
+    policy_opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    policy(torch.cat([p, a])).pow(2).mean().backward()
+    policy_opt.step()
+    F.mse_loss(wm(p), p).backward()
+    opt.step()
+
+
+# -- the wrapper: Opacus-style proxying and arithmetic ------------------------------------
+
+
+def test_gated_training_is_bit_identical_to_plain() -> None:
+    def train(gated: bool) -> list[torch.Tensor]:
+        torch.manual_seed(1)
+        wm = WorldModel()
+        inner = torch.optim.Adam(wm.parameters(), lr=1e-2)
+        opt: torch.optim.Optimizer = av.GatedOptimizer(inner) if gated else inner
+        g = torch.Generator().manual_seed(2)
+        for _ in range(3):
+            x = torch.randn(3, 5, 4, generator=g)
+            if gated:
+                x = av.primary(x)
+            F.mse_loss(wm(x), x).backward()
+            torch.nn.utils.clip_grad_norm_(wm.parameters(), 0.5)
+            opt.step()
+            opt.zero_grad()
+        return [t.detach().clone() for t in wm.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(train(False), train(True), strict=True))
+
+
+def test_proxies_param_groups_state_and_state_dict() -> None:
+    wm, opt, p, _ = make()
+    inner = opt.original_optimizer
+    assert opt.param_groups is inner.param_groups
+    assert opt.defaults is inner.defaults
+    F.mse_loss(wm(p), p).backward()
+    opt.step()
+    assert opt.state is inner.state and len(opt.state) == len(list(wm.parameters()))
+    saved = opt.state_dict()
+    fresh = av.GatedOptimizer(torch.optim.Adam(wm.parameters(), lr=1e-2))
+    fresh.load_state_dict(saved)
+    assert str(fresh.state_dict()) == str(saved)
+    opt.param_groups[0]["lr"] = 0.5
+    assert inner.param_groups[0]["lr"] == 0.5
+    assert isinstance(opt, torch.optim.Optimizer)
+    assert "GatedOptimizer" in repr(opt)
+
+
+def test_zero_grad_in_place_clears_labels() -> None:
+    wm, opt, p, a = make()
+    F.mse_loss(wm(p), a).backward()
+    refused(opt.step)
+    opt.zero_grad(set_to_none=False)
+    assert all(av.label_of(q.grad).is_empty for q in wm.parameters() if q.grad is not None)
+    F.mse_loss(wm(p), p).backward()
+    opt.step()
+
+
+def test_add_param_group_protects_new_parameters() -> None:
+    wm, opt, _, a = make()
+    extra = torch.nn.Linear(4, 4)
+    opt.add_param_group({"params": list(extra.parameters())})
+    extra(a).sum().backward()
+    err = refused(opt.step)
+    assert len(err.parameters) == 2
+
+
+def test_lr_scheduler_works_with_gated_optimizer() -> None:
+    wm, opt, p, _ = make()
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    F.mse_loss(wm(p), p).backward()
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(5e-3)
+
+
+def test_named_parameter_optimizers_need_no_names() -> None:
+    wm = WorldModel()
+    opt = av.GatedOptimizer(torch.optim.Adam(wm.named_parameters(), lr=1e-2))
+    a = av.aux(torch.randn(2, 3, 4), source="aux-0")
+    wm(a).sum().backward()
+    err = refused(opt.step)
+    assert "decoder.bias" in err.parameters
+
+
+def test_wrapping_twice_or_non_optimizer_is_a_clear_error() -> None:
+    wm, opt, _, _ = make()
+    with pytest.raises(TypeError, match="already gated"):
+        av.GatedOptimizer(opt)
+    with pytest.raises(Exception, match="optimizer"):
+        av.GatedOptimizer(wm)  # type: ignore[arg-type]
+
+
+def test_step_hooks_of_the_wrapper_run() -> None:
+    wm, opt, p, _ = make()
+    calls: list[str] = []
+    opt.register_step_pre_hook(lambda *_: calls.append("pre"))
+    opt.register_step_post_hook(lambda *_: calls.append("post"))
+    F.mse_loss(wm(p), p).backward()
+    opt.step()
+    assert calls == ["pre", "post"]
