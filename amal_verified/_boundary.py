@@ -35,11 +35,9 @@ from amal_verified import _grad_labels
 from amal_verified._label_store import STORE
 from amal_verified.escaping import user_call_site
 from amal_verified.labels import EMPTY, Label
-from amal_verified.tagged import AuxData, PrimaryData, TaggedTensor, label_of, wrap_with_label
+from amal_verified.tagged import TaggedTensor, label_of, wrap_with_label
 
 __all__ = ["post_hook", "pre_hook"]
-
-_TAGGED = (PrimaryData, AuxData)
 
 
 class _Frame:
@@ -187,7 +185,7 @@ def _buffer_versions(module: torch.nn.Module) -> list[tuple[list[torch.Tensor], 
 def _input_label(value: Any) -> tuple[Label, bool]:
     """(label, has_tagged) of a positional argument, looking one level into containers."""
     tv = type(value)
-    if tv is PrimaryData or tv is AuxData:
+    if tv is TaggedTensor:
         return STORE.of(value.elem), True
     if isinstance(value, torch.Tensor):
         return STORE.of(value), False
@@ -202,7 +200,7 @@ def _input_label(value: Any) -> tuple[Label, bool]:
 
 def _unwrap_input(value: Any, frame: _Frame) -> Any:
     tv = type(value)
-    if tv is PrimaryData or tv is AuxData:
+    if tv is TaggedTensor:
         needs_grad = value.requires_grad and torch.is_grad_enabled()
         plain = _Unwrap.apply(value, frame) if needs_grad else value.elem  # type: ignore[no-untyped-call]
         frame.input_versions.append((plain, plain._version))

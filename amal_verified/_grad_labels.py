@@ -15,17 +15,17 @@ gradient are attached at the edges instead:
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from amal_verified import _protection
 from amal_verified._label_store import STORE
 from amal_verified.labels import EMPTY, Label
 
 _pending: dict[int, tuple[Label, str | None]] = {}
-_hooked: set[int] = set()
+_hooked: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _queued_for_task = -1
 
 
@@ -78,11 +78,11 @@ def ensure_hook(param: torch.Tensor) -> None:
     owns -- is made a tagged tensor, so that later edits (clipping, surgery)
     go through the dispatcher and join their labels.
     """
-    pid = id(param)
-    if pid in _hooked:
+    if param in _hooked:
         return
-    _hooked.add(pid)
+    _hooked[param] = True
     _protection.note_parameter(param)
+    pid = id(param)  # keys pending labels, which live only while this backward pass runs
 
     def before_accumulation(grad: torch.Tensor) -> None:
         pending = _pending.pop(pid, None)
@@ -102,4 +102,3 @@ def ensure_hook(param: torch.Tensor) -> None:
 
     param.register_hook(before_accumulation)  # type: ignore[no-untyped-call]
     param.register_post_accumulate_grad_hook(after_accumulation)  # type: ignore[no-untyped-call]
-    weakref.finalize(param, _hooked.discard, pid)

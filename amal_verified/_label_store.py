@@ -29,7 +29,7 @@ class StorageWeakRef(Protocol):
     def expired(self) -> bool: ...
 
 
-def _weak_ref(t: torch.Tensor) -> StorageWeakRef:
+def weak_storage_ref(t: torch.Tensor) -> StorageWeakRef:
     ref: StorageWeakRef = _StorageWeakRef(t.untyped_storage())  # type: ignore[no-untyped-call]
     return ref
 
@@ -93,7 +93,7 @@ class LabelStore:
         if label.is_empty:
             self._entries.pop(key, None)
             return
-        self._entries[key] = (_weak_ref(t), label, origin if label.has_aux else None)
+        self._entries[key] = (weak_storage_ref(t), label, origin if label.has_aux else None)
         self._inserts_since_sweep += 1
         if self._inserts_since_sweep >= _SWEEP_EVERY:
             self.sweep()

@@ -3,6 +3,10 @@
 Parameters are label-neutral: their storages never receive labels.  Protected
 parameters additionally refuse any write of aux-labelled data, whatever code
 path attempts it.
+
+Tensors are keyed by identity with ``WeakIdKeyDictionary`` (an ``id()`` may be
+reused once its object dies), storages through ``StorageWeakRef`` (whose
+existence keeps the storage's address from being reused).
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
-from amal_verified._label_store import storage_key
+from amal_verified._label_store import StorageWeakRef, storage_key, weak_storage_ref
 
 __all__ = ["ProtectedParam", "protect", "protected_by_storage", "protection_of"]
 
@@ -25,31 +30,29 @@ class ProtectedParam:
     storage: int
 
 
-_by_id: dict[int, ProtectedParam] = {}
+_by_param: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _by_storage: dict[int, ProtectedParam] = {}
-_param_storages: set[int] = set()
+_param_storages: dict[int, StorageWeakRef] = {}
 
 
-def _forget(pid: int) -> None:
-    info = _by_id.pop(pid, None)
-    if info is not None:
-        _by_storage.pop(info.storage, None)
-        _param_storages.discard(info.storage)
+def _remember_storage(param: torch.Tensor) -> int:
+    key = storage_key(param)
+    known = _param_storages.get(key)
+    if known is None or known.expired():
+        _param_storages[key] = weak_storage_ref(param)
+    return key
 
 
 def protect(param: torch.Tensor, name: str, owner: str) -> ProtectedParam:
     """Mark ``param`` protected (idempotent; the first name and owner are kept)."""
-    pid = id(param)
-    info = _by_id.get(pid)
-    if info is not None and info.ref() is param:
+    info: ProtectedParam | None = _by_param.get(param)  # type: ignore[no-untyped-call]
+    if info is not None:
         refresh(info)
         return info
-    key = storage_key(param)
+    key = _remember_storage(param)
     info = ProtectedParam(ref=weakref.ref(param), name=name, owner=owner, storage=key)
-    _by_id[pid] = info
+    _by_param[param] = info
     _by_storage[key] = info
-    _param_storages.add(key)
-    weakref.finalize(param, _forget, pid)
     return info
 
 
@@ -60,27 +63,40 @@ def refresh(info: ProtectedParam) -> None:
         return
     key = storage_key(param)
     if key != info.storage:
-        _by_storage.pop(info.storage, None)
+        if _by_storage.get(info.storage) is info:
+            del _by_storage[info.storage]
         info.storage = key
         _by_storage[key] = info
-        _param_storages.add(key)
+        _remember_storage(param)
 
 
 def protection_of(param: torch.Tensor) -> ProtectedParam | None:
-    info = _by_id.get(id(param))
-    if info is not None and info.ref() is param:
-        return info
-    return None
+    found: ProtectedParam | None = _by_param.get(param)  # type: ignore[no-untyped-call]
+    return found
 
 
 def protected_by_storage(key: int) -> ProtectedParam | None:
-    return _by_storage.get(key)
+    """The protected parameter whose memory this is (checked against stale entries)."""
+    info = _by_storage.get(key)
+    if info is None:
+        return None
+    param = info.ref()
+    if param is None or storage_key(param) != key:
+        del _by_storage[key]
+        return None
+    return info
 
 
 def note_parameter(param: torch.Tensor) -> None:
     """Remember that ``param``'s storage belongs to a parameter (so it is never labelled)."""
-    _param_storages.add(storage_key(param))
+    _remember_storage(param)
 
 
 def is_parameter_storage(key: int) -> bool:
-    return key in _param_storages
+    ref = _param_storages.get(key)
+    if ref is None:
+        return False
+    if ref.expired():
+        del _param_storages[key]
+        return False
+    return True

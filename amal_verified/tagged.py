@@ -16,15 +16,19 @@ goes through :meth:`TaggedTensor.__torch_dispatch__`, which
 
 Module calls are not tracked op by op: see ``amal_verified._boundary``.
 
-The classes are views of the current label: ``isinstance(t, PrimaryData)`` is
-true exactly when ``t`` is tagged and its label is non-empty and primary-only,
-``isinstance(t, AuxData)`` when its label contains an auxiliary source.
+Every tagged tensor is, at run time, a :class:`TaggedTensor`.  The public
+types are views of its *current* label (Python's ``isinstance`` never consults
+a metaclass for an object's exact type, so they are never instantiated):
+``isinstance(t, PrimaryData)`` is true exactly when ``t`` is tagged and its
+label is non-empty and primary-only, ``isinstance(t, AuxData)`` when its label
+contains an auxiliary source -- also after an in-place write changed it.  For
+mypy they are distinct ``@final`` subclasses of ``torch.Tensor``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, final
+from typing import Any, cast, final
 
 import torch
 from beartype import beartype
@@ -157,7 +161,7 @@ class _TaggedMeta(torch._C._TensorMeta):
 
 
 class TaggedTensor(torch.Tensor, metaclass=_TaggedMeta):
-    """A tensor whose data provenance is tracked.  Use :class:`PrimaryData` / :class:`AuxData`.
+    """A tensor whose data provenance is tracked (the run-time class of all tagged data).
 
     ``elem`` is the plain tensor holding the data; the label lives with its
     storage (see ``amal_verified._label_store``).
@@ -188,8 +192,14 @@ class TaggedTensor(torch.Tensor, metaclass=_TaggedMeta):
         return STORE.of(self.elem)
 
     def __repr__(self, *, tensor_contents: Any = None) -> Any:  # type: ignore[override]
-        body = repr(self.elem)
-        return f"{type(self).__name__}({body}, label={self.label!r})"
+        label = self.label
+        kind = "AuxData" if label.has_aux else "PrimaryData" if label.sources else "TaggedTensor"
+        return f"{kind}({self.elem!r}, label={label!r})"
+
+    def __format__(self, format_spec: str) -> str:
+        if self.dim() == 0:
+            return format(self.item(), format_spec)  # .item() records the escape
+        return format(self.elem, format_spec)
 
     def tolist(self) -> Any:
         record_escape(".tolist()", self.label)
@@ -226,21 +236,20 @@ class TaggedTensor(torch.Tensor, metaclass=_TaggedMeta):
 
 @final
 class PrimaryData(TaggedTensor):
-    """Data derived from primary (real-environment) sources only."""
+    """Data derived from primary (real-environment) sources only (an ``isinstance`` view)."""
 
     __slots__ = ()
 
 
 @final
 class AuxData(TaggedTensor):
-    """Data that depends on at least one auxiliary source."""
+    """Data that depends on at least one auxiliary source (an ``isinstance`` view)."""
 
     __slots__ = ()
 
 
 PrimaryData._label_test = Label.is_primary_only.fget  # type: ignore[attr-defined]
 AuxData._label_test = Label.has_aux.fget  # type: ignore[attr-defined]
-_TAGGED_TYPES = (PrimaryData, AuxData)
 
 
 def _rebuild_tagged(elem: torch.Tensor, sources: list[Any]) -> TaggedTensor:
@@ -249,13 +258,9 @@ def _rebuild_tagged(elem: torch.Tensor, sources: list[Any]) -> TaggedTensor:
     return _wrap_existing(elem)
 
 
-def _class_for(label: Label) -> type[TaggedTensor]:
-    return AuxData if label.has_aux else PrimaryData
-
-
 def _wrap_existing(elem: torch.Tensor) -> TaggedTensor:
     """Wrap ``elem`` whose storage label is already set (must be non-empty)."""
-    return _class_for(STORE.of(elem))(elem)
+    return TaggedTensor(elem)
 
 
 def wrap_with_label(elem: torch.Tensor, label: Label, origin: str | None = None) -> torch.Tensor:
@@ -263,7 +268,7 @@ def wrap_with_label(elem: torch.Tensor, label: Label, origin: str | None = None)
     full = STORE.join(elem, label, origin)
     if full.is_empty:
         return elem
-    return _class_for(full)(elem)
+    return TaggedTensor(elem)
 
 
 # ---------------------------------------------------------------------------
@@ -278,7 +283,7 @@ def _unwrap_args(args: Sequence[Any], labels: list[Label]) -> list[Any]:
     out: list[Any] = []
     for a in args:
         ta = type(a)
-        if ta is PrimaryData or ta is AuxData:
+        if ta is TaggedTensor:
             labels.append(STORE.of(a.elem))
             out.append(a.elem)
         elif ta is list or ta is tuple:
@@ -403,8 +408,7 @@ def _origin(info: _OpInfo, args: Sequence[Any], kwargs: dict[str, Any], labels: 
 def _wrap_view(o: Any) -> Any:
     if not isinstance(o, torch.Tensor):
         return o
-    label = STORE.of(o)
-    return o if label.is_empty else _class_for(label)(o)
+    return o if STORE.of(o).is_empty else TaggedTensor(o)
 
 
 def _dispatch_write(
@@ -538,9 +542,7 @@ def primary(x: torch.Tensor, *, source: str = "real-env") -> PrimaryData:
     from amal_verified._activation import ensure_active
 
     ensure_active()
-    out = _tag(x, SourceKind.PRIMARY, source)
-    assert isinstance(out, PrimaryData)
-    return out
+    return cast(PrimaryData, _tag(x, SourceKind.PRIMARY, source))
 
 
 @beartype
@@ -549,9 +551,7 @@ def aux(x: torch.Tensor, *, source: str) -> AuxData:
     from amal_verified._activation import ensure_active
 
     ensure_active()
-    out = _tag(x, SourceKind.AUX, source)
-    assert isinstance(out, AuxData)
-    return out
+    return cast(AuxData, _tag(x, SourceKind.AUX, source))
 
 
 def label_of(t: torch.Tensor) -> Label:

@@ -50,7 +50,9 @@ def snapshot(module: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[list[
     return [t.detach().clone() for t in module.state_dict().values()], copy.deepcopy(opt.state_dict())
 
 
-def assert_unchanged(module: torch.nn.Module, opt: torch.optim.Optimizer, snap: tuple[list[torch.Tensor], object]) -> None:
+def assert_unchanged(
+    module: torch.nn.Module, opt: torch.optim.Optimizer, snap: tuple[list[torch.Tensor], object]
+) -> None:
     values, opt_state = snap
     assert all(torch.equal(a, b) for a, b in zip(values, module.state_dict().values(), strict=True))
     assert str(opt.state_dict()) == str(opt_state)

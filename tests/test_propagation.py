@@ -232,3 +232,18 @@ def test_tagged_tensor_repr_and_deepcopy() -> None:
     assert "PrimaryData" in repr(p) and "real-env" in repr(p)
     q = copy.deepcopy(p)
     assert av.label_of(q) is P and torch.equal(q, p)
+
+
+def test_memory_of_dead_parameters_is_labelled_normally() -> None:
+    """Regression: a storage address freed by a parameter and reused by data must be labelled.
+
+    Parameter storages are label-neutral; an address-keyed registry that outlived the
+    parameter once made freshly allocated data at the same address label-neutral too.
+    """
+    for _ in range(200):
+        lin = torch.nn.Linear(3, 3)
+        lin(auxd(2, 3)).sum().backward()
+        del lin
+        running = torch.zeros(3, 3)
+        running.add_(auxd(3, 3))
+        assert av.label_of(running) is A
