@@ -167,7 +167,7 @@ def test_other_code_paths_writing_protected_parameters_refused() -> None:
 
 
 def test_data_swapped_for_aux_memory_refused_at_step() -> None:
-    wm, opt, p, a = make()
+    wm, opt, p, _ = make()
     aux_values = torch.randn(4)
     av.aux(aux_values, source="aux-3")
     wm.decoder.bias.data = aux_values
@@ -298,7 +298,7 @@ def test_zero_grad_in_place_clears_labels() -> None:
 
 
 def test_add_param_group_protects_new_parameters() -> None:
-    wm, opt, _, a = make()
+    _, opt, _, a = make()
     extra = torch.nn.Linear(4, 4)
     opt.add_param_group({"params": list(extra.parameters())})
     extra(a).sum().backward()
