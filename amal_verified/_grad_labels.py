@@ -100,5 +100,5 @@ def ensure_hook(param: torch.Tensor) -> None:
             if tagged is not g:
                 p.grad = tagged
 
-    param.register_hook(before_accumulation)  # type: ignore[no-untyped-call]
-    param.register_post_accumulate_grad_hook(after_accumulation)  # type: ignore[no-untyped-call]
+    param.register_hook(before_accumulation)
+    param.register_post_accumulate_grad_hook(after_accumulation)

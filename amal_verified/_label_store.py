@@ -30,7 +30,7 @@ class StorageWeakRef(Protocol):
 
 
 def weak_storage_ref(t: torch.Tensor) -> StorageWeakRef:
-    ref: StorageWeakRef = _StorageWeakRef(t.untyped_storage())  # type: ignore[no-untyped-call]
+    ref: StorageWeakRef = _StorageWeakRef(t.untyped_storage())
     return ref
 
 

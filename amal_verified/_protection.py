@@ -45,7 +45,7 @@ def _remember_storage(param: torch.Tensor) -> int:
 
 def protect(param: torch.Tensor, name: str, owner: str) -> ProtectedParam:
     """Mark ``param`` protected (idempotent; the first name and owner are kept)."""
-    info: ProtectedParam | None = _by_param.get(param)  # type: ignore[no-untyped-call]
+    info: ProtectedParam | None = _by_param.get(param)
     if info is not None:
         refresh(info)
         return info
@@ -71,7 +71,7 @@ def refresh(info: ProtectedParam) -> None:
 
 
 def protection_of(param: torch.Tensor) -> ProtectedParam | None:
-    found: ProtectedParam | None = _by_param.get(param)  # type: ignore[no-untyped-call]
+    found: ProtectedParam | None = _by_param.get(param)
     return found
 
 

@@ -37,17 +37,13 @@ from typing import Any, ClassVar, Final, TypeAlias, final
 import numpy as np
 import numpy.typing as npt
 import torch
-from beartype import BeartypeConf, beartype
 
+from amal_verified._runtime_checks import checked
 from amal_verified.errors import TaggingError
 from amal_verified.labels import Label, Source, SourceKind
 from amal_verified.tagged import TaggedTensor, aux, label_of, primary
 
 __all__ = ["AuxBuffer", "Batch", "PrimaryBuffer"]
-
-# Type violations caught by beartype surface as plain ``TypeError`` s (naming the
-# parameter, the expected and the actual type), like every other input error here.
-_checked: Final = beartype(conf=BeartypeConf(violation_type=TypeError))
 
 ArrayLike: TypeAlias = torch.Tensor | npt.NDArray[Any] | np.generic | bool | int | float
 """What :meth:`add` accepts for each field: a tensor, a NumPy array or scalar, or a Python scalar."""
@@ -122,7 +118,7 @@ class _Field:
     dtype: torch.dtype
 
 
-@_checked
+@checked
 class _TransitionBuffer(abc.ABC):
     """Shared implementation of :class:`PrimaryBuffer` and :class:`AuxBuffer` (private)."""
 
@@ -461,7 +457,7 @@ class _TransitionBuffer(abc.ABC):
         if keys != _STATE_KEYS:
             missing, extra = sorted(_STATE_KEYS - keys), sorted(keys - _STATE_KEYS)
             raise ValueError(f"{what}: malformed state (missing keys {missing}, unexpected keys {extra})")
-        if state["format"] != _STATE_FORMAT:
+        if type(state["format"]) is not int or state["format"] != _STATE_FORMAT:
             raise ValueError(
                 f"{what}: unsupported state format {state['format']!r}, expected {_STATE_FORMAT}"
             )
@@ -601,7 +597,7 @@ def _untag(t: torch.Tensor) -> torch.Tensor:
 
 
 @final
-@_checked
+@checked
 class PrimaryBuffer(_TransitionBuffer):
     """The primary buffer ``D_P``: transitions of the real environment stream.
 
@@ -611,6 +607,14 @@ class PrimaryBuffer(_TransitionBuffer):
     :meth:`sample` returns ``PrimaryData``.  See the module docstring for the
     shared contract (preallocation, atomic ``add``, private generator, O(batch)
     sampling, bit-exact ``state_dict``).
+
+    Arguments: ``capacity`` (rows preallocated, >= 1); ``obs_shape`` and
+    ``action_shape`` (per-transition shapes, ``()`` for a scalar such as a
+    discrete action); ``seed`` (in ``[0, 2**64)``, seeds this buffer's own
+    ``torch.Generator``); ``obs_dtype`` (float16/bfloat16/float32/float64, or
+    uint8 for images; default float32); ``action_dtype`` (a float dtype or
+    int64 for discrete actions; default float32); ``source`` (the primary
+    source name).  Rewards are stored as float32, ``done`` as bool.
     """
 
     _KIND: ClassVar[SourceKind] = SourceKind.PRIMARY
@@ -641,7 +645,7 @@ class PrimaryBuffer(_TransitionBuffer):
 
 
 @final
-@_checked
+@checked
 class AuxBuffer(_TransitionBuffer):
     """The buffer ``D_A^i`` of one auxiliary agent ``i`` (one buffer per agent).
 
@@ -649,7 +653,8 @@ class AuxBuffer(_TransitionBuffer):
     untagged data and data labelled ``aux:<source>``; refuses primary data,
     data of any other auxiliary agent and mixed data with
     :class:`~amal_verified.errors.TaggingError`.  :meth:`sample` returns
-    ``AuxData``.  See the module docstring for the shared contract.
+    ``AuxData``.  See the module docstring for the shared contract and
+    :class:`PrimaryBuffer` for the other arguments.
     """
 
     _KIND: ClassVar[SourceKind] = SourceKind.AUX

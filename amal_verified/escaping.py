@@ -57,8 +57,27 @@ def _torch_dir() -> str:
     return _TORCH_DIR
 
 
+# The tracking machinery itself; frames in any other module (the demo, a trainer,
+# the user's script) are call sites worth reporting.
+_CORE_MODULES = frozenset(
+    os.path.join(_PACKAGE_DIR, name)
+    for name in (
+        "tagged.py",
+        "gate.py",
+        "escaping.py",
+        "buffers.py",
+        "_boundary.py",
+        "_grad_labels.py",
+        "_label_store.py",
+        "_protection.py",
+        "_provenance.py",
+        "_activation.py",
+    )
+)
+
+
 def _is_internal(filename: str) -> bool:
-    return filename.startswith((_PACKAGE_DIR, _torch_dir(), "<frozen"))
+    return filename in _CORE_MODULES or filename.startswith((_torch_dir(), "<frozen"))
 
 
 def user_call_site(skip: int = 1) -> str:

@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
-from beartype import beartype
 
 from amal_verified import _protection
 from amal_verified._activation import ensure_active
 from amal_verified._label_store import STORE
+from amal_verified._runtime_checks import checked
 from amal_verified.errors import IsolationViolation
 from amal_verified.labels import EMPTY, Label, Source
 from amal_verified.tagged import TaggedTensor, label_of
@@ -125,7 +125,7 @@ class GatedOptimizer(torch.optim.Optimizer):
     need none.
     """
 
-    @beartype
+    @checked
     def __init__(self, optimizer: torch.optim.Optimizer, *, names: NamesArg = None) -> None:
         if isinstance(optimizer, GatedOptimizer):
             raise TypeError("this optimizer is already gated; wrap the original optimizer once")

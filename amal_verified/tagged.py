@@ -31,12 +31,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast, final
 
 import torch
-from beartype import beartype
 from torch.utils._pytree import tree_map
 
 from amal_verified import _protection
 from amal_verified._label_store import STORE, storage_key
 from amal_verified._provenance import describe
+from amal_verified._runtime_checks import checked
 from amal_verified.errors import IsolationViolation, TaggingError
 from amal_verified.escaping import record_escape, user_call_site
 from amal_verified.labels import EMPTY, Label, SourceKind
@@ -533,7 +533,7 @@ def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
     return _wrap_existing(elem)
 
 
-@beartype
+@checked
 def primary(x: torch.Tensor, *, source: str = "real-env") -> PrimaryData:
     """Tag ``x`` (no copy) as primary data from ``source``.
 
@@ -545,7 +545,7 @@ def primary(x: torch.Tensor, *, source: str = "real-env") -> PrimaryData:
     return cast(PrimaryData, _tag(x, SourceKind.PRIMARY, source))
 
 
-@beartype
+@checked
 def aux(x: torch.Tensor, *, source: str) -> AuxData:
     """Tag ``x`` (no copy) as auxiliary data from ``source`` (e.g. ``"aux-3"``)."""
     from amal_verified._activation import ensure_active
