@@ -4,15 +4,18 @@ Tracking every aten operation costs 30-55 µs per operation, ~1.3-1.6x on the
 paper's world-model step.  Instead, when a module is called (outside any other
 tracked call) with tagged positional inputs or labelled buffers:
 
-1. the *call label* S is the join of the inputs' and the module's buffers' labels;
+1. the *call label* S is the label shared by the tagged inputs joined with the
+   module's buffers' labels.  When tagged inputs (or buffers) carry *different*
+   labels, the call is not unwrapped: it runs operation by operation, so that
+   each parameter's gradient gets exactly the labels of the inputs it used;
 2. the inputs are unwrapped to plain tensors (through ``_Unwrap``, so autograd
    stays connected) and the module runs plain -- nested module calls included;
 3. outputs are tagged with S (through ``_Wrap``); buffers and inputs whose
    version counter moved (running statistics, in-place edits) have S joined
    into their storage's label;
-4. in backward, ``_Wrap`` receives the incoming gradient with its label G and
-   attributes S ⊔ G to every parameter reachable from that output inside the
-   call (found by walking the autograd graph built during the call);
+4. in backward, ``_Wrap`` receives the gradient of one output with its label G
+   and attributes S ⊔ G to every parameter reachable from *that* output inside
+   the call (found by walking the autograd graph built during the call);
    ``_Unwrap`` returns the input gradient tagged with S ⊔ G; gradients leaving
    the call towards tensors created before it (closures, plain inputs with
    history) are tagged with S ⊔ G by a node pre-hook.
@@ -110,11 +113,14 @@ class _Wrap(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         frame: _Frame = ctx.amal_frame
         grad_label = label_of(grad)
+        origin = frame.origin
         if not grad_label.is_empty:
             frame.grad_label = frame.grad_label.join(grad_label)
-            if grad_label.has_aux and frame.origin is None:
-                frame.origin = STORE.origin(grad.elem if isinstance(grad, TaggedTensor) else grad)
-        _grad_labels.attribute(ctx.amal_params, frame.full_label(), frame.origin)
+            if grad_label.has_aux and origin is None:
+                origin = STORE.origin(grad.elem if isinstance(grad, TaggedTensor) else grad)
+                frame.origin = origin
+        # This output's parameters depend on S and on this output's gradient only.
+        _grad_labels.attribute(ctx.amal_params, frame.label.join(grad_label), origin)
         plain = grad.elem if isinstance(grad, TaggedTensor) else grad
         return plain, None, None
 
@@ -182,20 +188,28 @@ def _buffer_versions(module: torch.nn.Module) -> list[tuple[list[torch.Tensor], 
     return groups
 
 
-def _input_label(value: Any) -> tuple[Label, bool]:
-    """(label, has_tagged) of a positional argument, looking one level into containers."""
+def _input_labels(value: Any, found: set[Label]) -> bool:
+    """Collect the non-empty labels of a positional argument (one level into containers).
+
+    Returns whether it holds a tagged tensor.
+    """
     tv = type(value)
     if tv is TaggedTensor:
-        return STORE.of(value.elem), True
+        label = STORE.of(value.elem)
+        if not label.is_empty:
+            found.add(label)
+        return True
     if isinstance(value, torch.Tensor):
-        return STORE.of(value), False
+        label = STORE.of(value)
+        if not label.is_empty:
+            found.add(label)
+        return False
     if tv is tuple or tv is list:
-        label, tagged = EMPTY, False
+        tagged = False
         for item in value:
-            sub, sub_tagged = _input_label(item)
-            label, tagged = label.join(sub), tagged or sub_tagged
-        return label, tagged
-    return EMPTY, False
+            tagged = _input_labels(item, found) or tagged
+        return tagged
+    return False
 
 
 def _unwrap_input(value: Any, frame: _Frame) -> Any:
@@ -215,15 +229,18 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
     if state.frame is not None:
         state.nested += 1
         return None
-    label, tagged = EMPTY, False
+    labels: set[Label] = set()
+    tagged = False
     for arg in args:
-        sub, sub_tagged = _input_label(arg)
-        label, tagged = label.join(sub), tagged or sub_tagged
-    buffers = list(module.buffers()) if STORE.written_plain else []
-    for buf in buffers:
-        label = label.join(STORE.of(buf))
-    if label.is_empty:
-        return None
+        tagged = _input_labels(arg, labels) or tagged
+    if STORE.written_plain:
+        for buf in module.buffers():
+            label = STORE.of(buf)
+            if not label.is_empty:
+                labels.add(label)
+    if len(labels) != 1:
+        return None  # nothing labelled, or inputs with different labels: track op by op
+    (label,) = labels
     frame = _Frame(label, type(module).__name__)
     if label.has_aux:
         frame.origin = f"{frame.module_name} called on data labelled {label!r} at {user_call_site(2)}"

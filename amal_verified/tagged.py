@@ -110,6 +110,7 @@ class _OpInfo:
         "name",
         "neutral",
         "overwrite",
+        "return_aliases",
         "written",
     )
 
@@ -130,6 +131,16 @@ class _OpInfo:
             # Updates running_mean / running_var in training mode without declaring it.
             written += [(3, "running_mean"), (4, "running_var")]
         self.written: tuple[tuple[int, str], ...] = tuple(written)
+        # For each return: the written argument it aliases (in-place / out=), or None if fresh.
+        by_alias_set = {
+            frozenset(arg.alias_info.before_set): index
+            for index, arg in enumerate(schema.arguments)
+            if arg.alias_info is not None and arg.alias_info.is_write
+        }
+        self.return_aliases: tuple[int | None, ...] = tuple(
+            by_alias_set.get(frozenset(r.alias_info.before_set)) if r.alias_info is not None else None
+            for r in schema.returns
+        )
         self.is_view = not written and any(
             r.alias_info is not None and not r.alias_info.is_write for r in schema.returns
         )
@@ -456,18 +467,21 @@ def _dispatch_write(
     for target, target_label, others in targets:
         _label_written(info, target, target_label, others, origin)
 
-    # In-place ops return their (first) written argument; return the caller's object.
     if info.is_foreach or out is None:
         return out
-    first_index, first_name = info.written[0]
-    original = args[first_index] if first_index < len(args) else kwargs.get(first_name)
-    if isinstance(out, torch.Tensor):
-        return original
+    names = {index: name for index, name in info.written}
+
+    def result(position: int, value: Any) -> Any:
+        alias = info.return_aliases[position] if position < len(info.return_aliases) else None
+        if alias is not None:  # the written argument itself: give back the caller's object
+            return args[alias] if alias < len(args) else kwargs.get(names.get(alias, ""), value)
+        if isinstance(value, torch.Tensor):  # a fresh output of a writing op (batch-norm output)
+            return wrap_with_label(value, label, origin)
+        return value
+
     if isinstance(out, (tuple, list)):
-        # Multi-output out= ops: return the caller's out tensors in order.
-        written_objs = [args[i] if i < len(args) else kwargs.get(n) for i, n in info.written]
-        return type(out)(written_objs) if len(written_objs) == len(out) else out
-    return out
+        return type(out)(result(i, o) for i, o in enumerate(out))
+    return result(0, out)
 
 
 def _tensor_args(args: Sequence[Any], kwargs: dict[str, Any]) -> list[torch.Tensor]:

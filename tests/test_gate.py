@@ -340,3 +340,49 @@ def test_step_hooks_of_the_wrapper_run() -> None:
     F.mse_loss(wm(p), p).backward()
     opt.step()
     assert calls == ["pre", "post"]
+
+
+# -- precision of module-boundary tracking ---------------------------------------------
+
+
+class TwoHeads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.world = torch.nn.Linear(4, 4)
+        self.value = torch.nn.Linear(4, 1)
+
+    def forward(self, obs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.world(obs), self.value(context)
+
+
+@pytest.mark.parametrize("order", ["world-first", "value-first"])
+def test_each_output_attributes_only_its_own_gradient(order: str) -> None:
+    """A head whose loss is clean is accepted even if a sibling output's loss used aux data."""
+    torch.manual_seed(0)
+    heads = TwoHeads()
+    opt = av.GatedOptimizer(torch.optim.SGD(heads.world.parameters(), lr=0.1))
+    p = av.primary(torch.randn(5, 4))
+    a = av.aux(torch.randn(5, 1), source="aux-1")
+    world_out, value_out = heads(p, p)
+    world_loss, value_loss = F.mse_loss(world_out, p), F.mse_loss(value_out, a)
+    total = world_loss + value_loss if order == "world-first" else value_loss + world_loss
+    total.backward()
+    assert av.label_of(heads.value.weight.grad).has_aux
+    assert not av.label_of(heads.world.weight.grad).has_aux
+    opt.step()
+
+
+def test_inputs_with_different_labels_are_tracked_exactly() -> None:
+    """world(obs) and value(context) inside one call: only the head that read aux data is tainted."""
+    torch.manual_seed(0)
+    heads = TwoHeads()
+    opt = av.GatedOptimizer(torch.optim.SGD(heads.world.parameters(), lr=0.1))
+    p = av.primary(torch.randn(5, 4))
+    a = av.aux(torch.randn(5, 4), source="aux-1")
+    world_out, value_out = heads(p, a)
+    assert av.label_of(world_out).is_primary_only
+    assert av.label_of(value_out).has_aux
+    (F.mse_loss(world_out, p) + value_out.pow(2).mean()).backward()
+    assert av.label_of(heads.world.weight.grad).is_primary_only
+    assert av.label_of(heads.value.weight.grad).has_aux
+    opt.step()

@@ -122,6 +122,9 @@ def test_batchnorm_running_statistics_functional_and_module() -> None:
     rm, rv = torch.zeros(3), torch.ones(3)
     F.batch_norm(auxd(8, 3), rm, rv, training=True)
     assert av.label_of(rm) is A and av.label_of(rv) is A
+    # The normalised output of a writing op is labelled too (not only the statistics it wrote).
+    out = F.batch_norm(prim(8, 3), torch.zeros(3), torch.ones(3), training=True)
+    assert av.label_of(out) is P
     rm2, rv2 = torch.zeros(3), torch.ones(3)
     F.batch_norm(auxd(8, 3), rm2, rv2, training=False)
     assert av.label_of(rm2).is_empty
