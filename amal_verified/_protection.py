@@ -5,19 +5,20 @@ parameters additionally refuse any write of aux-labelled data, whatever code
 path attempts it.
 
 Tensors are keyed by identity with ``WeakIdKeyDictionary`` (an ``id()`` may be
-reused once its object dies), storages through ``StorageWeakRef`` (whose
-existence keeps the storage's address from being reused).
+reused once its object dies), storages by address with a weak reference whose
+callback drops the entry when the storage dies (see ``_label_store``).
 """
 
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from amal_verified._label_store import StorageWeakRef, storage_key, weak_storage_ref
+from amal_verified._label_store import storage_key, storage_ref
 
 __all__ = ["ProtectedParam", "protect", "protected_by_storage", "protection_of"]
 
@@ -32,14 +33,18 @@ class ProtectedParam:
 
 _by_param: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _by_storage: dict[int, ProtectedParam] = {}
-_param_storages: dict[int, StorageWeakRef] = {}
+_param_storages: dict[int, weakref.ref[Any]] = {}
+
+
+def _forget_storage(key: int, ref: weakref.ref[Any]) -> None:
+    if _param_storages.get(key) is ref:
+        del _param_storages[key]
 
 
 def _remember_storage(param: torch.Tensor) -> int:
     key = storage_key(param)
-    known = _param_storages.get(key)
-    if known is None or known.expired():
-        _param_storages[key] = weak_storage_ref(param)
+    if key not in _param_storages:
+        _param_storages[key] = storage_ref(param, lambda r, k=key: _forget_storage(k, r))
     return key
 
 
@@ -93,10 +98,4 @@ def note_parameter(param: torch.Tensor) -> None:
 
 
 def is_parameter_storage(key: int) -> bool:
-    ref = _param_storages.get(key)
-    if ref is None:
-        return False
-    if ref.expired():
-        del _param_storages[key]
-        return False
-    return True
+    return key in _param_storages

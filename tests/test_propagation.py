@@ -250,3 +250,31 @@ def test_memory_of_dead_parameters_is_labelled_normally() -> None:
         running = torch.zeros(3, 3)
         running.add_(auxd(3, 3))
         assert av.label_of(running) is A
+
+
+def test_label_store_forgets_storages_when_they_die() -> None:
+    """Entries go with their storage (no dead entries pinning freed memory)."""
+    import gc
+
+    from amal_verified._label_store import STORE
+
+    lin = torch.nn.Linear(3, 3)
+    opt = av.GatedOptimizer(torch.optim.Adam(lin.parameters()))
+
+    def step() -> None:
+        x = prim(8, 3)
+        F.mse_loss(lin(x), x).backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    gc.collect()
+    baseline = len(STORE)
+    for _ in range(50):
+        step()
+    gc.collect()
+    assert len(STORE) <= baseline
+    x = prim(4)
+    entries = len(STORE)
+    del x
+    assert len(STORE) == entries - 1
