@@ -266,11 +266,6 @@ AuxData._label_test = Label.has_aux.fget  # type: ignore[attr-defined]
 def _rebuild_tagged(elem: torch.Tensor, sources: list[Any]) -> TaggedTensor:
     label = Label(sources)
     STORE.join(elem, label)
-    return _wrap_existing(elem)
-
-
-def _wrap_existing(elem: torch.Tensor) -> TaggedTensor:
-    """Wrap ``elem`` whose storage label is already set (must be non-empty)."""
     return TaggedTensor(elem)
 
 
@@ -286,10 +281,6 @@ def wrap_with_label(elem: torch.Tensor, label: Label, origin: str | None = None)
 # The per-operation rule
 
 
-def _label_of_plain(t: torch.Tensor) -> Label:
-    return STORE.of(t)
-
-
 def _unwrap_args(args: Sequence[Any], labels: list[Label]) -> list[Any]:
     out: list[Any] = []
     for a in args:
@@ -298,7 +289,7 @@ def _unwrap_args(args: Sequence[Any], labels: list[Label]) -> list[Any]:
             labels.append(STORE.of(a.elem))
             out.append(a.elem)
         elif ta is list or ta is tuple:
-            if (a and isinstance(a[0], torch.Tensor)) or any(isinstance(x, torch.Tensor) for x in a):
+            if any(isinstance(x, torch.Tensor) for x in a):
                 out.append(ta(_unwrap_args(a, labels)))
             else:
                 out.append(a)
@@ -515,9 +506,9 @@ class _Tag(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, label: Label) -> torch.Tensor:
-        elem = x.detach()
+        elem = (x.elem if isinstance(x, TaggedTensor) else x).detach()
         STORE.join(elem, label)
-        return _wrap_existing(elem)
+        return TaggedTensor(elem)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -538,13 +529,12 @@ def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
             f"cannot tag as primary data from {source!r}: this memory already holds data labelled "
             f"{existing!r}. Tag a copy instead (x.clone()) if it really is primary data."
         )
-    elem = x.elem if isinstance(x, TaggedTensor) else x
-    if elem.requires_grad:
-        out = _Tag.apply(x, existing.join(new))  # type: ignore[no-untyped-call]
-        assert isinstance(out, TaggedTensor)
+    if x.requires_grad:  # stay connected to autograd
+        out: TaggedTensor = _Tag.apply(x, existing.join(new))  # type: ignore[no-untyped-call]
         return out
+    elem = x.elem if isinstance(x, TaggedTensor) else x
     STORE.join(elem, new)
-    return _wrap_existing(elem)
+    return TaggedTensor(elem)
 
 
 @checked

@@ -278,3 +278,14 @@ def test_label_store_forgets_storages_when_they_die() -> None:
     entries = len(STORE)
     del x
     assert len(STORE) == entries - 1
+
+
+def test_tagging_a_tensor_that_requires_grad_stays_differentiable() -> None:
+    x = torch.randn(3, requires_grad=True)
+    p = av.primary(x, source="real-env")
+    assert p.requires_grad
+    again = av.primary(p, source="other-sensor")  # tagging tagged data joins sources
+    assert av.label_of(again) is P | Label.of(SourceKind.PRIMARY, "other-sensor")
+    (again * 2).sum().backward()
+    assert x.grad is not None
+    assert torch.equal(x.grad, torch.full((3,), 2.0))
