@@ -152,20 +152,20 @@ def run_demo(seed: int = 0, say: Callable[[str], None] = print) -> bool:
         policy_opt.step()
         return "the policy optimizer stepped the shared encoder"
 
-    def global_clipping() -> str:
+    def backward_world_model_and_policy() -> None:
+        """One backward over a primary world-model loss and an auxiliary policy loss."""
         p, a = d_p.sample(256), d_a.sample(256)
         features = wm.encoder(torch.cat([a.obs, a.action], -1)).detach()
-        loss = _wm_loss(wm, p) + policy_head(features).pow(2).mean()
-        loss.backward()
+        (_wm_loss(wm, p) + policy_head(features).pow(2).mean()).backward()
+
+    def global_clipping() -> str:
+        backward_world_model_and_policy()
         torch.nn.utils.clip_grad_norm_([*wm.parameters(), *policy_head.parameters()], 1.0)
         opt.step()
         return "stepped after clipping world model and policy together"
 
     def separate_clipping() -> str:
-        p, a = d_p.sample(256), d_a.sample(256)
-        features = wm.encoder(torch.cat([a.obs, a.action], -1)).detach()
-        loss = _wm_loss(wm, p) + policy_head(features).pow(2).mean()
-        loss.backward()
+        backward_world_model_and_policy()
         torch.nn.utils.clip_grad_norm_(wm.parameters(), 1.0)
         torch.nn.utils.clip_grad_norm_(policy_head.parameters(), 1.0)
         opt.step()

@@ -355,12 +355,17 @@ class TwoHeads(torch.nn.Module):
         return self.world(obs), self.value(context)
 
 
+def two_heads() -> tuple[TwoHeads, av.GatedOptimizer]:
+    """Only the world head is protected."""
+    torch.manual_seed(0)
+    heads = TwoHeads()
+    return heads, av.GatedOptimizer(torch.optim.SGD(heads.world.parameters(), lr=0.1))
+
+
 @pytest.mark.parametrize("order", ["world-first", "value-first"])
 def test_each_output_attributes_only_its_own_gradient(order: str) -> None:
     """A head whose loss is clean is accepted even if a sibling output's loss used aux data."""
-    torch.manual_seed(0)
-    heads = TwoHeads()
-    opt = av.GatedOptimizer(torch.optim.SGD(heads.world.parameters(), lr=0.1))
+    heads, opt = two_heads()
     p = av.primary(torch.randn(5, 4))
     a = av.aux(torch.randn(5, 1), source="aux-1")
     world_out, value_out = heads(p, p)
@@ -374,9 +379,7 @@ def test_each_output_attributes_only_its_own_gradient(order: str) -> None:
 
 def test_inputs_with_different_labels_are_tracked_exactly() -> None:
     """world(obs) and value(context) inside one call: only the head that read aux data is tainted."""
-    torch.manual_seed(0)
-    heads = TwoHeads()
-    opt = av.GatedOptimizer(torch.optim.SGD(heads.world.parameters(), lr=0.1))
+    heads, opt = two_heads()
     p = av.primary(torch.randn(5, 4))
     a = av.aux(torch.randn(5, 4), source="aux-1")
     world_out, value_out = heads(p, a)
