@@ -89,7 +89,17 @@ _METADATA_PACKETS = frozenset(
 
 # In-place operations whose result does not depend on the written tensor's old
 # contents: when they overwrite a whole storage, its old label is dropped.
-_OVERWRITE_PACKETS = frozenset({aten.zero_, aten.fill_, aten.copy_, aten.normal_, aten.uniform_})
+_OVERWRITE_PACKETS = frozenset(
+    {
+        aten.zero_,
+        aten.fill_,
+        aten.copy_,
+        aten.normal_,
+        aten.uniform_,
+        aten._foreach_zero_,
+        aten._foreach_copy_,
+    }
+)
 
 _ESCAPE_KINDS = {
     aten._local_scalar_dense: ".item() / float() / int() / bool()",

@@ -287,8 +287,13 @@ def test_proxies_param_groups_state_and_state_dict() -> None:
     assert "GatedOptimizer" in repr(opt)
 
 
-def test_zero_grad_in_place_clears_labels() -> None:
-    wm, opt, p, a = make()
+@pytest.mark.parametrize("foreach", [False, True])
+def test_zero_grad_in_place_clears_labels(foreach: bool) -> None:
+    torch.manual_seed(0)
+    wm = WorldModel()
+    opt = av.GatedOptimizer(torch.optim.Adam(wm.parameters(), lr=1e-2, foreach=foreach))
+    p = av.primary(torch.randn(3, 5, 4))
+    a = av.aux(torch.randn(3, 5, 4), source="aux-3")
     F.mse_loss(wm(p), a).backward()
     refused(opt.step)
     opt.zero_grad(set_to_none=False)
