@@ -8,4 +8,5 @@ from beartype import BeartypeConf, beartype
 
 __all__ = ["checked"]
 
-checked: Final = beartype(conf=BeartypeConf(violation_type=TypeError))
+# is_pep484_tower: an int is accepted where a float is expected, as PEP 484 says.
+checked: Final = beartype(conf=BeartypeConf(violation_type=TypeError, is_pep484_tower=True))

@@ -1,0 +1,256 @@
+"""Auxiliary environments: the primary gymnasium env behind a perturbation wrapper.
+
+Auxiliary agents (paper §4.4) generate *synthetic* experience.  The default
+auxiliary environment here is the primary environment with
+
+- **changed physics**: named numeric attributes of ``env.unwrapped`` scaled by
+  given factors (e.g. CartPole ``gravity``/``length``/``masspole``, Pendulum
+  ``g``/``m``/``l``, MountainCarContinuous ``power``), applied once at
+  construction;
+- **observation noise**: i.i.d. Gaussian noise with a configured standard
+  deviation added to every observation returned by ``reset`` and ``step``,
+  drawn from the wrapper's *own* ``numpy.random.Generator``.
+
+so data collected in it is visibly not the primary stream.  Use
+:func:`make_aux_env`; give every auxiliary agent its own instance and seed.
+
+Randomness contract: the wrapper never touches the global NumPy, ``random`` or
+torch RNGs.  A seed ``s`` is passed unchanged to the wrapped environment's
+``reset(seed=s)`` (so an aux env and the primary env reset with the same seed
+start in the same state and differ only by the perturbation), and is split
+with ``numpy.random.SeedSequence(s)`` into independent streams for the noise
+generator and the action/observation spaces' samplers.  The same seed and the
+same actions give the same trajectory, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, SupportsFloat, final
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+
+from amal_verified._runtime_checks import checked
+
+__all__ = ["DEFAULT_OBS_NOISE", "DEFAULT_PHYSICS", "PerturbedEnv", "make_aux_env"]
+
+DEFAULT_PHYSICS: Final[Mapping[str, Mapping[str, float]]] = MappingProxyType(
+    {
+        "CartPole-v0": MappingProxyType({"gravity": 1.5, "length": 1.5, "masspole": 2.0}),
+        "CartPole-v1": MappingProxyType({"gravity": 1.5, "length": 1.5, "masspole": 2.0}),
+        "Pendulum-v1": MappingProxyType({"g": 1.3, "m": 1.25, "l": 0.8}),
+        "MountainCar-v0": MappingProxyType({"force": 1.3, "gravity": 0.8}),
+        "MountainCarContinuous-v0": MappingProxyType({"power": 1.5}),
+        "Acrobot-v1": MappingProxyType({"LINK_MASS_1": 1.3, "LINK_LENGTH_1": 0.8}),
+    }
+)
+"""Per-environment default physics scale factors (attribute of ``env.unwrapped`` → multiplier)."""
+
+DEFAULT_OBS_NOISE: Final = 0.01
+"""Default standard deviation of the Gaussian observation noise."""
+
+
+def _recompute_cartpole(env: Any) -> None:
+    # CartPole caches these in __init__ and uses only the cached values in step().
+    env.total_mass = env.masspole + env.masscart
+    env.polemass_length = env.masspole * env.length
+
+
+# Attributes some environments derive in __init__ from others; scaling the base
+# attributes requires recomputing them, and scaling them directly would be undone.
+_DERIVED: Final[Mapping[str, tuple[frozenset[str], Callable[[Any], None]]]] = MappingProxyType(
+    {"CartPoleEnv": (frozenset({"total_mass", "polemass_length"}), _recompute_cartpole)}
+)
+
+
+# Environments whose physics a PerturbedEnv has modified (never perturb one twice).
+_PERTURBED: Final[weakref.WeakSet[Any]] = weakref.WeakSet()
+
+
+def _numeric_attributes(env: Any) -> list[str]:
+    return sorted(
+        name
+        for name, value in vars(env).items()
+        if not name.startswith("_")
+        and isinstance(value, int | float | np.floating)
+        and not isinstance(value, bool)
+    )
+
+
+@final
+class PerturbedEnv(gym.Wrapper[Any, Any, Any, Any]):
+    """A gymnasium wrapper with scaled physics and Gaussian observation noise (see the module docstring).
+
+    ``physics`` maps attribute names of ``env.unwrapped`` to positive finite
+    scale factors; each attribute must exist and be a real number (int or
+    float, not bool).  Derived attributes are recomputed (CartPole's
+    ``total_mass`` and ``polemass_length``) and may not be scaled directly.
+    The scaled values are set once, at construction; :attr:`physics_values`
+    reports them.
+
+    ``obs_noise`` is the standard deviation σ ≥ 0 of the noise added to each
+    observation (σ = 0 disables it; σ > 0 requires a ``Box`` observation space).
+    Noisy observations keep the observation dtype and may leave the nominal
+    observation bounds.
+
+    The wrapper **modifies** ``env.unwrapped`` in place: never wrap the primary
+    agent's environment instance (use :func:`make_aux_env`, which builds a
+    fresh one).  Wrapping an already-perturbed instance again is refused.
+
+    ``seed`` (required): the first ``reset()`` without an explicit seed uses it;
+    ``reset(seed=s)`` reseeds everything (environment, noise generator) from
+    ``s``.  Raises ``ValueError`` for unknown or non-numeric attributes,
+    non-positive or non-finite scales, and negative or non-finite noise.
+    """
+
+    @checked
+    def __init__(
+        self,
+        env: gym.Env[Any, Any],
+        *,
+        seed: int,
+        physics: Mapping[str, float | int],
+        obs_noise: float | int,
+    ) -> None:
+        if not (math.isfinite(obs_noise) and obs_noise >= 0.0):
+            raise ValueError(f"obs_noise must be a finite standard deviation >= 0, got {obs_noise}")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        base = env.unwrapped
+        cls_name = type(base).__name__
+        if base in _PERTURBED:
+            raise ValueError(
+                f"this {cls_name} instance is already perturbed; scales would compound. "
+                "Build a fresh environment (make_aux_env does) for every auxiliary agent"
+            )
+        derived, recompute = _DERIVED.get(cls_name, (frozenset(), None))
+        known = _numeric_attributes(base)
+        new_values: dict[str, float] = {}
+        for name, scale in physics.items():
+            if name in derived:
+                raise ValueError(
+                    f"{cls_name}.{name} is derived from other attributes and recomputed; "
+                    f"scale its inputs instead"
+                )
+            if not hasattr(base, name):
+                raise ValueError(f"{cls_name} has no attribute {name!r}; numeric attributes: {known}")
+            value = getattr(base, name)
+            if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+                raise ValueError(
+                    f"{cls_name}.{name} is {type(value).__name__}, not a real number; "
+                    f"numeric attributes: {known}"
+                )
+            if isinstance(scale, bool) or not isinstance(scale, int | float):
+                raise TypeError(f"scale for {cls_name}.{name} must be a real number, got {scale!r}")
+            if not (math.isfinite(scale) and scale > 0.0):
+                raise ValueError(f"scale for {cls_name}.{name} must be finite and > 0, got {scale}")
+            new_values[name] = float(value) * float(scale)
+        if obs_noise > 0.0 and not isinstance(env.observation_space, gym.spaces.Box):
+            raise ValueError(
+                f"observation noise needs a Box observation space, got {type(env.observation_space).__name__}"
+            )
+        super().__init__(env)
+        _PERTURBED.add(base)
+        for name, value in new_values.items():
+            setattr(base, name, value)
+        if recompute is not None:
+            recompute(base)
+        self._physics: Mapping[str, float] = MappingProxyType(dict(physics))
+        self._physics_values: Mapping[str, float] = MappingProxyType(new_values)
+        self._obs_noise = float(obs_noise)
+        self._seed = seed
+        self._seeded = False
+        self._noise_rng = np.random.default_rng(0)  # replaced by _reseed just below
+        self._reseed(seed)
+
+    # The env is seeded lazily on reset; spaces and the noise stream are seeded here.
+    def _reseed(self, seed: int) -> int:
+        noise_ss, act_ss, obs_ss = np.random.SeedSequence(seed).spawn(3)
+        self._noise_rng = np.random.default_rng(noise_ss)
+        self.action_space.seed(int(act_ss.generate_state(1)[0]))
+        self.observation_space.seed(int(obs_ss.generate_state(1)[0]))
+        return seed
+
+    @property
+    def obs_noise(self) -> float:
+        """Standard deviation of the Gaussian observation noise."""
+        return self._obs_noise
+
+    @property
+    def physics(self) -> Mapping[str, float]:
+        """The scale factors applied (read-only)."""
+        return self._physics
+
+    @property
+    def physics_values(self) -> Mapping[str, float]:
+        """The perturbed attribute values set on ``env.unwrapped`` (read-only)."""
+        return self._physics_values
+
+    @property
+    def seed(self) -> int:
+        """The construction seed."""
+        return self._seed
+
+    def _noisy(self, obs: Any) -> Any:
+        if self._obs_noise == 0.0:
+            return obs
+        arr: npt.NDArray[Any] = np.asarray(obs)
+        noise = self._noise_rng.normal(0.0, self._obs_noise, size=arr.shape)
+        return (arr + noise).astype(arr.dtype, copy=False)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset; ``seed`` (or, on the first call, the construction seed) reseeds env and noise."""
+        env_seed: int | None = None
+        if seed is not None:
+            env_seed = self._reseed(seed)
+        elif not self._seeded:
+            env_seed = self._reseed(self._seed)
+        self._seeded = True
+        obs, info = self.env.reset(seed=env_seed, options=options)
+        return self._noisy(obs), info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the perturbed environment; the observation carries the configured noise."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._noisy(obs), reward, terminated, truncated, info
+
+
+@checked
+def make_aux_env(
+    env_id: str,
+    *,
+    seed: int,
+    physics: Mapping[str, float | int] | None = None,
+    obs_noise: float | int = DEFAULT_OBS_NOISE,
+    **make_kwargs: Any,
+) -> PerturbedEnv:
+    """Build the default auxiliary environment: ``gym.make(env_id)`` behind a :class:`PerturbedEnv`.
+
+    ``physics=None`` uses :data:`DEFAULT_PHYSICS` for ``env_id`` (``ValueError``
+    if there is no default: pass a mapping, or ``{}`` for noise only).
+    ``obs_noise`` is the observation-noise standard deviation (≥ 0).  Each call
+    creates a fresh environment instance; give each auxiliary agent its own
+    ``seed``.  ``make_kwargs`` go to ``gym.make``.
+    """
+    if not (math.isfinite(obs_noise) and obs_noise >= 0.0):
+        raise ValueError(f"obs_noise must be a finite standard deviation >= 0, got {obs_noise}")
+    if physics is None:
+        if env_id not in DEFAULT_PHYSICS:
+            raise ValueError(
+                f"no default physics perturbation for {env_id!r} (defaults exist for "
+                f"{sorted(DEFAULT_PHYSICS)}); pass physics={{attribute: scale, ...}}, or {{}} for noise only"
+            )
+        physics = DEFAULT_PHYSICS[env_id]
+    env = gym.make(env_id, **make_kwargs)
+    try:
+        return PerturbedEnv(env, seed=seed, physics=physics, obs_noise=obs_noise)
+    except BaseException:
+        env.close()
+        raise
