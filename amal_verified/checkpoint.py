@@ -56,6 +56,7 @@ from typing import Any, Final
 
 import torch
 
+from amal_verified._durable_io import fsync_dir
 from amal_verified._runtime_checks import checked
 
 __all__ = [
@@ -225,19 +226,6 @@ def from_checkpointable(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------- files
 
 
-def _fsync_dir(directory: Path) -> None:
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        fd = os.open(directory, flags)
-    except OSError:  # pragma: no cover - platforms that cannot open directories
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _load_raw(path: Path, shown: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -289,7 +277,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any], *,
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 @checked

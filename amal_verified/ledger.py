@@ -105,6 +105,7 @@ from typing import Any, Final
 
 import torch
 
+from amal_verified._durable_io import fsync_dir
 from amal_verified._runtime_checks import checked
 from amal_verified.labels import Label
 
@@ -749,19 +750,6 @@ def verify(
 # ---------------------------------------------------------------------------------------- the ledger
 
 
-def _fsync_dir(directory: Path) -> None:
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        fd = os.open(directory, flags)
-    except OSError:  # pragma: no cover - platforms that cannot open directories
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -856,7 +844,7 @@ class Ledger:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return cls(path, _open_locked(path), header, [], sync_every, _TOKEN)
 
     @classmethod
