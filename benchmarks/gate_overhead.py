@@ -197,6 +197,86 @@ def run_worker(side: str, steps: int, warmup: int, out_dir: Path, profile_file: 
     print(json.dumps({"result_file": str(out_dir / f"result-{side}-{os.getpid()}.json")}))
 
 
+def run_interleaved(steps: int, warmup: int, out_dir: Path) -> None:
+    """Plain and gated stepped alternately in one process, plus a plain baseline timed before import.
+
+    Three models with the same seed and data: ``before`` is trained (and timed) before
+    ``amal_verified`` is imported, so it pays nothing; then ``plain`` and ``gated`` alternate step
+    by step, both after the library's global hooks are installed.  Reported: the interleaved ratio
+    gated/plain, and the *hook tax* plain-after/plain-before -- what the installed hooks cost code
+    that never tags anything.  All three must end bit-identical.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    pwm = _import_model_module()
+    batches = pwm.make_batches(warmup + steps, seed=DATA_SEED)
+
+    def fresh() -> tuple[Any, Any]:
+        torch.manual_seed(SEED)
+        model = pwm.PaperWorldModel()
+        return model, torch.optim.Adam(model.parameters(), lr=pwm.LR)
+
+    def timed(model: Any, optimizer: Any, batch: Any) -> float:
+        start = time.perf_counter()
+        pwm.train_step(model, optimizer, batch)
+        return time.perf_counter() - start
+
+    before_model, before_opt = fresh()
+    before = [timed(before_model, before_opt, b) for b in batches][warmup:]
+
+    import amal_verified
+
+    plain_model, plain_opt = fresh()
+    gated_model, adam = fresh()
+    gated_opt = amal_verified.GatedOptimizer(adam)
+    tagged = [b.map(lambda x: amal_verified.primary(x, source="real-env")) for b in batches]
+    plain: list[float] = []
+    gated: list[float] = []
+    for b, tb in zip(batches, tagged, strict=True):
+        plain.append(timed(plain_model, plain_opt, b))
+        gated.append(timed(gated_model, gated_opt, tb))
+    plain, gated = plain[warmup:], gated[warmup:]
+
+    digests = {
+        name: _param_digest(model, out_dir / f"params-interleaved-{name}.npz")
+        for name, model in (("before", before_model), ("plain", plain_model), ("gated", gated_model))
+    }
+    summary = {
+        "before_ms": statistics.median(before) * 1e3,
+        "plain_ms": statistics.median(plain) * 1e3,
+        "gated_ms": statistics.median(gated) * 1e3,
+        "pairwise_ratio": statistics.median(g / p for g, p in zip(gated, plain, strict=True)),
+        "digests": digests,
+    }
+    (out_dir / "result-interleaved.json").write_text(json.dumps(summary))
+    print(json.dumps({"result_file": str(out_dir / "result-interleaved.json")}))
+
+
+def _interleaved(args: argparse.Namespace, out_dir: Path) -> tuple[float, float, bool]:
+    """Run the one-process interleaved worker; print and return (ratio, hook tax, identical)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "interleaved"]
+    command += ["--out-dir", str(out_dir), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise WorkerFailed(f"interleaved worker exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    r = json.loads((out_dir / "result-interleaved.json").read_text())
+    ratio = r["gated_ms"] / r["plain_ms"]
+    tax = r["plain_ms"] / r["before_ms"]
+    identical = len(set(r["digests"].values())) == 1
+    print(
+        f"\nin one process (plain and gated stepped alternately after import; baseline timed before import)\n"
+        f"  plain before import {r['before_ms']:.2f} ms, plain after {r['plain_ms']:.2f} ms, "
+        f"gated {r['gated_ms']:.2f} ms\n"
+        f"  ratio gated/plain (interleaved): {ratio:.3f} "
+        f"(median of per-step ratios {r['pairwise_ratio']:.3f})\n"
+        f"  hook tax on untagged code (plain after/before import): {tax:.3f}\n"
+        f"  parameters: {'bit-identical' if identical else 'DIFFERENT'} across the three models",
+        flush=True,
+    )
+    return ratio, tax, identical
+
+
 # --------------------------------------------------------------------------- parent side
 
 
@@ -379,11 +459,12 @@ def run_parent(args: argparse.Namespace) -> int:
         }
         Path(args.json).write_text(json.dumps(summary, indent=2))
 
+    _, _, interleaved_identical = _interleaved(args, out_dir)
     if args.profile:
         _profile_gated(args, out_dir)
     tmp.cleanup()
 
-    if args.check and (ratio > TARGET_RATIO or not identical or not plain_clean):
+    if args.check and (ratio > TARGET_RATIO or not identical or not plain_clean or not interleaved_identical):
         return 1
     return 0
 
@@ -414,7 +495,7 @@ def _profile_gated(args: argparse.Namespace, out_dir: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parent (default) or worker (``--worker``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--worker", choices=["plain", "gated"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["plain", "gated", "interleaved"], help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--profile-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per worker (default 30)")
@@ -430,7 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker is not None:
         if args.out_dir is None:
             parser.error("--worker needs --out-dir")
-        run_worker(args.worker, args.steps, args.warmup, args.out_dir, args.profile_file)
+        if args.worker == "interleaved":
+            run_interleaved(args.steps, args.warmup, args.out_dir)
+        else:
+            run_worker(args.worker, args.steps, args.warmup, args.out_dir, args.profile_file)
         return 0
     if args.quick:
         args.pairs, args.warmup, args.steps = 1, 1, 3

@@ -34,6 +34,8 @@ def test_gate_overhead_quick(tmp_path: Path) -> None:
     assert "ratio (median of pairwise):" in proc.stdout
     assert "parameters: bit-identical" in proc.stdout
     assert "plain workers never imported amal_verified: yes" in proc.stdout
+    assert "ratio gated/plain (interleaved):" in proc.stdout
+    assert "parameters: bit-identical across the three models" in proc.stdout
 
     summary = json.loads(summary_file.read_text())
     assert summary["ratio"] > 0
