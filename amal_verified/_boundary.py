@@ -54,11 +54,13 @@ class _Frame:
         "module_name",
         "origin",
         "seq_start",
+        "task",
     )
 
     def __init__(self, label: Label, module_name: str) -> None:
         self.label = label
         self.origin: str | None = None
+        self.task = -1  # the backward pass (graph task) in which gradients last left this call
         self.grad_label = EMPTY
         self.module_name = module_name
         self.seq_start = 0
@@ -112,6 +114,7 @@ class _Wrap(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         frame: _Frame = ctx.amal_frame
+        frame.task = torch._C._current_graph_task_id()
         grad_label = label_of(grad)
         origin = frame.origin
         if not grad_label.is_empty:
@@ -163,6 +166,9 @@ def _walk(root: Any, frame: _Frame) -> list[torch.Tensor]:
     return params
 
 
+_Grads = tuple[torch.Tensor | None, ...]
+
+
 class _ExitHook:
     """Tags gradients that leave a tracked call towards tensors created before it."""
 
@@ -171,7 +177,9 @@ class _ExitHook:
     def __init__(self, frame: _Frame) -> None:
         self.frame = frame
 
-    def __call__(self, grad_outputs: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor | None, ...]:
+    def __call__(self, grad_outputs: _Grads) -> _Grads | None:
+        if self.frame.task != torch._C._current_graph_task_id():
+            return None  # this backward pass did not go through the call: its gradients owe it nothing
         label = self.frame.full_label()
         origin = self.frame.origin
         return tuple(

@@ -12,8 +12,10 @@ parameter (checked by a global optimizer step hook).  Writes of aux-labelled
 data into a protected parameter by any other operation are refused by the
 dispatcher before they happen.
 
-The wrapped optimizer steps on plain gradients: gated training is bit for bit
-the same arithmetic as plain training.
+The wrapped optimizer steps on plain gradients: gated training is the same
+arithmetic as plain training (bit for bit on the benchmarked world model; where a
+gradient has three or more contributions through tracked module calls, their
+summation order may differ, by about 1e-7).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ mypy they are distinct ``@final`` subclasses of ``torch.Tensor``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, cast, final
 
@@ -381,7 +382,13 @@ def _dispatch(func: torch._ops.OpOverload, args: Sequence[Any], kwargs: dict[str
     label = Label.join_all(labels)
 
     if info.neutral:
-        return func(*u_args, **u_kwargs)
+        out = func(*u_args, **u_kwargs)
+        if isinstance(out, torch.Tensor) and torch._C._current_autograd_node() is not None:
+            # Inside a backward node, a fresh buffer is about to be filled in place and then sliced
+            # (CopySlices: new_empty_strided, copy_, as_strided): keep it a tracked, still
+            # unlabelled tensor, or the label written into it would not follow the slices.
+            return TaggedTensor(out)
+        return out
 
     origin = _origin(info, args, kwargs, labels) if label.has_aux else None
 
@@ -462,11 +469,22 @@ def _dispatch_write(
     for target, target_label, _ in targets:
         if target_label.has_aux:
             _refuse_protected_write(info, target, target_label)
+    if info.name == "aten.resize_" and type(args[0]) is TaggedTensor:
+        requested = math.prod(int(n) for n in args[1])
+        if requested > args[0].numel():
+            raise TaggingError(
+                f"resize_ would grow a tagged tensor from {args[0].numel()} to {requested} elements, "
+                f"which its wrapper cannot hold; nothing was changed. Allocate a new tensor and tag it."
+            )
 
     out = func(*u_args, **u_kwargs)
 
     for target, target_label, others in targets:
         _label_written(info, target, target_label, others, origin)
+    for index, name in info.written:
+        original = args[index] if index < len(args) else kwargs.get(name)
+        if type(original) is TaggedTensor:
+            _sync_metadata(original)
 
     if info.is_foreach or out is None:
         return out
@@ -483,6 +501,25 @@ def _dispatch_write(
     if isinstance(out, (tuple, list)):
         return type(out)(result(i, o) for i, o in enumerate(out))
     return result(0, out)
+
+
+_PYTHON_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.Python) | torch._C.DispatchKeySet(
+    torch._C.DispatchKey.PythonTLSSnapshot
+)
+
+
+def _sync_metadata(tagged: TaggedTensor) -> None:
+    """After an in-place op that changed ``elem``'s shape (``squeeze_``, ``t_``, ``resize_``...),
+    give the wrapper the same size, stride and offset, keeping its identity."""
+    elem = tagged.elem
+    if (
+        tagged.shape == elem.shape
+        and tagged.stride() == elem.stride()
+        and tagged.storage_offset() == elem.storage_offset()
+    ):
+        return
+    with torch._C._ExcludeDispatchKeyGuard(_PYTHON_KEYS):
+        torch.ops.aten.as_strided_.default(tagged, elem.shape, elem.stride(), elem.storage_offset())
 
 
 def _tensor_args(args: Sequence[Any], kwargs: dict[str, Any]) -> list[torch.Tensor]:

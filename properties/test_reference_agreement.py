@@ -46,8 +46,8 @@ into memory that autograd saved (it would refuse the backward pass) or that
 already requires grad; the written value may require grad.
 
 The default profile runs 200 derandomized programs (~6 s); the audit profile
-(``--hypothesis-profile=audit``) runs 8000 with fresh randomness (~2 min) and is
-what found the disagreements kept as strict-xfail reproducers at the end.
+(``--hypothesis-profile=audit``) runs 8000 with fresh randomness (~2 min) and
+is what found the three disagreements kept as regression tests at the end (all fixed).
 """
 
 from __future__ import annotations
@@ -569,21 +569,14 @@ def test_implementation_agrees_with_reference(
 
 
 # ---------------------------------------------------------------------------------- found disagreements
-# Minimal programs on which the implementation disagreed with the reference when this test was written.
-# Strict xfail: once the implementation is fixed they pass, pytest reports XPASS as a failure, and the
-# marker must go -- from then on they are ordinary regression tests.
+# Minimal programs on which the implementation disagreed with the reference when this test was written
+# (all three fixed since): regression tests.
 
 
 def _grad_labels(module: torch.nn.Module) -> dict[str, RefLabel]:
     return {n: to_ref(av.label_of(p.grad)) for n, p in module.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="implementation over-taints: _boundary's exit pre-hook, registered on autograd nodes created "
-    "before a module call, labels every gradient later passing through those nodes",
-)
 def test_a_call_whose_output_is_unused_does_not_taint_earlier_gradients() -> None:
     torch.manual_seed(0)
     wm, critic = torch.nn.Linear(4, 4), torch.nn.GRUCell(4, 4)
@@ -597,12 +590,6 @@ def test_a_call_whose_output_is_unused_does_not_taint_earlier_gradients() -> Non
     av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm).step()  # must be accepted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="implementation drops a label (unsound): the gradient of a write through a view (autograd "
-    "CopySlices) is rebuilt in untagged memory and reaches the writer unlabelled",
-)
 def test_a_gradient_through_an_inplace_write_into_a_view_keeps_its_label() -> None:
     torch.manual_seed(0)
     wm = torch.nn.Linear(4, 4)
@@ -619,12 +606,6 @@ def test_a_gradient_through_an_inplace_write_into_a_view_keeps_its_label() -> No
         av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm).step()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="implementation bug: metadata-changing in-place ops (squeeze_, unsqueeze_, t_, transpose_, "
-    "resize_) leave a TaggedTensor's shape stale; matmul of a 1-D tensor ends with squeeze_",
-)
 def test_tagged_results_have_the_shapes_of_plain_results() -> None:
     w = torch.randn(4, 4)
     v = torch.randn(4)
