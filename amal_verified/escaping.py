@@ -179,7 +179,7 @@ def record_escape(kind: str, label: Label) -> None:
         warnings.warn(
             f"{kind} turned data from {', '.join(map(str, sources))} into an untracked Python value at "
             f"{site}; anything computed from it is no longer labelled (recorded in "
-            f"amal_verified.escaping()).",
+            f"amal_verified.escapes()).",
             IsolationWarning,
             stacklevel=3,
         )

@@ -289,3 +289,19 @@ def test_tagging_a_tensor_that_requires_grad_stays_differentiable() -> None:
     (again * 2).sum().backward()
     assert x.grad is not None
     assert torch.equal(x.grad, torch.full((3,), 2.0))
+
+
+def test_shape_changing_inplace_ops_keep_tagged_metadata_and_growth_is_refused() -> None:
+    import pytest
+
+    v = prim(4)
+    assert (v @ torch.randn(4, 4)).shape == (4,)
+    x = prim(1, 3)
+    assert x.squeeze_(0) is x
+    assert x.shape == (3,)
+    t = auxd(2, 3)
+    before = t.clone()
+    with pytest.raises(av.TaggingError, match="resize_"):
+        t.resize_(10)
+    assert t.shape == (2, 3)
+    assert torch.equal(t.elem, before.elem)  # compare untagged: torch.equal would be an escape
