@@ -19,8 +19,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The main job: the gate demo, then a short AMAL run on CartPole-v1 (paper defaults, fewer steps),
+# its evaluation on the real environment, and its certificate (replay from primary data alone).
+DEMO_STEPS ?= 6000
+DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
 demo: $(STAMP)
 	$(BIN)/amal demo
+	$(BIN)/amal train --env CartPole-v1 --steps $(DEMO_STEPS) --seed 0 --out $(DEMO_RUN)
+	$(BIN)/amal evaluate $(DEMO_RUN) --episodes 10
+	$(BIN)/amal certify $(DEMO_RUN)
 
 lint: $(STAMP)
 	$(BIN)/ruff check amal_verified tests properties proofs examples benchmarks

@@ -41,12 +41,21 @@ _EXPORTS = {
     "PrimaryBuffer": "amal_verified.buffers",
     "AuxBuffer": "amal_verified.buffers",
     "Batch": "amal_verified.buffers",
+    "TrainConfig": "amal_verified.run_config",
+    "Trainer": "amal_verified.trainer",
+    "certify_run": "amal_verified.certify",
+    "Certificate": "amal_verified.certify",
+    "EnsembleWorldModel": "amal_verified.world_model",
+    "WorldModelLearner": "amal_verified.wm_training",
+    "RunStreams": "amal_verified.rng_streams",
 }
 
 __all__ = [
     "AuxBuffer",
     "AuxData",
     "Batch",
+    "Certificate",
+    "EnsembleWorldModel",
     "Escape",
     "GatedOptimizer",
     "IsolationViolation",
@@ -54,11 +63,16 @@ __all__ = [
     "Label",
     "PrimaryBuffer",
     "PrimaryData",
+    "RunStreams",
     "Source",
     "SourceKind",
     "TaggedTensor",
     "TaggingError",
+    "TrainConfig",
+    "Trainer",
+    "WorldModelLearner",
     "aux",
+    "certify_run",
     "clear_escapes",
     "declassifications",
     "declassify",
@@ -71,6 +85,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from amal_verified.buffers import AuxBuffer, Batch, PrimaryBuffer
+    from amal_verified.certify import Certificate, certify_run
     from amal_verified.errors import IsolationViolation, IsolationWarning, TaggingError
     from amal_verified.escaping import (
         Escape,
@@ -83,7 +98,12 @@ if TYPE_CHECKING:
     )
     from amal_verified.gate import GatedOptimizer
     from amal_verified.labels import Label, Source, SourceKind
+    from amal_verified.rng_streams import RunStreams
+    from amal_verified.run_config import TrainConfig
     from amal_verified.tagged import AuxData, PrimaryData, TaggedTensor, aux, label_of, primary
+    from amal_verified.trainer import Trainer
+    from amal_verified.wm_training import WorldModelLearner
+    from amal_verified.world_model import EnsembleWorldModel
 
 
 def __getattr__(name: str) -> Any:

@@ -1,18 +1,31 @@
 """Auxiliary environments: the primary gymnasium env behind a perturbation wrapper.
 
 Auxiliary agents (paper §4.4) generate *synthetic* experience.  The default
-auxiliary environment here is the primary environment with
+auxiliary environment here is the primary environment (as built by
+:func:`amal_verified.envs.make_env`, so observations are 1-D float32) with
 
 - **changed physics**: named numeric attributes of ``env.unwrapped`` scaled by
   given factors (e.g. CartPole ``gravity``/``length``/``masspole``, Pendulum
   ``g``/``m``/``l``, MountainCarContinuous ``power``), applied once at
-  construction;
+  construction.  For MuJoCo environments a name ``"model.<field>"`` (e.g.
+  ``"model.opt.gravity"``, ``"model.body_mass"``, ``"model.dof_damping"``,
+  ``"model.geom_friction"``) scales that float array of the instance's own
+  ``mujoco.MjModel`` element-wise, in place (each gymnasium MuJoCo env instance
+  compiles its own ``MjModel``, so other instances are never affected), then
+  ``mujoco.mj_setConst`` recomputes the model's derived constants;
 - **observation noise**: i.i.d. Gaussian noise with a configured standard
   deviation added to every observation returned by ``reset`` and ``step``,
   drawn from the wrapper's *own* ``numpy.random.Generator``.
 
 so data collected in it is visibly not the primary stream.  Use
 :func:`make_aux_env`; give every auxiliary agent its own instance and seed.
+
+Default perturbations (:data:`DEFAULT_PHYSICS`, plus σ = :data:`DEFAULT_OBS_NOISE`
+observation noise for every environment): CartPole gravity ×1.5, pole length
+×1.5, pole mass ×2; Pendulum g ×1.3, m ×1.25, l ×0.8; MountainCarContinuous
+power ×1.5; HalfCheetah gravity ×1.5, joint damping ×2, friction ×0.6;
+MiniGrid KeyCorridor has no physics, so its auxiliary environment differs by the
+observation noise only.
 
 Randomness contract: the wrapper never touches the global NumPy, ``random`` or
 torch RNGs.  A seed ``s`` is passed unchanged to the wrapped environment's
@@ -47,9 +60,15 @@ DEFAULT_PHYSICS: Final[Mapping[str, Mapping[str, float]]] = MappingProxyType(
         "MountainCar-v0": MappingProxyType({"force": 1.3, "gravity": 0.8}),
         "MountainCarContinuous-v0": MappingProxyType({"power": 1.5}),
         "Acrobot-v1": MappingProxyType({"LINK_MASS_1": 1.3, "LINK_LENGTH_1": 0.8}),
+        "HalfCheetah-v5": MappingProxyType(
+            {"model.opt.gravity": 1.5, "model.dof_damping": 2.0, "model.geom_friction": 0.6}
+        ),
+        # Grid world, no physics: the observation noise is the perturbation.
+        "MiniGrid-KeyCorridorS3R1-v0": MappingProxyType({}),
     }
 )
-"""Per-environment default physics scale factors (attribute of ``env.unwrapped`` → multiplier)."""
+"""Per-environment default physics scale factors (attribute of ``env.unwrapped``, or
+``"model.<field>"`` of a MuJoCo env's ``MjModel``, → multiplier)."""
 
 DEFAULT_OBS_NOISE: Final = 0.01
 """Default standard deviation of the Gaussian observation noise."""
@@ -72,6 +91,28 @@ _DERIVED: Final[Mapping[str, tuple[frozenset[str], Callable[[Any], None]]]] = Ma
 _PERTURBED: Final[weakref.WeakSet[Any]] = weakref.WeakSet()
 
 
+_MODEL_PREFIX: Final = "model."
+
+
+def _model_array(base: Any, name: str) -> npt.NDArray[np.floating[Any]]:
+    """The float array ``name`` (``"model.<field>[.<field>]"``) of a MuJoCo env's ``MjModel``."""
+    cls_name = type(base).__name__
+    model = getattr(base, "model", None)
+    if model is None or type(model).__name__ != "MjModel":
+        raise ValueError(f"{cls_name} has no MuJoCo model; {name!r} applies to MuJoCo environments only")
+    parts = name[len(_MODEL_PREFIX) :].split(".")
+    if not all(part.isidentifier() and not part.startswith("_") for part in parts):
+        raise ValueError(f"{name!r} is not a 'model.<field>' path of public MjModel fields")
+    obj: Any = model
+    for part in parts:
+        if not hasattr(obj, part):
+            raise ValueError(f"{cls_name}'s MjModel has no field {name[len(_MODEL_PREFIX) :]!r}")
+        obj = getattr(obj, part)
+    if not (isinstance(obj, np.ndarray) and np.issubdtype(obj.dtype, np.floating) and obj.size > 0):
+        raise ValueError(f"{cls_name} {name} is {type(obj).__name__}, not a float array of the MjModel")
+    return obj
+
+
 def _numeric_attributes(env: Any) -> list[str]:
     return sorted(
         name
@@ -90,6 +131,8 @@ class PerturbedEnv(gym.Wrapper[Any, Any, Any, Any]):
     scale factors; each attribute must exist and be a real number (int or
     float, not bool).  Derived attributes are recomputed (CartPole's
     ``total_mass`` and ``polemass_length``) and may not be scaled directly.
+    For a MuJoCo environment, a name ``"model.<field>"`` scales that float array
+    of ``env.unwrapped.model`` (the instance's own ``MjModel``) element-wise.
     The scaled values are set once, at construction; :attr:`physics_values`
     reports them.
 
@@ -121,7 +164,7 @@ class PerturbedEnv(gym.Wrapper[Any, Any, Any, Any]):
             raise ValueError(f"obs_noise must be a finite standard deviation >= 0, got {obs_noise}")
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        base = env.unwrapped
+        base: Any = env.unwrapped
         cls_name = type(base).__name__
         if base in _PERTURBED:
             raise ValueError(
@@ -131,7 +174,16 @@ class PerturbedEnv(gym.Wrapper[Any, Any, Any, Any]):
         derived, recompute = _DERIVED.get(cls_name, (frozenset(), None))
         known = _numeric_attributes(base)
         new_values: dict[str, float] = {}
+        model_values: dict[str, tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.float64]]] = {}
         for name, scale in physics.items():
+            if isinstance(scale, bool) or not isinstance(scale, int | float):
+                raise TypeError(f"scale for {cls_name}.{name} must be a real number, got {scale!r}")
+            if not (math.isfinite(scale) and scale > 0.0):
+                raise ValueError(f"scale for {cls_name}.{name} must be finite and > 0, got {scale}")
+            if name.startswith(_MODEL_PREFIX):
+                target = _model_array(base, name)
+                model_values[name] = (target, np.asarray(target, dtype=np.float64) * float(scale))
+                continue
             if name in derived:
                 raise ValueError(
                     f"{cls_name}.{name} is derived from other attributes and recomputed; "
@@ -145,10 +197,6 @@ class PerturbedEnv(gym.Wrapper[Any, Any, Any, Any]):
                     f"{cls_name}.{name} is {type(value).__name__}, not a real number; "
                     f"numeric attributes: {known}"
                 )
-            if isinstance(scale, bool) or not isinstance(scale, int | float):
-                raise TypeError(f"scale for {cls_name}.{name} must be a real number, got {scale!r}")
-            if not (math.isfinite(scale) and scale > 0.0):
-                raise ValueError(f"scale for {cls_name}.{name} must be finite and > 0, got {scale}")
             new_values[name] = float(value) * float(scale)
         if obs_noise > 0.0 and not isinstance(env.observation_space, gym.spaces.Box):
             raise ValueError(
@@ -160,8 +208,18 @@ class PerturbedEnv(gym.Wrapper[Any, Any, Any, Any]):
             setattr(base, name, value)
         if recompute is not None:
             recompute(base)
+        reported: dict[str, float | npt.NDArray[np.float64]] = dict(new_values)
+        for name, (target, scaled) in model_values.items():
+            target[...] = scaled  # in place: the array is a view of this instance's MjModel
+            value = np.array(target, dtype=np.float64)
+            value.flags.writeable = False
+            reported[name] = value
+        if model_values:
+            import mujoco  # type: ignore[import-untyped,unused-ignore]
+
+            mujoco.mj_setConst(base.model, base.data)  # derived constants (e.g. subtree masses)
         self._physics: Mapping[str, float] = MappingProxyType(dict(physics))
-        self._physics_values: Mapping[str, float] = MappingProxyType(new_values)
+        self._physics_values: Mapping[str, float | npt.NDArray[np.float64]] = MappingProxyType(reported)
         self._obs_noise = float(obs_noise)
         self._seed = seed
         self._seeded = False
@@ -187,8 +245,9 @@ class PerturbedEnv(gym.Wrapper[Any, Any, Any, Any]):
         return self._physics
 
     @property
-    def physics_values(self) -> Mapping[str, float]:
-        """The perturbed attribute values set on ``env.unwrapped`` (read-only)."""
+    def physics_values(self) -> Mapping[str, float | npt.NDArray[np.float64]]:
+        """The perturbed values set (read-only): floats for attributes of ``env.unwrapped``,
+        read-only float64 copies of the scaled arrays for ``"model.<field>"`` entries."""
         return self._physics_values
 
     @property
@@ -231,12 +290,13 @@ def make_aux_env(
     obs_noise: float | int = DEFAULT_OBS_NOISE,
     **make_kwargs: Any,
 ) -> PerturbedEnv:
-    """Build the default auxiliary environment: ``gym.make(env_id)`` behind a :class:`PerturbedEnv`.
+    """Build the default auxiliary environment: ``make_env(env_id)`` behind a :class:`PerturbedEnv`.
 
     ``physics=None`` uses :data:`DEFAULT_PHYSICS` for ``env_id`` (``ValueError``
     if there is no default: pass a mapping, or ``{}`` for noise only).
     ``obs_noise`` is the observation-noise standard deviation (≥ 0).  Each call
-    creates a fresh environment instance; give each auxiliary agent its own
+    creates a fresh environment instance (observations 1-D float32, see
+    :func:`amal_verified.envs.make_env`); give each auxiliary agent its own
     ``seed``.  ``make_kwargs`` go to ``gym.make``.
     """
     if not (math.isfinite(obs_noise) and obs_noise >= 0.0):
@@ -248,7 +308,9 @@ def make_aux_env(
                 f"{sorted(DEFAULT_PHYSICS)}); pass physics={{attribute: scale, ...}}, or {{}} for noise only"
             )
         physics = DEFAULT_PHYSICS[env_id]
-    env = gym.make(env_id, **make_kwargs)
+    from amal_verified.envs import make_env
+
+    env = make_env(env_id, **make_kwargs)
     try:
         return PerturbedEnv(env, seed=seed, physics=physics, obs_noise=obs_noise)
     except BaseException:

@@ -384,10 +384,14 @@ class _TransitionBuffer(abc.ABC):
 
     # ------------------------------------------------------------------ sample
 
-    def sample(self, batch_size: int) -> Batch:
+    def sample(self, batch_size: int, *, generator: torch.Generator | None = None) -> Batch:
         """Draw ``batch_size`` transitions uniformly, with replacement.
 
-        Uses only this buffer's generator; costs O(batch_size).  Returns a
+        Draws from ``generator`` if given, else from this buffer's own
+        generator; nothing else is read or advanced.  A consumer that must be
+        reproducible on its own (the world-model learner, replayed by
+        ``amal certify`` without the policy that also samples this buffer)
+        passes the generator it owns.  Costs O(batch_size).  Returns a
         :class:`Batch` of fresh tensors tagged with this buffer's source.
         Raises ``ValueError`` if the buffer is empty or ``batch_size < 1``.
         """
@@ -400,7 +404,10 @@ class _TransitionBuffer(abc.ABC):
             raise ValueError(
                 f"{cls}(source={self._source.name!r}).sample: the buffer is empty; add transitions first"
             )
-        indices = torch.randint(0, self._size, (batch_size,), generator=self._generator, dtype=torch.int64)
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError(f"{cls}.sample: generator must be a CPU torch.Generator, got {generator.device}")
+        source = self._generator if generator is None else generator
+        indices = torch.randint(0, self._size, (batch_size,), generator=source, dtype=torch.int64)
         s = self._storage
         return Batch(
             obs=self._tag(torch.index_select(s["obs"], 0, indices)),

@@ -1,15 +1,31 @@
-"""The ``amal`` command line."""
+"""The ``amal`` command line: ``demo``, ``train``, ``evaluate`` and ``certify``.
+
+Exit codes: 0 success (``certify``: CERTIFIED); 1 the command ran and its verdict is negative
+(``certify``: NOT CERTIFIED; ``demo``: a scenario misbehaved); 2 bad usage or input (argparse's
+convention), with a one-line message naming the problem.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse_override(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amal",
         description="amal_verified: auxiliary agents explore; world models learn from primary data only.",
@@ -19,14 +35,151 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="show the gate refusing leaks and accepting clean world-model updates"
     )
     demo.add_argument("--seed", type=int, default=0, help="seed for data collection and initialisation")
+
+    train = commands.add_parser("train", help="train an AMAL agent (world model gated to primary data)")
+    train.add_argument("--env", default="CartPole-v1", help="gymnasium environment id (default CartPole-v1)")
+    train.add_argument("--steps", type=int, default=None, help="primary environment steps (default 20000)")
+    train.add_argument("--seed", type=int, default=0, help="run seed: every random stream derives from it")
+    train.add_argument(
+        "--out", required=True, type=Path, help="run directory (new, or existing with --resume)"
+    )
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument(
+        "--unsafe-mix",
+        action="store_true",
+        help="ABLATION ONLY: train the world model on primary AND auxiliary data, ungated (cannot certify)",
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="KEY=VALUE",
+        help="override a configuration field (see amal_verified.run_config.TrainConfig); repeatable",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's policy and world model on the real env")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
+    evaluate.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
+    evaluate.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+    certify = commands.add_parser(
+        "certify", help="replay every world-model update from the recorded primary data alone (Theorem 1)"
+    )
+    certify.add_argument("run_dir", type=Path)
+    certify.add_argument("--quiet", action="store_true", help="print only the verdict")
+    return parser
+
+
+def _coerce(field: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(field.type)
+    if raw.lower() == "none" and "None" in kind:
+        return None
+    if kind.startswith("bool"):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--set {field.name}: expected true or false, got {raw!r}")
+        return raw.lower() in ("true", "1")
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    return raw
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from amal_verified.run_config import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {"env_id": args.env, "seed": args.seed, "unsafe_mix": args.unsafe_mix}
+    if args.steps is not None:
+        values["total_steps"] = args.steps
+    for key, raw in args.overrides:
+        if key not in fields:
+            raise ValueError(f"--set {key}: no such configuration field (known: {', '.join(sorted(fields))})")
+        values[key] = _coerce(fields[key], raw)
+    return TrainConfig(**values)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from amal_verified.trainer import Trainer
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.resume:
+        trainer = Trainer.resume(args.out, progress=progress, total_steps=args.steps)
+    else:
+        trainer = Trainer.create(_train_config(args), args.out, progress=progress)
+    if trainer.config.unsafe_mix:
+        print("WARNING: --unsafe-mix ablation: the world model trains on auxiliary data, ungated.")
+    metrics = trainer.run()
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    marker = " [UNSAFE-MIX ablation]" if trainer.config.unsafe_mix else ""
+    print(f"trained {trainer.step} primary steps in {args.out}{marker}: {json.dumps(shown)}")
+    print(f"certify with: amal certify {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from amal_verified.evaluation import evaluate_run
+
+    report = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    wm = report["world_model"]
+    solved = report["solved_return"]
+    marker = " [UNSAFE-MIX ablation]" if report["unsafe_mix"] else ""
+    print(
+        f"{report['env_id']} at step {report['step']}{marker}: mean return {report['mean_return']:.1f} "
+        f"± {report['std_return']:.1f} over {report['episodes']} episodes"
+        + (f" (solved at {solved:g})" if solved is not None else "")
+    )
+    print(
+        f"world model on those {wm['transitions']} real transitions: next-observation MSE "
+        f"{wm['next_obs_mse']:.4g}, reward MSE {wm['reward_mse']:.4g}, NLL {wm['nll_per_member_mean']:.4g}"
+    )
+    return 0
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from amal_verified.certify import certify_run
+
+    cert = certify_run(args.run_dir)
+    verdict = "CERTIFIED" if cert.ok else "NOT CERTIFIED"
+    if not args.quiet:
+        print(
+            f"replayed {cert.updates_checked}/{cert.updates_in_ledger} world-model updates from "
+            f"{cert.primary_transitions} recorded primary transitions in {cert.seconds:.1f} s "
+            "(no auxiliary agent, environment or policy loaded)"
+        )
+        for problem in cert.problems:
+            print(f"  problem: {problem}")
+    print(f"{verdict}: {args.run_dir}" + (" — Theorem 1 holds for this run" if cert.ok else ""))
+    return 0 if cert.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``amal`` command line; returns the exit code."""
+    parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        import torch
 
-    import torch
+        from amal_verified.demo import run_demo
 
-    from amal_verified.demo import run_demo
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        return 0 if run_demo(seed=args.seed) else 1
+    from amal_verified.checkpoint import CheckpointError
+    from amal_verified.ledger import LedgerError
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    return 0 if run_demo(seed=args.seed) else 1
+    handlers = {"train": _train, "evaluate": _evaluate, "certify": _certify}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileExistsError, FileNotFoundError, CheckpointError, LedgerError) as exc:
+        print(f"amal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -103,10 +103,11 @@ class Escape:
 
 @dataclass(frozen=True, slots=True)
 class Declassification:
-    """One entry into ``declassify(reason=...)``."""
+    """Entries into ``declassify(reason=...)`` with one reason at one call site, and how many."""
 
     reason: str
     site: str
+    count: int = 1
 
 
 class _State(threading.local):
@@ -118,7 +119,7 @@ _state = _State()
 _strict = os.environ.get("AMAL_STRICT", "") not in ("", "0", "false", "False")
 _lock = threading.Lock()
 _records: dict[tuple[str, str, Label, str | None], Escape] = {}
-_declassifications: list[Declassification] = []
+_declassifications: dict[tuple[str, str], Declassification] = {}
 
 
 def set_strict(enabled: bool) -> bool:
@@ -147,7 +148,10 @@ def declassify(*, reason: str) -> Iterator[None]:
     if not isinstance(reason, str) or not reason.strip():
         raise ValueError("declassify needs a non-empty reason=... saying why the escape is acceptable")
     with _lock:
-        _declassifications.append(Declassification(reason=reason, site=user_call_site(3)))
+        site = user_call_site(3)
+        previous = _declassifications.get((reason, site))
+        count = 1 if previous is None else previous.count + 1
+        _declassifications[(reason, site)] = Declassification(reason=reason, site=site, count=count)
     _state.reasons.append(reason)
     try:
         yield
@@ -192,8 +196,9 @@ def escapes() -> list[Escape]:
 
 
 def declassifications() -> list[Declassification]:
+    """Every ``declassify`` reason and call site entered so far (one entry each, with a count)."""
     with _lock:
-        return list(_declassifications)
+        return list(_declassifications.values())
 
 
 def clear_escapes() -> None:

@@ -212,3 +212,27 @@ def test_refuses_to_perturb_an_instance_twice() -> None:
     with pytest.raises(ValueError, match="already perturbed"):
         PerturbedEnv(env, seed=0, physics={"g": 2.0}, obs_noise=0.0)
     assert env.unwrapped.g == g  # type: ignore[attr-defined]
+
+
+def test_mujoco_model_field_errors() -> None:
+    with pytest.raises(ValueError, match="MuJoCo environments only"):
+        make_aux_env("CartPole-v1", seed=0, physics={"model.opt.gravity": 1.5})
+    with pytest.raises(ValueError, match="no field"):
+        make_aux_env("HalfCheetah-v5", seed=0, physics={"model.no_such_field": 1.5})
+    with pytest.raises(ValueError, match="not a float array"):
+        make_aux_env("HalfCheetah-v5", seed=0, physics={"model.nbody": 1.5})
+    with pytest.raises(ValueError, match="public MjModel fields"):
+        make_aux_env("HalfCheetah-v5", seed=0, physics={"model._private": 1.5})
+    with pytest.raises(ValueError, match="> 0"):
+        make_aux_env("HalfCheetah-v5", seed=0, physics={"model.body_mass": -1.0})
+
+
+def test_mujoco_body_mass_scaling() -> None:
+    primary = make_aux_env("HalfCheetah-v5", seed=0, physics={}, obs_noise=0.0)
+    heavy = make_aux_env("HalfCheetah-v5", seed=0, physics={"model.body_mass": 2.0}, obs_noise=0.0)
+    m0 = primary.unwrapped.model.body_mass  # type: ignore[attr-defined]
+    m1 = heavy.unwrapped.model.body_mass  # type: ignore[attr-defined]
+    np.testing.assert_allclose(m1, 2.0 * m0)
+    value = heavy.physics_values["model.body_mass"]
+    assert isinstance(value, np.ndarray)
+    assert not value.flags.writeable

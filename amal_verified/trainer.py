@@ -1,0 +1,542 @@
+"""The AMAL trainer: one loop implementing the asymmetric update rule (paper Eqs. 3-5, Algorithm 1).
+
+One primary environment step, in order (:meth:`Trainer.train_step`)::
+
+    1. the primary policy π_φ acts in the real environment      → PrimaryBuffer D_P (+ the data log)
+    2. each auxiliary agent ψ_i acts in its own perturbed env    → its own AuxBuffer D_A^i
+    3. every cem_every steps: one CEM generation (Eq. 5, Algorithm 1)
+    4. every wm_train_every steps: world-model updates on D_P only, through GatedOptimizer (Eq. 3),
+       each appended to the hash-chained ledger; then IG(s, a) of the primary transitions collected
+       since the previous round, and (if real_ratio < 1) imagined rollouts carrying the IG bonus
+    5. policy updates (Eq. 4): SAC on real primary (reward + λ·IG, Eq. 6), real auxiliary and
+       (optionally) imagined transitions
+
+The world model never sees auxiliary data: its learner samples only the primary buffer with its own
+random stream, and its optimizer is gated.  The policy may learn from everything — that is how the
+auxiliary agents help.  ``unsafe_mix=True`` (the ablation) feeds the world model ``D_P ∪ D_A`` with an
+ungated optimizer; such runs are marked in every output and cannot certify.
+
+Every random stream has one owner (:class:`~amal_verified.rng_streams.RunStreams` names):
+``primary/episodes`` (the real environment's reset seeds), ``primary/actions`` (the primary agent's
+exploration), ``primary/buffer`` (the primary buffer's own generator, which draws the policy's primary
+rows; the world model draws with its own), ``policy`` (SAC's initialisation and update noise),
+``policy/batches`` (which auxiliary buffer, which imagined rows), ``model-rollouts``,
+``evaluation/<step>``, the world model's ``world-model/*`` (see :mod:`amal_verified.wm_training`) and
+the auxiliary population's ``cem``, ``cem/probes`` and ``aux/<i>/*``.  With
+``torch.use_deterministic_algorithms(True)`` and a fixed thread count a run is a function of its
+configuration: reproducible bit for bit, and resumable bit for bit from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, final
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from amal_verified import __version__
+from amal_verified.aux_population import AuxPopulation
+from amal_verified.buffers import PrimaryBuffer
+from amal_verified.checkpoint import load_checkpoint, save_checkpoint
+from amal_verified.env_runner import EnvRunner
+from amal_verified.envs import TaskInfo, make_env, task_info
+from amal_verified.escaping import declassify
+from amal_verified.ledger import Ledger, LedgerRecord, RunHeader
+from amal_verified.model_rollouts import ImaginedBuffer, imagine, information_gain
+from amal_verified.policy import SACAgent
+from amal_verified.primary_data import PrimaryDataLog
+from amal_verified.rng_streams import RunStreams
+from amal_verified.run_config import (
+    CHECKPOINT_FILENAME,
+    CONFIG_FILENAME,
+    RUN_FILENAME,
+    UNSAFE_MARKER_FILENAME,
+    TrainConfig,
+    document_digest,
+    read_json,
+    write_json_atomic,
+)
+from amal_verified.run_logging import RunLogger
+from amal_verified.tagged import primary
+from amal_verified.wm_training import WorldModelLearner, WorldModelSpec
+
+__all__ = ["DeterminismError", "Trainer", "make_policy", "run_config_document", "world_model_spec"]
+
+_CHECKPOINT_FORMAT: Final = 1
+_UNSAFE_TEXT: Final = (
+    "This run is the --unsafe-mix ablation (the paper's 'standard MARL' baseline): its world model was\n"
+    "trained on primary AND auxiliary data without the gate. It is for comparison only and cannot be\n"
+    "certified.\n"
+)
+
+
+class DeterminismError(RuntimeError):
+    """A resumed run recomputed a world-model update whose ledger record differs from the recorded one."""
+
+
+def world_model_spec(config: TrainConfig, task: TaskInfo) -> WorldModelSpec:
+    """The world-model learner's specification for ``config`` on ``task``."""
+
+    def scaled(sizes: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(max(1, round(s * config.wm_hidden_scale)) for s in sizes)
+
+    return WorldModelSpec(
+        obs_dim=task.obs_dim,
+        action_dim=task.action_dim,
+        discrete=task.discrete,
+        members=config.ensemble_size,
+        lr=config.wm_lr,
+        batch_size=config.batch_size,
+        shared_trunk=config.shared_trunk,
+        encoder_sizes=scaled((256, 256, 128)),
+        gru_hidden=max(1, round(256 * config.wm_hidden_scale)),
+        decoder_sizes=scaled((128, 256, 256)),
+    )
+
+
+def policy_tau(config: TrainConfig, task: TaskInfo) -> float:
+    """The critic's Polyak rate: ``config.policy_tau``, else 0.02 (discrete) or 0.005 (continuous).
+
+    Measured with plain SAC (``benchmarks/sac_baseline.py``): on CartPole-v1, τ = 0.005 leaves too few
+    effective Bellman backups in 20k updates (return 171); τ = 0.02 reaches 500 with both seeds tried.
+    """
+    if config.policy_tau is not None:
+        return config.policy_tau
+    return 0.02 if task.discrete else 0.005
+
+
+def make_policy(config: TrainConfig, task: TaskInfo, env: Any, generator: torch.Generator) -> SACAgent:
+    """The primary agent's SAC for ``config`` on ``task`` (``env`` gives the action space)."""
+    return SACAgent(
+        task.obs_dim,
+        action_space_of(env),
+        generator=generator,
+        lr=config.policy_lr,
+        gamma=config.gamma,
+        tau=policy_tau(config, task),
+        hidden=(config.policy_hidden, config.policy_hidden),
+    )
+
+
+def run_config_document(config: TrainConfig, spec: WorldModelSpec) -> dict[str, Any]:
+    """The content of ``config.json``: what the ledger header's ``config_digest`` covers."""
+    return {
+        "format": "amal_verified.run_config/1",
+        "train": config.to_json(),
+        "world_model": spec.to_json(),
+        "unsafe_mix": config.unsafe_mix,
+    }
+
+
+@final
+class Trainer:
+    """A training run in ``run_dir``.  Use :meth:`create` for a new run, :meth:`resume` to continue one."""
+
+    def __init__(
+        self, config: TrainConfig, run_dir: Path, *, progress: bool, resume_step: int | None
+    ) -> None:
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(config.threads)
+        self.config: Final = config
+        self.run_dir: Final = run_dir
+        self.task: Final = task_info(config.env_id)
+        streams = RunStreams(config.seed)
+        self.streams: Final = streams
+        task = self.task
+        action_shape = () if task.discrete else (task.action_dim,)
+        action_dtype = torch.int64 if task.discrete else torch.float32
+
+        self.env: Final = EnvRunner(make_env(config.env_id), streams.numpy_generator("primary/episodes"))
+        self.primary_actions: Final = streams.torch_generator("primary/actions")
+        self.primary: Final = PrimaryBuffer(
+            config.buffer_size,
+            obs_shape=(task.obs_dim,),
+            action_shape=action_shape,
+            seed=streams.int_seed("primary/buffer"),
+            action_dtype=action_dtype,
+        )
+        self.spec: Final = world_model_spec(config, task)
+        self.learner: Final = WorldModelLearner(self.spec, streams, unsafe_mix=config.unsafe_mix)
+        self.policy: Final = make_policy(config, task, self.env.env, streams.torch_generator("policy"))
+        self.policy_batches: Final = streams.torch_generator("policy/batches")
+        self.rollouts: Final = streams.torch_generator("model-rollouts")
+        self.info_gain_draws: Final = streams.torch_generator("information-gain")
+        # IG(s, a) of each stored primary transition (by buffer row), computed once per transition.
+        self.primary_bonus: Final = torch.zeros(config.buffer_size)
+        self._recent: list[tuple[Any, Any]] = []  # (obs, action) collected since the last bonus pass
+        self.aux: Final = AuxPopulation(
+            task,
+            streams,
+            num_agents=config.num_aux_agents,
+            population=config.cem_population,
+            elite_fraction=config.cem_elite_fraction,
+            std_floor=config.cem_std_floor,
+            beta=config.cem_beta,
+            hidden=config.aux_hidden,
+            buffer_size=config.aux_buffer_size,
+            obs_noise=config.aux_obs_noise,
+        )
+        self.imagined: Final = ImaginedBuffer(
+            config.rollout_batch * config.rollout_length * config.imagined_rounds_kept,
+            task.obs_dim,
+            action_shape,
+            action_dtype,
+        )
+        self.eval_env: Final = make_env(config.env_id)
+        self.data_log = PrimaryDataLog(run_dir)
+        self.step = 0
+        self._redo: dict[int, LedgerRecord] = {}
+        self._metrics: dict[str, float | None] = {}
+        self._returns: list[float] = []
+        self._document: Final = run_config_document(config, self.spec)
+        if resume_step is not None:
+            self.ledger = Ledger.open(run_dir, repair_partial_tail=True, sync_every=100)
+        else:
+            digest = document_digest(self._document)
+            header = RunHeader(digest[:16], config.seed, digest, __version__, str(torch.__version__))
+            self.ledger = Ledger.create(run_dir, header, sync_every=100)
+        self.logger: Final = RunLogger(
+            run_dir,
+            total_steps=config.total_steps,
+            unsafe_mix=config.unsafe_mix,
+            progress=progress,
+            resume_step=resume_step,
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(cls, config: TrainConfig, run_dir: str | Path, *, progress: bool = False) -> Trainer:
+        """Start a new run in ``run_dir`` (created; it must not exist or be empty)."""
+        path = Path(run_dir)
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(
+                f"{path} is not empty: choose a new --out directory, or resume the run in it with --resume"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            trainer = cls(config, path, progress=progress, resume_step=None)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        write_json_atomic(path / CONFIG_FILENAME, trainer._document)
+        if config.unsafe_mix:
+            (path / UNSAFE_MARKER_FILENAME).write_text(_UNSAFE_TEXT, encoding="utf-8")
+        trainer._write_run_status("running")
+        return trainer
+
+    @classmethod
+    def resume(
+        cls, run_dir: str | Path, *, progress: bool = False, total_steps: int | None = None
+    ) -> Trainer:
+        """Continue the run in ``run_dir`` from its checkpoint, bit for bit as if uninterrupted.
+
+        ``total_steps`` may extend (never shorten below the checkpoint) the run's length.
+        """
+        path = Path(run_dir)
+        document = read_json(path / CONFIG_FILENAME, "run configuration")
+        config = TrainConfig.from_json(document["train"])
+        if total_steps is not None:
+            config = TrainConfig.from_json({**config.to_json(), "total_steps": total_steps})
+        state = load_checkpoint(path / CHECKPOINT_FILENAME)
+        if not isinstance(state.get("step"), int):
+            raise ValueError(f"{path / CHECKPOINT_FILENAME} is not a trainer checkpoint")
+        trainer = cls(config, path, progress=progress, resume_step=state["step"])
+        if trainer._document["world_model"] != document["world_model"]:
+            raise ValueError(f"{path / CONFIG_FILENAME} does not match the run's world model")
+        trainer._load_state(state)
+        if total_steps is not None and total_steps < trainer.step:
+            raise ValueError(f"total_steps={total_steps} is below the checkpoint's step {trainer.step}")
+        if total_steps is not None:
+            write_json_atomic(path / CONFIG_FILENAME, trainer._document)
+        return trainer
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> dict[str, float | None]:
+        """Train until ``total_steps`` primary environment steps; returns the final metrics."""
+        try:
+            while self.step < self.config.total_steps:
+                self.train_step()
+        finally:
+            self.logger.close()
+            self.ledger.close()
+        return dict(self._metrics)
+
+    def train_step(self) -> None:
+        """One primary environment step and everything scheduled at it (see the module docstring)."""
+        cfg = self.config
+        self._collect_primary()
+        self.aux.step()
+        n = self.step
+        if n >= cfg.learning_starts:
+            if n % cfg.cem_every == 0:
+                self._evolve_aux()
+            if n % cfg.wm_train_every == 0:
+                self._train_world_model()
+                self._score_recent_transitions()
+                self._imagine()
+            for _ in range(cfg.policy_updates_per_step):
+                self._update_policy()
+        if n % cfg.eval_every == 0 or n == cfg.total_steps:
+            # One stream per evaluation step: an extra evaluation (e.g. at the end of a shorter run
+            # that is later resumed) never shifts what later evaluations see.
+            seeds = self.streams.numpy_generator(f"evaluation/{n}")
+            self._metrics["eval_return"] = evaluate_policy(
+                self.policy.act, self.eval_env, seeds, cfg.eval_episodes
+            )
+        if n % cfg.log_every == 0 or n == cfg.total_steps:
+            self._log()
+        elif n % 50 == 0:
+            self.logger.advance(n)
+        if n % cfg.checkpoint_every == 0 or n == cfg.total_steps:
+            self.save_checkpoint(complete=n == cfg.total_steps)
+
+    def _collect_primary(self) -> None:
+        obs = torch.as_tensor(self.env.obs, dtype=torch.float32).unsqueeze(0)
+        if self.step < self.config.random_steps:
+            action = self._random_action()
+        else:
+            action = self.policy.act(obs, generator=self.primary_actions)[0]
+        env_action: Any = int(action) if self.task.discrete else action.numpy().astype(np.float32)
+        result = self.env.step(env_action)
+        self.primary.add(result.obs, env_action, result.reward, result.next_obs, result.terminated)
+        self.data_log.append(result.obs, env_action, result.reward, result.next_obs, result.terminated)
+        self._recent.append((result.obs, env_action))
+        if result.episode_return is not None:
+            self._returns.append(result.episode_return)
+        self.step += 1
+
+    def _random_action(self) -> Tensor:
+        task = self.task
+        if task.discrete:
+            return torch.randint(0, task.action_dim, (), generator=self.primary_actions)
+        u = torch.rand((task.action_dim,), generator=self.primary_actions)
+        low, high = torch.tensor(task.action_low), torch.tensor(task.action_high)
+        return (low + u * (high - low)).to(torch.float32)
+
+    def _evolve_aux(self) -> None:
+        scores = self.aux.evolve(self.primary, self.config.probe_states, self.policy.behaviour)
+        with declassify(reason="auxiliary fitness is logged only"):
+            self._metrics["aux_fitness"] = float(scores.mean())
+
+    def _train_world_model(self) -> None:
+        losses: list[float] = []
+        for _ in range(self.config.wm_updates_per_round):
+            update = self.learner.update(self.primary, self.aux.buffers)
+            self._record(update.index, update.batch_digest, update.param_digest, update.labels)
+            losses.append(update.loss)
+        self._metrics["wm_loss"] = sum(losses) / len(losses)
+        self._metrics["wm_updates"] = float(self.learner.updates)
+
+    def _record(self, index: int, batch: str, params: str, labels: tuple[str, ...]) -> None:
+        redo = self._redo.pop(index, None)
+        if redo is None:
+            self.ledger.append(index, batch, params, list(labels))
+            return
+        if (redo.batch_digest, redo.param_digest, redo.labels) != (batch, params, labels):
+            raise DeterminismError(
+                f"world-model update {index} was recomputed after resuming and differs from its ledger "
+                "record: the run is not reproducible on this machine (thread count, library versions?)"
+            )
+
+    def _score_recent_transitions(self) -> None:
+        """IG(s, a) under the current world model for the primary transitions of the last round."""
+        if not self._recent:
+            return
+        cfg = self.config
+        obs = torch.as_tensor(np.stack([o for o, _ in self._recent]), dtype=torch.float32)
+        actions = np.stack([np.asarray(a) for _, a in self._recent])
+        action = torch.as_tensor(actions, dtype=torch.int64 if self.task.discrete else torch.float32)
+        _, gain = information_gain(
+            self.learner,
+            primary(obs),
+            action,
+            outer_samples=cfg.mi_outer_samples,
+            estimator=cfg.eig_estimator,
+            generator=self.info_gain_draws,
+        )
+        first = self.step - len(self._recent)
+        rows = torch.arange(first, self.step) % cfg.buffer_size
+        self.primary_bonus.index_copy_(0, rows, gain)
+        self._recent = []
+        self._metrics["info_gain"] = float(gain.mean())  # primary-derived: no escape
+
+    def _imagine(self) -> None:
+        cfg, task = self.config, self.task
+        if not task.model_rollouts or cfg.real_ratio >= 1.0 or task.termination is None:
+            return
+        n_aux = round(cfg.rollout_batch * cfg.aux_ratio)
+        starts = [self.primary.sample(cfg.rollout_batch - n_aux, generator=self.rollouts).obs]
+        if n_aux:
+            starts.append(self.aux.sample(n_aux, self.rollouts).obs)
+        with declassify(reason="imagined rollouts (and their input checks) feed only the policy"):
+            batch = imagine(
+                self.learner,
+                lambda o: self.policy.act(o, generator=self.rollouts),
+                torch.cat(starts),
+                length=cfg.rollout_length,
+                info_weight=cfg.info_weight,
+                outer_samples=cfg.mi_outer_samples,
+                estimator=cfg.eig_estimator,
+                termination=task.termination,
+                generator=self.rollouts,
+            )
+            self._metrics["imagined_info_gain"] = float(batch.info_gain.mean())
+        self.imagined.add(batch)
+
+    def _update_policy(self) -> None:
+        cfg = self.config
+        size = cfg.batch_size
+        n_img = round(size * (1.0 - cfg.real_ratio)) if len(self.imagined) else 0
+        n_real = size - n_img
+        n_aux = round(n_real * cfg.aux_ratio)
+        parts: list[Mapping[str, Tensor]] = []
+        prim = self.primary.sample(n_real - n_aux)  # the buffer's own stream: only the policy reads it
+        fields = _batch_fields(prim)
+        fields["reward"] = fields["reward"] + cfg.info_weight * self.primary_bonus[prim.indices]
+        parts.append(fields)
+        if n_aux:
+            parts.append(_batch_fields(self.aux.sample(n_aux, self.policy_batches)))
+        if n_img:
+            parts.append(self.imagined.sample(n_img, self.policy_batches))
+        data = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        metrics = self.policy.update(
+            data["obs"], data["action"], data["reward"], data["next_obs"], data["terminated"]
+        )
+        self._policy_metrics = metrics
+
+    # ------------------------------------------------------------------ evaluation and logs
+
+    def _log(self) -> None:
+        m = self._metrics
+        if self._returns:
+            m["episode_return"] = sum(self._returns[-10:]) / len(self._returns[-10:])
+        metrics = getattr(self, "_policy_metrics", None)
+        if metrics is not None:
+            with declassify(reason="policy losses are logged only"):
+                for key in ("critic_loss", "actor_loss", "alpha"):
+                    if key in metrics:
+                        m[key] = float(metrics[key])
+        m["steps_per_s"] = self.logger.steps_per_s(self.step)
+        self.logger.log(self.step, m)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, *, complete: bool = False) -> None:
+        """Flush the primary data, sync the ledger, then atomically replace ``checkpoint.pt``."""
+        self.data_log.flush()
+        self.ledger.sync()
+        payload = {
+            "format": _CHECKPOINT_FORMAT,
+            "amal_verified_version": __version__,
+            "config": self._document,
+            "step": self.step,
+            "ledger": {"head": self.ledger.head, "count": len(self.ledger.records())},
+            "data_manifest": self.data_log.manifest,
+            "returns": list(self._returns),
+            "metrics": {k: v for k, v in self._metrics.items() if v is not None},
+            "env": self.env.state_dict(),
+            "primary_actions": self.primary_actions.get_state(),
+            "primary_buffer": self.primary.state_dict(),
+            "learner": self.learner.state_dict(),
+            "policy": self.policy.state_dict(),
+            "policy_batches": self.policy_batches.get_state(),
+            "rollouts": self.rollouts.get_state(),
+            "info_gain_draws": self.info_gain_draws.get_state(),
+            "primary_bonus": self.primary_bonus[: min(self.step, self.config.buffer_size)].clone(),
+            "recent": [[np.asarray(o), np.asarray(a)] for o, a in self._recent],
+            "aux": self.aux.state_dict(),
+            "imagined": self.imagined.state_dict(),
+        }
+        save_checkpoint(self.run_dir / CHECKPOINT_FILENAME, payload)
+        self._write_run_status("complete" if complete else "running")
+
+    def _write_run_status(self, status: str) -> None:
+        write_json_atomic(
+            self.run_dir / RUN_FILENAME,
+            {
+                "status": status,
+                "step": self.step,
+                "total_steps": self.config.total_steps,
+                "ledger_head": self.ledger.head,
+                "ledger_count": len(self.ledger.records()),
+                "primary_transitions": self.data_log.flushed,
+                "world_model_updates": self.learner.updates,
+                "unsafe_mix": self.config.unsafe_mix,
+            },
+        )
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        if state.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')!r} is not supported")
+        if state["config"]["world_model"] != self._document["world_model"]:
+            raise ValueError("the checkpoint belongs to a different run configuration")
+        records = self.ledger.records()
+        count, head = int(state["ledger"]["count"]), state["ledger"]["head"]
+        if count > len(records) or (records[count - 1].hash if count else self.ledger.genesis) != head:
+            raise ValueError(
+                "the ledger does not contain the checkpoint's head record: it was cut or replaced"
+            )
+        # Records written after the checkpoint are recomputed and must come out identical.
+        self._redo = {r.step: r for r in records[count:]}
+        self.step = int(state["step"])
+        self.data_log = PrimaryDataLog(self.run_dir, manifest=list(state["data_manifest"]))
+        self._returns = list(state["returns"])
+        self._metrics = dict(state["metrics"])
+        self.env.load_state_dict(state["env"])
+        self.primary_actions.set_state(state["primary_actions"])
+        self.primary.load_state_dict(state["primary_buffer"])
+        self.learner.load_state_dict(state["learner"])
+        self.policy.load_state_dict(state["policy"])
+        self.policy_batches.set_state(state["policy_batches"])
+        self.rollouts.set_state(state["rollouts"])
+        self.info_gain_draws.set_state(state["info_gain_draws"])
+        bonus = state["primary_bonus"]
+        self.primary_bonus[: bonus.shape[0]] = bonus
+        self._recent = [(o, a.item() if self.task.discrete else a) for o, a in state["recent"]]
+        self.aux.load_state_dict(state["aux"])
+        self.imagined.load_state_dict(state["imagined"])
+
+
+def action_space_of(env: Any) -> gym.spaces.Discrete | gym.spaces.Box:
+    """The environment's action space, which the supported tasks keep Discrete or Box."""
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Discrete | gym.spaces.Box):
+        raise ValueError(f"action space {space} is neither Discrete nor Box")
+    return space
+
+
+def _batch_fields(batch: Any) -> dict[str, Tensor]:
+    return {
+        "obs": batch.obs,
+        "action": batch.action,
+        "reward": batch.reward,
+        "next_obs": batch.next_obs,
+        "terminated": batch.done,
+    }
+
+
+def evaluate_policy(act: Callable[..., Tensor], env: Any, seeds: np.random.Generator, episodes: int) -> float:
+    """Mean return of ``act(obs, deterministic=True)`` over ``episodes`` episodes, each reset with a
+    seed drawn from ``seeds``."""
+    total = 0.0
+    for _ in range(episodes):
+        obs, _ = env.reset(seed=int(seeds.integers(2**31)))
+        done = False
+        ret = 0.0
+        while not done:
+            action = act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), deterministic=True)[0]
+            env_action = int(action) if action.dim() == 0 else action.numpy().astype(np.float32)
+            obs, reward, terminated, truncated, _ = env.step(env_action)
+            ret += float(reward)
+            done = bool(terminated or truncated)
+        total += ret
+    mean = total / episodes
+    return mean if math.isfinite(mean) else float("nan")
