@@ -47,7 +47,7 @@ from amal_verified.checkpoint import load_checkpoint, save_checkpoint
 from amal_verified.env_runner import EnvRunner
 from amal_verified.envs import TaskInfo, make_env, task_info
 from amal_verified.escaping import declassify
-from amal_verified.ledger import Ledger, LedgerRecord, RunHeader
+from amal_verified.ledger import Ledger, LedgerRecord, RunHeader, verify
 from amal_verified.model_rollouts import ImaginedBuffer, imagine, information_gain
 from amal_verified.policy import SACAgent
 from amal_verified.primary_data import PrimaryDataLog
@@ -201,11 +201,17 @@ class Trainer:
             digest = document_digest(self._document)
             header = RunHeader(digest[:16], config.seed, digest, __version__, str(torch.__version__))
             self.ledger = Ledger.create(run_dir, header, sync_every=100)
-        self.logger: Final = RunLogger(
-            run_dir,
-            total_steps=config.total_steps,
-            unsafe_mix=config.unsafe_mix,
-            progress=progress,
+        self._progress: Final = progress
+        # Created by create()/resume() once everything else succeeded: opening the logs of a resumed
+        # run drops the CSV rows written after its checkpoint, which a refused resume must not do.
+        self.logger: RunLogger
+
+    def _open_logs(self, resume_step: int | None) -> None:
+        self.logger = RunLogger(
+            self.run_dir,
+            total_steps=self.config.total_steps,
+            unsafe_mix=self.config.unsafe_mix,
+            progress=self._progress,
             resume_step=resume_step,
         )
 
@@ -225,6 +231,7 @@ class Trainer:
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
+        trainer._open_logs(None)
         write_json_atomic(path / CONFIG_FILENAME, trainer._document)
         if config.unsafe_mix:
             (path / UNSAFE_MARKER_FILENAME).write_text(_UNSAFE_TEXT, encoding="utf-8")
@@ -244,15 +251,24 @@ class Trainer:
         config = TrainConfig.from_json(document["train"])
         if total_steps is not None:
             config = TrainConfig.from_json({**config.to_json(), "total_steps": total_steps})
+        header = verify(path).header
+        if header is None or document_digest(document) != header.config_digest:
+            raise ValueError(
+                f"{path / CONFIG_FILENAME} does not match the configuration digest in the run's ledger: it "
+                "was edited after the run started; restore it (only the run length may change, with --steps)"
+            )
         state = load_checkpoint(path / CHECKPOINT_FILENAME)
         if not isinstance(state.get("step"), int):
             raise ValueError(f"{path / CHECKPOINT_FILENAME} is not a trainer checkpoint")
+        if total_steps is not None and total_steps < state["step"]:
+            raise ValueError(f"total_steps={total_steps} is below the checkpoint's step {state['step']}")
         trainer = cls(config, path, progress=progress, resume_step=state["step"])
-        if trainer._document["world_model"] != document["world_model"]:
-            raise ValueError(f"{path / CONFIG_FILENAME} does not match the run's world model")
-        trainer._load_state(state)
-        if total_steps is not None and total_steps < trainer.step:
-            raise ValueError(f"total_steps={total_steps} is below the checkpoint's step {trainer.step}")
+        try:
+            trainer._load_state(state)
+        except BaseException:
+            trainer.ledger.close()
+            raise
+        trainer._open_logs(trainer.step)
         if total_steps is not None:
             write_json_atomic(path / CONFIG_FILENAME, trainer._document)
         return trainer

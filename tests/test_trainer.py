@@ -195,6 +195,22 @@ def test_crash_after_checkpoint_redoes_identical_records(
     assert final_state_digests(run_dir) == final_state_digests(reference_run)
 
 
+def test_resume_refuses_an_edited_configuration(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(run_dir, total_steps=200)
+    document = json.loads((run_dir / "config.json").read_text())
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="below the checkpoint"):
+        Trainer.resume(run_dir, total_steps=100)
+    document["train"]["policy_lr"] = 1e-3
+    (run_dir / "config.json").write_text(json.dumps(document))
+    before["config.json"] = (run_dir / "config.json").read_bytes()
+    with pytest.raises(ValueError, match="was edited"):
+        Trainer.resume(run_dir, total_steps=400)
+    # A refused resume changes nothing in the run directory.
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+
 def test_resume_refuses_a_ledger_record_that_does_not_recompute(tmp_path: Path) -> None:
     run_dir = tmp_path / "edited"
     trainer = Trainer.create(tiny(total_steps=400, checkpoint_every=200), run_dir)
