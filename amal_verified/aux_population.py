@@ -74,7 +74,7 @@ class AuxPopulation:
             population=population,
             elite_fraction=elite_fraction,
             init_mean=init_mean,
-            init_std=0.5,
+            init_std=max(0.5, std_floor),  # the search may not start narrower than its floor
             std_floor=std_floor,
             generator=cem_generator,
         )

@@ -389,7 +389,9 @@ class Trainer:
         if not task.model_rollouts or cfg.real_ratio >= 1.0 or task.termination is None:
             return
         n_aux = round(cfg.rollout_batch * cfg.aux_ratio)
-        starts = [self.primary.sample(cfg.rollout_batch - n_aux, generator=self.rollouts).obs]
+        starts = []
+        if cfg.rollout_batch > n_aux:
+            starts.append(self.primary.sample(cfg.rollout_batch - n_aux, generator=self.rollouts).obs)
         if n_aux:
             starts.append(self.aux.sample(n_aux, self.rollouts).obs)
         with declassify(reason="imagined rollouts (and their input checks) feed only the policy"):
@@ -414,10 +416,12 @@ class Trainer:
         n_real = size - n_img
         n_aux = round(n_real * cfg.aux_ratio)
         parts: list[Mapping[str, Tensor]] = []
-        prim = self.primary.sample(n_real - n_aux)  # the buffer's own stream: only the policy reads it
-        fields = _batch_fields(prim)
-        fields["reward"] = fields["reward"] + cfg.info_weight * self.primary_bonus[prim.indices]
-        parts.append(fields)
+        if n_real > n_aux:
+            # The buffer's own stream: only the policy reads it.
+            prim = self.primary.sample(n_real - n_aux)
+            fields = _batch_fields(prim)
+            fields["reward"] = fields["reward"] + cfg.info_weight * self.primary_bonus[prim.indices]
+            parts.append(fields)
         if n_aux:
             parts.append(_batch_fields(self.aux.sample(n_aux, self.policy_batches)))
         if n_img:

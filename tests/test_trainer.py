@@ -435,3 +435,10 @@ def test_every_supported_environment_trains_and_certifies(env_id: str, tmp_path:
     assert status["status"] == "complete"
     result = amal("certify", str(run_dir))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_extreme_auxiliary_settings_found_by_the_theorem_1_property(tmp_path: Path) -> None:
+    # Regressions: aux_ratio=1 (no primary rows in policy batches or rollout starts) crashed with
+    # sample(0); a CEM variance floor above the initial std was refused by CEM.
+    trainer = train(tmp_path / "run", aux_ratio=1.0, cem_std_floor=2.0, total_steps=300)
+    assert trainer.learner.updates == 4 and len(trainer.imagined) > 0
