@@ -12,15 +12,17 @@ is refused rather than silently continued.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, final
 
 import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
+import torch
+from torch import Tensor
 
-__all__ = ["EnvRunner", "StepResult"]
+__all__ = ["EnvRunner", "Episodes", "StepResult", "run_episodes"]
 
 _SEED_BOUND: Final = 2**31
 
@@ -113,3 +115,43 @@ class EnvRunner:
         self._return = float(state["episode_return"])
         self.obs = np.asarray(obs)
         self._seeds.bit_generator.state = dict(state["seeds"])
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Episodes:
+    """Returns of whole episodes and, if recorded, their transitions (as stacked arrays)."""
+
+    returns: list[float]
+    transitions: dict[str, npt.NDArray[Any]] | None
+
+
+def run_episodes(
+    act: Callable[..., Tensor],
+    env: gym.Env[Any, Any],
+    seeds: np.random.Generator,
+    episodes: int,
+    *,
+    record: bool = False,
+) -> Episodes:
+    """Run ``episodes`` episodes of ``act(obs, deterministic=True)``, each reset with a seed drawn
+    from ``seeds``; with ``record``, also return the transitions (obs, action, reward, next_obs)."""
+    returns: list[float] = []
+    rows: dict[str, list[Any]] = {"obs": [], "action": [], "reward": [], "next_obs": []}
+    for _ in range(episodes):
+        obs, _ = env.reset(seed=int(seeds.integers(_SEED_BOUND)))
+        done, total = False, 0.0
+        while not done:
+            action = act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), deterministic=True)[0]
+            env_action: Any = int(action) if action.dim() == 0 else action.numpy().astype(np.float32)
+            next_obs, reward, terminated, truncated, _ = env.step(env_action)
+            if record:
+                rows["obs"].append(np.asarray(obs, dtype=np.float32))
+                rows["action"].append(np.asarray(env_action))
+                rows["reward"].append(np.float32(reward))
+                rows["next_obs"].append(np.asarray(next_obs, dtype=np.float32))
+            total += float(reward)
+            obs, done = next_obs, bool(terminated or truncated)
+        returns.append(total)
+    transitions = {k: np.stack(v) for k, v in rows.items()} if record else None
+    return Episodes(returns, transitions)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from amal_verified.checkpoint import load_checkpoint
+from amal_verified.env_runner import run_episodes
 from amal_verified.envs import make_env, task_info
 from amal_verified.rng_streams import RunStreams
 from amal_verified.run_config import CHECKPOINT_FILENAME, CONFIG_FILENAME, TrainConfig, read_json
@@ -48,27 +49,12 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
     policy.load_state_dict(state["policy"])
     learner = WorldModelLearner(spec, streams, unsafe_mix=config.unsafe_mix)
     learner.load_state_dict(state["learner"])
-    seeds = np.random.default_rng(seed)
-    returns: list[float] = []
-    obs_rows, act_rows, rew_rows, next_rows = [], [], [], []
-    for _ in range(episodes):
-        obs, _ = env.reset(seed=int(seeds.integers(2**31)))
-        done, total = False, 0.0
-        while not done:
-            action = policy.act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), deterministic=True)[0]
-            env_action: Any = int(action) if task.discrete else action.numpy().astype(np.float32)
-            next_obs, reward, terminated, truncated, _ = env.step(env_action)
-            obs_rows.append(np.asarray(obs, dtype=np.float32))
-            act_rows.append(np.asarray(env_action))
-            rew_rows.append(float(reward))
-            next_rows.append(np.asarray(next_obs, dtype=np.float32))
-            total += float(reward)
-            obs, done = next_obs, bool(terminated or truncated)
-        returns.append(total)
-    obs_t = torch.as_tensor(np.stack(obs_rows))
-    act_t = torch.as_tensor(np.stack(act_rows))
-    next_t = torch.as_tensor(np.stack(next_rows))
-    rew_t = torch.as_tensor(rew_rows, dtype=torch.float32)
+    run = run_episodes(policy.act, env, np.random.default_rng(seed), episodes, record=True)
+    assert run.transitions is not None
+    returns = run.returns
+    rew_t = torch.as_tensor(run.transitions["reward"])
+    obs_t, next_t = torch.as_tensor(run.transitions["obs"]), torch.as_tensor(run.transitions["next_obs"])
+    act_t = torch.as_tensor(run.transitions["action"])
     with torch.no_grad():
         pred = learner.predict(obs_t, act_t)
         nll = learner.model.nll(pred, next_t.unsqueeze(1), rew_t.unsqueeze(1))
@@ -85,7 +71,7 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
         "std_return": statistics.pstdev(returns),
         "solved_return": task.solved_return,
         "world_model": {
-            "transitions": len(rew_rows),
+            "transitions": int(rew_t.shape[0]),
             "next_obs_mse": float(obs_mse),
             "reward_mse": float(rew_mse),
             "nll_per_member_mean": float(nll.mean()),

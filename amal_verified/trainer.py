@@ -29,9 +29,9 @@ configuration: reproducible bit for bit, and resumable bit for bit from a checkp
 
 from __future__ import annotations
 
-import math
 import shutil
-from collections.abc import Callable, Mapping
+import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -44,7 +44,7 @@ from amal_verified import __version__
 from amal_verified.aux_population import AuxPopulation
 from amal_verified.buffers import PrimaryBuffer
 from amal_verified.checkpoint import load_checkpoint, save_checkpoint
-from amal_verified.env_runner import EnvRunner
+from amal_verified.env_runner import EnvRunner, run_episodes
 from amal_verified.envs import TaskInfo, make_env, task_info
 from amal_verified.escaping import declassify
 from amal_verified.ledger import Ledger, LedgerRecord, RunHeader, verify
@@ -193,6 +193,7 @@ class Trainer:
         self.step = 0
         self._redo: dict[int, LedgerRecord] = {}
         self._metrics: dict[str, float | None] = {}
+        self._policy_metrics: Mapping[str, Tensor] | None = None
         self._returns: list[float] = []
         self._document: Final = run_config_document(config, self.spec)
         if resume_step is not None:
@@ -304,9 +305,8 @@ class Trainer:
             # One stream per evaluation step: an extra evaluation (e.g. at the end of a shorter run
             # that is later resumed) never shifts what later evaluations see.
             seeds = self.streams.numpy_generator(f"evaluation/{n}")
-            self._metrics["eval_return"] = evaluate_policy(
-                self.policy.act, self.eval_env, seeds, cfg.eval_episodes
-            )
+            returns = run_episodes(self.policy.act, self.eval_env, seeds, cfg.eval_episodes).returns
+            self._metrics["eval_return"] = statistics.fmean(returns)
         if n % cfg.log_every == 0 or n == cfg.total_steps:
             self._log()
         elif n % 50 == 0:
@@ -426,7 +426,7 @@ class Trainer:
             parts.append(_batch_fields(self.aux.sample(n_aux, self.policy_batches)))
         if n_img:
             parts.append(self.imagined.sample(n_img, self.policy_batches))
-        data = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        data = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         metrics = self.policy.update(
             data["obs"], data["action"], data["reward"], data["next_obs"], data["terminated"]
         )
@@ -438,7 +438,7 @@ class Trainer:
         m = self._metrics
         if self._returns:
             m["episode_return"] = sum(self._returns[-10:]) / len(self._returns[-10:])
-        metrics = getattr(self, "_policy_metrics", None)
+        metrics = self._policy_metrics
         if metrics is not None:
             with declassify(reason="policy losses are logged only"):
                 for key in ("critic_loss", "actor_loss", "alpha"):
@@ -541,22 +541,3 @@ def _batch_fields(batch: Any) -> dict[str, Tensor]:
         "next_obs": batch.next_obs,
         "terminated": batch.done,
     }
-
-
-def evaluate_policy(act: Callable[..., Tensor], env: Any, seeds: np.random.Generator, episodes: int) -> float:
-    """Mean return of ``act(obs, deterministic=True)`` over ``episodes`` episodes, each reset with a
-    seed drawn from ``seeds``."""
-    total = 0.0
-    for _ in range(episodes):
-        obs, _ = env.reset(seed=int(seeds.integers(2**31)))
-        done = False
-        ret = 0.0
-        while not done:
-            action = act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0), deterministic=True)[0]
-            env_action = int(action) if action.dim() == 0 else action.numpy().astype(np.float32)
-            obs, reward, terminated, truncated, _ = env.step(env_action)
-            ret += float(reward)
-            done = bool(terminated or truncated)
-        total += ret
-    mean = total / episodes
-    return mean if math.isfinite(mean) else float("nan")
