@@ -30,7 +30,6 @@ configuration: reproducible bit for bit, and resumable bit for bit from a checkp
 from __future__ import annotations
 
 import shutil
-import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, final
@@ -306,7 +305,7 @@ class Trainer:
             # that is later resumed) never shifts what later evaluations see.
             seeds = self.streams.numpy_generator(f"evaluation/{n}")
             returns = run_episodes(self.policy.act, self.eval_env, seeds, cfg.eval_episodes).returns
-            self._metrics["eval_return"] = statistics.fmean(returns)
+            self._metrics["eval_return"] = sum(returns) / len(returns)
         if n % cfg.log_every == 0 or n == cfg.total_steps:
             self._log()
         elif n % 50 == 0:
