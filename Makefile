@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit audit bench clean
+.PHONY: demo test lint typecheck unit quick-report report audit bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or run: make PYTHON=python3 ..."; exit 1; }
@@ -40,7 +40,17 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests properties
 
-test: lint typecheck unit
+# The compliance report CI builds: every proof obligation, default Hypothesis profile, no timing runs.
+quick-report: $(STAMP)
+	rm -rf build/report-quick
+	$(BIN)/amal report --quick --jobs 2 --out build/report-quick
+
+# The full report (by hand; hours): audit Hypothesis profile and the timing measurements.
+REPORT_OUT ?= build/report-$(shell date +%Y%m%d-%H%M%S)
+report: $(STAMP)
+	$(BIN)/amal report --out $(REPORT_OUT)
+
+test: lint typecheck unit quick-report
 
 audit: $(STAMP)
 	$(BIN)/python -m pytest properties --hypothesis-profile=audit

@@ -260,7 +260,8 @@ class PerturbedEnv(gym.Wrapper[Any, Any, Any, Any]):
             return obs
         arr: npt.NDArray[Any] = np.asarray(obs)
         noise = self._noise_rng.normal(0.0, self._obs_noise, size=arr.shape)
-        return (arr + noise).astype(arr.dtype, copy=False)
+        with np.errstate(over="ignore"):  # overflow gives ±inf, which AuxPopulation drops and counts
+            return (arr + noise).astype(arr.dtype, copy=False)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

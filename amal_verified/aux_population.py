@@ -102,6 +102,8 @@ class AuxPopulation:
         )
         self.flush_every: Final = flush_every
         self._pending: list[list[tuple[Any, ...]]] = [[] for _ in range(num_agents)]
+        self._steps_since_flush = 0
+        self.dropped_nonfinite = 0
         self._low: Final = None if task.discrete else np.asarray(task.action_low, dtype=np.float32)
         self._high: Final = None if task.discrete else np.asarray(task.action_high, dtype=np.float32)
 
@@ -110,21 +112,46 @@ class AuxPopulation:
 
     def step(self) -> None:
         """Every agent takes one step in its own environment; every ``flush_every`` steps the
-        transitions go to the agents' buffers."""
-        obs = torch.as_tensor(np.stack([r.obs for r in self.runners]), dtype=torch.float32)
+        transitions go to the agents' buffers.
+
+        An auxiliary environment that produces a non-finite observation or reward (a perturbed
+        simulator blowing up, observation noise overflowing float32) loses that transition and
+        restarts its episode; :attr:`dropped_nonfinite` counts them and the trainer logs the count.
+        An auxiliary agent's data can therefore never stop the run, and never reaches a buffer
+        (which would refuse it).
+        """
+        rows = [np.asarray(r.obs, dtype=np.float32) for r in self.runners]
+        usable = [bool(np.isfinite(o).all()) for o in rows]
+        obs = torch.as_tensor(
+            np.stack([o if ok else np.zeros_like(o) for o, ok in zip(rows, usable, strict=True)])
+        )
         actions = self.policy.act(self.params, obs.unsqueeze(1)).squeeze(1).numpy()
-        for runner, pending, action in zip(self.runners, self._pending, actions, strict=True):
+        for runner, pending, action, ok in zip(self.runners, self._pending, actions, usable, strict=True):
+            if not ok:
+                self.dropped_nonfinite += 1
+                runner.restart()
+                continue
             env_action: Any
             if self.task.discrete:
                 env_action = int(action)
             else:
                 env_action = np.clip(action, self._low, self._high).astype(np.float32)
             result = runner.step(env_action)
+            finite = bool(np.isfinite(np.asarray(result.next_obs, dtype=np.float32)).all()) and bool(
+                np.isfinite(np.float32(result.reward))
+            )
+            if not finite:
+                self.dropped_nonfinite += 1
+                if result.episode_length is None:  # the runner did not start a new episode itself
+                    runner.restart()
+                continue
             pending.append((result.obs, env_action, result.reward, result.next_obs, result.terminated))
-        if len(self._pending[0]) >= self.flush_every:
+        self._steps_since_flush += 1
+        if self._steps_since_flush >= self.flush_every:
             self._flush()
 
     def _flush(self) -> None:
+        self._steps_since_flush = 0
         for buffer, pending in zip(self.buffers, self._pending, strict=True):
             if pending:
                 obs, action, reward, next_obs, terminated = (np.stack(c) for c in zip(*pending, strict=True))
@@ -171,6 +198,8 @@ class AuxPopulation:
             "runners": [r.state_dict() for r in self.runners],
             "buffers": [b.state_dict() for b in self.buffers],
             "pending": [[[np.asarray(v) for v in row] for row in pending] for pending in self._pending],
+            "steps_since_flush": self._steps_since_flush,
+            "dropped_nonfinite": self.dropped_nonfinite,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -192,3 +221,6 @@ class AuxPopulation:
             [(r[0], r[1].item() if self.task.discrete else r[1], float(r[2]), r[3], bool(r[4])) for r in rows]
             for rows in state["pending"]
         ]
+        # checkpoints written before these counters existed: every agent then kept every transition
+        self._steps_since_flush = int(state.get("steps_since_flush", len(self._pending[0])))
+        self.dropped_nonfinite = int(state.get("dropped_nonfinite", 0))

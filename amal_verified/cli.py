@@ -1,8 +1,8 @@
-"""The ``amal`` command line: ``demo``, ``train``, ``evaluate`` and ``certify``.
+"""The ``amal`` command line: ``demo``, ``train``, ``evaluate``, ``certify`` and ``report``.
 
 Exit codes: 0 success (``certify``: CERTIFIED); 1 the command ran and its verdict is negative
-(``certify``: NOT CERTIFIED; ``demo``: a scenario misbehaved); 2 bad usage or input (argparse's
-convention), with a one-line message naming the problem.
+(``certify``: NOT CERTIFIED; ``demo``: a scenario misbehaved; ``report``: an obligation violated);
+2 bad usage or input (argparse's convention), with a one-line message naming the problem.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,6 +72,31 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     certify.add_argument("run_dir", type=Path)
     certify.add_argument("--quiet", action="store_true", help="print only the verdict")
+
+    report = commands.add_parser(
+        "report",
+        help="run the proof obligations (proofs/) and write the compliance report",
+        description=(
+            "Run every obligation's checks (z3, CrossHair, Hypothesis properties, measurements, the replay "
+            "certificate) and write report.json (canonical, schema-validated), report.md, report.html, plots "
+            "and an in-toto statement into --out. The full report (default) uses the audit Hypothesis "
+            "profile and runs timing measurements: expect hours. --quick is what CI runs (minutes)."
+        ),
+    )
+    report.add_argument("--out", required=True, type=Path, help="report directory (new or empty)")
+    report.add_argument(
+        "--quick", action="store_true", help="CI report: default Hypothesis profile, no timing measurements"
+    )
+    report.add_argument(
+        "--only", action="append", default=[], metavar="ID", help="run only this obligation; repeatable"
+    )
+    report.add_argument("--jobs", type=int, default=1, help="checks run in parallel (default 1)")
+    report.add_argument(
+        "--hypothesis-seed", type=int, default=0, help="seed of the full report's Hypothesis runs (default 0)"
+    )
+    report.add_argument(
+        "--proofs", type=Path, default=None, help="proofs directory (default: proofs/ of this checkout)"
+    )
     return parser
 
 
@@ -160,6 +186,30 @@ def _certify(args: argparse.Namespace) -> int:
     return 0 if cert.ok else 1
 
 
+def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from amal_verified.compliance.discovery import default_proofs_dir
+    from amal_verified.compliance.runner import ReportOptions, build_report
+
+    proofs = (args.proofs or default_proofs_dir()).resolve()
+    options = ReportOptions(
+        out=args.out.resolve(),
+        proofs_dir=proofs,
+        root=proofs.parent,
+        quick=args.quick,
+        only=tuple(args.only),
+        jobs=args.jobs,
+        hypothesis_seed=args.hypothesis_seed,
+        command=shlex.join(["amal", *argv]),
+    )
+    outcome = build_report(options, progress=lambda line: print(line, flush=True))
+    summary = ", ".join(f"{n} {v}" for v, n in outcome.report["summary"].items() if n)
+    print(f"report written to {args.out}: {summary}")
+    if not outcome.ok:
+        violated = [o["id"] for o in outcome.report["obligations"] if o["verdict"] == "violated"]
+        print(f"VIOLATED: {', '.join(violated)} (see report.md)")
+    return 0 if outcome.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``amal`` command line; returns the exit code."""
     parser = _build_parser()
@@ -176,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers = {"train": _train, "evaluate": _evaluate, "certify": _certify}
     try:
+        if args.command == "report":
+            return _report(args, sys.argv[1:] if argv is None else argv)
         return handlers[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, CheckpointError, LedgerError) as exc:
         print(f"amal {args.command}: error: {exc}", file=sys.stderr)

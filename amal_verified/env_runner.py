@@ -76,6 +76,10 @@ class EnvRunner:
             self.obs = next_obs
         return StepResult(obs, action, float(reward), next_obs, bool(terminated), ep_return, ep_length)
 
+    def restart(self) -> None:
+        """Abandon the current episode (its return is never reported) and start the next one."""
+        self.obs = self._reset()
+
     @property
     def episode_return(self) -> float:
         """Undiscounted return of the current (unfinished) episode."""

@@ -35,6 +35,7 @@ COLUMNS: Final = (
     "actor_loss",
     "alpha",
     "aux_fitness",
+    "aux_dropped_nonfinite",
     "isolation",
     "unsafe_mix",
 )

@@ -29,6 +29,7 @@ configuration: reproducible bit for bit, and resumable bit for bit from a checkp
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -280,10 +281,22 @@ class Trainer:
         try:
             while self.step < self.config.total_steps:
                 self.train_step()
+        except BaseException:
+            self._keep_evidence_of_failure()
+            raise
         finally:
             self.logger.close()
             self.ledger.close()
         return dict(self._metrics)
+
+    def _keep_evidence_of_failure(self) -> None:
+        """After an error: flush the primary data and sync the ledger, so every world-model update
+        recorded so far can still be certified, and mark the run ``failed`` (resumable from its last
+        checkpoint).  Errors here are secondary and must not hide the one being raised."""
+        with contextlib.suppress(Exception):
+            self.data_log.flush()
+            self.ledger.sync()
+            self._write_run_status("failed")
 
     def train_step(self) -> None:
         """One primary environment step and everything scheduled at it (see the module docstring)."""
@@ -443,6 +456,7 @@ class Trainer:
                 for key in ("critic_loss", "actor_loss", "alpha"):
                     if key in metrics:
                         m[key] = float(metrics[key])
+        m["aux_dropped_nonfinite"] = float(self.aux.dropped_nonfinite)
         m["steps_per_s"] = self.logger.steps_per_s(self.step)
         self.logger.log(self.step, m)
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 
+from amal_verified.certify import certify_run
 from amal_verified.checkpoint import load_checkpoint
 from amal_verified.errors import IsolationViolation
 from amal_verified.ledger import state_digest
@@ -190,6 +191,12 @@ def test_crash_after_checkpoint_redoes_identical_records(
     monkeypatch.setattr(Trainer, "train_step", original)
     # The ledger holds records past the step-200 checkpoint; resuming recomputes and checks them.
     assert len((run_dir / "ledger.jsonl").read_text().splitlines()) - 1 == 4
+    # Nothing lost at the failure: the run is marked failed with every primary transition collected
+    # so far flushed; certification refuses it until it is resumed to completion.
+    status = json.loads((run_dir / "run.json").read_text())
+    assert (status["status"], status["step"], status["primary_transitions"]) == ("failed", 350, 350)
+    problems = [p for p in certify_run(run_dir, write=False).problems if "auxiliary-side modules" not in p]
+    assert len(problems) == 1 and "not complete (status 'failed' at step 350)" in problems[0]
     Trainer.resume(run_dir).run()
     assert (run_dir / "ledger.jsonl").read_bytes() == (reference_run / "ledger.jsonl").read_bytes()
     assert final_state_digests(run_dir) == final_state_digests(reference_run)
