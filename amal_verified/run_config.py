@@ -99,6 +99,9 @@ class TrainConfig:
     aux_hidden: int = 32
     aux_buffer_size: int = 100_000
     aux_obs_noise: float | None = None  # None: the environment's default perturbation
+    # The auxiliary side's own seed: its streams (cem, cem/probes, aux/<i>/*) derive from it instead of
+    # ``seed``, so auxiliary randomness can vary while the primary side stays fixed.  None: ``seed``.
+    aux_seed: int | None = None
     cem_every: int = 1_000
     cem_beta: float = 1.0
     cem_std_floor: float = 0.02
@@ -140,6 +143,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.aux_seed is not None and (
+            isinstance(self.aux_seed, bool) or not isinstance(self.aux_seed, int) or self.aux_seed < 0
+        ):
+            raise ValueError(f"aux_seed must be None or a non-negative integer, got {self.aux_seed!r}")
         for name in ("seed", "learning_starts", "random_steps", "policy_updates_per_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -179,8 +186,12 @@ class TrainConfig:
     # ------------------------------------------------------------------ serialisation
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
+        """A JSON-ready dict of every field (``aux_seed`` only when set, so documents and digests of
+        configurations written before it existed are unchanged)."""
+        document = asdict(self)
+        if document["aux_seed"] is None:
+            del document["aux_seed"]
+        return document
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrainConfig:

@@ -22,7 +22,8 @@ exploration), ``primary/buffer`` (the primary buffer's own generator, which draw
 rows; the world model draws with its own), ``policy`` (SAC's initialisation and update noise),
 ``policy/batches`` (which auxiliary buffer, which imagined rows), ``model-rollouts``,
 ``evaluation/<step>``, the world model's ``world-model/*`` (see :mod:`amal_verified.wm_training`) and
-the auxiliary population's ``cem``, ``cem/probes`` and ``aux/<i>/*``.  With
+the auxiliary population's ``cem``, ``cem/probes`` and ``aux/<i>/*`` (derived from ``aux_seed`` when it
+is set, so the auxiliary side's randomness can vary while the primary side's stays fixed).  With
 ``torch.use_deterministic_algorithms(True)`` and a fixed thread count a run is a function of its
 configuration: reproducible bit for bit, and resumable bit for bit from a checkpoint.
 """
@@ -170,9 +171,10 @@ class Trainer:
         # IG(s, a) of each stored primary transition (by buffer row), computed once per transition.
         self.primary_bonus: Final = torch.zeros(config.buffer_size)
         self._recent: list[tuple[Any, Any]] = []  # (obs, action) collected since the last bonus pass
+        aux_streams = streams if config.aux_seed is None else RunStreams(config.aux_seed)
         self.aux: Final = AuxPopulation(
             task,
-            streams,
+            aux_streams,
             num_agents=config.num_aux_agents,
             population=config.cem_population,
             elite_fraction=config.cem_elite_fraction,

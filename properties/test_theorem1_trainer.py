@@ -100,6 +100,7 @@ aux_settings = st.fixed_dictionaries(
         "cem_std_floor": st.sampled_from([1e-3, 0.1, 2.0]),
         "aux_ratio": st.sampled_from([0.0, 0.25, 1.0]),
         "aux_hidden": st.sampled_from([2, 8]),
+        "aux_seed": st.one_of(st.none(), st.integers(0, 2**31 - 1)),
     }
 )
 

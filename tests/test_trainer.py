@@ -449,3 +449,26 @@ def test_extreme_auxiliary_settings_found_by_the_theorem_1_property(tmp_path: Pa
     # sample(0); a CEM variance floor above the initial std was refused by CEM.
     trainer = train(tmp_path / "run", aux_ratio=1.0, cem_std_floor=2.0, total_steps=300)
     assert trainer.learner.updates == 4 and len(trainer.imagined) > 0
+
+
+def test_aux_seed_varies_the_auxiliary_side_only(tmp_path: Path) -> None:
+    base = {
+        "total_steps": 200,
+        "learning_starts": 100,
+        "random_steps": 200,
+        "aux_ratio": 0.0,
+        "real_ratio": 1.0,
+    }
+    runs = [train(tmp_path / f"aux-{s}", aux_seed=s, **base) for s in (1, 2)]
+    default = train(tmp_path / "default", **base)
+    aux_rows = [torch.cat([b.state_dict()["obs"].elem for b in t.aux.buffers]) for t in (*runs, default)]
+    assert not torch.equal(aux_rows[0], aux_rows[1])  # the auxiliary agents really did other things
+    ledgers = [(t.run_dir / "ledger.jsonl").read_text().splitlines()[1:] for t in (*runs, default)]
+    updates = [
+        [{k: json.loads(r)[k] for k in ("batch_digest", "param_digest")} for r in rows] for rows in ledgers
+    ]
+    assert updates[0] == updates[1] == updates[2]
+    # Configurations without it keep their documents (and digests): the key appears only when set.
+    assert "aux_seed" not in tiny().to_json() and tiny(aux_seed=3).to_json()["aux_seed"] == 3
+    with pytest.raises(ValueError, match="aux_seed must be None or a non-negative integer"):
+        tiny(aux_seed=-1)

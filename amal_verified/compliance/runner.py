@@ -171,7 +171,7 @@ def _check_record(check: Check, result: CheckResult) -> dict[str, Any]:
 
 
 def _obligation_record(
-    entry: ObligationFile, results: list[CheckResult], root: Path, commit: str | None
+    entry: ObligationFile, results: list[CheckResult], files: dict[str, str], commit: str | None
 ) -> dict[str, Any]:
     ob = entry.obligation
     methods = sorted({c.method.value for c in ob.checks})
@@ -195,7 +195,7 @@ def _obligation_record(
         "seeds": {r.name: r.evidence.get("seeds", r.settings.get("hypothesis_seed")) for r in results},
         "settings": {r.name: {**r.settings, **r.evidence.get("settings", {})} for r in results},
         "duration_s": round(sum(r.duration_s for r in results), 3),
-        "files": _file_digests(entry, root),
+        "files": files,
         "logs": logs,
         "counterexamples": [f"{r.name}: {r.counterexample}" for r in results if r.counterexample],
         "git_commit": commit,
@@ -273,6 +273,10 @@ def _run(
         hypothesis_seed=None if options.quick else options.hypothesis_seed,
         run_benchmarks=not options.quick,
     )
+    # Before the checks run: the commit and file digests of the code they check (and a missing file
+    # is reported before hours of checks, not after).
+    git = git_state(options.root)
+    digests = {e.obligation.id: _file_digests(e, options.root) for e in entries}
     tasks = [(e, c) for e in entries for c in e.obligation.checks]
     total = len(tasks)
     results: dict[tuple[str, str], CheckResult] = {}
@@ -309,10 +313,12 @@ def _run(
         else:
             one(entry, check)
 
-    git = git_state(options.root)
     obligations = [
         _obligation_record(
-            e, [results[(e.obligation.id, c.name)] for c in e.obligation.checks], options.root, git["commit"]
+            e,
+            [results[(e.obligation.id, c.name)] for c in e.obligation.checks],
+            digests[e.obligation.id],
+            git["commit"],
         )
         for e in entries
     ]
