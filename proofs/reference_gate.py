@@ -110,6 +110,12 @@ OBLIGATION = Obligation(
             "properties/test_gate_mutants.py::test_every_non_equivalent_mutant_is_killed",
             files=("amal_verified/reference.py", "properties/_mutants.py"),
         ),
+        Check(
+            "Hypothesis, CrossHair backend: the suite holds symbolically; named mutant classes killed",
+            Method.HYPOTHESIS,
+            "properties/test_reference_symbolic.py",
+            files=("amal_verified/reference.py", "properties/_mutants.py", "properties/test_gate_mutants.py"),
+        ),
     ),
     notes=(
         "Quick report: Hypothesis on every mutant, CrossHair on the issue's named classes (join, has_aux, "

@@ -279,8 +279,8 @@ def test_obligations_validate_their_fields() -> None:
         Obligation("Bad Id", "t", "p", "c", (), Kind.CLAIM, (check,))
     with pytest.raises(ValueError, match="no checks"):
         Obligation("ok", "t", "p", "c", (), Kind.CLAIM, ())
-    with pytest.raises(ValueError, match="pytest node id"):
-        Check("c", Method.HYPOTHESIS, "properties/test_x.py")
+    with pytest.raises(ValueError, match="pytest file or node id"):
+        Check("c", Method.HYPOTHESIS, "properties.test_x")
     with pytest.raises(ValueError, match="only timing measurements may be left out"):
         Check("c", Method.CROSSHAIR, "pkg.mod.f", quick=False)
     with pytest.raises(ValueError, match="same name"):

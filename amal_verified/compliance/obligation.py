@@ -55,7 +55,7 @@ class Method(enum.Enum):
     --report_all``: proved iff every condition is "Confirmed over all paths"; a counterexample violates;
     conditions neither confirmed nor refuted within the timeout leave it tested."""
     HYPOTHESIS = "hypothesis"
-    """``target`` is a pytest node id (``properties/test_x.py::test_y``) of Hypothesis properties."""
+    """``target`` is a pytest node id (``properties/test_x.py::test_y``) or file of Hypothesis properties."""
     MEASUREMENT = "measurement"
     """``target`` is a pytest node id of a statistical or timing measurement (fitted slopes, exponents)."""
     CERTIFICATE = "certificate"
@@ -106,11 +106,12 @@ class Check:
             raise ValueError("Check.name must not be empty")
         if self.method is Method.SMT and ":" not in self.target:
             raise ValueError(f"an smt check's target is 'proofs/<file>.py:<function>', got {self.target!r}")
-        if (
-            self.method in (Method.HYPOTHESIS, Method.MEASUREMENT, Method.CERTIFICATE)
-            and "::" not in self.target
-        ):
-            raise ValueError(f"a {self.method.value} check's target is a pytest node id, got {self.target!r}")
+        pytest_methods = (Method.HYPOTHESIS, Method.MEASUREMENT, Method.CERTIFICATE)
+        if self.method in pytest_methods and not self.target.split("::", 1)[0].endswith(".py"):
+            raise ValueError(
+                f"a {self.method.value} check's target is a pytest file or node id "
+                f"(tests/test_x.py[::test_y]), got {self.target!r}"
+            )
         if not self.quick and self.method is not Method.MEASUREMENT:
             raise ValueError(
                 f"check {self.name!r}: only timing measurements may be left out of the quick report "
