@@ -139,18 +139,27 @@ def _costs(record: Mapping[str, Any], name: str) -> tuple[Figure, str]:
     series = _get(record, "series", name)
     if not series:
         raise PlotError(f"evidence {name!r} has no series")
-    fig, axes = plt.subplots(1, len(series), figsize=(3.8 * len(series), 3.4), squeeze=False)
-    for ax, s in zip(axes[0], series, strict=True):
+    cols = min(5, len(series))
+    rows = -(-len(series) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(series) :]:
+        ax.set_visible(False)
+    for ax, s in zip(axes.flat, series, strict=False):
         x = _floats(_get(s, "x", name), name, "x")
         y = _floats(_get(s, "seconds", name), name, "seconds")
         ax.loglog(x, y, "o-")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if float(_get(s, "expected", name)) == 0.0 and min(y) > 0:
+            ax.set_ylim(min(y) / 3, max(y) * 3)  # a flat series looks flat, not like noise magnified
         ax.set_title(
             f"{_get(s, 'name', name)}\nexponent {float(_get(s, 'exponent', name)):.2f} "
             f"(expected {float(_get(s, 'expected', name)):g})",
             fontsize=8,
         )
         ax.set_xlabel(str(_get(s, "x_label", name)))
-    axes[0][0].set_ylabel("seconds")
+    for row in axes:
+        row[0].set_ylabel("seconds")
     title = "Proposition 3: measured cost exponents"
     fig.suptitle(title, fontsize=10)
     return fig, title
