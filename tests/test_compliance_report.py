@@ -235,6 +235,25 @@ def test_markdown_and_html_show_the_verdicts(quick_report: tuple[Path, dict]) ->
     assert "xs=[0, -1]" in md
 
 
+def test_the_mutation_score_is_shown(quick_report: tuple[Path, dict], tmp_path: Path) -> None:
+    from amal_verified.compliance.render import render_html, render_markdown
+
+    _, report = quick_report
+    shown = copy.deepcopy(report)
+    shown["plots"] = []
+    score = {
+        "score": 0.95,
+        "killed": 19,
+        "total": 22,
+        "equivalent": [{"id": "a"}, {"id": "b"}],
+        "survivors": ["c"],
+    }
+    shown["obligations"][0]["checks"][0]["evidence"]["mutation_score"] = score
+    expected = "19 of 20 non-equivalent mutants killed (22 generated, 2 equivalent"
+    assert expected in render_markdown(shown)
+    assert expected in render_html(shown, tmp_path)
+
+
 def test_full_report_runs_the_timing_check_and_plots_its_evidence(tmp_path: Path) -> None:
     root = _repo(tmp_path, broken=False)
     outcome = build_report(
