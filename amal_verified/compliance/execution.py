@@ -162,9 +162,7 @@ def _junit_counts(path: Path) -> dict[str, int]:
     return counts
 
 
-def _pytest_verdict(
-    check: Check, kind: Kind, code: int | None, log: str, work: Path
-) -> tuple[Verdict, str, str | None]:
+def _pytest_verdict(kind: Kind, code: int | None, log: str, work: Path) -> tuple[Verdict, str, str | None]:
     counts = _junit_counts(work / "junit.xml")
     evidence = _read_evidence(work / "evidence")
     found = _counterexample_text(evidence)
@@ -256,7 +254,7 @@ def run_check(check: Check, kind: Kind, root: Path, work: Path, settings: RunSet
         result.verdict, result.detail, result.counterexample = _crosshair_verdict(kind, code, log)
         result.settings["flags"] = list(CROSSHAIR_FLAGS)
     else:
-        result.verdict, result.detail, result.counterexample = _pytest_verdict(check, kind, code, log, work)
+        result.verdict, result.detail, result.counterexample = _pytest_verdict(kind, code, log, work)
         result.evidence = _read_evidence(work / "evidence")
         result.settings["hypothesis_profile"] = settings.hypothesis_profile
         result.settings["hypothesis_seed"] = (
