@@ -1,8 +1,10 @@
-"""The ``amal`` command line: ``demo``, ``train``, ``evaluate``, ``certify`` and ``report``.
+"""The ``amal`` command line: ``demo``, ``train``, ``evaluate``, ``certify``, ``audit`` and ``report``.
 
-Exit codes: 0 success (``certify``: CERTIFIED); 1 the command ran and its verdict is negative
-(``certify``: NOT CERTIFIED; ``demo``: a scenario misbehaved; ``report``: an obligation violated);
-2 bad usage or input (argparse's convention), with a one-line message naming the problem.
+Exit codes: 0 success (``certify``: CERTIFIED; ``audit``: PASSED); 1 the command ran and its verdict
+is negative (``certify``: NOT CERTIFIED; ``audit``: interference found; ``demo``: a scenario
+misbehaved; ``report``: an obligation violated); 2 bad usage or input (argparse's convention; for
+``audit`` also a target that fails on its own inputs or is not deterministic: the audit is
+inconclusive), with a one-line message naming the problem.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ def _parse_override(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
     return key.strip(), value.strip()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -72,6 +84,27 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     certify.add_argument("run_dir", type=Path)
     certify.add_argument("--quiet", action="store_true", help="print only the verdict")
+
+    audit = commands.add_parser(
+        "audit",
+        help="audit your train(primary, aux) -> world model: does the world model depend on aux data?",
+        description=(
+            "Run the differential isolation audit on a training function: train(primary, aux) on its "
+            "example inputs (amal_example_inputs() in the same module) and on generated auxiliary variants "
+            "(0, huge, NaN and infinite values; other row counts; other numbers of agents), global "
+            "generators reset before each run, and compare the world models bit for bit. Exit 0: passed; 1: "
+            "interference found; 2: the target is unusable or not deterministic."
+        ),
+    )
+    audit.add_argument("target", help="module:function or path/to/file.py:function")
+    audit.add_argument(
+        "--max-examples", type=_positive_int, default=100, help="auxiliary variants to try (default 100)"
+    )
+    audit.add_argument("--seed", type=int, default=0, help="Hypothesis seed of the variants (default 0)")
+    audit.add_argument(
+        "--threads", type=_positive_int, default=1, help="torch intra-op threads per run (default 1)"
+    )
+    audit.add_argument("--json", action="store_true", help="print the result as JSON")
 
     report = commands.add_parser(
         "report",
@@ -211,6 +244,38 @@ def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0 if outcome.ok else 1
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from amal_verified.audit import check_noninterference, load_target
+
+    target = load_target(args.target)
+    result = check_noninterference(
+        target.train,
+        target.primary,
+        target.aux,
+        max_examples=args.max_examples,
+        seed=args.seed,
+        threads=args.threads,
+        name=target.name,
+    )
+    if args.json:
+        document = {
+            "target": result.target,
+            "ok": result.ok,
+            "verdict": result.verdict,
+            "variants": result.examples,
+            "seconds": result.seconds,
+            "search_seconds": result.search_seconds,
+            "variants_per_second": result.examples_per_second,
+            "aux_variant": None if result.variant is None else list(result.variant.changes),
+            "raised": result.raised,
+            "differences": [dataclasses.asdict(d) for d in result.differences],
+        }
+        print(json.dumps(document, indent=1))
+    else:
+        print(result)
+    return 0 if result.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``amal`` command line; returns the exit code."""
     parser = _build_parser()
@@ -225,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from amal_verified.checkpoint import CheckpointError
     from amal_verified.ledger import LedgerError
 
-    handlers = {"train": _train, "evaluate": _evaluate, "certify": _certify}
+    handlers = {"train": _train, "evaluate": _evaluate, "certify": _certify, "audit": _audit}
     try:
         if args.command == "report":
             return _report(args, sys.argv[1:] if argv is None else argv)

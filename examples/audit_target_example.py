@@ -1,10 +1,10 @@
 """A training function in the shape the isolation audit checks: ``train(primary, aux) -> world model``.
 
-``pytest properties/`` runs the Theorem 1 audit against :func:`train` unless ``--amal-target`` names
-your own function (see ``properties/conftest.py``)::
+Audit it (or your own function, same contract) with :mod:`amal_verified.audit`::
 
-    pytest properties/ --amal-target=examples/audit_target_example.py:train
-    pytest properties/ --amal-target=my_package.training:train   # your trainer, same contract
+    amal audit examples/audit_target_example.py:train             # exit 0: passed
+    amal audit examples/audit_target_example.py:train_leaking_rng # exit 1: interference, with the diff
+    pytest properties/ --amal-target=my_package.training:train     # the Theorem 1 property on yours
 
 The contract: ``train(primary, aux)`` trains from scratch and returns the world model (an
 ``nn.Module``; its parameters and buffers are compared) or a mapping of tensors.  The module

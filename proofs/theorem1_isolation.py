@@ -40,6 +40,12 @@ from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
 
 _TRAINER = "properties/test_theorem1_trainer.py"
 _USER = "properties/test_theorem1_user_target.py"
+_AUDIT_FILES = (
+    "amal_verified/audit/noninterference.py",
+    "amal_verified/audit/variants.py",
+    "amal_verified/audit/comparison.py",
+    "examples/audit_target_example.py",
+)
 _TRAINER_FILES = (
     "amal_verified/trainer.py",
     "amal_verified/wm_training.py",
@@ -132,13 +138,13 @@ OBLIGATION = Obligation(
             "Hypothesis: a training function passes the audit (--amal-target; default: gated example)",
             Method.HYPOTHESIS,
             f"{_USER}::test_world_model_of_the_target_ignores_auxiliary_inputs",
-            files=("properties/_amal_audit.py", "examples/audit_target_example.py", "amal_verified/gate.py"),
+            files=(*_AUDIT_FILES, "amal_verified/gate.py"),
         ),
         Check(
             "Hypothesis: leaky training functions (aux rows in the batch; global RNG) fail the audit",
             Method.HYPOTHESIS,
             f"{_USER}::test_leaky_example_trainers_fail_the_audit",
-            files=("properties/_amal_audit.py", "examples/audit_target_example.py"),
+            files=_AUDIT_FILES,
         ),
         Check(
             "certificate: a trained run replays from its primary data alone (amal certify, fresh process)",

@@ -11,7 +11,8 @@ and the plot inputs documented in ``amal_verified/compliance/plots.py``.
 default -- speed is never asserted in the ordinary suite -- and run on request, or by
 the full report.
 
-``--amal-target=module:function``: the Theorem 1 audit (``test_theorem1_user_target.py``) runs
+``--amal-target=module:function`` (an option of amal_verified's pytest plugin,
+``amal_verified/pytest_plugin.py``): the Theorem 1 audit (``test_theorem1_user_target.py``) runs
 against *your* training function instead of the built-in example
 (``examples/audit_target_example.py:train``).  The contract:
 
@@ -23,7 +24,7 @@ against *your* training function instead of the built-in example
 
 The audit generates auxiliary variants (values 0, ±1e38, NaN, ±Inf; other row counts; other list
 lengths), resets the global random generators identically before each call, and requires the
-world model to come out bit for bit the same (``properties/_amal_audit.py``).  A missing or
+world model to come out bit for bit the same (``amal_verified.audit``).  A missing or
 invalid target is a usage error, reported before any test runs.
 """
 
@@ -95,41 +96,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run timing measurements (marker 'benchmark'); deselected by default",
     )
-    parser.addoption(
-        "--amal-target",
-        metavar="MODULE:FUNCTION",
-        default=None,
-        help="run the Theorem 1 audit against your train(primary, aux) -> world model; its module defines "
-        "amal_example_inputs() -> (primary, aux) (see properties/conftest.py)",
-    )
 
 
-AUDIT_TARGET_KEY = pytest.StashKey[Any]()
 DEFAULT_AUDIT_TARGET = (
     str(Path(__file__).resolve().parents[1] / "examples" / "audit_target_example.py") + ":train"
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    spec = config.getoption("--amal-target", default=None)
-    if spec is None:
-        return
-    from _amal_audit import TargetError, load_target  # torch is imported only when a target is given
-
-    try:
-        config.stash[AUDIT_TARGET_KEY] = load_target(spec)
-    except TargetError as exc:
-        raise pytest.UsageError(f"--amal-target={spec}: {exc}") from None
-
-
 @pytest.fixture(scope="session")
 def amal_target(pytestconfig: pytest.Config) -> Any:
-    """The audited training function with its example inputs (an ``_amal_audit.Target``)."""
-    if AUDIT_TARGET_KEY in pytestconfig.stash:
-        return pytestconfig.stash[AUDIT_TARGET_KEY]
-    from _amal_audit import load_target
+    """The audited training function (``--amal-target``, else the built-in example), an
+    ``amal_verified.audit.Target``; overrides the plugin's fixture, which skips without the option."""
+    from amal_verified.audit import load_target
+    from amal_verified.pytest_plugin import configured_target
 
-    return load_target(DEFAULT_AUDIT_TARGET)
+    return configured_target(pytestconfig) or load_target(DEFAULT_AUDIT_TARGET)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -44,3 +44,22 @@ def test_gate_overhead_quick(tmp_path: Path) -> None:
     sides = sorted(w["side"] for w in summary["workers"])
     assert sides == ["gated", "plain"]
     assert len({w["param_sha256"] for w in summary["workers"]}) == 1
+
+
+def test_audit_throughput_quick(tmp_path: Path) -> None:
+    rows_file = tmp_path / "rows.json"
+    target = f"{ROOT / 'examples' / 'audit_target_example.py'}:train"
+    script = ROOT / "benchmarks" / "audit_throughput.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--target", target, "--json", str(rows_file)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "audit_target_example.py:train" in proc.stdout and "passed" in proc.stdout
+    (row,) = json.loads(rows_file.read_text())
+    assert row["ok"] is True and row["variants"] == 5
+    assert row["variants_per_second"] > 0 and row["ratio_per_variant_to_plain"] > 0

@@ -7,12 +7,11 @@ import, or two obligations with one id are errors naming the file.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from amal_verified._module_loading import ModuleLoadError, import_file
 from amal_verified.compliance.obligation import Obligation
 
 __all__ = ["DiscoveryError", "ObligationFile", "default_proofs_dir", "discover", "load_proof_module"]
@@ -36,18 +35,10 @@ def default_proofs_dir() -> Path:
 
 def load_proof_module(path: Path) -> ModuleType:
     """Import ``path`` as a module named after it (``proofs_<stem>``); errors name the file."""
-    name = f"proofs_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise DiscoveryError(f"{path}: not a Python file that can be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise DiscoveryError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
-    return module
+        return import_file(path, f"proofs_{path.stem}")
+    except ModuleLoadError as exc:
+        raise DiscoveryError(str(exc)) from exc
 
 
 def discover(proofs_dir: Path, root: Path) -> list[ObligationFile]:
