@@ -401,3 +401,18 @@ def test_the_theorem1_property_runs_against_the_given_target(tmp_path: Path) -> 
     )
     gated = _pytest(tmp_path, prop, f"--amal-target={EXAMPLE}:train")
     assert gated.returncode == pytest.ExitCode.OK, gated.stdout + gated.stderr
+
+
+def test_dicts_of_agents_change_their_number_of_items_records_keep_their_fields() -> None:
+    by_agent = {"aux-0": _aux()[0], "aux-1": _aux()[1]}
+
+    def steps_per_agent(primary: dict[str, torch.Tensor], aux: dict[str, Any]) -> torch.nn.Module:
+        torch.manual_seed(0)
+        assert all(set(record) == {"x", "y"} for record in aux.values())  # records keep their fields
+        return _fit(torch.nn.Linear(3, 1), primary, steps=1 + len(aux))
+
+    result = check_noninterference(steps_per_agent, _primary(), by_agent, max_examples=25)
+    assert not result.ok and result.raised is None and result.variant is not None
+    assert result.variant.changes[0].startswith("aux: 2 items -> ")
+    grown = check_noninterference(steps_per_agent, _primary(), {"aux-0": _aux()[0]}, max_examples=25)
+    assert grown.variant is not None and set(grown.variant.value) <= {"aux-0", "aux-0#2", "aux-0#3"}

@@ -10,8 +10,11 @@ From an example ``aux`` (tensors, NumPy arrays, Python scalars, and lists, tuple
   tuple with ``n`` rows gets the same new count (at least 1; rows are repeated cyclically, then
   varied);
 - lists change length (0 up to two more than given: an auxiliary population of another size; new
-  elements are varied copies of existing ones).  Tuples and dicts keep their structure; Python
-  floats are kept or replaced by one of the values above; other scalars and objects pass unchanged.
+  elements are varied copies of existing ones), and so do dicts *of records* (every value a dict, list
+  or tuple, e.g. one entry per auxiliary agent; new entries are copies under fresh keys such as
+  ``"aux-0#2"``).  Tuples and dicts of arrays (records: ``{"obs": ..., "reward": ...}``) keep their
+  structure; Python floats are kept or replaced by one of the values above; other scalars and objects
+  pass unchanged.
 
 Hypothesis shrinks towards the example itself: "keep" and "same size" are the simplest choices.
 """
@@ -94,6 +97,41 @@ def _vary_tensor(
     return out, changes
 
 
+def _is_collection(value: Mapping[Any, Any]) -> bool:
+    """A dict *of records* (e.g. one entry per auxiliary agent), not a record of arrays: every value is
+    itself a container.  Only such dicts change their number of items; a record keeps its fields."""
+    return bool(value) and all(isinstance(v, Mapping | list | tuple) for v in value.values())
+
+
+def _collection_keys(
+    draw: st.DrawFn, value: Mapping[Any, Any], where: str, found: list[str]
+) -> list[tuple[Any, Any]]:
+    """``(new key, key of the item it copies)`` for a dict of records of another size (0 to 2 more
+    items; the first ones kept, new ones copies of existing ones under fresh keys)."""
+    existing = list(value)
+    length = draw(st.integers(0, len(existing) + _EXTRA_ELEMENTS), label=f"items of {where}")
+    if length != len(existing):
+        found.append(f"{where}: {len(existing)} items -> {length}")
+    keys: list[tuple[Any, Any]] = [(k, k) for k in existing[:length]]
+    taken = set(existing)
+    for i in range(len(existing), length):
+        source = existing[i % len(existing)]
+        copy_number = 2
+        while (fresh := _fresh_key(source, copy_number)) in taken:
+            copy_number += 1
+        taken.add(fresh)
+        keys.append((fresh, source))
+    return keys
+
+
+def _fresh_key(source: Any, n: int) -> Any:
+    if isinstance(source, str):
+        return f"{source}#{n}"
+    if isinstance(source, int) and not isinstance(source, bool):
+        return source + 1000 * n
+    return (source, n)
+
+
 def _vary(draw: st.DrawFn, value: Any, where: str, sizes: dict[int, int]) -> tuple[Any, list[str]]:
     """A variant of ``value``; ``sizes`` maps a leading size to its new size within one record."""
     n = _leading(value)
@@ -116,8 +154,11 @@ def _vary(draw: st.DrawFn, value: Any, where: str, sizes: dict[int, int]) -> tup
         items: dict[Any, Any] = {}
         found: list[str] = []
         record: dict[int, int] = {}
-        for key, item in value.items():
-            items[key], more = _vary(draw, item, f"{where}[{key!r}]", record)
+        keys = (
+            _collection_keys(draw, value, where, found) if _is_collection(value) else [(k, k) for k in value]
+        )
+        for key, source in keys:
+            items[key], more = _vary(draw, value[source], f"{where}[{key!r}]", record)
             found += more
         try:
             return type(value)(items), found  # type: ignore[call-arg]
