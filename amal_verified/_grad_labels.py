@@ -73,8 +73,10 @@ def ensure_hook(param: torch.Tensor) -> None:
     """Install (once) the hooks that label ``param``'s gradients.
 
     Before accumulation, the pending label is joined into the incoming
-    gradient's storage (no copy; ``torch.autograd.grad`` results are labelled
-    this way too).  After accumulation, ``.grad`` -- which the parameter then
+    gradient's storage (no copy) and the gradient is handed on as a tagged
+    tensor, so that ``torch.autograd.grad`` results are tagged too and what is
+    computed from them (``torch.cat``, ``clone``, projections written into
+    ``.grad``) keeps the label.  After accumulation, ``.grad`` -- which the parameter then
     owns -- is made a tagged tensor, so that later edits (clipping, surgery)
     go through the dispatcher and join their labels.
     """
@@ -84,12 +86,17 @@ def ensure_hook(param: torch.Tensor) -> None:
     _protection.note_parameter(param)
     pid = id(param)  # keys pending labels, which live only while this backward pass runs
 
-    def before_accumulation(grad: torch.Tensor) -> None:
+    def before_accumulation(grad: torch.Tensor) -> torch.Tensor | None:
         pending = _pending.pop(pid, None)
         if pending is not None and not pending[0].is_empty:
-            from amal_verified.tagged import TaggedTensor
+            from amal_verified.tagged import TaggedTensor, wrap_with_label
 
-            STORE.join(grad.elem if isinstance(grad, TaggedTensor) else grad, pending[0], pending[1])
+            if isinstance(grad, TaggedTensor):
+                STORE.join(grad.elem, pending[0], pending[1])
+                return None
+            STORE.join(grad, pending[0], pending[1])
+            return wrap_with_label(grad, EMPTY)
+        return None
 
     def after_accumulation(p: torch.Tensor) -> None:
         from amal_verified.tagged import TaggedTensor, wrap_with_label

@@ -142,6 +142,33 @@ def test_gradient_surgery_with_aux_gradient_refused() -> None:
     refused(opt.step)
 
 
+def test_flattened_gradient_surgery_on_autograd_grad_outputs_refused() -> None:
+    """PCGrad as usually written: flatten both gradients, project, write the result into ``.grad``.
+    ``autograd.grad`` results are tagged, so the flattened copies keep the auxiliary label."""
+    wm, opt, p, a = make()
+    params = list(wm.parameters())
+    g_aux = torch.autograd.grad(F.mse_loss(wm(a), a), params)
+    assert all(isinstance(g, av.TaggedTensor) and av.label_of(g).has_aux for g in g_aux)
+    assert av.label_of(g_aux[0].clone()).has_aux
+    snap = snapshot(wm, opt)
+    g = torch.cat([d.reshape(-1) for d in torch.autograd.grad(F.mse_loss(wm(p), p), params)])
+    flat_aux = torch.cat([d.reshape(-1) for d in g_aux])
+    g = g - torch.clamp(g @ flat_aux, max=0.0) / flat_aux.pow(2).sum().clamp_min(1e-12) * flat_aux
+    for param, piece in zip(params, g.split([q.numel() for q in params]), strict=True):
+        param.grad = piece.reshape(param.shape)
+    refused(opt.step)
+    assert_unchanged(wm, opt, snap)
+
+
+def test_autograd_grad_on_primary_data_alone_is_accepted() -> None:
+    wm, opt, p, _ = make()
+    params = list(wm.parameters())
+    grads = torch.autograd.grad(F.mse_loss(wm(p), p), params)
+    for param, g in zip(params, grads, strict=True):
+        param.grad = g.clone()
+    opt.step()
+
+
 def test_shared_encoder_updated_by_plain_policy_optimizer_refused() -> None:
     wm, opt, _, a = make()
     policy = Policy(encoder=wm.encoder)

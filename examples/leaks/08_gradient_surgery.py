@@ -5,13 +5,12 @@ transitions is only used to remove conflicts: where the primary gradient points 
 gradient, the conflicting component is projected out (Yu et al. 2020, PCGrad).  The step taken is then a
 function of the auxiliary gradient's direction, hence of the auxiliary data.
 
-Caught by the differential audit only: other auxiliary transitions give another world model.  The
-dynamic layer misses this form (a gap, measured): ``torch.autograd.grad`` returns plain tensors whose
-auxiliary label is kept with their memory only, and flattening them with ``torch.cat`` is an operation on
-plain tensors, which runs untracked, so the projected gradient written to ``.grad`` carries no label.
-The gate does refuse the per-parameter form that edits ``p.grad`` (a tagged tensor after ``backward()``)
-in place, ``p.grad.sub_(coef * g_aux)`` (``tests/test_gate.py``).  Static types cannot see it either:
-gradients are plain tensors to mypy.
+Caught by the dynamic layer: ``torch.autograd.grad`` returns the gradients as tagged tensors carrying
+``aux:aux-0`` and ``aux:aux-1``, so flattening them (``torch.cat``), projecting and writing the result
+into ``.grad`` keeps the labels, and the ``GatedOptimizer`` refuses the step.  (Until the gradient hooks
+returned tagged tensors, ``autograd.grad`` gave plain tensors labelled only in the label store and
+``torch.cat`` of plain tensors ran untracked: this script found that gap.)  Static types cannot see it:
+gradients are plain tensors to mypy.  The differential audit catches it too.
 
 Fix: no gradient surgery with auxiliary tasks on protected parameters; if the world model needs
 multi-task regularisation, take the tasks from primary data.
@@ -43,7 +42,7 @@ from torch import nn
 
 __all__ = ["LEAK", "amal_example_inputs", "main", "run", "train", "train_untagged"]
 
-LEAK = Leak(title="gradient surgery with an auxiliary task", layer="differential")
+LEAK = Leak(title="gradient surgery with an auxiliary task", layer="dynamic")
 
 
 def project_conflict(g: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
