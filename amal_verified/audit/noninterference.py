@@ -103,12 +103,14 @@ def check_noninterference(
     saved = (random.getstate(), np.random.get_state(), torch.get_rng_state(), torch.get_num_threads())
     started = time.perf_counter()
 
-    def run(aux_input: Any) -> dict[str, torch.Tensor]:
+    def call(aux_input: Any) -> Any:
         if threads is not None:
             torch.set_num_threads(threads)
         reset_global_rngs(rng_seed)
-        model = train(copy.deepcopy(primary), copy.deepcopy(aux_input))
-        return snapshot(model)
+        return train(copy.deepcopy(primary), copy.deepcopy(aux_input))
+
+    def run(aux_input: Any) -> dict[str, torch.Tensor]:
+        return snapshot(call(aux_input))
 
     search_started: float | None = None
 
@@ -126,16 +128,18 @@ def check_noninterference(
         ) from exc
     try:
         try:
-            expected = run(aux)
+            model = call(aux)
         except IsolationViolation as exc:
             return result(ok=False, examples=0, entries=0, raised=_describe(exc))
-        except TypeError as exc:
-            raise TargetError(str(exc)) from exc
         except Exception as exc:
             raise TargetError(
                 f"{label} raised on its example inputs, so there is nothing to compare against: "
                 f"{_describe(exc)}"
             ) from exc
+        try:
+            expected = snapshot(model)
+        except TypeError as exc:  # neither a module nor a mapping of tensors
+            raise TargetError(str(exc)) from exc
         try:
             again = run(aux)
         except Exception as exc:
