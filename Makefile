@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit quick-report report audit bench clean
+.PHONY: demo test lint typecheck unit quick-report report audit bench bench-quick bench-full clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or run: make PYTHON=python3 ..."; exit 1; }
@@ -57,6 +57,14 @@ audit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gate_overhead.py
+
+# The paper's evaluation framework (benchmarks/RESULTS.md). Quick: minutes. Full: hours, resumable
+# (rerun the same command to continue; finished cells are kept in benchmarks/results/full/).
+bench-quick: $(STAMP)
+	$(BIN)/amal bench --quick --jobs 2 --out benchmarks/results/quick --results benchmarks/RESULTS.md
+
+bench-full: $(STAMP)
+	$(BIN)/amal bench --full --jobs 2 --out benchmarks/results/full --results benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

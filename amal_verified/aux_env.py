@@ -23,9 +23,11 @@ so data collected in it is visibly not the primary stream.  Use
 Default perturbations (:data:`DEFAULT_PHYSICS`, plus σ = :data:`DEFAULT_OBS_NOISE`
 observation noise for every environment): CartPole gravity ×1.5, pole length
 ×1.5, pole mass ×2; Pendulum g ×1.3, m ×1.25, l ×0.8; MountainCarContinuous
-power ×1.5; HalfCheetah gravity ×1.5, joint damping ×2, friction ×0.6;
-MiniGrid KeyCorridor has no physics, so its auxiliary environment differs by the
-observation noise only.
+power ×1.5; MuJoCo HalfCheetah, Ant, Walker2d and Humanoid gravity ×1.5, joint
+damping ×2, friction ×0.6.  MiniGrid KeyCorridor and the library's own ``amal/...``
+tasks have no physics: their auxiliary environments differ by the observation noise
+and by :data:`DEFAULT_AUX_MAKE_KWARGS` (the market's auxiliary traders, the news
+stream's injected false articles).
 
 Randomness contract: the wrapper never touches the global NumPy, ``random`` or
 torch RNGs.  A seed ``s`` is passed unchanged to the wrapped environment's
@@ -49,8 +51,9 @@ import numpy as np
 import numpy.typing as npt
 
 from amal_verified._runtime_checks import checked
+from amal_verified.envs.registration import AMAL_ENV_IDS
 
-__all__ = ["DEFAULT_OBS_NOISE", "DEFAULT_PHYSICS", "PerturbedEnv", "make_aux_env"]
+__all__ = ["DEFAULT_AUX_MAKE_KWARGS", "DEFAULT_OBS_NOISE", "DEFAULT_PHYSICS", "PerturbedEnv", "make_aux_env"]
 
 DEFAULT_PHYSICS: Final[Mapping[str, Mapping[str, float]]] = MappingProxyType(
     {
@@ -60,15 +63,44 @@ DEFAULT_PHYSICS: Final[Mapping[str, Mapping[str, float]]] = MappingProxyType(
         "MountainCar-v0": MappingProxyType({"force": 1.3, "gravity": 0.8}),
         "MountainCarContinuous-v0": MappingProxyType({"power": 1.5}),
         "Acrobot-v1": MappingProxyType({"LINK_MASS_1": 1.3, "LINK_LENGTH_1": 0.8}),
-        "HalfCheetah-v5": MappingProxyType(
-            {"model.opt.gravity": 1.5, "model.dof_damping": 2.0, "model.geom_friction": 0.6}
-        ),
-        # Grid world, no physics: the observation noise is the perturbation.
-        "MiniGrid-KeyCorridorS3R1-v0": MappingProxyType({}),
+        **{
+            env_id: MappingProxyType(
+                {"model.opt.gravity": 1.5, "model.dof_damping": 2.0, "model.geom_friction": 0.6}
+            )
+            for env_id in ("HalfCheetah-v5", "Ant-v5", "Walker2d-v5", "Humanoid-v5")
+        },
+        # Grid worlds and the library's own tasks have no physics to scale: the observation noise
+        # (and, for the market, the auxiliary traders of DEFAULT_AUX_MAKE_KWARGS) is the perturbation.
+        **{
+            env_id: MappingProxyType({})
+            for env_id in (
+                "MiniGrid-KeyCorridorS3R1-v0",
+                "MiniGrid-KeyCorridorS3R2-v0",
+                "MiniGrid-KeyCorridorS3R3-v0",
+                "MiniGrid-KeyCorridorS4R3-v0",
+                "MiniGrid-KeyCorridorS5R3-v0",
+                "MiniGrid-KeyCorridorS6R3-v0",
+                *AMAL_ENV_IDS,
+            )
+        },
     }
 )
 """Per-environment default physics scale factors (attribute of ``env.unwrapped``, or
 ``"model.<field>"`` of a MuJoCo env's ``MjModel``, → multiplier)."""
+
+DEFAULT_AUX_MAKE_KWARGS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType(
+    {
+        # The market's auxiliary traders (trend following, mean reversion, market making) move the
+        # price only here, in the auxiliary environment; the primary market has no such traders.
+        "amal/Trading-v0": MappingProxyType(
+            {"participants": ("trend_following", "mean_reversion", "market_making")}
+        ),
+        # Injected propaganda: a fifth of the auxiliary stream is false articles on interesting topics.
+        "amal/NewsFilter-v0": MappingProxyType({"synthetic_fraction": 0.2}),
+    }
+)
+"""Per-environment ``gym.make`` keyword arguments that build the auxiliary variant of a task
+(merged under the caller's own ``make_kwargs``)."""
 
 DEFAULT_OBS_NOISE: Final = 0.01
 """Default standard deviation of the Gaussian observation noise."""
@@ -298,7 +330,8 @@ def make_aux_env(
     ``obs_noise`` is the observation-noise standard deviation (≥ 0).  Each call
     creates a fresh environment instance (observations 1-D float32, see
     :func:`amal_verified.envs.make_env`); give each auxiliary agent its own
-    ``seed``.  ``make_kwargs`` go to ``gym.make``.
+    ``seed``.  ``make_kwargs`` go to ``gym.make``, over the task's
+    :data:`DEFAULT_AUX_MAKE_KWARGS`.
     """
     if not (math.isfinite(obs_noise) and obs_noise >= 0.0):
         raise ValueError(f"obs_noise must be a finite standard deviation >= 0, got {obs_noise}")
@@ -311,7 +344,7 @@ def make_aux_env(
         physics = DEFAULT_PHYSICS[env_id]
     from amal_verified.envs import make_env
 
-    env = make_env(env_id, **make_kwargs)
+    env = make_env(env_id, **{**DEFAULT_AUX_MAKE_KWARGS.get(env_id, {}), **make_kwargs})
     try:
         return PerturbedEnv(env, seed=seed, physics=physics, obs_noise=obs_noise)
     except BaseException:

@@ -20,6 +20,9 @@ Checks, each failure named in the result:
 
 An ``--unsafe-mix`` run is replayed too, and fails at its first update: its world model saw
 auxiliary data, which the primary data alone cannot reproduce.
+
+The replay itself is :class:`PrimaryReplay`, which :mod:`amal_verified.bench.isolation` also uses
+to build a run's primary-only world model.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any, Final, final
 import torch
 
 from amal_verified import __version__
+from amal_verified._runtime_checks import checked
 from amal_verified.buffers import PrimaryBuffer
 from amal_verified.ledger import verify
 from amal_verified.primary_data import load_primary_stream
@@ -49,9 +53,9 @@ from amal_verified.run_config import (
     read_json,
     write_json_atomic,
 )
-from amal_verified.wm_training import WorldModelLearner, WorldModelSpec
+from amal_verified.wm_training import WorldModelLearner, WorldModelSpec, WorldModelUpdate
 
-__all__ = ["Certificate", "certify_run"]
+__all__ = ["Certificate", "PrimaryReplay", "certify_run"]
 
 # Modules whose presence in the certifying process would mean the replay could have used them.
 FORBIDDEN_MODULES: Final = (
@@ -173,6 +177,65 @@ def certify_run(run_dir: str | Path, *, write: bool = True, progress: Any = None
     return cert
 
 
+@final
+class PrimaryReplay:
+    """A run's world-model learner rebuilt from its seed and trained on its recorded primary data alone.
+
+    This is the replay :func:`certify_run` checks against the ledger, and the "without auxiliary
+    agents" world model of :mod:`amal_verified.bench.isolation`.  Construction sets the process up as
+    the trainer does (``torch.use_deterministic_algorithms(True)``, ``config.threads`` threads) and
+    builds, from ``RunStreams(config.seed)``, the gated :class:`WorldModelLearner` (never the unsafe
+    ablation's) and the primary buffer with the trainer's seed.  :meth:`update` runs the learner's next
+    update ``u`` after filling the buffer, in recorded order, with exactly the
+    :func:`~amal_verified.run_config.primary_count_at_update` transitions the trainer had stored
+    before it.  Nothing here reads auxiliary data, an environment or a policy.
+    """
+
+    @checked
+    def __init__(
+        self, config: TrainConfig, spec: WorldModelSpec, data: Mapping[str, torch.Tensor], available: int
+    ) -> None:
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(config.threads)
+        streams = RunStreams(config.seed)
+        self.config: Final = config
+        self.learner: Final = WorldModelLearner(spec, streams)  # gated, as in the trainer; never unsafe
+        discrete = spec.discrete
+        self.buffer: Final = PrimaryBuffer(
+            config.buffer_size,
+            obs_shape=(spec.obs_dim,),
+            action_shape=() if discrete else (spec.action_dim,),
+            seed=streams.int_seed("primary/buffer"),
+            action_dtype=torch.int64 if discrete else torch.float32,
+        )
+        self._data: Final = data
+        self.available: Final = available
+        self._stored = 0
+
+    def update(self) -> WorldModelUpdate:
+        """Store the primary transitions the next update saw, then run it; ``ValueError`` if the
+        recorded data end before that count."""
+        step = self.learner.updates + 1
+        needed = primary_count_at_update(self.config, step)
+        if needed > self.available:
+            raise ValueError(
+                f"update {step} needs {needed} primary transitions, the recorded data hold "
+                f"{self.available} (data missing from the end)"
+            )
+        if needed > self._stored:
+            rows = slice(self._stored, needed)
+            data = self._data
+            self.buffer.add(
+                data["obs"][rows],
+                data["action"][rows],
+                data["reward"][rows],
+                data["next_obs"][rows],
+                data["terminated"][rows],
+            )
+            self._stored = needed
+        return self.learner.update(self.buffer)
+
+
 def _replay(
     config: TrainConfig,
     spec: WorldModelSpec,
@@ -182,19 +245,7 @@ def _replay(
     problems: list[str],
     progress: Any,
 ) -> int:
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(config.threads)
-    streams = RunStreams(config.seed)
-    learner = WorldModelLearner(spec, streams)  # gated, as in the trainer; never unsafe
-    discrete = spec.discrete
-    buffer = PrimaryBuffer(
-        config.buffer_size,
-        obs_shape=(spec.obs_dim,),
-        action_shape=() if discrete else (spec.action_dim,),
-        seed=streams.int_seed("primary/buffer"),
-        action_dtype=torch.int64 if discrete else torch.float32,
-    )
-    stored = 0
+    replay = PrimaryReplay(config, spec, data, available)
     checked = 0
     for expected_index, record in enumerate(records, start=1):
         if record.step != expected_index:
@@ -209,17 +260,7 @@ def _replay(
                 f"{available} (data missing from the end)"
             )
             break
-        if needed > stored:
-            rows = slice(stored, needed)
-            buffer.add(
-                data["obs"][rows],
-                data["action"][rows],
-                data["reward"][rows],
-                data["next_obs"][rows],
-                data["terminated"][rows],
-            )
-            stored = needed
-        update = learner.update(buffer)
+        update = replay.update()
         mismatches = [
             name
             for name, got, want in (

@@ -1,8 +1,10 @@
-"""The ``amal`` command line: ``demo``, ``train``, ``evaluate``, ``certify``, ``audit`` and ``report``.
+"""The ``amal`` command line: ``demo``, ``train``, ``evaluate``, ``certify``, ``audit``, ``report``
+and ``bench``.
 
 Exit codes: 0 success (``certify``: CERTIFIED; ``audit``: PASSED); 1 the command ran and its verdict
 is negative (``certify``: NOT CERTIFIED; ``audit``: interference found; ``demo``: a scenario
-misbehaved; ``report``: an obligation violated); 2 bad usage or input (argparse's convention; for
+misbehaved; ``report``: an obligation violated; ``bench``: a cell failed — every other cell's result
+is kept and reported); 2 bad usage or input (argparse's convention; for
 ``audit`` also a target that fails on its own inputs or is not deterministic: the audit is
 inconclusive), with a one-line message naming the problem.
 """
@@ -131,7 +133,54 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--proofs", type=Path, default=None, help="proofs directory (default: proofs/ of this checkout)"
     )
+    bench = commands.add_parser(
+        "bench",
+        help="run the paper's evaluation framework (§6.1) and write RESULTS.md",
+        description=(
+            "Train every (method, task, seed) cell, measure levels, isolation, reality gap, robustness "
+            "under shift and the performance ratios, and write RESULTS.md with plots into --out. "
+            "--quick (default) takes minutes; --full takes hours and resumes where it stopped."
+        ),
+    )
+    mode = bench.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick", dest="mode", action="store_const", const="quick", help="quick mode (default)"
+    )
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="full mode (hours)")
+    bench.set_defaults(mode="quick")
+    bench.add_argument("--tasks", nargs="+", metavar="TASK", help="task names (default: the mode's suite)")
+    bench.add_argument("--methods", nargs="+", metavar="METHOD", help="methods (default: all)")
+    bench.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="run seeds (default 0 1 2)"
+    )
+    bench.add_argument("--jobs", type=_positive_int, default=1, help="cells trained in parallel (default 1)")
+    bench.add_argument("--budget", type=_positive_int, default=None, help="override every task's step budget")
+    bench.add_argument(
+        "--eval-episodes", type=_positive_int, default=None, help="override evaluation episodes per point"
+    )
+    bench.add_argument(
+        "--out", type=Path, default=None, help="results directory (default bench-results/MODE)"
+    )
+    bench.add_argument(
+        "--results", type=Path, default=None, help="where to write RESULTS.md (default OUT/RESULTS.md)"
+    )
+    bench.add_argument("--no-ratios", action="store_true", help="skip the performance ratios")
+    bench.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="keep each cell's run directory in OUT/work/ (for amal certify)",
+    )
+    bench.add_argument(
+        "--report-only", action="store_true", help="rewrite RESULTS.md from OUT's records without training"
+    )
+    bench.add_argument("--list", action="store_true", help="list tasks and methods, then exit")
     return parser
+
+
+def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from amal_verified.bench.command import run_bench_command
+
+    return run_bench_command(args, argv)
 
 
 def _coerce(field: dataclasses.Field[Any], raw: str) -> Any:
@@ -294,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(args, sys.argv[1:] if argv is None else argv)
+        if args.command == "bench":
+            return _bench(args, sys.argv[1:] if argv is None else argv)
         return handlers[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError, CheckpointError, LedgerError) as exc:
         print(f"amal {args.command}: error: {exc}", file=sys.stderr)

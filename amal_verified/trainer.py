@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -278,11 +278,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self) -> dict[str, float | None]:
-        """Train until ``total_steps`` primary environment steps; returns the final metrics."""
+    def run(self, *, after_step: Callable[[Trainer], None] | None = None) -> dict[str, float | None]:
+        """Train until ``total_steps`` primary environment steps; returns the final metrics.
+
+        ``after_step``, if given, is called with the trainer after every primary step (the benchmark
+        evaluates the policy there); it must not change the trainer's state.
+        """
         try:
             while self.step < self.config.total_steps:
                 self.train_step()
+                if after_step is not None:
+                    after_step(self)
         except BaseException:
             self._keep_evidence_of_failure()
             raise

@@ -1,34 +1,51 @@
-"""The paper's recurrent world model, in plain PyTorch (no amal_verified import).
+"""The paper's recurrent world model in plain PyTorch, re-exported from ``amal_verified.bench``.
 
-This module is deliberately independent of ``amal_verified``: the overhead
-benchmark (``gate_overhead.py``) times the plain side in a process where the
-library was never imported, and that process imports this file.
-
-Architecture (the paper's, with the choices the paper leaves open stated here):
-
-- **encoder**: MLP ``obs (17) → 256 → 256 → 128`` with ELU activations;
-- **recurrence**: ``nn.GRU(input=128 + 6, hidden=256, batch_first=True)``; the
-  action is concatenated to the *encoded observation* to form the GRU input
-  (the encoder sees the observation only);
-- **projection**: ``Linear(256 → 128)`` + ELU maps the GRU state to the
-  128-dimensional latent the decoder expects;
-- **decoder**: MLP ``128 → 256 → 256 → obs (17)`` predicting the next
-  observation (a point prediction, not a Gaussian);
-- **reward head**: ``Linear(128 → 1)`` on the same latent.
-
-Loss: ``mse(next_obs_pred, next_obs) + mse(reward_pred, reward)``.
-
-A training step (``train_step``) is: forward over the whole sequence, loss,
-``backward()``, ``optimizer.step()``, ``optimizer.zero_grad()``.
+The file is ``amal_verified/bench/_plain_world_model.py``.  Importing this module does **not**
+import ``amal_verified``: the file is located with ``importlib.util.find_spec`` (which does not
+run the package ``__init__``) and loaded by path, as the gate-overhead worker does.  See that
+file for the architecture.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import importlib.util
+import sys
+from pathlib import Path
 
-import torch
-from torch import Tensor, nn
+_NAME = "_plain_world_model"
+
+
+def _load() -> object:
+    if _NAME in sys.modules:
+        return sys.modules[_NAME]
+    package = importlib.util.find_spec("amal_verified")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("amal_verified is not installed")
+    path = Path(next(iter(package.submodule_search_locations))) / "bench" / f"{_NAME}.py"
+    spec = importlib.util.spec_from_file_location(_NAME, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_NAME] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_module = _load()
+ACTION_DIM = _module.ACTION_DIM  # type: ignore[attr-defined]
+BATCH = _module.BATCH  # type: ignore[attr-defined]
+GRU_HIDDEN = _module.GRU_HIDDEN  # type: ignore[attr-defined]
+HIDDEN = _module.HIDDEN  # type: ignore[attr-defined]
+LATENT = _module.LATENT  # type: ignore[attr-defined]
+LR = _module.LR  # type: ignore[attr-defined]
+OBS_DIM = _module.OBS_DIM  # type: ignore[attr-defined]
+SEQ_LEN = _module.SEQ_LEN  # type: ignore[attr-defined]
+Batch = _module.Batch  # type: ignore[attr-defined]
+PaperWorldModel = _module.PaperWorldModel  # type: ignore[attr-defined]
+StepOptimizer = _module.StepOptimizer  # type: ignore[attr-defined]
+make_batches = _module.make_batches  # type: ignore[attr-defined]
+train_step = _module.train_step  # type: ignore[attr-defined]
+world_model_loss = _module.world_model_loss  # type: ignore[attr-defined]
 
 __all__ = [
     "ACTION_DIM",
@@ -45,121 +62,3 @@ __all__ = [
     "train_step",
     "world_model_loss",
 ]
-
-OBS_DIM = 17
-ACTION_DIM = 6
-HIDDEN = 256
-LATENT = 128
-GRU_HIDDEN = 256
-BATCH = 256
-SEQ_LEN = 16
-LR = 3e-4
-
-
-class PaperWorldModel(nn.Module):
-    """Encoder MLP → GRU(256) → projection → decoder MLP, plus a reward head."""
-
-    def __init__(self, obs_dim: int = OBS_DIM, action_dim: int = ACTION_DIM) -> None:
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Linear(obs_dim, HIDDEN),
-            nn.ELU(),
-            nn.Linear(HIDDEN, HIDDEN),
-            nn.ELU(),
-            nn.Linear(HIDDEN, LATENT),
-            nn.ELU(),
-        )
-        self.gru = nn.GRU(LATENT + action_dim, GRU_HIDDEN, batch_first=True)
-        self.project = nn.Sequential(nn.Linear(GRU_HIDDEN, LATENT), nn.ELU())
-        self.decoder = nn.Sequential(
-            nn.Linear(LATENT, HIDDEN),
-            nn.ELU(),
-            nn.Linear(HIDDEN, HIDDEN),
-            nn.ELU(),
-            nn.Linear(HIDDEN, obs_dim),
-        )
-        self.reward_head = nn.Linear(LATENT, 1)
-
-    def forward(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        """Predict next observations and rewards.
-
-        ``obs``: ``(batch, seq, obs_dim)``; ``action``: ``(batch, seq, action_dim)``.
-        Returns ``(next_obs_pred (batch, seq, obs_dim), reward_pred (batch, seq, 1))``.
-        """
-        z = self.encoder(obs)
-        h, _ = self.gru(torch.cat([z, action], dim=-1))
-        latent = self.project(h)
-        return self.decoder(latent), self.reward_head(latent)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One training batch of sequences: ``(batch, seq, ·)`` tensors."""
-
-    obs: Tensor
-    action: Tensor
-    next_obs: Tensor
-    reward: Tensor
-
-    def map(self, fn: _TensorFn) -> Batch:
-        """Apply ``fn`` to every tensor (e.g. to tag it as primary data)."""
-        return Batch(fn(self.obs), fn(self.action), fn(self.next_obs), fn(self.reward))
-
-
-class _TensorFn(Protocol):
-    def __call__(self, x: Tensor, /) -> Tensor: ...
-
-
-class StepOptimizer(Protocol):
-    """What a training step needs from an optimizer (``torch.optim.Adam`` or a wrapper)."""
-
-    def step(self) -> object: ...
-
-    def zero_grad(self) -> None: ...
-
-
-def make_batches(
-    n: int,
-    *,
-    seed: int,
-    batch: int = BATCH,
-    seq_len: int = SEQ_LEN,
-    obs_dim: int = OBS_DIM,
-    action_dim: int = ACTION_DIM,
-) -> list[Batch]:
-    """``n`` synthetic batches drawn from a seeded ``torch.Generator`` (never the global RNG).
-
-    The data follow a fixed random smooth dynamics so the loss has something to
-    learn; only their shapes and determinism matter for the benchmark.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    a_obs = torch.randn(obs_dim, obs_dim, generator=gen) / obs_dim**0.5
-    a_act = torch.randn(action_dim, obs_dim, generator=gen) / action_dim**0.5
-    w_rew = torch.randn(obs_dim, 1, generator=gen) / obs_dim**0.5
-    out: list[Batch] = []
-    for _ in range(n):
-        obs = torch.randn(batch, seq_len, obs_dim, generator=gen)
-        action = torch.rand(batch, seq_len, action_dim, generator=gen) * 2 - 1
-        next_obs = obs + 0.1 * torch.tanh(obs @ a_obs + action @ a_act)
-        reward = torch.tanh(next_obs @ w_rew)
-        out.append(Batch(obs, action, next_obs, reward))
-    return out
-
-
-def world_model_loss(model: PaperWorldModel, batch: Batch) -> Tensor:
-    """Mean-squared error on next observation plus mean-squared error on reward."""
-    pred_obs, pred_rew = model(batch.obs, batch.action)
-    return nn.functional.mse_loss(pred_obs, batch.next_obs) + nn.functional.mse_loss(pred_rew, batch.reward)
-
-
-def train_step(model: PaperWorldModel, optimizer: StepOptimizer, batch: Batch) -> Tensor:
-    """One world-model step: forward, loss, ``backward()``, ``step()``, ``zero_grad()``.
-
-    Returns the (detached) loss tensor; it is not converted to a Python number
-    so that nothing leaves the tracked world during the timed region.
-    """
-    loss = world_model_loss(model, batch)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    return loss.detach()

@@ -410,7 +410,7 @@ def test_trajectories_identical_in_a_fresh_process() -> None:
 def test_mujoco_compile_warning_leaves_no_log_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import mujoco  # type: ignore[import-untyped,unused-ignore]
 
-    from amal_verified.envs import _mujoco_warning
+    from amal_verified.envs.tasks import _mujoco_warning
 
     monkeypatch.chdir(tmp_path)
     previous = mujoco.get_mju_user_warning()

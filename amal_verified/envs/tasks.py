@@ -3,8 +3,13 @@
 :data:`SUPPORTED_ENVS` lists the environments the library is built and tested for:
 
 - ``CartPole-v1``, ``Pendulum-v1``, ``MountainCarContinuous-v0`` (gymnasium classic control);
-- ``HalfCheetah-v5`` (gymnasium's MuJoCo environment, ``mujoco`` from PyPI);
-- ``MiniGrid-KeyCorridorS3R1-v0`` (``minigrid``, imported here so that its ids register).
+- ``HalfCheetah-v5``, ``Ant-v5``, ``Walker2d-v5``, ``Humanoid-v5`` (gymnasium's MuJoCo environments,
+  ``mujoco`` from PyPI);
+- ``MiniGrid-KeyCorridorS3R1-v0`` (``minigrid``, imported here so that its ids register) and
+  ``amal/KeyCorridorS8R4-v0``;
+- the library's own tasks (:mod:`amal_verified.envs.registration`): ``amal/TSP-200-v0``,
+  ``amal/CVRP-100-v0``, ``amal/JSS-50-v0``, ``amal/KP-1000-v0``, ``amal/Trading-v0``,
+  ``amal/NewsFilter-v0``.
 
 Any other registered gymnasium id whose observation space is a ``Box`` (flattened to 1-D) or
 a MiniGrid ``Dict`` with ``image`` and ``direction``, and whose action space is ``Discrete``
@@ -39,10 +44,11 @@ counts as solved, and the environment's true termination rule as a batched funct
 ``(obs, action, next_obs) -> bool tensor`` for terminating imagined model rollouts (as MBPO's
 static termination functions).  The rule reads the thresholds from the environment instance
 (CartPole: ``|x| > x_threshold`` or ``|θ| > theta_threshold_radians``; MountainCarContinuous:
-``position >= goal_position`` and ``velocity >= goal_velocity``; Pendulum and HalfCheetah
-never terminate).  It is evaluated on ``float32`` observations while the environments decide
-in ``float64``, so the two can disagree for a state within float32 rounding of a threshold.
-KeyCorridor has no rule (``termination=None``, ``model_rollouts=False``).
+``position >= goal_position`` and ``velocity >= goal_velocity``; Pendulum, HalfCheetah, the
+trading market and the news stream never terminate, they only truncate).  It is evaluated on
+``float32`` observations while the environments decide in ``float64``, so the two can disagree
+for a state within float32 rounding of a threshold.  KeyCorridor, the combinatorial tasks and the
+other MuJoCo tasks have no rule (``termination=None``, ``model_rollouts=False``).
 
 Unknown ids and ids with unsupported spaces raise ``ValueError`` naming the supported ids.
 
@@ -90,7 +96,17 @@ SUPPORTED_ENVS: Final[tuple[str, ...]] = (
     "Pendulum-v1",
     "MountainCarContinuous-v0",
     "HalfCheetah-v5",
+    "Ant-v5",
+    "Walker2d-v5",
+    "Humanoid-v5",
     "MiniGrid-KeyCorridorS3R1-v0",
+    "amal/KeyCorridorS8R4-v0",
+    "amal/TSP-200-v0",
+    "amal/CVRP-100-v0",
+    "amal/JSS-50-v0",
+    "amal/KP-1000-v0",
+    "amal/Trading-v0",
+    "amal/NewsFilter-v0",
 )
 """The environment ids built and tested for (others are best effort, see the module docstring)."""
 
@@ -340,7 +356,7 @@ def _termination(env_id: str, base: Any) -> Callable[[Tensor, Tensor, Tensor], T
         return CartPoleTermination(float(base.x_threshold), float(base.theta_threshold_radians))
     if env_id == "MountainCarContinuous-v0":
         return MountainCarTermination(float(base.goal_position), float(base.goal_velocity))
-    if env_id in ("Pendulum-v1", "HalfCheetah-v5"):
+    if env_id in ("Pendulum-v1", "HalfCheetah-v5", "amal/Trading-v0", "amal/NewsFilter-v0"):
         return NeverTerminates()
     return None
 
@@ -366,7 +382,7 @@ def _task_info(env_id: str) -> TaskInfo:
         spec = env.spec
         max_steps = spec.max_episode_steps if spec is not None else None
         if max_steps is None and isinstance(getattr(base, "max_steps", None), int):
-            max_steps = int(base.max_steps)  # minigrid truncates itself
+            max_steps = int(base.max_steps)  # minigrid and the library's own tasks end themselves
         solved = _SOLVED_RETURN.get(env_id)
         if solved is None and spec is not None and spec.reward_threshold is not None:
             solved = float(spec.reward_threshold)

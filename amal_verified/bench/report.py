@@ -1,0 +1,697 @@
+"""``benchmarks/RESULTS.md`` from run records, levels, the ratio table and the run's metadata.
+
+:func:`render_results` returns the Markdown (template ``templates/results.md.j2``);
+:func:`write_results` also draws the figures (:mod:`amal_verified.bench.plots`) and writes the file.
+
+Contracts:
+
+- Every number in the document is computed from the inputs: the records, the levels, the metadata
+  (embedded verbatim as JSON, its ``command`` shown as the reproduction command) and the
+  performance-ratio table (embedded as given).  The statistics are those of
+  :mod:`amal_verified.bench.stats`, whose definitions the document restates.
+- An absent ``extras`` key is "not measured" (a dash or the words), never 0.
+- Isolation: a record of ``amal`` whose ``extras["isolation"]`` shows any non-zero distance or KL,
+  or ``identical = false``, is listed in an alert at the top of the document and in the isolation
+  section, with its exact values.  Failed cells (``failed``) are listed at the top as well.
+- Deterministic: the same inputs give the same text (no clock is read; times come from metadata).
+
+``metadata`` keys read (all optional; the whole dict is embedded verbatim in any case):
+``command`` (str or list of str: the commands that reproduce the run), ``mode``, ``seeds``,
+``versions`` (dict name → version), ``git_commit`` (or ``commit``), ``machine`` (str or dict),
+``start``/``end`` (or ``started``/``finished``), ``networks`` (str or dict name → description: the
+network sizes used, quoted in the limits paragraph; a dict as a nested list, one line per entry).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, final
+
+import jinja2
+import scipy.stats  # type: ignore[import-untyped]  # no stubs installed
+
+from amal_verified._runtime_checks import checked
+from amal_verified.bench.plots import curve_file, method_order, write_plots
+from amal_verified.bench.records import RunRecord
+from amal_verified.bench.stats import (
+    BEST_OBSERVED,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CLAIMED_IMPROVEMENT,
+    EfficiencyResult,
+    Level,
+    MeanCI,
+    ResolvedLevels,
+    exploration_efficiency,
+    mean_ci,
+    normalised_auc,
+    resolve_levels,
+    samples_to_fraction,
+)
+from amal_verified.bench.tasks import TASKS
+
+__all__ = [
+    "EFFICIENCY_BASELINES",
+    "FRACTION",
+    "GATED_METHODS",
+    "Skipped",
+    "isolation_violations",
+    "render_results",
+    "write_results",
+]
+
+_TEMPLATES: Final = Path(__file__).with_name("templates")
+FRACTION: Final = 0.9
+"""The "90 % of optimal" of the paper's sample-complexity metric (§6.1.3)."""
+EFFICIENCY_BASELINES: Final[Mapping[str, str]] = {
+    "amal-no-info": "the same trainer with λ = 0: the information-gain objective's own effect",
+    "sb3-ppo": "standard single-agent PPO (Stable-Baselines3)",
+    "sb3-sac": "standard single-agent SAC (Stable-Baselines3)",
+    "sb3-td3": "standard single-agent TD3 (Stable-Baselines3)",
+    "unsafe-mix": "the paper's standard MARL: world model trained on D_P ∪ D_A",
+}
+"""Baselines of the exploration-efficiency test (against ``amal``), with what each comparison shows."""
+_ISOLATION_KEYS: Final = ("param_l2", "param_max_abs", "kl_mean", "kl_max")
+_GAP_KEYS: Final = ("next_obs_mse", "reward_mse", "nll")
+_DASH: Final = "—"
+
+
+@final
+@dataclass(frozen=True)
+class Skipped:
+    """A (method, task) pair not run, with the reason (e.g. SAC on a discrete action space)."""
+
+    method: str
+    task: str
+    reason: str
+
+
+# ---------------------------------------------------------------- number formatting
+
+
+def _int(n: int) -> str:
+    return f"{n:,}".replace(",", " ")
+
+
+def _num(x: float) -> str:
+    """About 3 significant digits, thousands grouped, no exponent above 1e-3."""
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return str(x)
+    a = abs(x)
+    if a >= 1000:
+        return _int(round(x))
+    if a >= 1:
+        return f"{x:.{max(0, 2 - math.floor(math.log10(a)))}f}"
+    if a >= 1e-3:
+        return f"{x:.3g}"
+    return f"{x:.2e}"
+
+
+def _ci(ci: MeanCI) -> str:
+    if ci.half_width is None:
+        return f"{_num(ci.mean)} (n = 1: no interval)"
+    return f"{_num(ci.mean)} ± {_num(ci.half_width)}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _exact(x: float) -> str:
+    return "0 (exact)" if x == 0 else f"{x:.3e}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# ---------------------------------------------------------------- per-task table
+
+
+def _level_line(
+    task: str, seeds: Sequence[int], levels: Mapping[str, Mapping[int, Level]], resolved: ResolvedLevels
+) -> str:
+    given = levels.get(task, {})
+    parts = []
+    for s in seeds:
+        lv, rv = given.get(s), resolved.get(task, s)
+        if lv is None:
+            parts.append(f"seed {s}: no level measured")
+        elif rv is None:
+            parts.append(f"seed {s}: random {_num(lv.random)}, no usable optimum")
+        else:
+            assert rv.optimal is not None  # resolved levels always have one
+            parts.append(f"seed {s}: random {_num(rv.random)}, optimal {_num(rv.optimal)} ({rv.source})")
+    return "; ".join(parts)
+
+
+def _samples_cell(runs: Sequence[RunRecord], resolved: ResolvedLevels) -> str:
+    usable = [(r, resolved.get(r.task, r.seed)) for r in runs]
+    measured = [(r, lv) for r, lv in usable if lv is not None]
+    if not measured:
+        return "not measured (no usable level)"
+    samples = [samples_to_fraction(r, lv, FRACTION) for r, lv in measured]
+    reached = sorted(s for s in samples if s is not None)
+    n, k = len(samples), len(reached)
+    if k == 0:
+        return f"not reached (0/{n})"
+    # median over all seeds, a run that did not reach counted beyond its budget (right-censored)
+    ordered: list[float] = [float(s) for s in reached] + [math.inf] * (n - k)
+    median = statistics.median(ordered)
+    if math.isinf(median) or math.isnan(median):
+        budget = max(r.budget for r, _ in measured)
+        return f"> {_int(budget)} (median not reached; {k}/{n})"
+    return f"{_int(round(median))} ({k}/{n})"
+
+
+def _auc_cell(runs: Sequence[RunRecord], resolved: ResolvedLevels) -> str:
+    values = [normalised_auc(r, lv) for r in runs if (lv := resolved.get(r.task, r.seed)) is not None]
+    return _ci(mean_ci(values)) if values else "not measured"
+
+
+def _shift_cells(runs: Sequence[RunRecord]) -> tuple[str, str]:
+    """The shifted return (mean ± t half-width) and Δ under shift: per seed shifted − nominal (the
+    same run's final mean return), mean ± t half-width over the seeds measured."""
+    pairs: list[tuple[float, float]] = []
+    successes: list[float] = []
+    for r in runs:
+        shift = r.extras.get("shift")
+        if isinstance(shift, Mapping) and shift.get("returns"):
+            returns = [float(x) for x in shift["returns"]]
+            pairs.append((r.final.mean_return, math.fsum(returns) / len(returns)))
+            if shift.get("success") is not None:
+                successes.append(float(shift["success"]))
+    if not pairs:
+        return "not measured", _DASH
+    shifted = mean_ci([s for _, s in pairs])
+    delta = mean_ci([s - n for n, s in pairs])
+    note = f" ({len(pairs)}/{len(runs)} seeds)" if len(pairs) < len(runs) else ""
+    if successes:
+        note += f"; success {_pct(math.fsum(successes) / len(successes))}"
+    return _ci(shifted) + note, _ci(delta)
+
+
+def _success_cell(runs: Sequence[RunRecord]) -> str:
+    rates = [r.final.success for r in runs if r.final.success is not None]
+    if not rates:
+        return _DASH
+    return _pct(math.fsum(rates) / len(rates)) + (
+        f" ({len(rates)}/{len(runs)} seeds)" if len(rates) < len(runs) else ""
+    )
+
+
+def _cost_cell(runs: Sequence[RunRecord]) -> str:
+    seconds = math.fsum(r.train_seconds for r in runs) / len(runs)
+    rates = [
+        float(r.extras["env_steps_per_second"])
+        for r in runs
+        if r.extras.get("env_steps_per_second") is not None
+    ]
+    rate = f"; {_num(math.fsum(rates) / len(rates))} env steps/s" if rates else ""
+    return f"{_num(seconds)} s{rate}"
+
+
+def _task_section(
+    task: str,
+    records: Sequence[RunRecord],
+    levels: Mapping[str, Mapping[int, Level]],
+    resolved: ResolvedLevels,
+    plots_link: str | None,
+) -> dict[str, Any]:
+    mine = [r for r in records if r.task == task]
+    spec = TASKS.get(task)
+    seeds = sorted({r.seed for r in mine})
+    raw = not levels.get(task) or any(lv.optimal is None for lv in levels[task].values())
+    best_observed = any(lv.optimal is None for lv in levels.get(task, {}).values())
+    rows = []
+    for method in method_order([r.method for r in mine]):
+        runs = sorted((r for r in mine if r.method == method), key=lambda r: r.seed)
+        shifted, delta = _shift_cells(runs)
+        rows.append(
+            [
+                method,
+                str(len(runs)),
+                _ci(mean_ci([r.final.mean_return for r in runs])),
+                _success_cell(runs),
+                _samples_cell(runs, resolved),
+                _auc_cell(runs, resolved),
+                shifted,
+                delta,
+                _cost_cell(runs),
+            ]
+        )
+    shift_descriptions = sorted(
+        {
+            str(r.extras["shift"]["description"])
+            for r in mine
+            if isinstance(r.extras.get("shift"), Mapping) and "description" in r.extras["shift"]
+        }
+    )
+    budgets = sorted({r.budget for r in mine})
+    episodes = sorted({len(r.final.returns) for r in mine})
+    return {
+        "name": task,
+        "family": spec.family if spec else "not in the task catalogue",
+        "reference": (
+            "best observed (no known optimum)"
+            if raw
+            else "the task's maximum return"
+            if spec is not None and spec.reference == "known"
+            else "reference solution"
+        ),
+        "budgets": ", ".join(_int(b) for b in budgets),
+        "episodes": ", ".join(str(e) for e in episodes),
+        "levels": _level_line(task, seeds, levels, resolved),
+        "shift": "; ".join(shift_descriptions) or "not measured",
+        "figure": None if plots_link is None else f"{plots_link}/{curve_file(task)}",
+        "samples_header": f"samples to {100 * FRACTION:g} %" + (" of best observed" if best_observed else ""),
+        "rows": [[_cell(c) for c in row] for row in rows],
+    }
+
+
+# ---------------------------------------------------------------- isolation and reality gap
+
+
+GATED_METHODS: Final = ("amal", "amal-no-info")
+"""Methods trained by the library's gated trainer: Theorem 1 says their isolation distance is 0."""
+
+
+@checked
+def isolation_violations(records: Sequence[RunRecord], methods: Sequence[str] = GATED_METHODS) -> list[str]:
+    """One line per record of ``methods`` whose isolation measurement is not exactly zero / identical,
+    with the exact values."""
+    out = []
+    for r in records:
+        iso = r.extras.get("isolation")
+        if r.method not in methods or not isinstance(iso, Mapping):
+            continue
+        nonzero = {k: iso[k] for k in _ISOLATION_KEYS if iso.get(k) is not None and float(iso[k]) != 0.0}
+        if nonzero or iso.get("identical") is False:
+            values = ", ".join(f"{k} = {float(v)!r}" for k, v in nonzero.items())
+            out.append(f"{r.key}: identical = {iso.get('identical')!r}" + (f", {values}" if values else ""))
+    return out
+
+
+_ISOLATION_HEADER: Final = (
+    "task",
+    "method",
+    "seeds measured",
+    "max param L2",
+    "max param max-abs",
+    "max KL (mean)",
+    "max KL (max)",
+    "identical",
+)
+
+
+def _has_certified(records: Sequence[RunRecord]) -> bool:
+    """Whether any record carries ``extras["certified"]`` (the bench itself does not certify)."""
+    return any(r.extras.get("certified") is not None for r in records)
+
+
+def _isolation_rows(records: Sequence[RunRecord]) -> list[list[str]]:
+    rows = []
+    with_certified = _has_certified(records)
+    order = method_order([r.method for r in records])
+    cells = {(r.task, r.method) for r in records if isinstance(r.extras.get("isolation"), Mapping)}
+    for task, method in sorted(cells, key=lambda c: (c[0], order.index(c[1]))):
+        runs = [r for r in records if r.task == task and r.method == method]
+        isos = [r.extras["isolation"] for r in runs if isinstance(r.extras.get("isolation"), Mapping)]
+        row = [task, method, f"{len(isos)}/{len(runs)}"]
+        for key in _ISOLATION_KEYS:
+            values = [float(i[key]) for i in isos if i.get(key) is not None]
+            row.append(_exact(max(values)) if values else "not measured")
+        identical = [bool(i["identical"]) for i in isos if i.get("identical") is not None]
+        row.append(f"{sum(identical)}/{len(identical)}" if identical else "not measured")
+        if with_certified:
+            certified = [bool(r.extras["certified"]) for r in runs if r.extras.get("certified") is not None]
+            row.append(f"{sum(certified)}/{len(certified)}" if certified else _DASH)
+        if method in GATED_METHODS and isolation_violations(runs):
+            row[1] = f"**{method} — ⚠ NON-ZERO**"
+        rows.append(row)
+    return rows
+
+
+def _gap_rows(records: Sequence[RunRecord]) -> list[list[str]]:
+    rows = []
+    cells = sorted(
+        {(r.task, r.method) for r in records if isinstance(r.extras.get("wm_real_error"), Mapping)}
+    )
+    for task, method in cells:
+        gaps = [
+            r.extras["wm_real_error"]
+            for r in records
+            if r.task == task and r.method == method and isinstance(r.extras.get("wm_real_error"), Mapping)
+        ]
+        row = [task, method, str(len(gaps))]
+        for key in _GAP_KEYS:
+            for variant in ("with_aux", "primary_only"):
+                values = [
+                    float(g[variant][key])
+                    for g in gaps
+                    if isinstance(g.get(variant), Mapping) and g[variant].get(key) is not None
+                ]
+                row.append(_num(math.fsum(values) / len(values)) if values else "not measured")
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- the 40 % test
+
+
+def _counts(by_task: Mapping[str, int]) -> str:
+    """``{"T": 3, "U": 1}`` as ``"T: 3, U: 1"``."""
+    return ", ".join(f"{t}: {n}" for t, n in by_task.items())
+
+
+def _efficiency(result: EfficiencyResult, what: str) -> dict[str, Any]:
+    level = f"{100 * result.fraction:g} %"
+    used = result.informative_pairs
+    excluded = result.excluded_by_task
+    n_excluded = sum(excluded.values())
+    if not result.pairs:
+        sentence = (
+            f"Not measured: no (task, seed) with a known optimum has records of both {result.method} and "
+            f"{result.baseline} with a usable level."
+        )
+        interval = _DASH
+    else:
+        if result.low is not None and result.high is not None:
+            interval = f"[{_pct(result.low)}, {_pct(result.high)}]"
+        elif len(used) < 2:
+            interval = "none (fewer than 2 informative pairs)"
+        else:
+            interval = "none"
+        excluded_text = ""
+        if n_excluded:
+            budgets = sorted({max(p.method_budget, p.baseline_budget) for p in result.pairs if p.excluded})
+            excluded_text = (
+                f"In {n_excluded} pair(s) ({_counts(excluded)}) neither {result.method} nor "
+                f"{result.baseline} reached {level} of optimal: the budget(s) "
+                f"({', '.join(_int(b) for b in budgets)} primary steps) were too small for either method "
+                f"to get there on {', '.join(excluded)}, so these pairs carry no information about the "
+                "ratio and are excluded from the estimate and the interval."
+            )
+        if len(used) < 2:
+            one = (
+                f" The one informative pair gives an improvement of {_pct(result.estimate)}, "
+                "with no interval."
+                if result.estimate is not None
+                else ""
+            )
+            how_many = (
+                f"none of the {len(result.pairs)} (task, seed) pair(s) is informative"
+                if not used
+                else f"only 1 of the {len(result.pairs)} (task, seed) pair(s) is informative"
+            )
+            sentence = (
+                f"Inconclusive: {how_many}, too few for an interval (the paper claims "
+                f"{100 * CLAIMED_IMPROVEMENT:g} %). "
+                + excluded_text
+                + one
+                + f" Verdict: **{result.verdict}**."
+            )
+        else:
+            assert result.estimate is not None  # informative pairs give an estimate
+            sentence = (
+                f"We measured a mean improvement of {_pct(result.estimate)} {interval} in samples to "
+                f"{level} of optimal over {len(used)} informative (task, seed) pair(s); the paper claims "
+                f"{100 * CLAIMED_IMPROVEMENT:g} %. Verdict: **{result.verdict}**. "
+                + (excluded_text + " " if excluded_text else "")
+                + f"Censoring: {result.censoring_note}"
+            )
+    pairs = [
+        [
+            p.task,
+            str(p.seed),
+            _int(p.method_samples)
+            if p.method_samples is not None
+            else ("not reached" if p.excluded else f"not reached (counted {_int(p.method_budget)})"),
+            _int(p.baseline_samples)
+            if p.baseline_samples is not None
+            else ("not reached" if p.excluded else f"not reached (counted {_int(p.baseline_budget)})"),
+            f"excluded (neither reached {level})" if p.improvement is None else _pct(p.improvement),
+        ]
+        for p in result.pairs
+    ]
+    return {
+        "baseline": result.baseline,
+        "what": what,
+        "n": str(len(used)),
+        "excluded": f"{n_excluded} ({_counts(excluded)})" if n_excluded else "0",
+        "estimate": _DASH if result.estimate is None else _pct(result.estimate),
+        "interval": interval,
+        "verdict": result.verdict,
+        "censored": f"{result.n_method_censored_only} / {result.n_baseline_censored_only}",
+        "sentence": sentence,
+        "pairs": pairs,
+        "unpaired": _by_task(result.unpaired),
+        "no_optimum": _by_task(result.no_optimum),
+    }
+
+
+def _by_task(cells: Sequence[str]) -> str:
+    """``["T/0", "T/1", "U/2"]`` as ``"T (seeds 0, 1); U (seed 2)"``."""
+    seeds: dict[str, list[str]] = {}
+    for cell in cells:
+        task, _, seed = cell.rpartition("/")
+        seeds.setdefault(task, []).append(seed)
+    return "; ".join(f"{t} (seed{'s' if len(ss) > 1 else ''} {', '.join(ss)})" for t, ss in seeds.items())
+
+
+# ---------------------------------------------------------------- limits
+
+
+def _network_value(value: Any) -> str:
+    """One entry of a networks dict on one line (a non-string value as JSON)."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return " ".join(text.split("\n"))
+
+
+def _network_entry(name: Any, value: Any) -> str:
+    return f"{_network_value(str(name))}: {_network_value(value)}"
+
+
+def _limits(records: Sequence[RunRecord], resolved: ResolvedLevels, metadata: Mapping[str, Any]) -> list[str]:
+    if not records:
+        return ["Nothing: no run record was given, so nothing was measured."]
+    methods = method_order([r.method for r in records])
+    tasks = sorted({r.task for r in records})
+    by_budget: dict[int, set[str]] = {}
+    for r in records:
+        by_budget.setdefault(r.budget, set()).add(r.task)
+    counts = [len([r for r in records if r.method == m and r.task == t]) for m in methods for t in tasks]
+    counts = [c for c in counts if c]
+    lo, hi = min(counts), max(counts)
+    episodes = sorted({len(r.final.returns) for r in records})
+    out = [
+        f"Scale: {len(tasks)} task(s) of the catalogue's {len(TASKS)}, {len(methods)} method(s) "
+        f"({', '.join(methods)}), mode {metadata.get('mode', 'not recorded')}.",
+        "Budgets (primary environment steps per run): "
+        + "; ".join(f"{_int(b)} ({', '.join(sorted(ts))})" for b, ts in sorted(by_budget.items()))
+        + ". Conclusions about sample efficiency hold only within these budgets: a method that needs more "
+        "steps than the budget shows as 'not reached', and samples-to-90 % cannot rank methods beyond it.",
+    ]
+    seeds_text = f"{lo}" if lo == hi else f"{lo}–{hi}"
+    t_note = ""
+    if lo >= 2:
+        t_note = (
+            f" With n = {lo}, a 95 % t-interval is ±{float(scipy.stats.t.ppf(0.975, lo - 1)):.2f} standard "
+            "errors wide on each side: only large differences are resolved."
+        )
+    elif lo == 1:
+        t_note = " Cells with one seed have no interval at all."
+    out.append(f"Seeds: {seeds_text} per (method, task).{t_note}")
+    out.append(
+        f"Evaluation: {', '.join(map(str, episodes))} episode(s) per evaluation point, deterministic policy, "
+        "the same episodes for every method of a seed."
+    )
+    networks = metadata.get("networks")
+    if isinstance(networks, Mapping):
+        out.append(
+            "Network sizes (compare the paper's §6.3.1 architecture):"
+            + "".join(f"\n  - {_network_entry(name, size)}" for name, size in networks.items())
+        )
+    else:
+        sizes = "not recorded in the run metadata" if networks is None else networks
+        sizes = sizes if isinstance(sizes, str) else json.dumps(sizes, ensure_ascii=False)
+        out.append(f"Network sizes: {sizes} (compare the paper's §6.3.1 architecture).")
+    absent = [m for m in ("qmix", "maddpg", "mappo") if m not in methods]
+    if absent:
+        out.append(
+            "Not compared: the paper's multi-agent baselines (QMIX, MADDPG, MAPPO). They learn policies "
+            "for several agents acting together in one shared environment; in AMAL's setting only the "
+            "primary agent acts in the real environment and the auxiliary agents act in a separate "
+            "auxiliary environment, so none of these tasks has a team for them to train. Running them "
+            "would mean putting the auxiliary agents into the real environment, which changes the task "
+            "(and is what AMAL exists to avoid); a PettingZoo task would measure something else. The "
+            "paper's 'standard MARL' comparison, learning from the pooled experience of all agents, is "
+            "what unsafe-mix measures: the same trainer with its world model trained on D_P ∪ D_A."
+        )
+    best = sorted(
+        {t for t, seeds in resolved.levels.items() for lv in seeds.values() if lv.source == "best observed"}
+    )
+    if best:
+        out.append(
+            f"Best-observed tasks ({', '.join(best)}): 'optimal' is the best final mean return of any "
+            "method in these records, so normalised scores and samples-to-90 % there compare methods "
+            "with each other, not with an optimum, and change when another method is added."
+        )
+    if resolved.unusable:
+        out.append(
+            "Normalised metrics not measured for: "
+            + "; ".join(f"{t}/{s} ({why})" for t, s, why in resolved.unusable)
+            + "."
+        )
+    out.append(
+        "What they do show: isolation numbers are exact measurements on these runs (Theorem 1 predicts 0 for "
+        "amal); returns and samples-to-90 % are evidence at this scale, not a reproduction of the paper's "
+        "full-scale experiments (the paper reports only preliminary small-scale results, §6.2)."
+    )
+    return out
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def _commands(metadata: Mapping[str, Any]) -> list[str]:
+    command = metadata.get("command")
+    if command is None:
+        return []
+    return [command] if isinstance(command, str) else [str(c) for c in command]
+
+
+@checked
+def render_results(
+    records: Sequence[RunRecord],
+    levels: Mapping[str, Mapping[int, Level]],
+    *,
+    skipped: Sequence[Skipped] = (),
+    ratios_markdown: str | None = None,
+    metadata: Mapping[str, Any],
+    plots_dir: Path | None = None,
+    plots_link: str | None = None,
+    failed: Mapping[str, str] | None = None,
+) -> str:
+    """The Markdown of ``RESULTS.md`` (see the module docstring).
+
+    With ``plots_dir`` the figures are drawn there and linked as ``<plots_link>/<file>``
+    (``plots_link`` defaults to ``plots_dir`` as given).  ``failed``: cell key → traceback of cells
+    that raised.  With no records at all (every cell failed or was skipped) the document says so.
+    ``ValueError`` for a given level with optimal <= random.
+    """
+    resolved = resolve_levels(records, levels)
+    link = None
+    if plots_dir is not None:
+        write_plots(records, levels, plots_dir)
+        link = plots_link if plots_link is not None else plots_dir.as_posix()
+        written = {p.name for p in plots_dir.iterdir()}
+    else:
+        written = set()
+    tasks = sorted({r.task for r in records})
+    methods = {r.method for r in records}
+    comparisons = [
+        _efficiency(
+            exploration_efficiency(records, resolved, method="amal", baseline=b, fraction=FRACTION), what
+        )
+        for b, what in EFFICIENCY_BASELINES.items()
+        if b in methods and "amal" in methods
+    ]
+    no_optimum_tasks = sorted(
+        {t for t in tasks for lv in resolved.levels.get(t, {}).values() if lv.source == BEST_OBSERVED}
+        | {t for t in tasks for lv in levels.get(t, {}).values() if lv.optimal is None}
+    )
+    versions = metadata.get("versions")
+    machine = metadata.get("machine")
+    context = {
+        "n_records": len(records),
+        "n_methods": len(methods),
+        "n_tasks": len(tasks),
+        "commands": _commands(metadata),
+        "versions": sorted((str(k), str(v)) for k, v in versions.items())
+        if isinstance(versions, Mapping)
+        else [],
+        "machine": json.dumps(machine, ensure_ascii=False) if isinstance(machine, Mapping) else machine,
+        "commit": metadata.get("git_commit", metadata.get("commit")),
+        "start": metadata.get("start", metadata.get("started")),
+        "end": metadata.get("end", metadata.get("finished")),
+        "mode": metadata.get("mode"),
+        "metadata_json": json.dumps(metadata, indent=2, ensure_ascii=False, default=str),
+        "fraction": f"{100 * FRACTION:g} %",
+        "claim": f"{100 * CLAIMED_IMPROVEMENT:g} %",
+        "resamples": _int(BOOTSTRAP_RESAMPLES),
+        "bootstrap_seed": f"{BOOTSTRAP_SEED:#x}",
+        "tasks": [_task_section(t, records, levels, resolved, link) for t in tasks],
+        "violations": isolation_violations(records),
+        "failed": [
+            (key, (tb.strip().splitlines() or ["(no traceback)"])[-1])
+            for key, tb in sorted((failed or {}).items())
+        ],
+        "isolation_rows": _isolation_rows(records),
+        "isolation_header": list(_ISOLATION_HEADER) + (["certified"] if _has_certified(records) else []),
+        "no_optimum_tasks": ", ".join(no_optimum_tasks),
+        "isolation_figure": f"{link}/isolation.png"
+        if link is not None and "isolation.png" in written
+        else None,
+        "gap_rows": _gap_rows(records),
+        "gap_figure": f"{link}/reality_gap.png"
+        if link is not None and "reality_gap.png" in written
+        else None,
+        "comparisons": comparisons,
+        "ratios": ratios_markdown.strip() if ratios_markdown else None,
+        "skipped": sorted((_cell(s.method), _cell(s.task), _cell(s.reason)) for s in skipped),
+        "limits": _limits(records, resolved, metadata),
+    }
+    text = _environment().get_template("results.md.j2").render(**context)
+    return re.sub(r"\n{3,}", "\n\n", text)  # blank lines left by template blocks that rendered nothing
+
+
+@checked
+def write_results(
+    path: str | os.PathLike[str],
+    records: Sequence[RunRecord],
+    levels: Mapping[str, Mapping[int, Level]],
+    *,
+    skipped: Sequence[Skipped] = (),
+    ratios_markdown: str | None = None,
+    metadata: Mapping[str, Any],
+    plots_dir: str | os.PathLike[str] | None = None,
+    failed: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``RESULTS.md`` to ``path`` (figures into ``plots_dir``, default ``<path's dir>/plots``,
+    linked relative to ``path``); returns ``path``."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plots = out.parent / "plots" if plots_dir is None else Path(plots_dir)
+    text = render_results(
+        records,
+        levels,
+        skipped=skipped,
+        ratios_markdown=ratios_markdown,
+        metadata=metadata,
+        plots_dir=plots,
+        plots_link=Path(os.path.relpath(plots, out.parent)).as_posix(),
+        failed=failed,
+    )
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    return out
