@@ -22,7 +22,8 @@ space gets gymnasium's own error, prefixed with the task and the offending actio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, final
 
@@ -34,7 +35,15 @@ from amal_verified._runtime_checks import checked
 from amal_verified.bench.records import EvalPoint
 from amal_verified.bench.tasks import Shift, TaskSpec
 
-__all__ = ["Evaluation", "Policy", "TrainedPolicy", "evaluate_policy", "evaluation_seeds", "make_task_env"]
+__all__ = [
+    "Evaluation",
+    "Policy",
+    "TrainedPolicy",
+    "check_training_arguments",
+    "evaluate_policy",
+    "evaluation_seeds",
+    "make_task_env",
+]
 
 Policy = Callable[[npt.NDArray[np.float32]], Any]
 """``act(obs) -> action``: a deterministic policy on one observation of :func:`make_task_env`."""
@@ -124,3 +133,30 @@ class TrainedPolicy:
     act: Policy
     train_seconds: float
     extras: dict[str, Any]
+
+
+@checked
+def check_training_arguments(
+    seed: int, budget: int, eval_steps: Sequence[int], eval_episodes: int, threads: int
+) -> tuple[int, ...]:
+    """Validate the arguments every training function takes (see :class:`TrainedPolicy`); return
+    ``eval_steps`` as a tuple.  ``ValueError`` naming the first bad argument."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1 environment step, got {budget}")
+    steps = tuple(int(s) for s in eval_steps)
+    if not steps:
+        raise ValueError("eval_steps must hold at least one count (the last one equal to budget)")
+    if steps[0] < 1:
+        raise ValueError(f"eval_steps must be >= 1, got {steps[0]} first")
+    for a, b in itertools.pairwise(steps):
+        if b <= a:
+            raise ValueError(f"eval_steps must be strictly increasing, got {a} then {b}")
+    if steps[-1] != budget:
+        raise ValueError(f"eval_steps must end at budget {budget}, got {steps[-1]} last")
+    if eval_episodes < 1:
+        raise ValueError(f"eval_episodes must be >= 1, got {eval_episodes}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return steps

@@ -36,7 +36,7 @@ import numpy.typing as npt
 import torch
 
 from amal_verified._runtime_checks import checked
-from amal_verified.bench.evaluation import Policy, TrainedPolicy, evaluate_policy
+from amal_verified.bench.evaluation import Policy, TrainedPolicy, check_training_arguments, evaluate_policy
 from amal_verified.bench.records import EvalPoint
 from amal_verified.bench.tasks import Mode, TaskSpec
 from amal_verified.run_config import TrainConfig
@@ -49,16 +49,6 @@ METHODS: Final[tuple[str, ...]] = (*AMAL_METHODS, "sb3-ppo", "sb3-sac", "sb3-td3
 # Held-out real transitions for the isolation and reality-gap metrics (per run seed).
 _REAL_TRANSITIONS: Final[dict[Mode, int]] = {"quick": 512, "full": 4096}
 _BUFFER_FLOATS: Final = 20_000_000  # auxiliary buffers' budget in stored floats (obs + next_obs)
-
-
-def _check_schedule(budget: int, eval_steps: Sequence[int]) -> None:
-    if budget < 1:
-        raise ValueError(f"budget must be >= 1, got {budget}")
-    steps = list(eval_steps)
-    if not steps or steps != sorted(set(steps)) or steps[0] < 1 or steps[-1] != budget:
-        raise ValueError(
-            f"eval_steps must increase strictly from >= 1 and end at the budget {budget}, got {steps}"
-        )
 
 
 @checked
@@ -183,7 +173,7 @@ def train_method(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    _check_schedule(budget, eval_steps)
+    check_training_arguments(seed, budget, eval_steps, eval_episodes, threads)
     if method in AMAL_METHODS:
         return _train_amal(
             task,

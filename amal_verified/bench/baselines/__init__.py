@@ -31,11 +31,10 @@ The methods: :func:`train_sb3` / :func:`train_ppo` / :func:`train_sac` / :func:`
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import numpy as np
@@ -48,31 +47,6 @@ from amal_verified.bench.tasks import TaskSpec
 
 class NotApplicable(Exception):
     """The method cannot run this task (e.g. SAC on a ``Discrete`` action space); the message says why."""
-
-
-def _check_arguments(
-    seed: int, budget: int, eval_steps: Sequence[int], eval_episodes: int, threads: int
-) -> tuple[int, ...]:
-    """Validate the common arguments; return ``eval_steps`` as a tuple."""
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if budget < 1:
-        raise ValueError(f"budget must be >= 1 environment step, got {budget}")
-    steps = tuple(int(s) for s in eval_steps)
-    if not steps:
-        raise ValueError("eval_steps must hold at least one count (the last one equal to budget)")
-    if steps[0] < 1:
-        raise ValueError(f"eval_steps must be >= 1, got {steps[0]} first")
-    for a, b in itertools.pairwise(steps):
-        if b <= a:
-            raise ValueError(f"eval_steps must be strictly increasing, got {a} then {b}")
-    if steps[-1] != budget:
-        raise ValueError(f"eval_steps must end at budget {budget}, got {steps[-1]} last")
-    if eval_episodes < 1:
-        raise ValueError(f"eval_episodes must be >= 1, got {eval_episodes}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    return steps
 
 
 class _EvalClock:

@@ -75,12 +75,11 @@ from torch import nn
 from amal_verified._runtime_checks import checked
 from amal_verified.bench.baselines import (
     NotApplicable,
-    _check_arguments,
     _EvalClock,
     _steps_per_second,
     _torch_threads,
 )
-from amal_verified.bench.evaluation import Policy, TrainedPolicy, make_task_env
+from amal_verified.bench.evaluation import Policy, TrainedPolicy, check_training_arguments, make_task_env
 from amal_verified.bench.tasks import TaskSpec
 from amal_verified.cem import CEM, FlatMLPPolicy
 
@@ -234,7 +233,7 @@ def train_cem_rl(
     threads: int = 1,
 ) -> TrainedPolicy:
     """Train CEM-RL on ``task`` for at most ``budget`` environment steps (see the module docstring)."""
-    steps_requested = _check_arguments(seed, budget, eval_steps, eval_episodes, threads)
+    steps_requested = check_training_arguments(seed, budget, eval_steps, eval_episodes, threads)
     env = make_task_env(task)
     try:
         space = env.action_space

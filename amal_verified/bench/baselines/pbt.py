@@ -61,14 +61,13 @@ import torch
 
 from amal_verified._runtime_checks import checked
 from amal_verified.bench.baselines import (
-    _check_arguments,
     _EvalClock,
     _preserve_global_rngs,
     _steps_per_second,
     _torch_threads,
 )
 from amal_verified.bench.baselines.sb3 import _hyperparameters, _import_sb3, _policy
-from amal_verified.bench.evaluation import Policy, TrainedPolicy, make_task_env
+from amal_verified.bench.evaluation import Policy, TrainedPolicy, check_training_arguments, make_task_env
 from amal_verified.bench.tasks import TaskSpec
 
 __all__ = ["train_pbt"]
@@ -140,7 +139,7 @@ def train_pbt(
     threads: int = 1,
 ) -> TrainedPolicy:
     """Train a PBT population on ``task`` within ``budget`` environment steps (see the module docstring)."""
-    steps_requested = _check_arguments(seed, budget, eval_steps, eval_episodes, threads)
+    steps_requested = check_training_arguments(seed, budget, eval_steps, eval_episodes, threads)
     sb3 = _import_sb3()
     clock = _EvalClock(task, seed=seed, eval_steps=steps_requested, eval_episodes=eval_episodes)
     envs: list[gym.Env[Any, Any]] = []

@@ -52,13 +52,12 @@ import numpy.typing as npt
 from amal_verified._runtime_checks import checked
 from amal_verified.bench.baselines import (
     NotApplicable,
-    _check_arguments,
     _EvalClock,
     _preserve_global_rngs,
     _steps_per_second,
     _torch_threads,
 )
-from amal_verified.bench.evaluation import Policy, TrainedPolicy, make_task_env
+from amal_verified.bench.evaluation import Policy, TrainedPolicy, check_training_arguments, make_task_env
 from amal_verified.bench.tasks import TaskSpec
 
 if TYPE_CHECKING:
@@ -195,7 +194,7 @@ def train_sb3(
     threads: int = 1,
 ) -> TrainedPolicy:
     """Train SB3 ``algo`` on ``task`` for ``budget`` environment steps (see the module docstring)."""
-    steps = _check_arguments(seed, budget, eval_steps, eval_episodes, threads)
+    steps = check_training_arguments(seed, budget, eval_steps, eval_episodes, threads)
     clock = _EvalClock(task, seed=seed, eval_steps=steps, eval_episodes=eval_episodes)
     env = make_task_env(task)
     try:
