@@ -42,12 +42,21 @@ def _record(**overrides: object) -> RunRecord:
 
 
 def test_records_round_trip_through_files(tmp_path: Path) -> None:
-    a, b = _record(), _record(method="unsafe-mix", seed=1)
+    a = _record(provenance={"git_commit": "abc", "finished": "2026-11-24 15:00 UTC"})
+    b = _record(method="unsafe-mix", seed=1)
     a.write(tmp_path)
     b.write(tmp_path)
     assert load_records([tmp_path]) == [a, b]
     assert a.final.mean_return == 3.0
     assert (tmp_path / "amal__CartPole__0.json").exists()
+
+
+def test_records_written_before_provenance_existed_still_load() -> None:
+    data = _record().to_json()
+    del data["provenance"]
+    assert RunRecord.from_json(data).provenance == {}
+    with pytest.raises(ValueError, match="malformed run record"):
+        RunRecord.from_json({**data, "provenance": ["abc"]})
 
 
 @pytest.mark.parametrize(
@@ -175,9 +184,14 @@ def test_quick_bench_smoke_runs_resumes_and_reports(
     assert levels["TSP-20"]["0"]["optimal"] > levels["TSP-20"]["0"]["random"]
     results = (out / "RESULTS.md").read_text()
     assert "TSP-20" in results and "amal bench --quick --tasks TSP-20" in results
+    assert amal.provenance["git_commit"] and amal.provenance["finished"].endswith("UTC")
     capsys.readouterr()
     assert main(argv) == 0  # resumes: nothing left to train
     assert "3 of 3 cells already done; running 0" in capsys.readouterr().out
+    # The second invocation is a second sitting of the same run: both are kept and tabled.
+    sittings = json.loads((out / "metadata.json").read_text())["sittings"]
+    assert len(sittings) == 2 and all(s["command"].startswith("amal bench --quick") for s in sittings)
+    assert "spread over 2 sittings" in (out / "RESULTS.md").read_text()
     # Rewriting the report keeps naming the command that produced the records.
     assert main([*argv, "--report-only", "--results", str(tmp_path / "again.md")]) == 0
     again = (tmp_path / "again.md").read_text()

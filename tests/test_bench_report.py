@@ -540,3 +540,28 @@ def test_one_informative_pair_gives_its_value_without_an_interval() -> None:
     assert "only 1 of the 3 (task, seed) pair(s) is informative" in text
     assert "The one informative pair gives an improvement of 60.0 %, with no interval." in text
     assert "In 2 pair(s) (T: 2) neither amal nor unsafe-mix reached 90 % of optimal" in text
+
+
+def test_a_run_over_several_sittings_tables_them_and_counts_records_per_commit() -> None:
+    import dataclasses
+
+    a = dataclasses.replace(record("sb3-ppo", "Ant", 0, [1.0, 2.0]), provenance={"git_commit": "aaa"})
+    b = dataclasses.replace(record("sb3-ppo", "Ant", 1, [1.0, 2.0]), provenance={"git_commit": "bbb"})
+    old = record("sb3-ppo", "Ant", 2, [1.0, 2.0])
+    sittings = [
+        {"command": "amal bench --full --tasks Ant", "start": "s1", "end": "e1", "git_commit": "aaa",
+         "versions": {"torch": "2.13.0"}},
+        {"command": "amal bench --full --tasks Ant", "start": "s2", "end": "e2", "git_commit": "bbb",
+         "versions": {"torch": "2.13.0"}},
+    ]  # fmt: skip
+    metadata = {**METADATA, "git_commit": "bbb", "sittings": sittings}
+    text = render_results([a, b, old], {}, metadata=metadata)
+    assert "spread over 2 sittings" in text and "| s1 | e1 | aaa |" in text
+    assert text.split("## How to reproduce")[1].split("```")[1].count("amal bench --full --tasks Ant") == 1
+    assert "different package versions" not in text
+    assert "1 from aaa; 1 from bbb; 1 from not recorded" in text
+    sittings[1]["versions"] = {"torch": "2.14.0"}
+    assert "different package versions" in render_results([a, b], {}, metadata=metadata)
+    # One sitting, every record from its commit: nothing extra is said.
+    single = render_results([b], {}, metadata={**METADATA, "git_commit": "bbb"})
+    assert "sittings" not in single.split("<details>")[0] and "Records per producing commit" not in single

@@ -8,20 +8,18 @@ Exit codes: 0 every cell ran (or was skipped as not applicable, with its reason 
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import os
 import platform
 import shlex
-import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from amal_verified.bench.methods import METHODS
-from amal_verified.bench.runner import LEVELS_FILE, BenchPlan, collect, run_benchmark
+from amal_verified.bench.runner import LEVELS_FILE, BenchPlan, code_commit, collect, run_benchmark, utc_now
 from amal_verified.bench.tasks import TASKS, suite, task_by_name
+from amal_verified.compliance.provenance import tool_versions
 from amal_verified.run_config import write_json_atomic
 
 __all__ = ["run_bench_command"]
@@ -42,33 +40,16 @@ _PACKAGES = (
 )
 
 
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def _git_commit() -> str:
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return commit + (" (with uncommitted changes)" if dirty else "")
+def _sittings(previous: Mapping[str, Any] | None, mode: str, sitting: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sittings of the run in ``--out``: the earlier ones from ``previous`` metadata (same mode
+    only; metadata from before sittings were recorded counts as one), then ``sitting``."""
+    if previous is None or previous.get("mode") != mode:
+        return [sitting]
+    earlier = previous.get("sittings")
+    if not isinstance(earlier, list):
+        keys = ("command", "start", "end", "git_commit", "versions", "note")
+        earlier = [{k: previous[k] for k in keys if k in previous}]
+    return [*earlier, sitting]
 
 
 def _embedded(markdown: str) -> str:
@@ -142,7 +123,7 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         ratios=not args.no_ratios,
         keep_runs=args.keep_runs,
     )
-    started = datetime.datetime.now(datetime.UTC)
+    started = utc_now()
     ratios_md = out / "ratios.md"
     if args.report_only:
         outcome = collect(out, plan.cells())
@@ -164,29 +145,31 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     skipped = sorted(
         {(key.split("__")[0], key.split("__")[1], reason) for key, reason in outcome.skipped.items()}
     )
-    metadata: dict[str, Any] = {
+    sitting: dict[str, Any] = {
         "command": "amal bench " + shlex.join(argv[1:] if argv and argv[0] == "bench" else argv),
+        "start": started,
+        "end": utc_now(),
+        "git_commit": code_commit(),
+        "versions": tool_versions(_PACKAGES),
+    }
+    metadata_file = out / _METADATA_FILE
+    previous = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
+    sittings = [sitting] if args.report_only else _sittings(previous, mode, sitting)
+    metadata: dict[str, Any] = {
+        **sitting,
         "mode": mode,
         "seeds": list(plan.seeds),
         "jobs": plan.jobs,
         "budget_override": plan.budget,
-        "versions": _versions(),
-        "git_commit": _git_commit(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "start": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "end": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "start": sittings[0].get("start", started),
         "networks": _networks(plan),
+        "sittings": sittings,
     }
-    metadata_file = out / _METADATA_FILE
     if args.report_only:
         # The document must name the command that produced the records, not this rewrite of it.
-        if metadata_file.exists():
-            produced = json.loads(metadata_file.read_text())
-            metadata = {
-                **produced,
-                "report_rewritten": metadata["start"],
-                "report_command": metadata["command"],
-            }
+        if previous is not None:
+            metadata = {**previous, "report_rewritten": started, "report_command": sitting["command"]}
     else:
         write_json_atomic(metadata_file, metadata)
     results = args.results if args.results is not None else out / "RESULTS.md"

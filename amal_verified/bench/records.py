@@ -15,6 +15,9 @@ Contracts:
   has no notion of success.
 - ``extras`` holds method-specific JSON values (isolation distances, the shifted-environment returns,
   steps per second, ...); keys are documented by the code that writes them.
+- ``provenance`` says what produced the record (``git_commit``, ``finished`` as UTC time): a full run
+  spreads over several sittings, possibly on different commits, so the run's metadata alone cannot.
+  Empty in records written before it existed.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ class RunRecord:
     curve: tuple[EvalPoint, ...]
     train_seconds: float
     extras: Mapping[str, Any] = field(default_factory=dict)
+    provenance: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.method or not self.task:
@@ -118,6 +122,7 @@ class RunRecord:
             "curve": [p.to_json() for p in self.curve],
             "train_seconds": self.train_seconds,
             "extras": dict(self.extras),
+            "provenance": dict(self.provenance),
         }
 
     @classmethod
@@ -134,8 +139,9 @@ class RunRecord:
                 curve=tuple(EvalPoint.from_json(p) for p in data["curve"]),
                 train_seconds=float(data["train_seconds"]),
                 extras=dict(data["extras"]),
+                provenance={str(k): str(v) for k, v in data.get("provenance", {}).items()},
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed run record: {type(exc).__name__}: {exc}") from None
 
     def write(self, directory: str | os.PathLike[str]) -> Path:

@@ -19,7 +19,11 @@ Contracts:
 ``command`` (str or list of str: the commands that reproduce the run), ``mode``, ``seeds``,
 ``versions`` (dict name → version), ``git_commit`` (or ``commit``), ``machine`` (str or dict),
 ``start``/``end`` (or ``started``/``finished``), ``networks`` (str or dict name → description: the
-network sizes used, quoted in the limits paragraph; a dict as a nested list, one line per entry).
+network sizes used, quoted in the limits paragraph; a dict as a nested list, one line per entry),
+``sittings`` (list of dicts with ``command``, ``start``, ``end``, ``git_commit``, ``versions``: a run
+spread over several invocations; their commands replace ``command``, and with more than one they are
+tabled, with a warning when their package versions differ).  Each record's ``provenance`` gives the
+commit that produced it; the document counts the records per commit.
 """
 
 from __future__ import annotations
@@ -572,11 +576,47 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def _sittings(metadata: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    sittings = metadata.get("sittings")
+    if not isinstance(sittings, list):
+        return []
+    return [s for s in sittings if isinstance(s, Mapping)]
+
+
 def _commands(metadata: Mapping[str, Any]) -> list[str]:
+    sittings = _sittings(metadata)
+    if sittings:
+        commands = [str(s["command"]) for s in sittings if "command" in s]
+        return list(dict.fromkeys(commands))  # each distinct command once, in the order first run
     command = metadata.get("command")
     if command is None:
         return []
     return [command] if isinstance(command, str) else [str(c) for c in command]
+
+
+def _sitting_rows(metadata: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    return [
+        (
+            _cell(str(s.get("start", "not recorded"))),
+            _cell(str(s.get("end", "not recorded"))),
+            _cell(str(s.get("git_commit", "not recorded"))),
+            "`" + _cell(str(s.get("command", "not recorded"))) + "`",
+        )
+        for s in _sittings(metadata)
+    ]
+
+
+def _versions_differ(metadata: Mapping[str, Any]) -> bool:
+    seen = [s["versions"] for s in _sittings(metadata) if isinstance(s.get("versions"), Mapping)]
+    return any(v != seen[0] for v in seen[1:])
+
+
+def _records_by_commit(records: Sequence[RunRecord]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for r in records:
+        commit = r.provenance.get("git_commit", "not recorded (written before records carried provenance)")
+        counts[commit] = counts.get(commit, 0) + 1
+    return sorted(counts.items())
 
 
 @checked
@@ -635,6 +675,9 @@ def render_results(
         "end": metadata.get("end", metadata.get("finished")),
         "mode": metadata.get("mode"),
         "metadata_json": json.dumps(metadata, indent=2, ensure_ascii=False, default=str),
+        "sittings": _sitting_rows(metadata) if len(_sittings(metadata)) > 1 else [],
+        "versions_differ": _versions_differ(metadata),
+        "records_by_commit": _records_by_commit(records),
         "fraction": f"{100 * FRACTION:g} %",
         "claim": f"{100 * CLAIMED_IMPROVEMENT:g} %",
         "resamples": _int(BOOTSTRAP_RESAMPLES),

@@ -5,11 +5,12 @@
 1. **Levels** — for every (task, seed): the mean return of a uniformly random policy and, where the
    task has a reference (``TaskSpec.reference == "solver"``), of the reference solution, on the
    run seed's evaluation episodes (:mod:`amal_verified.bench.references`).  Written to
-   ``<out>/levels.json``.
+   ``<out>/levels.json`` as each one is measured (a reference solve can take minutes).
 2. **Cells** — every (method, task, seed) in a fresh worker process (``spawn``, one task per
    process, one torch thread): train with :func:`~amal_verified.bench.methods.train_method`, then
    evaluate the final policy on the task's shifted environment (``extras["shift"]``).  Each cell
-   writes ``<out>/records/<method>__<task>__<seed>.json`` when it finishes; a cell the method cannot
+   writes ``<out>/records/<method>__<task>__<seed>.json`` when it finishes, with the commit of the
+   code that produced it (``RunRecord.provenance``); a cell the method cannot
    run writes ``<out>/skipped/...json`` with the reason; a cell that fails writes
    ``<out>/failed/...json`` with the traceback and the grid goes on (a failed cell is reported, and
    makes the command exit non-zero, but loses nobody else's result).
@@ -29,6 +30,7 @@ state.  Timing numbers (``train_seconds``, steps/s) are measurements and vary; r
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
 import json
 import multiprocessing
 import os
@@ -43,8 +45,9 @@ from amal_verified._runtime_checks import checked
 from amal_verified.bench.methods import METHODS
 from amal_verified.bench.records import RunRecord, load_records
 from amal_verified.bench.tasks import Mode, TaskSpec, task_by_name
+from amal_verified.compliance.provenance import git_state
 
-__all__ = ["BenchOutcome", "BenchPlan", "Cell", "run_benchmark"]
+__all__ = ["BenchOutcome", "BenchPlan", "Cell", "code_commit", "run_benchmark", "utc_now"]
 
 _RECORDS: Final = "records"
 _SKIPPED: Final = "skipped"
@@ -140,6 +143,20 @@ class BenchOutcome:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def code_commit() -> str:
+    """The git commit of the running ``amal_verified`` code, ``"... (with uncommitted changes)"`` when
+    tracked files differ from it, or a sentence saying it is not a git checkout."""
+    state = git_state(Path(__file__).resolve().parent)
+    if state["commit"] is None:
+        return "unknown (not a git checkout)"
+    return str(state["commit"]) + (" (with uncommitted changes)" if state["dirty"] else "")
+
+
+def utc_now() -> str:
+    """The current time as ``YYYY-MM-DD HH:MM UTC`` (the benchmark's timestamps)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -203,6 +220,7 @@ def _run_cell(cell: Cell, mode: Mode, out: str, eval_episodes: int, keep_runs: b
                     "success": shifted.success,
                 },
             },
+            provenance={"git_commit": code_commit(), "finished": utc_now()},
         )
         record.write(root / _RECORDS)
         if not keep_runs:
@@ -277,9 +295,11 @@ def _run_levels(plan: BenchPlan, log: Callable[[str], None]) -> None:
         return
     log(f"measuring random and reference levels for {len(wanted)} (task, seed) pairs")
     with _pool(plan.jobs) as pool:
-        for name, seed, level in pool.map(_levels_cell, *zip(*wanted, strict=True)):
+        futures = [pool.submit(_levels_cell, *w) for w in wanted]
+        for future in concurrent.futures.as_completed(futures):
+            name, seed, level = future.result()
             levels.setdefault(name, {})[str(seed)] = level
-    _write_json(path, levels)
+            _write_json(path, levels)  # an interrupted sitting keeps every level already measured
 
 
 @checked
