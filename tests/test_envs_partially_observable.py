@@ -282,6 +282,7 @@ def test_news_references_beat_random_and_report_metrics() -> None:
         assert total == info["useful"] == news.oracle_return(seed)
         oracle.append(total)
         total, info = _episode(env, seed, lambda: news.informed_action(env))
+        assert total == news.informed_return(seed)
         informed.append((total, info["f1"]))
         total, info = _episode(env, seed, lambda: int(rng.integers(2)))
         rand.append((total, info["f1"], info["is_success"]))
