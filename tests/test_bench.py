@@ -196,3 +196,30 @@ def test_quick_bench_smoke_runs_resumes_and_reports(
     assert main([*argv, "--report-only", "--results", str(tmp_path / "again.md")]) == 0
     again = (tmp_path / "again.md").read_text()
     assert "--report-only" not in again.split("## How to reproduce")[1].split("```")[1]
+
+
+def test_a_sitting_cut_short_is_still_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from amal_verified.bench import command
+
+    def interrupted(plan: BenchPlan) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "run_benchmark", interrupted)
+    argv = [
+        "bench",
+        "--quick",
+        "--tasks",
+        "TSP-20",
+        "--methods",
+        "amal",
+        "--no-ratios",
+        "--out",
+        str(tmp_path),
+    ]
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    metadata = json.loads((tmp_path / "metadata.json").read_text())
+    assert [s["end"] for s in metadata["sittings"]] == ["interrupted (no end recorded)"] * 2
+    assert metadata["sittings"][0]["command"] == "amal bench " + " ".join(argv[1:])

@@ -14,7 +14,7 @@ import platform
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from amal_verified.bench.methods import METHODS
 from amal_verified.bench.runner import LEVELS_FILE, BenchPlan, code_commit, collect, run_benchmark, utc_now
@@ -25,6 +25,7 @@ from amal_verified.run_config import write_json_atomic
 __all__ = ["run_bench_command"]
 
 _METADATA_FILE = "metadata.json"
+_INTERRUPTED: Final = "interrupted (no end recorded)"
 
 _PACKAGES = (
     "amal_verified",
@@ -50,6 +51,22 @@ def _sittings(previous: Mapping[str, Any] | None, mode: str, sitting: dict[str, 
         keys = ("command", "start", "end", "git_commit", "versions", "note")
         earlier = [{k: previous[k] for k in keys if k in previous}]
     return [*earlier, sitting]
+
+
+def _metadata(plan: BenchPlan, sittings: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's ``metadata.json``: the last sitting's command, commit and versions at top level,
+    the run's start (its first sitting's), the grid and every sitting."""
+    return {
+        **sittings[-1],
+        "mode": plan.mode,
+        "seeds": list(plan.seeds),
+        "jobs": plan.jobs,
+        "budget_override": plan.budget,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "start": sittings[0].get("start", sittings[-1]["start"]),
+        "networks": _networks(plan),
+        "sittings": sittings,
+    }
 
 
 def _embedded(markdown: str) -> str:
@@ -125,9 +142,28 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     )
     started = utc_now()
     ratios_md = out / "ratios.md"
+    sitting: dict[str, Any] = {
+        "command": "amal bench " + shlex.join(argv[1:] if argv and argv[0] == "bench" else argv),
+        "start": started,
+        "end": _INTERRUPTED,
+        "git_commit": code_commit(),
+        "versions": tool_versions(_PACKAGES),
+    }
+    metadata_file = out / _METADATA_FILE
+    previous = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
     if args.report_only:
         outcome = collect(out, plan.cells())
+        sitting["end"] = utc_now()
+        # The document must name the command that produced the records, not this rewrite of it.
+        metadata = (
+            _metadata(plan, [sitting])
+            if previous is None
+            else {**previous, "report_rewritten": started, "report_command": sitting["command"]}
+        )
     else:
+        sittings = _sittings(previous, mode, sitting)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(metadata_file, _metadata(plan, sittings))  # a sitting cut short stays recorded
         outcome = run_benchmark(plan)
         if plan.ratios:
             from amal_verified.bench.ratios import measure_ratios
@@ -135,6 +171,9 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
             print("measuring the performance ratios (alone: no other cell is running)")
             ratios = measure_ratios(quick=mode == "quick", out=out / "ratios.json")
             ratios_md.write_text(ratios.to_markdown())
+        sitting["end"] = utc_now()
+        metadata = _metadata(plan, sittings)
+        write_json_atomic(metadata_file, metadata)
     if not (out / LEVELS_FILE).exists():
         raise ValueError(f"{out / LEVELS_FILE} is missing: run the benchmark before --report-only")
     measured = load_levels(out / LEVELS_FILE)
@@ -145,33 +184,6 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     skipped = sorted(
         {(key.split("__")[0], key.split("__")[1], reason) for key, reason in outcome.skipped.items()}
     )
-    sitting: dict[str, Any] = {
-        "command": "amal bench " + shlex.join(argv[1:] if argv and argv[0] == "bench" else argv),
-        "start": started,
-        "end": utc_now(),
-        "git_commit": code_commit(),
-        "versions": tool_versions(_PACKAGES),
-    }
-    metadata_file = out / _METADATA_FILE
-    previous = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
-    sittings = [sitting] if args.report_only else _sittings(previous, mode, sitting)
-    metadata: dict[str, Any] = {
-        **sitting,
-        "mode": mode,
-        "seeds": list(plan.seeds),
-        "jobs": plan.jobs,
-        "budget_override": plan.budget,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "start": sittings[0].get("start", started),
-        "networks": _networks(plan),
-        "sittings": sittings,
-    }
-    if args.report_only:
-        # The document must name the command that produced the records, not this rewrite of it.
-        if previous is not None:
-            metadata = {**previous, "report_rewritten": started, "report_command": sitting["command"]}
-    else:
-        write_json_atomic(metadata_file, metadata)
     results = args.results if args.results is not None else out / "RESULTS.md"
     write_results(
         results,
