@@ -70,7 +70,7 @@ DEFAULT_PHYSICS: Final[Mapping[str, Mapping[str, float]]] = MappingProxyType(
             for env_id in ("HalfCheetah-v5", "Ant-v5", "Walker2d-v5", "Humanoid-v5")
         },
         # Grid worlds and the library's own tasks have no physics to scale: the observation noise
-        # (and, for the market, the auxiliary traders of DEFAULT_AUX_MAKE_KWARGS) is the perturbation.
+        # (and, for the market and the news stream, DEFAULT_AUX_MAKE_KWARGS) is the perturbation.
         **{
             env_id: MappingProxyType({})
             for env_id in (

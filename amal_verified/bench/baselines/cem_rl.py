@@ -73,11 +73,11 @@ import torch
 from torch import nn
 
 from amal_verified._runtime_checks import checked
-from amal_verified.bench.baselines import (
+from amal_verified.bench.baselines._common import (
+    EvalClock,
     NotApplicable,
-    _EvalClock,
-    _steps_per_second,
-    _torch_threads,
+    steps_per_second,
+    torch_threads,
 )
 from amal_verified.bench.evaluation import Policy, TrainedPolicy, check_training_arguments, make_task_env
 from amal_verified.bench.tasks import TaskSpec
@@ -239,8 +239,8 @@ def train_cem_rl(
         space = env.action_space
         if not isinstance(space, gym.spaces.Box):
             raise NotApplicable(f"CEM-RL needs a continuous (Box) action space, {task.name} has {space}")
-        clock = _EvalClock(task, seed=seed, eval_steps=steps_requested, eval_episodes=eval_episodes)
-        with _torch_threads(threads):
+        clock = EvalClock(task, seed=seed, eval_steps=steps_requested, eval_episodes=eval_episodes)
+        with torch_threads(threads):
             return _train(env, space, clock, seed=seed, budget=budget)
     finally:
         env.close()
@@ -249,7 +249,7 @@ def train_cem_rl(
 def _train(
     env: gym.Env[Any, Any],
     space: gym.spaces.Box,
-    clock: _EvalClock,
+    clock: EvalClock,
     *,
     seed: int,
     budget: int,
@@ -371,6 +371,6 @@ def _train(
             "critic_steps": td3.critic_steps,
             "actor_steps": td3.actor_steps,
             "env_steps": steps,
-            "env_steps_per_second": _steps_per_second(steps, train_seconds),
+            "env_steps_per_second": steps_per_second(steps, train_seconds),
         },
     )

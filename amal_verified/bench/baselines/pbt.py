@@ -60,11 +60,11 @@ import numpy as np
 import torch
 
 from amal_verified._runtime_checks import checked
-from amal_verified.bench.baselines import (
-    _EvalClock,
-    _preserve_global_rngs,
-    _steps_per_second,
-    _torch_threads,
+from amal_verified.bench.baselines._common import (
+    EvalClock,
+    preserve_global_rngs,
+    steps_per_second,
+    torch_threads,
 )
 from amal_verified.bench.baselines.sb3 import _hyperparameters, _import_sb3, _policy
 from amal_verified.bench.evaluation import Policy, TrainedPolicy, check_training_arguments, make_task_env
@@ -141,7 +141,7 @@ def train_pbt(
     """Train a PBT population on ``task`` within ``budget`` environment steps (see the module docstring)."""
     steps_requested = check_training_arguments(seed, budget, eval_steps, eval_episodes, threads)
     sb3 = _import_sb3()
-    clock = _EvalClock(task, seed=seed, eval_steps=steps_requested, eval_episodes=eval_episodes)
+    clock = EvalClock(task, seed=seed, eval_steps=steps_requested, eval_episodes=eval_episodes)
     envs: list[gym.Env[Any, Any]] = []
     try:
         rank_env = make_task_env(task)
@@ -151,7 +151,7 @@ def train_pbt(
             raise ValueError(f"{task.name}: unsupported action space {rank_env.action_space}")
         rounds, turn, share = _schedule(budget, discrete)
         rank_steps = share - turn
-        with _preserve_global_rngs(), _torch_threads(threads):
+        with preserve_global_rngs(), torch_threads(threads):
             start = time.perf_counter()
             learning_rates = [
                 DEFAULT_LEARNING_RATE * float(f) for f in 2.0 ** np.linspace(-1.0, 1.0, MEMBERS)
@@ -265,7 +265,7 @@ def train_pbt(
             "final_learning_rates": learning_rates,
             "history": history,
             "env_steps": consumed,
-            "env_steps_per_second": _steps_per_second(consumed, train_seconds),
+            "env_steps_per_second": steps_per_second(consumed, train_seconds),
         },
     )
 
@@ -275,7 +275,7 @@ def _counting_callback_type() -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class _CountingCallback(BaseCallback):
-        def __init__(self, clock: _EvalClock, act: Policy, offset: int, stop_at: int) -> None:
+        def __init__(self, clock: EvalClock, act: Policy, offset: int, stop_at: int) -> None:
             super().__init__()
             self._clock = clock
             self._act = act

@@ -50,12 +50,12 @@ import numpy as np
 import numpy.typing as npt
 
 from amal_verified._runtime_checks import checked
-from amal_verified.bench.baselines import (
+from amal_verified.bench.baselines._common import (
+    EvalClock,
     NotApplicable,
-    _EvalClock,
-    _preserve_global_rngs,
-    _steps_per_second,
-    _torch_threads,
+    preserve_global_rngs,
+    steps_per_second,
+    torch_threads,
 )
 from amal_verified.bench.evaluation import Policy, TrainedPolicy, check_training_arguments, make_task_env
 from amal_verified.bench.tasks import TaskSpec
@@ -169,7 +169,7 @@ def _make_model(algo: Algo, env: gym.Env[Any, Any], *, seed: int, budget: int) -
     return model, _hyperparameters(model, overrides) | noted
 
 
-def _eval_callback(clock: _EvalClock, act: Policy, budget: int) -> Any:
+def _eval_callback(clock: EvalClock, act: Policy, budget: int) -> Any:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class _EvalAtCounts(BaseCallback):
@@ -195,10 +195,10 @@ def train_sb3(
 ) -> TrainedPolicy:
     """Train SB3 ``algo`` on ``task`` for ``budget`` environment steps (see the module docstring)."""
     steps = check_training_arguments(seed, budget, eval_steps, eval_episodes, threads)
-    clock = _EvalClock(task, seed=seed, eval_steps=steps, eval_episodes=eval_episodes)
+    clock = EvalClock(task, seed=seed, eval_steps=steps, eval_episodes=eval_episodes)
     env = make_task_env(task)
     try:
-        with _preserve_global_rngs(), _torch_threads(threads):
+        with preserve_global_rngs(), torch_threads(threads):
             start = time.perf_counter()
             model, hyperparameters = _make_model(algo, env, seed=seed, budget=budget)
             act = _policy(model, discrete=isinstance(env.action_space, gym.spaces.Discrete))
@@ -217,7 +217,7 @@ def train_sb3(
             "algo": algo,
             "hyperparameters": hyperparameters,
             "env_steps": consumed,
-            "env_steps_per_second": _steps_per_second(consumed, train_seconds),
+            "env_steps_per_second": steps_per_second(consumed, train_seconds),
         },
     )
 
