@@ -223,3 +223,19 @@ def test_a_sitting_cut_short_is_still_recorded(tmp_path: Path, monkeypatch: pyte
     metadata = json.loads((tmp_path / "metadata.json").read_text())
     assert [s["end"] for s in metadata["sittings"]] == ["interrupted (no end recorded)"] * 2
     assert metadata["sittings"][0]["command"] == "amal bench " + " ".join(argv[1:])
+
+
+def test_collect_names_the_planned_cells_without_a_result_as_pending(tmp_path: Path) -> None:
+    from amal_verified.bench.runner import Cell, collect
+
+    _record().write(tmp_path / "records")
+    (tmp_path / "skipped").mkdir()
+    (tmp_path / "skipped" / "sb3-sac__CartPole__0.json").write_text('{"reason": "discrete actions"}')
+    cells = [
+        Cell("amal", "CartPole", 0, 300),
+        Cell("sb3-sac", "CartPole", 0, 300),
+        Cell("amal", "CartPole", 1, 300),
+    ]
+    outcome = collect(tmp_path, cells)
+    assert outcome.pending == ("amal__CartPole__1",)
+    assert collect(tmp_path).pending == ()

@@ -565,3 +565,15 @@ def test_a_run_over_several_sittings_tables_them_and_counts_records_per_commit()
     # One sitting, every record from its commit: nothing extra is said.
     single = render_results([b], {}, metadata={**METADATA, "git_commit": "bbb"})
     assert "sittings" not in single.split("<details>")[0] and "Records per producing commit" not in single
+
+
+def test_a_partial_run_says_so_and_lists_the_cells_not_run_yet() -> None:
+    runs = [record("sb3-ppo", "Ant", 0, [1.0, 2.0])]
+    pending = ["sb3-ppo__Ant__2", "amal__Ant__1", "sb3-ppo__Ant__1", "amal__Walker2d__0"]
+    text = render_results(runs, {}, metadata=METADATA, pending=pending)
+    assert "Partial run: 4 cell(s) of the grid have not been run yet" in text
+    section = text.split("## Cells not run yet")[1].split("##")[0]
+    assert section.index("| Ant | amal | 1 |") < section.index("| Ant | sb3-ppo | 1, 2 |")
+    assert "| Walker2d | amal | 0 |" in section
+    complete = render_results(runs, {}, metadata=METADATA)
+    assert "Partial run" not in complete and "Cells not run yet" not in complete

@@ -194,9 +194,11 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         metadata=metadata,
         plots_dir=out / "plots",
         failed=outcome.failed,
+        pending=outcome.pending,
     )
     print(
-        f"wrote {results} ({len(outcome.records)} runs, {len(skipped)} skipped, {len(outcome.failed)} failed)"
+        f"wrote {results} ({len(outcome.records)} runs, {len(skipped)} skipped, "
+        f"{len(outcome.failed)} failed, {len(outcome.pending)} not run yet)"
     )
     for key in sorted(outcome.failed):
         print(f"FAILED {key}: see {out / 'failed' / (key + '.json')}")

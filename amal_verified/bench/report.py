@@ -13,6 +13,8 @@ Contracts:
 - Isolation: a record of ``amal`` whose ``extras["isolation"]`` shows any non-zero distance or KL,
   or ``identical = false``, is listed in an alert at the top of the document and in the isolation
   section, with its exact values.  Failed cells (``failed``) are listed at the top as well.
+- A partial run says so: the grid's cells not run yet (``pending``, e.g. a full run between
+  sittings) are counted at the top and listed per (task, method) in their own section.
 - Deterministic: the same inputs give the same text (no clock is read; times come from metadata).
 
 ``metadata`` keys read (all optional; the whole dict is embedded verbatim in any case):
@@ -611,6 +613,18 @@ def _versions_differ(metadata: Mapping[str, Any]) -> bool:
     return any(v != seen[0] for v in seen[1:])
 
 
+def _pending_rows(pending: Sequence[str]) -> list[tuple[str, str, str]]:
+    seeds: dict[tuple[str, str], list[int]] = {}
+    for key in pending:
+        method, task, seed = key.split("__")
+        seeds.setdefault((task, method), []).append(int(seed))
+    order = method_order([method for _, method in seeds])
+    return [
+        (_cell(task), _cell(method), ", ".join(map(str, sorted(s))))
+        for (task, method), s in sorted(seeds.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1])))
+    ]
+
+
 def _records_by_commit(records: Sequence[RunRecord]) -> list[tuple[str, int]]:
     counts: dict[str, int] = {}
     for r in records:
@@ -630,12 +644,14 @@ def render_results(
     plots_dir: Path | None = None,
     plots_link: str | None = None,
     failed: Mapping[str, str] | None = None,
+    pending: Sequence[str] = (),
 ) -> str:
     """The Markdown of ``RESULTS.md`` (see the module docstring).
 
     With ``plots_dir`` the figures are drawn there and linked as ``<plots_link>/<file>``
     (``plots_link`` defaults to ``plots_dir`` as given).  ``failed``: cell key → traceback of cells
-    that raised.  With no records at all (every cell failed or was skipped) the document says so.
+    that raised; ``pending``: keys (``method__task__seed``) of the grid's cells not run yet.  With no
+    records at all (every cell failed or was skipped) the document says so.
     ``ValueError`` for a given level with optimal <= random.
     """
     resolved = resolve_levels(records, levels)
@@ -688,6 +704,8 @@ def render_results(
             (key, (tb.strip().splitlines() or ["(no traceback)"])[-1])
             for key, tb in sorted((failed or {}).items())
         ],
+        "n_pending": len(pending),
+        "pending_rows": _pending_rows(pending),
         "isolation_rows": _isolation_rows(records),
         "isolation_header": list(_ISOLATION_HEADER) + (["certified"] if _has_certified(records) else []),
         "no_optimum_tasks": ", ".join(no_optimum_tasks),
@@ -718,6 +736,7 @@ def write_results(
     metadata: Mapping[str, Any],
     plots_dir: str | os.PathLike[str] | None = None,
     failed: Mapping[str, str] | None = None,
+    pending: Sequence[str] = (),
 ) -> Path:
     """Write ``RESULTS.md`` to ``path`` (figures into ``plots_dir``, default ``<path's dir>/plots``,
     linked relative to ``path``); returns ``path``."""
@@ -733,6 +752,7 @@ def write_results(
         plots_dir=plots,
         plots_link=Path(os.path.relpath(plots, out.parent)).as_posix(),
         failed=failed,
+        pending=pending,
     )
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)

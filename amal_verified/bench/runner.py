@@ -136,11 +136,13 @@ class BenchPlan:
 @final
 @dataclass(frozen=True)
 class BenchOutcome:
-    """What a run left in ``out``: records, skipped cells (reasons), failed cells (tracebacks)."""
+    """What a run left in ``out``: records, skipped cells (reasons), failed cells (tracebacks), and
+    the keys of the planned cells that have none of the three yet (``pending``: not run so far)."""
 
     records: tuple[RunRecord, ...]
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    pending: tuple[str, ...] = ()
 
 
 def code_commit() -> str:
@@ -304,7 +306,8 @@ def _run_levels(plan: BenchPlan, log: Callable[[str], None]) -> None:
 
 @checked
 def collect(out: Path, cells: Sequence[Cell] | None = None) -> BenchOutcome:
-    """The records, skipped and failed cells in ``out`` (restricted to ``cells`` if given)."""
+    """The records, skipped and failed cells in ``out`` (restricted to ``cells`` if given, and then
+    with the given cells that have none of them as ``pending``)."""
     keys = None if cells is None else {c.key for c in cells}
 
     def wanted(path: Path) -> bool:
@@ -323,4 +326,6 @@ def collect(out: Path, cells: Sequence[Cell] | None = None) -> BenchOutcome:
         for p in sorted((out / _FAILED).glob("*.json"))
         if wanted(p)
     }
-    return BenchOutcome(records=records, skipped=skipped, failed=failed)
+    seen = {f"{r.method}__{r.task}__{r.seed}" for r in records} | set(skipped) | set(failed)
+    pending = () if cells is None else tuple(c.key for c in cells if c.key not in seen)
+    return BenchOutcome(records=records, skipped=skipped, failed=failed, pending=pending)
