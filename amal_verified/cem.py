@@ -250,6 +250,26 @@ class CEM:
         self._pending = None
 
     @checked
+    def replace_pending(self, candidates: torch.Tensor) -> None:
+        """Make ``candidates`` the outstanding population the next :meth:`tell` ranks.
+
+        For methods that change the sampled candidates before evaluating them (CEM-RL improves some
+        by gradient steps and ranks the improved ones).  ``candidates`` must be a finite
+        ``(population, dim)`` tensor of the CEM's dtype and an :meth:`ask` must be outstanding; it is
+        copied.  On any error nothing changes.
+        """
+        if self._pending is None:
+            raise ValueError("replace_pending() without an outstanding ask(): call ask() first")
+        if candidates.shape != (self._population, self._dim) or candidates.dtype != self._dtype:
+            raise ValueError(
+                f"candidates must be a ({self._population}, {self._dim}) {self._dtype} tensor, "
+                f"got shape {tuple(candidates.shape)} dtype {candidates.dtype}"
+            )
+        if not bool(torch.isfinite(candidates).all()):
+            raise ValueError("candidates contain NaN or Inf; CEM state unchanged")
+        self._pending = candidates.detach().cpu().clone()
+
+    @checked
     def elite_indices(self, fitness: torch.Tensor) -> torch.Tensor:
         """The indices :meth:`tell` would select for ``fitness``: top ``num_elite``, ties by lower index."""
         if fitness.dim() != 1:

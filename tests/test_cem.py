@@ -211,6 +211,30 @@ def test_mutating_returned_candidates_is_detected() -> None:
         cem.tell(cand, torch.zeros(3))
 
 
+def test_replaced_candidates_are_the_ones_ranked() -> None:
+    cem = CEM(2, population=4, elite_fraction=0.25, generator=_gen(0), dtype=torch.float64)
+    with pytest.raises(ValueError, match="without an outstanding ask"):
+        cem.replace_pending(torch.zeros(4, 2, dtype=torch.float64))
+    cand = cem.ask()
+    improved = cand.clone()
+    improved[2] = torch.tensor([5.0, -5.0], dtype=torch.float64)
+    before = _snapshot(cem)
+    for bad, match in (
+        (improved[:3], "got shape"),
+        (improved.float(), "dtype"),
+        (torch.full_like(improved, math.nan), "NaN or Inf"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            cem.replace_pending(bad)
+        _assert_same_state(before, _snapshot(cem))
+    cem.replace_pending(improved)
+    improved[2] = 0.0  # the CEM keeps its own copy
+    with pytest.raises(ValueError, match="differ"):
+        cem.tell(cand, torch.zeros(4, dtype=torch.float64))
+    cem.tell(cem.state_dict()["pending"], torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=torch.float64))
+    assert torch.equal(cem.mean, torch.tensor([5.0, -5.0], dtype=torch.float64))
+
+
 def test_bad_configuration() -> None:
     with pytest.raises(ValueError, match="elite_fraction"):
         CEM(2, elite_fraction=0.0, generator=_gen(0))

@@ -35,8 +35,8 @@ One generation (this is the whole algorithm):
 3. Every actor, in order, runs one episode in the training environment (reset seeds from the run's
    own stream), capped at ``episode_cap`` steps; its return is its fitness; every transition goes
    into the replay buffer and counts against the budget.
-4. ``cem.tell`` with the actors actually run (the gradient-improved ones included, as in CEM-RL; the
-   CEM's outstanding candidates are replaced through its ``state_dict`` / ``load_state_dict``).
+4. ``cem.tell`` with the actors actually run (the gradient-improved ones included, as in CEM-RL,
+   handed to the CEM with ``cem.replace_pending``).
 
 Budget and episode cap: ``episode_cap = min(time limit, max(50, budget // (20·P)))`` so that a budget
 yields about 20 generations (HalfCheetah's 1000-step episodes would give 6 at 50 000 steps) but no
@@ -333,9 +333,7 @@ def _train(
                     break
             returns.append(total)
         # 4. CEM update on the actors actually run.
-        state = cem.state_dict()
-        state["pending"] = candidates
-        cem.load_state_dict(state)
+        cem.replace_pending(candidates)
         cem.tell(candidates, torch.tensor(returns, dtype=torch.float64))
         generation_fitness.append([float(np.mean(returns)), float(np.max(returns))])
         previous_generation_steps = generation_steps
