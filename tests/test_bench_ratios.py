@@ -70,6 +70,12 @@ def test_sizes_and_config() -> None:
     assert quick.train_steps % quick.ppo_n_steps == 0 and full.train_steps % full.ppo_n_steps == 0
     assert (quick.eig_members, quick.eig_outer, quick.eig_states) == (20, 100, 256)
     config = bench_train_config("Pendulum-v1", 4096)
+    # Each mode times the AMAL configuration its own benchmark cells train with.
+    assert (quick.train_mode, full.train_mode) == ("quick", "full")
+    assert (
+        config.policy_hidden == 64
+        and bench_train_config("Pendulum-v1", 4096, mode="full").policy_hidden == 256
+    )
     assert (config.ensemble_size, config.num_aux_agents, config.threads, config.learning_starts) == (
         5,
         4,

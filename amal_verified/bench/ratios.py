@@ -60,6 +60,7 @@ import torch
 from amal_verified._runtime_checks import checked
 from amal_verified.bench.gate_overhead import TARGET_RATIO, measure_gate_overhead
 from amal_verified.bench.population_eval import evaluate_population
+from amal_verified.bench.tasks import Mode
 from amal_verified.cem import FlatMLPPolicy
 from amal_verified.envs import make_env, task_info
 from amal_verified.information_gain import gaussian_ensemble_eig
@@ -111,6 +112,7 @@ class RatioSizes:
     population_repeats: int
     learning_starts: int = 500
     ppo_n_steps: int = _PPO_N_STEPS
+    train_mode: Mode = "quick"
 
     def __post_init__(self) -> None:
         small = [
@@ -164,6 +166,7 @@ def ratio_sizes(*, quick: bool) -> RatioSizes:
         population=20,
         population_episodes=1,
         population_repeats=3,
+        train_mode="full",
     )
 
 
@@ -389,17 +392,17 @@ def _eig_row(members: int, outer: int, states: int, dim: int, repeats: int) -> R
 
 @checked
 def bench_train_config(
-    env_id: str, total_steps: int, *, seed: int = 0, learning_starts: int = 500
+    env_id: str, total_steps: int, *, seed: int = 0, learning_starts: int = 500, mode: Mode = "quick"
 ) -> TrainConfig:
-    """The trainer configuration the throughput ratio runs: the benchmark's own quick-mode AMAL
-    configuration (:func:`amal_verified.bench.methods.amal_config`), one thread, with
+    """The trainer configuration the throughput ratio runs: the benchmark's own AMAL configuration
+    of ``mode`` (:func:`amal_verified.bench.methods.amal_config`), one thread, with
     ``learning_starts`` steps of uniformly random actions before any learning (``random_steps``
     too), matched by SB3's ``learning_starts``.  One evaluation episode at the end, no intermediate
     checkpoint (the final one is always written).
     """
     from amal_verified.bench.methods import amal_config
 
-    config = amal_config(env_id, method="amal", seed=seed, budget=total_steps, mode="quick")
+    config = amal_config(env_id, method="amal", seed=seed, budget=total_steps, mode=mode)
     return dataclasses.replace(
         config, learning_starts=learning_starts, random_steps=learning_starts, log_every=total_steps
     )
@@ -439,7 +442,7 @@ def _time_sb3(
 def _trainer_rows(sizes: RatioSizes, scratch: Path) -> list[RatioRow]:
     started = time.perf_counter()
     env_id, steps, repeats, n_steps = sizes.env_id, sizes.train_steps, sizes.train_repeats, sizes.ppo_n_steps
-    config = bench_train_config(env_id, steps, learning_starts=sizes.learning_starts)
+    config = bench_train_config(env_id, steps, learning_starts=sizes.learning_starts, mode=sizes.train_mode)
     times: dict[str, list[float]] = {"trainer": [], "SAC": [], "PPO": []}
     for rep in range(repeats):
         # Alternate the order between repeats so that drifting machine load hits every side.
