@@ -239,3 +239,21 @@ def test_collect_names_the_planned_cells_without_a_result_as_pending(tmp_path: P
     outcome = collect(tmp_path, cells)
     assert outcome.pending == ("amal__CartPole__1",)
     assert collect(tmp_path).pending == ()
+
+
+def test_the_catalogue_knows_which_tasks_have_continuous_actions() -> None:
+    import gymnasium as gym
+
+    from amal_verified.bench.evaluation import make_task_env
+    from amal_verified.bench.methods import not_applicable_reason
+
+    for task in TASKS.values():
+        env = make_task_env(task)
+        try:
+            assert isinstance(env.action_space, gym.spaces.Box) == task.continuous, task.name
+        finally:
+            env.close()
+    reason = not_applicable_reason("sb3-sac", task_by_name("TSP-20"))
+    assert reason == "SAC needs a continuous (Box) action space; TSP-20's actions are discrete"
+    assert not_applicable_reason("cem-rl", task_by_name("HalfCheetah")) is None
+    assert all(not_applicable_reason(m, task_by_name("TSP-20")) is None for m in ("amal", "sb3-ppo", "pbt"))

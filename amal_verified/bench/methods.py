@@ -41,10 +41,13 @@ from amal_verified.bench.records import EvalPoint
 from amal_verified.bench.tasks import Mode, TaskSpec
 from amal_verified.run_config import TrainConfig
 
-__all__ = ["AMAL_METHODS", "METHODS", "amal_config", "train_method"]
+__all__ = ["AMAL_METHODS", "METHODS", "amal_config", "not_applicable_reason", "train_method"]
 
 AMAL_METHODS: Final[tuple[str, ...]] = ("amal", "amal-no-info", "unsafe-mix")
 METHODS: Final[tuple[str, ...]] = (*AMAL_METHODS, "sb3-ppo", "sb3-sac", "sb3-td3", "cem-rl", "pbt")
+
+# Methods whose algorithm needs a continuous (Box) action space, with the name their reasons use.
+_CONTINUOUS_ONLY: Final[dict[str, str]] = {"sb3-sac": "SAC", "sb3-td3": "TD3", "cem-rl": "CEM-RL"}
 
 # Held-out real transitions for the isolation and reality-gap metrics (per run seed).
 _REAL_TRANSITIONS: Final[dict[Mode, int]] = {"quick": 512, "full": 4096}
@@ -153,6 +156,19 @@ def _train_amal(
 
 
 @checked
+def not_applicable_reason(method: str, task: TaskSpec) -> str | None:
+    """Why ``method`` cannot run ``task`` (SAC, TD3 and CEM-RL need continuous actions), or ``None``.
+
+    Decided from the catalogue (``TaskSpec.continuous``) without building the environment, so the
+    grid runner skips such cells without starting a worker.
+    """
+    name = _CONTINUOUS_ONLY.get(method)
+    if name is None or task.continuous:
+        return None
+    return f"{name} needs a continuous (Box) action space; {task.name}'s actions are discrete"
+
+
+@checked
 def train_method(
     method: str,
     task: TaskSpec,
@@ -171,9 +187,14 @@ def train_method(
     :class:`~amal_verified.bench.baselines.NotApplicable` when the method cannot run the task (e.g.
     SAC on discrete actions) and ``ValueError`` for an unknown method or a bad schedule.
     """
+    from amal_verified.bench import baselines
+
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     check_training_arguments(seed, budget, eval_steps, eval_episodes, threads)
+    reason = not_applicable_reason(method, task)
+    if reason is not None:
+        raise baselines.NotApplicable(reason)
     if method in AMAL_METHODS:
         return _train_amal(
             task,
@@ -186,8 +207,6 @@ def train_method(
             mode=mode,
             threads=threads,
         )
-    from amal_verified.bench import baselines
-
     common: dict[str, Any] = {
         "seed": seed,
         "budget": budget,

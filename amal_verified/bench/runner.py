@@ -2,16 +2,20 @@
 
 :func:`run_benchmark` executes a :class:`BenchPlan`:
 
-1. **Levels** — for every (task, seed): the mean return of a uniformly random policy and, where the
-   task has a reference (``TaskSpec.reference == "solver"``), of the reference solution, on the
-   run seed's evaluation episodes (:mod:`amal_verified.bench.references`).  Written to
-   ``<out>/levels.json`` as each one is measured (a reference solve can take minutes).
+0. **Not applicable** — cells whose method cannot run the task by the catalogue
+   (:func:`~amal_verified.bench.methods.not_applicable_reason`: SAC, TD3, CEM-RL on discrete
+   actions) are written to ``<out>/skipped/`` with the reason, without a worker.
+1. **Levels** — for every (task, seed) with a cell still to run: the mean return of a uniformly
+   random policy and, where the task has a reference (``TaskSpec.reference == "solver"``), of the
+   reference solution, on the run seed's evaluation episodes
+   (:mod:`amal_verified.bench.references`).  Written to ``<out>/levels.json`` as each one is
+   measured (a reference solve can take minutes).
 2. **Cells** — every (method, task, seed) in a fresh worker process (``spawn``, one task per
    process, one torch thread): train with :func:`~amal_verified.bench.methods.train_method`, then
    evaluate the final policy on the task's shifted environment (``extras["shift"]``).  Each cell
    writes ``<out>/records/<method>__<task>__<seed>.json`` when it finishes, with the commit of the
-   code that produced it (``RunRecord.provenance``); a cell the method cannot
-   run writes ``<out>/skipped/...json`` with the reason; a cell that fails writes
+   code that produced it (``RunRecord.provenance``); a cell whose method finds it cannot run the
+   task writes ``<out>/skipped/...json`` with the reason; a cell that fails writes
    ``<out>/failed/...json`` with the traceback and the grid goes on (a failed cell is reported, and
    makes the command exit non-zero, but loses nobody else's result).
 3. **Performance ratios** — :func:`amal_verified.bench.ratios.measure_ratios`, run after the cells,
@@ -42,7 +46,7 @@ from pathlib import Path
 from typing import Any, Final, final
 
 from amal_verified._runtime_checks import checked
-from amal_verified.bench.methods import METHODS
+from amal_verified.bench.methods import METHODS, not_applicable_reason
 from amal_verified.bench.records import RunRecord, load_records
 from amal_verified.bench.tasks import Mode, TaskSpec, task_by_name
 from amal_verified.compliance.provenance import git_state
@@ -259,8 +263,15 @@ def _pool(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
 def run_benchmark(plan: BenchPlan, *, log: Callable[[str], None] = print) -> BenchOutcome:
     """Run ``plan`` (see the module docstring); returns what ``plan.out`` holds afterwards."""
     plan.out.mkdir(parents=True, exist_ok=True)
-    _run_levels(plan, log)
+    for cell in plan.cells():  # known from the catalogue: no worker, and the same reason every time
+        reason = not_applicable_reason(cell.method, task_by_name(cell.task))
+        if reason is not None:
+            _write_json(
+                plan.out / _SKIPPED / f"{cell.key}.json",
+                {"method": cell.method, "task": cell.task, "reason": reason},
+            )
     todo = [c for c in plan.cells() if not _done(plan, c)]
+    _run_levels(plan, {c.task for c in todo}, log)
     log(f"{len(plan.cells()) - len(todo)} of {len(plan.cells())} cells already done; running {len(todo)}")
     for stale in (plan.out / _FAILED / f"{c.key}.json" for c in todo):
         stale.unlink(missing_ok=True)
@@ -283,12 +294,14 @@ def run_benchmark(plan: BenchPlan, *, log: Callable[[str], None] = print) -> Ben
     return collect(plan.out, plan.cells())
 
 
-def _run_levels(plan: BenchPlan, log: Callable[[str], None]) -> None:
+def _run_levels(plan: BenchPlan, tasks: set[str], log: Callable[[str], None]) -> None:
+    """Measure the levels of ``tasks`` (those with cells to run) not yet in ``levels.json``."""
     path = plan.out / LEVELS_FILE
     levels: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
     wanted = [
         (t.name, s, plan.episodes_of(t))
         for t in plan.tasks
+        if t.name in tasks
         for s in plan.seeds
         if str(s) not in levels.get(t.name, {})
         or levels[t.name][str(s)].get("episodes") != plan.episodes_of(t)
