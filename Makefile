@@ -66,7 +66,8 @@ bench-quick: $(STAMP)
 	$(BIN)/amal bench --quick --jobs 2 --out benchmarks/results/quick
 
 bench-full: $(STAMP)
-	$(BIN)/amal bench --full --jobs 2 $(if $(TASKS),--tasks $(TASKS)) --out benchmarks/results/full
+	$(BIN)/amal bench --full --jobs 2 $(if $(TASKS),--tasks $(TASKS)) --out benchmarks/results/full \
+		--results benchmarks/RESULTS.md
 	$(BIN)/amal bench --full --out benchmarks/results/full --results benchmarks/RESULTS.md --report-only
 
 clean:
