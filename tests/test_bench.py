@@ -257,3 +257,27 @@ def test_the_catalogue_knows_which_tasks_have_continuous_actions() -> None:
     assert reason == "SAC needs a continuous (Box) action space; TSP-20's actions are discrete"
     assert not_applicable_reason("cem-rl", task_by_name("HalfCheetah")) is None
     assert all(not_applicable_reason(m, task_by_name("TSP-20")) is None for m in ("amal", "sb3-ppo", "pbt"))
+
+
+def test_a_grid_of_not_applicable_cells_needs_no_worker_and_no_levels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--quick", "--tasks", "TSP-20", "--methods", "sb3-sac", "cem-rl", "--seeds", "0", "1",
+            "--no-ratios", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    assert "4 of 4 cells already done; running 0" in capsys.readouterr().out  # skipped before any worker
+    assert not (tmp_path / "levels.json").exists() and not (tmp_path / "records").exists()
+    assert len(list((tmp_path / "skipped").glob("*.json"))) == 4
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "CEM-RL needs a continuous (Box) action space; TSP-20's actions are discrete" in results
+
+
+def test_report_only_and_corrupt_metadata_get_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--quick", "--tasks", "TSP-20", "--out", str(tmp_path), "--report-only"]
+    assert main(argv) == 2
+    assert "holds no result of this grid: run the benchmark before --report-only" in capsys.readouterr().err
+    (tmp_path / "metadata.json").write_text("{not json")
+    assert main(argv) == 2
+    assert f"{tmp_path / 'metadata.json'} is not valid JSON" in capsys.readouterr().err

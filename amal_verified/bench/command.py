@@ -53,6 +53,20 @@ def _sittings(previous: Mapping[str, Any] | None, mode: str, sitting: dict[str, 
     return [*earlier, sitting]
 
 
+def _read_metadata(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}): restore it from version control or delete it"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def _metadata(plan: BenchPlan, sittings: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's ``metadata.json``: the last sitting's command, commit and versions at top level,
     the run's start (its first sitting's), the grid and every sitting."""
@@ -150,9 +164,11 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "versions": tool_versions(_PACKAGES),
     }
     metadata_file = out / _METADATA_FILE
-    previous = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
+    previous = _read_metadata(metadata_file)
     if args.report_only:
         outcome = collect(out, plan.cells())
+        if not (outcome.records or outcome.skipped or outcome.failed):
+            raise ValueError(f"{out} holds no result of this grid: run the benchmark before --report-only")
         sitting["end"] = utc_now()
         # The document must name the command that produced the records, not this rewrite of it.
         metadata = (
@@ -174,9 +190,7 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         sitting["end"] = utc_now()
         metadata = _metadata(plan, sittings)
         write_json_atomic(metadata_file, metadata)
-    if not (out / LEVELS_FILE).exists():
-        raise ValueError(f"{out / LEVELS_FILE} is missing: run the benchmark before --report-only")
-    measured = load_levels(out / LEVELS_FILE)
+    measured = load_levels(out / LEVELS_FILE) if (out / LEVELS_FILE).exists() else {}  # none: all skipped
     levels = {
         t.name: {seed: lv for seed, lv in measured.get(t.name, {}).items() if seed in plan.seeds}
         for t in plan.tasks
