@@ -565,6 +565,8 @@ def test_a_run_over_several_sittings_tables_them_and_counts_records_per_commit()
     # One sitting, every record from its commit: nothing extra is said.
     single = render_results([b], {}, metadata={**METADATA, "git_commit": "bbb"})
     assert "sittings" not in single.split("<details>")[0] and "Records per producing commit" not in single
+    # Records from before provenance existed: the metadata's commit is all there is, nothing to count.
+    assert "Records per producing commit" not in render_results([old], {}, metadata=metadata)
 
 
 def test_a_partial_run_says_so_and_lists_the_cells_not_run_yet() -> None:

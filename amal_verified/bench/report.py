@@ -626,6 +626,8 @@ def _pending_rows(pending: Sequence[str]) -> list[tuple[str, str, str]]:
 
 
 def _records_by_commit(records: Sequence[RunRecord]) -> list[tuple[str, int]]:
+    if not any(r.provenance for r in records):
+        return []  # none says: the metadata's commit is all there is to go by
     counts: dict[str, int] = {}
     for r in records:
         commit = r.provenance.get("git_commit", "not recorded (written before records carried provenance)")
