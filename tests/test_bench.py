@@ -192,6 +192,9 @@ def test_quick_bench_smoke_runs_resumes_and_reports(
     sittings = json.loads((out / "metadata.json").read_text())["sittings"]
     assert len(sittings) == 2 and all(s["command"].startswith("amal bench --quick") for s in sittings)
     assert "spread over 2 sittings" in (out / "RESULTS.md").read_text()
+    # A later sitting with other methods keeps the network sizes of the methods run before.
+    assert main([*argv[:4], "--methods", "sb3-sac", *argv[8:]]) == 0
+    assert "AMAL world model" in json.loads((out / "metadata.json").read_text())["networks"]
     # Rewriting the report keeps naming the command that produced the records.
     assert main([*argv, "--report-only", "--results", str(tmp_path / "again.md")]) == 0
     again = (tmp_path / "again.md").read_text()

@@ -67,9 +67,13 @@ def _read_metadata(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _metadata(plan: BenchPlan, sittings: list[dict[str, Any]]) -> dict[str, Any]:
+def _metadata(
+    plan: BenchPlan, sittings: list[dict[str, Any]], previous: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The run's ``metadata.json``: the last sitting's command, commit and versions at top level,
-    the run's start (its first sitting's), the grid and every sitting."""
+    the run's start (its first sitting's), the grid, every sitting, and the network sizes of every
+    method run so far (``previous`` metadata's, updated with this plan's)."""
+    earlier = previous.get("networks") if previous is not None and len(sittings) > 1 else None
     return {
         **sittings[-1],
         "mode": plan.mode,
@@ -78,7 +82,7 @@ def _metadata(plan: BenchPlan, sittings: list[dict[str, Any]]) -> dict[str, Any]
         "budget_override": plan.budget,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "start": sittings[0].get("start", sittings[-1]["start"]),
-        "networks": _networks(plan),
+        "networks": {**(earlier if isinstance(earlier, dict) else {}), **_networks(plan)},
         "sittings": sittings,
     }
 
@@ -179,7 +183,8 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     else:
         sittings = _sittings(previous, mode, sitting)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(metadata_file, _metadata(plan, sittings))  # a sitting cut short stays recorded
+        # Written before the cells run, so that a sitting cut short stays recorded.
+        write_json_atomic(metadata_file, _metadata(plan, sittings, previous))
         outcome = run_benchmark(plan)
         if plan.ratios:
             from amal_verified.bench.ratios import measure_ratios
@@ -188,7 +193,7 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
             ratios = measure_ratios(quick=mode == "quick", out=out / "ratios.json")
             ratios_md.write_text(ratios.to_markdown())
         sitting["end"] = utc_now()
-        metadata = _metadata(plan, sittings)
+        metadata = _metadata(plan, sittings, previous)
         write_json_atomic(metadata_file, metadata)
     measured = load_levels(out / LEVELS_FILE) if (out / LEVELS_FILE).exists() else {}  # none: all skipped
     levels = {
