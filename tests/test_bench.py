@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from amal_verified.bench.evaluation import evaluate_policy, evaluation_seeds
-from amal_verified.bench.methods import METHODS, amal_config
+from amal_verified.bench.methods import AMAL_METHODS, METHODS, amal_config
 from amal_verified.bench.records import EvalPoint, RunRecord, load_records
 from amal_verified.bench.runner import BenchPlan
 from amal_verified.bench.tasks import TASKS, Shift, TaskSpec, suite, task_by_name
@@ -137,11 +137,14 @@ def test_amal_family_configs_differ_only_where_the_method_says() -> None:
     task = task_by_name("TSP-20")
     configs = {
         m: amal_config(task.env_id, method=m, seed=0, budget=1500, mode="quick").to_json()
-        for m in METHODS[:3]
+        for m in AMAL_METHODS
     }
     amal, no_info, unsafe = configs["amal"], configs["amal-no-info"], configs["unsafe-mix"]
+    aux_policy = configs["amal-aux-policy"]
     assert {k for k in amal if amal[k] != no_info[k]} == {"info_weight"} and no_info["info_weight"] == 0.0
     assert {k for k in amal if amal[k] != unsafe[k]} == {"unsafe_mix"}
+    assert {k for k in amal if amal[k] != aux_policy[k]} == {"aux_ratio"}
+    assert amal["aux_ratio"] == 0.0 and aux_policy["aux_ratio"] == 0.1
     with pytest.raises(ValueError, match="not an AMAL method"):
         amal_config(task.env_id, method="sb3-ppo", seed=0, budget=10, mode="quick")
 

@@ -341,6 +341,46 @@ def test_report_without_records_lists_the_failed_and_skipped_cells(tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_skipped_pairs_with_one_reason_share_a_row_per_method() -> None:
+    def why(method: str, task: str) -> str:
+        return f"{method.upper()} needs a continuous (Box) action space; {task}'s actions are discrete"
+
+    skipped = [
+        Skipped(method, task, why(method, task))
+        for method in ("sb3-td3", "sb3-sac")
+        for task in ("TSP-20", "CartPole", "Trading")
+    ]
+    skipped.append(Skipped("sb3-sac", "Ant", "worker crashed twice"))
+    text = render_results([], {}, skipped=skipped, metadata=METADATA)
+    section = text.split("## Skipped pairs")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| sb3-")]
+    assert rows == [
+        "| sb3-sac | CartPole, TSP-20, Trading | SB3-SAC needs a continuous (Box) action space;"
+        " the task's actions are discrete |",
+        "| sb3-sac | Ant | worker crashed twice |",
+        "| sb3-td3 | CartPole, TSP-20, Trading | SB3-TD3 needs a continuous (Box) action space;"
+        " the task's actions are discrete |",
+    ]
+
+
+def test_auxiliary_data_in_the_policy_is_compared_with_amal_seed_by_seed() -> None:
+    runs = [record("amal", "T", s, [30.0, 50.0 + 10 * s]) for s in range(3)]
+    runs += [record("amal-aux-policy", "T", s, [30.0, f]) for s, f in enumerate([40.0, 45.0, 58.0])]
+    runs += [record("amal", "U", 0, [20.0, 30.0]), record("amal-aux-policy", "U", 0, [20.0, 35.0])]
+    runs.append(record("amal-aux-policy", "U", 1, [20.0, 90.0]))  # no amal run of seed 1: not paired
+    levels = {**levels_of("T", range(3)), **levels_of("U", range(2))}
+    text = render_results(runs, levels, metadata=METADATA)
+    section = text.split("## Does the auxiliary agents' data help the primary agent?")[1].split("## ")[0]
+    # T: differences −10, −15, −12 → mean −12.3, t(2) half-width 4.303 · 2.517 / √3 = 6.25, below 0
+    # AUC differences: the curves differ only at their last point, by Δ/100 normalised, half weighted
+    assert "| T | 3 | -12.3 ± 6.25 | -0.0617 ± 0.0313 | 0/3 | **hurt** |" in section
+    one = "| U | 1 | 5.00 (n = 1: no interval) | 0.025 (n = 1: no interval) | 1/1 | one pair: no interval |"
+    assert one in section
+    assert "amal-aux-policy" in text.split("## Isolation (Theorem 1)")[1].split("\n")[2]  # gated: must be 0
+    without = render_results(runs[:3], levels, metadata=METADATA)
+    assert "Not measured: the records hold no amal-aux-policy run." in without
+
+
 def test_nonzero_amal_isolation_is_flagged_loudly() -> None:
     bad = {**ISO_ZERO, "param_l2": 3.5e-09, "identical": False}
     runs, levels = _grid(amal_iso=bad)
@@ -559,12 +599,14 @@ def test_a_run_over_several_sittings_tables_them_and_counts_records_per_commit()
     assert "spread over 2 sittings" in text and "| s1 | e1 | aaa |" in text
     assert text.split("## How to reproduce")[1].split("```")[1].count("amal bench --full --tasks Ant") == 1
     assert "different package versions" not in text
+    assert f"`amal bench --{METADATA['mode']} --out <that directory>` runs the whole grid" in text
     assert "1 from aaa; 1 from bbb; 1 from not recorded" in text
     sittings[1]["versions"] = {"torch": "2.14.0"}
     assert "different package versions" in render_results([a, b], {}, metadata=metadata)
     # One sitting, every record from its commit: nothing extra is said.
     single = render_results([b], {}, metadata={**METADATA, "git_commit": "bbb"})
     assert "sittings" not in single.split("<details>")[0] and "Records per producing commit" not in single
+    assert "runs the whole grid" not in single
     # Records from before provenance existed: the metadata's commit is all there is, nothing to count.
     assert "Records per producing commit" not in render_results([old], {}, metadata=metadata)
 

@@ -1,4 +1,4 @@
-"""The benchmark's methods: the AMAL trainer, its two ablations, and the baselines, behind one call.
+"""The benchmark's methods: the AMAL trainer, its three variants, and the baselines, behind one call.
 
 :data:`METHODS` lists them; :func:`train_method` trains one (method, task, seed) cell and returns a
 :class:`~amal_verified.bench.evaluation.TrainedPolicy`.
@@ -8,6 +8,9 @@
   workstation scale;
 - ``"amal-no-info"``: the same with λ = 0 — the information-gain objective ablated, everything else
   equal (the control for the paper's "40 % better exploration" claim);
+- ``"amal-aux-policy"``: the same with 10 % of every policy batch drawn from the auxiliary agents'
+  transitions (``aux_ratio=0.1``; ``amal`` uses none) — tests the paper's claim that the auxiliary
+  agents' experience helps the primary agent; the world model stays gated;
 - ``"unsafe-mix"``: the same with ``unsafe_mix=True`` — the paper's "standard MARL": the world model
   trains on D_P ∪ D_A, ungated;
 - ``"sb3-ppo"``, ``"sb3-sac"``, ``"sb3-td3"``, ``"cem-rl"``, ``"pbt"``: :mod:`amal_verified.bench.baselines`.
@@ -43,7 +46,7 @@ from amal_verified.run_config import TrainConfig
 
 __all__ = ["AMAL_METHODS", "METHODS", "amal_config", "not_applicable_reason", "train_method"]
 
-AMAL_METHODS: Final[tuple[str, ...]] = ("amal", "amal-no-info", "unsafe-mix")
+AMAL_METHODS: Final[tuple[str, ...]] = ("amal", "amal-no-info", "amal-aux-policy", "unsafe-mix")
 METHODS: Final[tuple[str, ...]] = (*AMAL_METHODS, "sb3-ppo", "sb3-sac", "sb3-td3", "cem-rl", "pbt")
 
 # Methods whose algorithm needs a continuous (Box) action space, with the name their reasons use.
@@ -75,6 +78,7 @@ def amal_config(
         batch_size=128,
         buffer_size=budget,
         info_weight=0.0 if method == "amal-no-info" else 0.3,
+        aux_ratio=0.1 if method == "amal-aux-policy" else 0.0,
         num_aux_agents=num_aux,
         cem_population=20,
         mi_outer_samples=20,

@@ -52,6 +52,7 @@ __all__ = [
 METHOD_ORDER: Final[tuple[str, ...]] = (
     "amal",
     "amal-no-info",
+    "amal-aux-policy",
     "unsafe-mix",
     "sb3-ppo",
     "sb3-sac",
@@ -62,6 +63,7 @@ METHOD_ORDER: Final[tuple[str, ...]] = (
 _COLOURS: Final[Mapping[str, str]] = {
     "amal": "#1b9e77",
     "amal-no-info": "#66a61e",
+    "amal-aux-policy": "#17becf",
     "unsafe-mix": "#d95f02",
     "sb3-ppo": "#7570b3",
     "sb3-sac": "#e7298a",
@@ -69,7 +71,7 @@ _COLOURS: Final[Mapping[str, str]] = {
     "cem-rl": "#a6761d",
     "pbt": "#666666",
 }
-_OTHER_COLOURS: Final = ("#1f77b4", "#17becf", "#bcbd22", "#8c564b", "#9467bd")
+_OTHER_COLOURS: Final = ("#1f77b4", "#bcbd22", "#8c564b", "#9467bd", "#e377c2")
 _DPI: Final = 110
 _ISOLATION_METHODS: Final = ("amal", "unsafe-mix")
 _VARIANT_LABEL: Final = {"with_aux": "run WM (with aux)", "primary_only": "primary-only retrain"}

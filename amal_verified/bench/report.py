@@ -287,7 +287,7 @@ def _task_section(
 # ---------------------------------------------------------------- isolation and reality gap
 
 
-GATED_METHODS: Final = ("amal", "amal-no-info")
+GATED_METHODS: Final = ("amal", "amal-no-info", "amal-aux-policy")
 """Methods trained by the library's gated trainer: Theorem 1 says their isolation distance is 0."""
 
 
@@ -372,6 +372,53 @@ def _gap_rows(records: Sequence[RunRecord]) -> list[list[str]]:
 
 
 # ---------------------------------------------------------------- the 40 % test
+
+
+# ---------------------------------------------------------------- auxiliary data in the policy
+
+AUX_POLICY_PAIR: Final = ("amal-aux-policy", "amal")
+"""The runs that test whether the auxiliary agents' data helps the primary agent, and their control."""
+
+
+def _aux_policy_reading(ci: MeanCI) -> str:
+    if ci.low is None or ci.high is None:
+        return "one pair: no interval"
+    if ci.low > 0:
+        return "**helped**"
+    if ci.high < 0:
+        return "**hurt**"
+    return "no difference resolved"
+
+
+def _aux_policy_rows(records: Sequence[RunRecord], resolved: ResolvedLevels) -> list[list[str]]:
+    """Per task: the paired (same seed) differences amal-aux-policy − amal of the final return and the
+    normalised AUC, with t-intervals over the seeds, and how many seeds ended higher with the data."""
+    method, control = AUX_POLICY_PAIR
+    by_key = {(r.method, r.task, r.seed): r for r in records}
+    rows = []
+    for task in sorted({r.task for r in records if r.method == method}):
+        runs = sorted((r for r in records if r.method == method and r.task == task), key=lambda r: r.seed)
+        pairs = [(r, by_key[(control, task, r.seed)]) for r in runs if (control, task, r.seed) in by_key]
+        if not pairs:
+            continue
+        final = mean_ci([a.final.mean_return - b.final.mean_return for a, b in pairs])
+        aucs = [
+            normalised_auc(a, lv) - normalised_auc(b, lv)
+            for a, b in pairs
+            if (lv := resolved.get(task, a.seed)) is not None
+        ]
+        higher = sum(a.final.mean_return > b.final.mean_return for a, b in pairs)
+        rows.append(
+            [
+                _cell(task),
+                str(len(pairs)),
+                _ci(final),
+                _ci(mean_ci(aucs)) if aucs else "not measured (no usable level)",
+                f"{higher}/{len(pairs)}",
+                _aux_policy_reading(final),
+            ]
+        )
+    return rows
 
 
 def _counts(by_task: Mapping[str, int]) -> str:
@@ -625,6 +672,26 @@ def _pending_rows(pending: Sequence[str]) -> list[tuple[str, str, str]]:
     ]
 
 
+def _skipped_rows(skipped: Sequence[Skipped]) -> list[tuple[str, str, str]]:
+    """One row per (method, reason): the reason with its task's name generalised, then the tasks.
+
+    A method the catalogue rules out of every discrete-action task would otherwise fill a row per
+    task with the same sentence.
+    """
+    tasks: dict[tuple[str, str], set[str]] = {}
+    originals: dict[tuple[str, str], str] = {}
+    for s in skipped:
+        key = (s.method, s.reason.replace(s.task, "the task"))
+        tasks.setdefault(key, set()).add(s.task)
+        originals[key] = s.reason
+    order = method_order([method for method, _ in tasks])
+    rows = []
+    for (method, reason), names in sorted(tasks.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        text = originals[(method, reason)] if len(names) == 1 else reason
+        rows.append((_cell(method), _cell(", ".join(sorted(names))), _cell(text)))
+    return rows
+
+
 def _records_by_commit(records: Sequence[RunRecord]) -> list[tuple[str, int]]:
     if not any(r.provenance for r in records):
         return []  # none says: the metadata's commit is all there is to go by
@@ -715,12 +782,15 @@ def render_results(
         if link is not None and "isolation.png" in written
         else None,
         "gap_rows": _gap_rows(records),
+        "gated_methods": ", ".join(GATED_METHODS),
+        "aux_policy_rows": _aux_policy_rows(records, resolved),
+        "aux_policy_pending": AUX_POLICY_PAIR[0] not in methods,
         "gap_figure": f"{link}/reality_gap.png"
         if link is not None and "reality_gap.png" in written
         else None,
         "comparisons": comparisons,
         "ratios": ratios_markdown.strip() if ratios_markdown else None,
-        "skipped": sorted((_cell(s.method), _cell(s.task), _cell(s.reason)) for s in skipped),
+        "skipped": _skipped_rows(skipped),
         "limits": _limits(records, resolved, metadata),
     }
     text = _environment().get_template("results.md.j2").render(**context)
