@@ -368,7 +368,8 @@ def test_auxiliary_data_in_the_policy_is_compared_with_amal_seed_by_seed() -> No
     runs += [record("amal-aux-policy", "T", s, [30.0, f]) for s, f in enumerate([40.0, 45.0, 58.0])]
     runs += [record("amal", "U", 0, [20.0, 30.0]), record("amal-aux-policy", "U", 0, [20.0, 35.0])]
     runs.append(record("amal-aux-policy", "U", 1, [20.0, 90.0]))  # no amal run of seed 1: not paired
-    levels = {**levels_of("T", range(3)), **levels_of("U", range(2))}
+    runs += [record(m, "V", s, [0.0, 0.0]) for m in ("amal", "amal-aux-policy") for s in range(2)]
+    levels = {**levels_of("T", range(3)), **levels_of("U", range(2)), **levels_of("V", range(2))}
     text = render_results(runs, levels, metadata=METADATA)
     section = text.split("## Does the auxiliary agents' data help the primary agent?")[1].split("## ")[0]
     # T: differences −10, −15, −12 → mean −12.3, t(2) half-width 4.303 · 2.517 / √3 = 6.25, below 0
@@ -376,6 +377,7 @@ def test_auxiliary_data_in_the_policy_is_compared_with_amal_seed_by_seed() -> No
     assert "| T | 3 | -12.3 ± 6.25 | -0.0617 ± 0.0313 | 0/3 | **hurt** |" in section
     one = "| U | 1 | 5.00 (n = 1: no interval) | 0.025 (n = 1: no interval) | 1/1 | one pair: no interval |"
     assert one in section
+    assert "| V | 2 | 0 ± 0 |" in section and "| 0/2 | equal in every seed |" in section
     assert "amal-aux-policy" in text.split("## Isolation (Theorem 1)")[1].split("\n")[2]  # gated: must be 0
     without = render_results(runs[:3], levels, metadata=METADATA)
     assert "Not measured: the records hold no amal-aux-policy run." in without

@@ -380,7 +380,10 @@ AUX_POLICY_PAIR: Final = ("amal-aux-policy", "amal")
 """The runs that test whether the auxiliary agents' data helps the primary agent, and their control."""
 
 
-def _aux_policy_reading(ci: MeanCI) -> str:
+def _aux_policy_reading(differences: Sequence[float]) -> str:
+    if not any(differences):
+        return "equal in every seed"
+    ci = mean_ci(differences)
     if ci.low is None or ci.high is None:
         return "one pair: no interval"
     if ci.low > 0:
@@ -401,7 +404,8 @@ def _aux_policy_rows(records: Sequence[RunRecord], resolved: ResolvedLevels) -> 
         pairs = [(r, by_key[(control, task, r.seed)]) for r in runs if (control, task, r.seed) in by_key]
         if not pairs:
             continue
-        final = mean_ci([a.final.mean_return - b.final.mean_return for a, b in pairs])
+        differences = [a.final.mean_return - b.final.mean_return for a, b in pairs]
+        final = mean_ci(differences)
         aucs = [
             normalised_auc(a, lv) - normalised_auc(b, lv)
             for a, b in pairs
@@ -415,7 +419,7 @@ def _aux_policy_rows(records: Sequence[RunRecord], resolved: ResolvedLevels) -> 
                 _ci(final),
                 _ci(mean_ci(aucs)) if aucs else "not measured (no usable level)",
                 f"{higher}/{len(pairs)}",
-                _aux_policy_reading(final),
+                _aux_policy_reading(differences),
             ]
         )
     return rows
