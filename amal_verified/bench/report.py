@@ -371,10 +371,8 @@ def _gap_rows(records: Sequence[RunRecord]) -> list[list[str]]:
     return rows
 
 
-# ---------------------------------------------------------------- the 40 % test
-
-
 # ---------------------------------------------------------------- auxiliary data in the policy
+
 
 AUX_POLICY_PAIR: Final = ("amal-aux-policy", "amal")
 """The runs that test whether the auxiliary agents' data helps the primary agent, and their control."""
@@ -423,6 +421,9 @@ def _aux_policy_rows(records: Sequence[RunRecord], resolved: ResolvedLevels) -> 
             ]
         )
     return rows
+
+
+# ---------------------------------------------------------------- the 40 % test
 
 
 def _counts(by_task: Mapping[str, int]) -> str:
