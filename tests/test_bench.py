@@ -187,6 +187,9 @@ def test_quick_bench_smoke_runs_resumes_and_reports(
     assert levels["TSP-20"]["0"]["optimal"] > levels["TSP-20"]["0"]["random"]
     results = (out / "RESULTS.md").read_text()
     assert "TSP-20" in results and "amal bench --quick --tasks TSP-20" in results
+    naive = json.loads((out / "naive_predictors.json").read_text())  # beside the reality-gap table
+    assert naive["TSP-20"]["0"]["transitions"] == amal.extras["real_transitions"]
+    assert "| TSP-20 | 1 | " in results.split("What these errors are worth")[1]
     assert amal.provenance["git_commit"] and amal.provenance["finished"].endswith("UTC")
     capsys.readouterr()
     assert main(argv) == 0  # resumes: nothing left to train

@@ -138,6 +138,7 @@ def _list() -> int:
 
 def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """The ``amal bench`` handler (parsed ``args``; ``argv`` is recorded verbatim in the report)."""
+    from amal_verified.bench.naive_predictors import NAIVE_ERRORS_FILE, update_naive_errors
     from amal_verified.bench.report import Skipped, write_results
     from amal_verified.bench.stats import load_levels
 
@@ -214,6 +215,7 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         plots_dir=out / "plots",
         failed=outcome.failed,
         pending=outcome.pending,
+        naive_errors=update_naive_errors(out / NAIVE_ERRORS_FILE, outcome.records),
     )
     print(
         f"wrote {results} ({len(outcome.records)} runs, {len(skipped)} skipped, "

@@ -5,7 +5,8 @@
 
 Contracts:
 
-- Every number in the document is computed from the inputs: the records, the levels, the metadata
+- Every number in the document is computed from the inputs: the records, the levels, the
+  naive predictors' errors (:mod:`amal_verified.bench.naive_predictors`), the metadata
   (embedded verbatim as JSON, its ``command`` shown as the reproduction command) and the
   performance-ratio table (embedded as given).  The statistics are those of
   :mod:`amal_verified.bench.stats`, whose definitions the document restates.
@@ -44,6 +45,7 @@ import jinja2
 import scipy.stats  # type: ignore[import-untyped]  # no stubs installed
 
 from amal_verified._runtime_checks import checked
+from amal_verified.bench.naive_predictors import NaiveErrors
 from amal_verified.bench.plots import curve_file, method_order, write_plots
 from amal_verified.bench.records import RunRecord
 from amal_verified.bench.stats import (
@@ -347,14 +349,32 @@ def _isolation_rows(records: Sequence[RunRecord]) -> list[list[str]]:
     return rows
 
 
-def _gap_rows(records: Sequence[RunRecord]) -> list[list[str]]:
+def _seeds_below(
+    gaps: Sequence[tuple[int, Mapping[str, Any]]],
+    naive_errors: Mapping[int, NaiveErrors],
+    bar: str,
+) -> str:
+    """``k/n``: of the ``n`` seeds with naive errors, how many run models' next-obs MSE is below ``bar``."""
+    pairs = [
+        (float(g["with_aux"]["next_obs_mse"]), getattr(naive_errors[seed], bar))
+        for seed, g in gaps
+        if seed in naive_errors
+        and isinstance(g.get("with_aux"), Mapping)
+        and g["with_aux"].get("next_obs_mse") is not None
+    ]
+    return f"{sum(mse < ref for mse, ref in pairs)}/{len(pairs)}" if pairs else "not measured"
+
+
+def _gap_rows(
+    records: Sequence[RunRecord], naive_errors: Mapping[str, Mapping[int, NaiveErrors]]
+) -> list[list[str]]:
     rows = []
     cells = sorted(
         {(r.task, r.method) for r in records if isinstance(r.extras.get("wm_real_error"), Mapping)}
     )
     for task, method in cells:
         gaps = [
-            r.extras["wm_real_error"]
+            (r.seed, r.extras["wm_real_error"])
             for r in records
             if r.task == task and r.method == method and isinstance(r.extras.get("wm_real_error"), Mapping)
         ]
@@ -363,11 +383,41 @@ def _gap_rows(records: Sequence[RunRecord]) -> list[list[str]]:
             for variant in ("with_aux", "primary_only"):
                 values = [
                     float(g[variant][key])
-                    for g in gaps
+                    for _, g in gaps
                     if isinstance(g.get(variant), Mapping) and g[variant].get(key) is not None
                 ]
                 row.append(_num(math.fsum(values) / len(values)) if values else "not measured")
+        for bar in ("no_change_next_obs_mse", "best_constant_next_obs_mse"):
+            row.append(_seeds_below(gaps, naive_errors.get(task, {}), bar))
         rows.append(row)
+    return rows
+
+
+def _naive_rows(
+    records: Sequence[RunRecord], naive_errors: Mapping[str, Mapping[int, NaiveErrors]]
+) -> list[list[str]]:
+    """Per task with a reality-gap measurement: the naive predictors' errors, mean over its seeds."""
+    rows = []
+    for task in sorted({r.task for r in records if isinstance(r.extras.get("wm_real_error"), Mapping)}):
+        seeds = sorted({r.seed for r in records if r.task == task} & set(naive_errors.get(task, {})))
+        if not seeds:
+            rows.append([task, "0", *(["not measured"] * 3)])
+            continue
+        entries = [naive_errors[task][s] for s in seeds]
+        rows.append(
+            [
+                task,
+                str(len(seeds)),
+                *(
+                    _num(math.fsum(getattr(e, field) for e in entries) / len(entries))
+                    for field in (
+                        "no_change_next_obs_mse",
+                        "best_constant_next_obs_mse",
+                        "best_constant_reward_mse",
+                    )
+                ),
+            ]
+        )
     return rows
 
 
@@ -719,12 +769,15 @@ def render_results(
     plots_link: str | None = None,
     failed: Mapping[str, str] | None = None,
     pending: Sequence[str] = (),
+    naive_errors: Mapping[str, Mapping[int, NaiveErrors]] | None = None,
 ) -> str:
     """The Markdown of ``RESULTS.md`` (see the module docstring).
 
     With ``plots_dir`` the figures are drawn there and linked as ``<plots_link>/<file>``
     (``plots_link`` defaults to ``plots_dir`` as given).  ``failed``: cell key → traceback of cells
-    that raised; ``pending``: keys (``method__task__seed``) of the grid's cells not run yet.  With no
+    that raised; ``pending``: keys (``method__task__seed``) of the grid's cells not run yet;
+    ``naive_errors``: task → seed → the naive predictors' errors on that seed's held-out
+    transitions (:mod:`amal_verified.bench.naive_predictors`), set beside the world models'.  With no
     records at all (every cell failed or was skipped) the document says so.
     ``ValueError`` for a given level with optimal <= random.
     """
@@ -786,7 +839,8 @@ def render_results(
         "isolation_figure": f"{link}/isolation.png"
         if link is not None and "isolation.png" in written
         else None,
-        "gap_rows": _gap_rows(records),
+        "gap_rows": _gap_rows(records, naive_errors or {}),
+        "naive_rows": _naive_rows(records, naive_errors or {}),
         "gated_methods": ", ".join(GATED_METHODS),
         "aux_policy_rows": _aux_policy_rows(records, resolved),
         "aux_policy_pending": AUX_POLICY_PAIR[0] not in methods,
@@ -814,6 +868,7 @@ def write_results(
     plots_dir: str | os.PathLike[str] | None = None,
     failed: Mapping[str, str] | None = None,
     pending: Sequence[str] = (),
+    naive_errors: Mapping[str, Mapping[int, NaiveErrors]] | None = None,
 ) -> Path:
     """Write ``RESULTS.md`` to ``path`` (figures into ``plots_dir``, default ``<path's dir>/plots``,
     linked relative to ``path``); returns ``path``."""
@@ -830,6 +885,7 @@ def write_results(
         plots_link=Path(os.path.relpath(plots, out.parent)).as_posix(),
         failed=failed,
         pending=pending,
+        naive_errors=naive_errors,
     )
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)

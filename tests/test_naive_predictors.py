@@ -1,0 +1,177 @@
+"""The naive predictors of the reality-gap table: values by hand, the cache file, the report.
+
+Hand-computed case: obs rows (0, 0) and (2, 4), next_obs rows (1, 0) and (3, 2), rewards 1 and 3.
+s' = s errors: (1, 0) and (1, −2) → squares 1, 0, 1, 4 → mean 6/4 = 1.5.  Best constant: the mean
+next_obs is (2, 1); deviations (−1, −1) and (1, 1) → mean square 1.  Reward variance: mean 2,
+deviations ±1 → 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from amal_verified.bench.isolation import real_transitions
+from amal_verified.bench.naive_predictors import (
+    NAIVE_ERRORS_FILE,
+    NaiveErrors,
+    load_naive_errors,
+    measure_naive_errors,
+    update_naive_errors,
+)
+from amal_verified.bench.records import EvalPoint, RunRecord
+from amal_verified.bench.report import render_results
+from amal_verified.bench.stats import Level
+
+GAP = {
+    "with_aux": {"next_obs_mse": 0.02, "reward_mse": 0.1, "nll": -1.0},
+    "primary_only": {"next_obs_mse": 0.02, "reward_mse": 0.1, "nll": -1.0},
+}
+
+
+def _transitions() -> dict[str, torch.Tensor]:
+    return {
+        "obs": torch.tensor([[0.0, 0.0], [2.0, 4.0]]),
+        "next_obs": torch.tensor([[1.0, 0.0], [3.0, 2.0]]),
+        "reward": torch.tensor([1.0, 3.0]),
+    }
+
+
+def _record(task: str, seed: int, extras: dict[str, Any]) -> RunRecord:
+    curve = (EvalPoint(step=100, returns=(1.0, 2.0), success=None),)
+    return RunRecord("amal", task, seed, 100, curve, train_seconds=1.0, extras=extras)
+
+
+def test_naive_errors_by_hand() -> None:
+    got = measure_naive_errors("Toy-v0", _transitions())
+    assert got == NaiveErrors("Toy-v0", 2, 1.5, 1.0, 1.0)
+    assert NaiveErrors.from_json(json.loads(json.dumps(got.to_json()))) == got
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.pop("reward"), "lack reward"),
+        (lambda t: t.update(next_obs=torch.zeros(2, 3)), "must both be"),
+        (lambda t: t.update(obs=torch.zeros(0, 2), next_obs=torch.zeros(0, 2)), "n >= 1"),
+        (lambda t: t.update(reward=torch.zeros(3)), r"reward must be \(2,\)"),
+        (lambda t: t["obs"].__setitem__((0, 0), float("nan")), "non-finite"),
+    ],
+)
+def test_naive_errors_refuses_bad_transitions(edit: Any, message: str) -> None:
+    transitions = _transitions()
+    edit(transitions)
+    with pytest.raises(ValueError, match=message):
+        measure_naive_errors("Toy-v0", transitions)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ([], "must be an object"),
+        ({"env_id": "x", "transitions": 2}, "lack no_change_next_obs_mse"),
+        (
+            {
+                "env_id": "x",
+                "transitions": 2.0,
+                "no_change_next_obs_mse": 1,
+                "best_constant_next_obs_mse": 1,
+                "best_constant_reward_mse": 1,
+            },
+            "transitions an integer",
+        ),
+        (
+            {
+                "env_id": "x",
+                "transitions": 2,
+                "no_change_next_obs_mse": -1.0,
+                "best_constant_next_obs_mse": 1,
+                "best_constant_reward_mse": 1,
+            },
+            "non-negative",
+        ),
+    ],
+)
+def test_malformed_entries_are_refused_naming_file_task_and_seed(
+    tmp_path: Path, entry: Any, message: str
+) -> None:
+    path = tmp_path / NAIVE_ERRORS_FILE
+    path.write_text(json.dumps({"CartPole": {"1": entry}}))
+    with pytest.raises(ValueError, match=rf"{NAIVE_ERRORS_FILE}: task 'CartPole' seed '1': .*{message}"):
+        load_naive_errors(path)
+
+
+def test_missing_file_is_empty_and_corrupt_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / NAIVE_ERRORS_FILE
+    assert load_naive_errors(path) == {}
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=f"{NAIVE_ERRORS_FILE}: not readable as JSON"):
+        load_naive_errors(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        load_naive_errors(path)
+
+
+def test_update_measures_what_is_missing_once_and_again_when_the_count_changes(tmp_path: Path) -> None:
+    path = tmp_path / NAIVE_ERRORS_FILE
+    scored = {"wm_real_error": GAP, "real_transitions": 16}
+    records = [
+        _record("CartPole", 0, scored),
+        _record("CartPole", 0, scored),  # a second method on the same seed: one measurement
+        _record("CartPole", 1, {"wm_real_error": GAP, "real_transitions": 16, "env_id": "CartPole-v1"}),
+        _record("CartPole", 2, {}),  # not scored on real transitions: no reference needed
+        _record("NotInTheCatalogue", 0, scored),  # cannot be regenerated: left out
+    ]
+    log: list[str] = []
+    got = update_naive_errors(path, records, log=log.append)
+    assert sorted((t, s) for t, seeds in got.items() for s in seeds) == [("CartPole", 0), ("CartPole", 1)]
+    assert got["CartPole"][0] == measure_naive_errors(
+        "CartPole-v1", real_transitions("CartPole-v1", seed=0, count=16)
+    )
+    assert log == ["measuring the naive predictors' errors for 2 (task, seed) pairs"]
+    assert load_naive_errors(path) == got
+
+    log.clear()
+    assert update_naive_errors(path, records, log=log.append) == got
+    assert log == []  # nothing missing: nothing measured
+
+    recounted = [_record("CartPole", 0, {"wm_real_error": GAP, "real_transitions": 32})]
+    again = update_naive_errors(path, recounted, log=log.append)
+    assert again["CartPole"][0].transitions == 32
+    assert again["CartPole"][1] == got["CartPole"][1]  # kept
+
+
+def test_records_scored_on_different_transitions_are_refused(tmp_path: Path) -> None:
+    records = [
+        _record("CartPole", 0, {"wm_real_error": GAP, "real_transitions": 16}),
+        _record("CartPole", 0, {"wm_real_error": GAP, "real_transitions": 32}),
+    ]
+    with pytest.raises(ValueError, match="CartPole seed 0 were scored on different held-out transitions"):
+        update_naive_errors(tmp_path / NAIVE_ERRORS_FILE, records)
+
+
+def test_report_sets_the_world_models_beside_the_references() -> None:
+    worse = {
+        "with_aux": {"next_obs_mse": 2.0, "reward_mse": 0.1, "nll": -1.0},
+        "primary_only": {"next_obs_mse": 2.0, "reward_mse": 0.1, "nll": -1.0},
+    }
+    records = [
+        _record("Toy", 0, {"wm_real_error": GAP}),  # 0.02: below both bars
+        _record("Toy", 1, {"wm_real_error": worse}),  # 2.0: above both
+        _record("Toy", 2, {"wm_real_error": GAP}),  # no reference for seed 2: not counted
+    ]
+    naive = {"Toy": {s: NaiveErrors("Toy-v0", 2, 1.5, 1.0, 0.5 + s) for s in (0, 1)}}
+    levels = {"Toy": dict.fromkeys(range(3), Level(0.0, 10.0, "test"))}
+    text = render_results(records, levels, metadata={}, naive_errors=naive)
+    assert "| Toy | amal | 3 | 0.68 | 0.68 | 0.1 | 0.1 | -1.00 | -1.00 | 1/2 | 1/2 |" in text
+    assert "| Toy | 2 | 1.50 | 1.00 | 1.00 |" in text  # reward: mean of 0.5 and 1.5
+    without = render_results(records, levels, metadata={})
+    assert (
+        "| Toy | amal | 3 | 0.68 | 0.68 | 0.1 | 0.1 | -1.00 | -1.00 | not measured | not measured |"
+        in without
+    )
+    assert "| Toy | 0 | not measured | not measured | not measured |" in without
