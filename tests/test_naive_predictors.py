@@ -23,6 +23,7 @@ from amal_verified.bench.naive_predictors import (
     measure_naive_errors,
     update_naive_errors,
 )
+from amal_verified.bench.plots import reality_gap_figure
 from amal_verified.bench.records import EvalPoint, RunRecord
 from amal_verified.bench.report import render_results
 from amal_verified.bench.stats import Level
@@ -175,3 +176,13 @@ def test_report_sets_the_world_models_beside_the_references() -> None:
         in without
     )
     assert "| Toy | 0 | not measured | not measured | not measured |" in without
+
+
+def test_reality_gap_figure_draws_the_naive_errors_deterministically(tmp_path: Path) -> None:
+    records = [_record("Toy", s, {"wm_real_error": GAP}) for s in range(2)]
+    naive = {"Toy": {s: NaiveErrors("Toy-v0", 2, 1.5, 1.0, 0.5) for s in (0, 1)}}
+    with_lines = [reality_gap_figure(records, tmp_path / f"with{k}.png", naive) for k in range(2)]
+    without = reality_gap_figure(records, tmp_path / "without.png")
+    assert all(p is not None for p in (*with_lines, without))
+    first, second = ((tmp_path / f"with{k}.png").read_bytes() for k in range(2))
+    assert first == second != (tmp_path / "without.png").read_bytes()

@@ -12,7 +12,8 @@
   smallest positive value;
 - ``reality_gap.png``: the world models' next-observation MSE on held-out real transitions, the
   run's model ("with aux") against the primary-only retrain, ``amal`` and ``unsafe-mix`` (mean over
-  seeds, 95 % t-interval bars).
+  seeds, 95 % t-interval bars), with the naive predictors' errors on the same transitions drawn across
+  each task where given (:mod:`amal_verified.bench.naive_predictors`).
 
 A figure with no data to show is not written.  The output is deterministic: fixed sizes, fixed dpi,
 fixed colours per method, no timestamp or software version in the PNG metadata, so re-drawing the
@@ -25,7 +26,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import matplotlib
 import matplotlib.ticker
@@ -36,6 +37,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from amal_verified._runtime_checks import checked
+from amal_verified.bench.naive_predictors import NaiveErrors
 from amal_verified.bench.records import RunRecord
 from amal_verified.bench.stats import Level, ResolvedLevels, mean_ci, normalised, resolve_levels
 
@@ -245,6 +247,12 @@ def isolation_figure(records: Sequence[RunRecord], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+_NAIVE_BARS: Final[Mapping[str, tuple[Literal[":", "--"], str]]] = {
+    "no_change_next_obs_mse": (":", "predict s' = s (no change)"),
+    "best_constant_next_obs_mse": ("--", "best constant (hindsight)"),
+}
+
+
 def _gap_values(records: Sequence[RunRecord]) -> dict[tuple[str, str, str], list[float]]:
     out: dict[tuple[str, str, str], list[float]] = {}
     for r in records:
@@ -258,17 +266,41 @@ def _gap_values(records: Sequence[RunRecord]) -> dict[tuple[str, str, str], list
     return out
 
 
+def _naive_levels(
+    records: Sequence[RunRecord], tasks: Sequence[str], naive_errors: Mapping[str, Mapping[int, NaiveErrors]]
+) -> dict[str, dict[str, float]]:
+    """Per task: the naive predictors' next-obs MSE, mean over the seeds of its records that have one."""
+    out: dict[str, dict[str, float]] = {}
+    for task in tasks:
+        by_seed = naive_errors.get(task, {})
+        entries = [by_seed[s] for s in sorted({r.seed for r in records if r.task == task}) if s in by_seed]
+        if entries:
+            out[task] = {
+                bar: math.fsum(getattr(e, bar) for e in entries) / len(entries) for bar in _NAIVE_BARS
+            }
+    return out
+
+
 @checked
-def reality_gap_figure(records: Sequence[RunRecord], path: Path) -> Path | None:
-    """Draw the reality-gap figure into ``path``; ``None`` (nothing written) without such data."""
+def reality_gap_figure(
+    records: Sequence[RunRecord],
+    path: Path,
+    naive_errors: Mapping[str, Mapping[int, NaiveErrors]] | None = None,
+) -> Path | None:
+    """Draw the reality-gap figure into ``path``, with the naive predictors' errors
+    (:mod:`amal_verified.bench.naive_predictors`) as lines across each task where given; ``None``
+    (nothing written) without reality-gap data."""
     values = _gap_values(records)
     if not values:
         return None
     tasks = sorted({t for t, _, _ in values})
+    naive = _naive_levels(records, tasks, naive_errors or {})
     series = [(m, v) for m in _ISOLATION_METHODS for v in ("with_aux", "primary_only")]
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(tasks) + 4.0), 3.8))
-    all_positive = all(v > 0 for vs in values.values() for v in vs)
+    all_positive = all(v > 0 for vs in values.values() for v in vs) and all(
+        v > 0 for bars in naive.values() for v in bars.values()
+    )
     for k, (method, variant) in enumerate(series):
         xs, means, errs = [], [], []
         for i, task in enumerate(tasks):
@@ -292,6 +324,12 @@ def reality_gap_figure(records: Sequence[RunRecord], path: Path) -> Path | None:
                 capsize=2,
                 label=f"{method}: {_VARIANT_LABEL[variant]}",
             )
+    at = [i for i, task in enumerate(tasks) if task in naive]
+    for bar, (style, label) in _NAIVE_BARS.items():
+        if at:
+            ys = [naive[tasks[i]][bar] for i in at]
+            xmin, xmax = [i - 0.45 for i in at], [i + 0.45 for i in at]
+            ax.hlines(ys, xmin, xmax, colors="0.1", linestyles=style, linewidth=1.4, label=label, zorder=3)
     if all_positive:
         ax.set_yscale("log")
     ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=7)
@@ -311,9 +349,13 @@ def _raw_tasks(records: Sequence[RunRecord], levels: Mapping[str, Mapping[int, L
 
 @checked
 def write_plots(
-    records: Sequence[RunRecord], levels: Mapping[str, Mapping[int, Level]], out_dir: Path
+    records: Sequence[RunRecord],
+    levels: Mapping[str, Mapping[int, Level]],
+    out_dir: Path,
+    naive_errors: Mapping[str, Mapping[int, NaiveErrors]] | None = None,
 ) -> list[Path]:
-    """Draw every figure of the report into ``out_dir`` (created); returns the written paths."""
+    """Draw every figure of the report into ``out_dir`` (created); returns the written paths.
+    ``naive_errors`` (task → seed) are drawn across the reality-gap figure's tasks."""
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve_levels(records, levels)
     raw = _raw_tasks(records, levels)
@@ -321,8 +363,10 @@ def write_plots(
         learning_curve_figure(task, records, resolved, raw=task in raw, path=out_dir / curve_file(task))
         for task in sorted({r.task for r in records})
     ]
-    for figure, name in ((isolation_figure, "isolation.png"), (reality_gap_figure, "reality_gap.png")):
-        written = figure(records, out_dir / name)
+    for written in (
+        isolation_figure(records, out_dir / "isolation.png"),
+        reality_gap_figure(records, out_dir / "reality_gap.png", naive_errors),
+    ):
         if written is not None:
             paths.append(written)
     return paths

@@ -784,7 +784,7 @@ def render_results(
     resolved = resolve_levels(records, levels)
     link = None
     if plots_dir is not None:
-        write_plots(records, levels, plots_dir)
+        write_plots(records, levels, plots_dir, naive_errors)
         link = plots_link if plots_link is not None else plots_dir.as_posix()
         written = {p.name for p in plots_dir.iterdir()}
     else:
