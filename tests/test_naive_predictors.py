@@ -170,6 +170,12 @@ def test_report_sets_the_world_models_beside_the_references() -> None:
     text = render_results(records, levels, metadata={}, naive_errors=naive)
     assert "| Toy | amal | 3 | 0.68 | 0.68 | 0.1 | 0.1 | -1.00 | -1.00 | 1/2 | 1/2 |" in text
     assert "| Toy | 2 | 1.50 | 1.00 | 1.00 |" in text  # reward: mean of 0.5 and 1.5
+    assert "No run's world model" not in text  # seed 0's is below the best constant
+    above = {"Toy": {s: NaiveErrors("Toy-v0", 2, 1.5, 0.01, 0.5) for s in (0, 1)}}
+    assert (
+        "No run's world model, of any method or seed, is below the best constant on: Toy."
+        in render_results(records, levels, metadata={}, naive_errors=above)
+    )
     without = render_results(records, levels, metadata={})
     assert (
         "| Toy | amal | 3 | 0.68 | 0.68 | 0.1 | 0.1 | -1.00 | -1.00 | not measured | not measured |"

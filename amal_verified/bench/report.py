@@ -393,6 +393,23 @@ def _gap_rows(
     return rows
 
 
+def _never_below_constant(
+    records: Sequence[RunRecord], naive_errors: Mapping[str, Mapping[int, NaiveErrors]]
+) -> list[str]:
+    """Tasks where no run world model scored against the best constant is below it (at least one is)."""
+    tasks = []
+    for task in sorted({r.task for r in records}):
+        gaps = [
+            (r.seed, r.extras["wm_real_error"])
+            for r in records
+            if r.task == task and isinstance(r.extras.get("wm_real_error"), Mapping)
+        ]
+        below = _seeds_below(gaps, naive_errors.get(task, {}), "best_constant_next_obs_mse")
+        if below != "not measured" and below.startswith("0/"):
+            tasks.append(task)
+    return tasks
+
+
 def _naive_rows(
     records: Sequence[RunRecord], naive_errors: Mapping[str, Mapping[int, NaiveErrors]]
 ) -> list[list[str]]:
@@ -841,6 +858,7 @@ def render_results(
         else None,
         "gap_rows": _gap_rows(records, naive_errors or {}),
         "naive_rows": _naive_rows(records, naive_errors or {}),
+        "never_below_constant": ", ".join(_never_below_constant(records, naive_errors or {})),
         "gated_methods": ", ".join(GATED_METHODS),
         "aux_policy_rows": _aux_policy_rows(records, resolved),
         "aux_policy_pending": AUX_POLICY_PAIR[0] not in methods,
