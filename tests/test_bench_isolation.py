@@ -28,7 +28,9 @@ from amal_verified.bench.isolation import (
     primary_only_learner,
     real_transitions,
 )
+from amal_verified.bench.naive_predictors import measure_naive_errors
 from amal_verified.envs import make_env
+from amal_verified.primary_data import load_primary_stream
 from amal_verified.rng_streams import RunStreams
 from amal_verified.run_config import TrainConfig
 from amal_verified.trainer import Trainer
@@ -89,6 +91,12 @@ def test_amal_run_is_isolated_exactly(runs: dict[str, Path], held_out: dict[str,
     errors = result["wm_real_error"]
     assert errors["with_aux"] == errors["primary_only"]
     assert errors["with_aux"]["transitions"] == 400
+    fit = result["wm_primary_fit"]  # all 300 recorded primary transitions (fewer than the limit)
+    assert fit["with_aux"] == fit["primary_only"] and fit["with_aux"]["transitions"] == 300
+    stream = load_primary_stream(runs["amal"])
+    own = {k: stream.tensors[k] for k in ("obs", "action", "reward", "next_obs")}
+    assert fit["with_aux"] == prediction_error(final_learner(runs["amal"]), own).to_json()
+    assert fit["naive"] == measure_naive_errors("CartPole-v1", own).to_json()
     json.dumps(result)  # JSON-ready
     print("AMAL", json.dumps(result))
 
@@ -102,6 +110,7 @@ def test_unsafe_mix_run_shows_aux_influence(runs: dict[str, Path], held_out: dic
     assert iso["kl_mean"] > 0.0 and iso["kl_max"] >= iso["kl_mean"]
     errors = result["wm_real_error"]
     assert errors["with_aux"] != errors["primary_only"]
+    assert result["wm_primary_fit"]["with_aux"] != result["wm_primary_fit"]["primary_only"]
     print("UNSAFE_MIX", json.dumps(result))
 
 
@@ -253,3 +262,21 @@ def test_non_finite_predictions_are_named(runs: dict[str, Path], held_out: dict[
         prediction_error(broken, held_out)
     with pytest.raises(ValueError, match="primary_only: the world model has non-finite parameters"):
         isolation_metrics(learner, broken, held_out)
+
+
+def test_primary_sample_is_evenly_spaced_and_capped() -> None:
+    from amal_verified.bench.isolation import _primary_sample
+    from amal_verified.primary_data import PrimaryStream
+
+    count = 10
+    tensors = {
+        "obs": torch.arange(count, dtype=torch.float32).unsqueeze(1),
+        "action": torch.arange(count),
+        "reward": torch.zeros(count),
+        "next_obs": torch.zeros(count, 1),
+        "terminated": torch.zeros(count, dtype=torch.bool),
+    }
+    stream = PrimaryStream(tensors, count, ())
+    assert _primary_sample(stream, 4)["action"].tolist() == [0, 2, 5, 7]  # i * 10 // 4
+    assert _primary_sample(stream, 100)["action"].tolist() == list(range(count))
+    assert set(_primary_sample(stream, 4)) == {"obs", "action", "reward", "next_obs"}

@@ -192,3 +192,20 @@ def test_reality_gap_figure_draws_the_naive_errors_deterministically(tmp_path: P
     assert all(p is not None for p in (*with_lines, without))
     first, second = ((tmp_path / f"with{k}.png").read_bytes() for k in range(2))
     assert first == second != (tmp_path / "without.png").read_bytes()
+
+
+def test_report_tables_the_fit_on_the_runs_own_primary_data() -> None:
+    def fit(run: float) -> dict[str, Any]:
+        errors = {"next_obs_mse": run, "reward_mse": 0.5, "nll": 0.0, "transitions": 4096}
+        naive = NaiveErrors("Toy-v0", 4096, 3.0, 1.0, 2.0).to_json()
+        return {"with_aux": errors, "primary_only": {**errors, "next_obs_mse": 2 * run}, "naive": naive}
+
+    levels = {"Toy": dict.fromkeys(range(2), Level(0.0, 10.0, "test"))}
+    records = [
+        _record("Toy", 0, {"wm_primary_fit": fit(0.5)}),
+        _record("Toy", 1, {"wm_primary_fit": fit(1.5)}),
+    ]
+    text = render_results(records, levels, metadata={})
+    assert "| Toy | amal | 2 | 1.00 | 2.00 | 3.00 | 1.00 | 1/2 | 0.5 | 2.00 |" in text
+    older = render_results([_record("Toy", 0, {"wm_real_error": GAP})], levels, metadata={})
+    assert "Not measured: no record holds it (records written before the measurement existed" in older

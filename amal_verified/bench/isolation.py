@@ -44,6 +44,14 @@ members (``model.nll(...).mean()``).  :func:`measure_run` reports it for both mo
 are identical by construction; for the ablation the difference is the reality gap its auxiliary
 data caused (§1).
 
+**Fit on the run's own primary data** (``measure_run``'s ``wm_primary_fit``): the same errors of both
+models on :data:`PRIMARY_FIT_TRANSITIONS` transitions of the run's recorded primary stream, evenly
+spaced over it (index ``i · count // m``, all of them if fewer), with the naive predictors'
+errors on those transitions (:mod:`amal_verified.bench.naive_predictors`).  These are training data,
+drawn by the run's own policy: a model above the best constant here has not fitted its data, while a
+model below it here and above it on the held-out random-action transitions does not generalise to
+those states.
+
 **Held-out real transitions** (:func:`real_transitions`): ``count`` consecutive transitions of the
 task's *real* environment (:func:`amal_verified.envs.make_env`, never an auxiliary environment),
 under actions drawn uniformly from the action space (discrete: ``integers(n)``; box: ``uniform(low,
@@ -74,11 +82,12 @@ import torch
 from torch import Tensor
 
 from amal_verified._runtime_checks import checked
+from amal_verified.bench.naive_predictors import measure_naive_errors
 from amal_verified.certify import PrimaryReplay
 from amal_verified.checkpoint import CheckpointError, load_checkpoint
 from amal_verified.envs import make_env
 from amal_verified.linear_world_model import LinearGaussianWorldModel
-from amal_verified.primary_data import load_primary_stream
+from amal_verified.primary_data import PrimaryStream, load_primary_stream
 from amal_verified.rng_streams import RunStreams
 from amal_verified.run_config import (
     CHECKPOINT_FILENAME,
@@ -94,6 +103,7 @@ from amal_verified.world_model import WorldModelOutput
 __all__ = [
     "ACTION_STREAM",
     "EPISODE_STREAM",
+    "PRIMARY_FIT_TRANSITIONS",
     "IsolationMetrics",
     "PredictionError",
     "final_learner",
@@ -107,6 +117,8 @@ __all__ = [
 ACTION_STREAM: Final = "bench/isolation/actions"
 EPISODE_STREAM: Final = "bench/isolation/episodes"
 _SEED_BOUND: Final = 2**31
+PRIMARY_FIT_TRANSITIONS: Final = 4096
+"""How many of the run's own primary transitions ``measure_run`` scores the fit on (evenly spaced)."""
 _FIELDS: Final = ("obs", "action", "reward", "next_obs")
 
 
@@ -239,10 +251,20 @@ def primary_only_learner(run_dir: str | Path) -> WorldModelLearner:
     incomplete run or missing, changed or truncated primary data.
     """
     path, config, spec, status = _run_files(run_dir)
+    return _replayed(path, config, spec, status, _primary_stream(path))
+
+
+def _primary_stream(path: Path) -> PrimaryStream:
     stream = load_primary_stream(path)
     if stream.problems:
         first = stream.problems[0]
         raise ValueError(f"{path / DATA_DIRNAME / first.file}: {first.message}")
+    return stream
+
+
+def _replayed(
+    path: Path, config: TrainConfig, spec: WorldModelSpec, status: Mapping[str, Any], stream: PrimaryStream
+) -> WorldModelLearner:
     replay = PrimaryReplay(config, spec, stream.tensors, stream.count)
     for _ in range(int(status["world_model_updates"])):
         try:
@@ -250,6 +272,13 @@ def primary_only_learner(run_dir: str | Path) -> WorldModelLearner:
         except ValueError as exc:
             raise ValueError(f"{path / DATA_DIRNAME}: {exc}") from None
     return replay.learner
+
+
+def _primary_sample(stream: PrimaryStream, limit: int) -> dict[str, Tensor]:
+    """``min(count, limit)`` transitions of the recorded primary stream, evenly spaced over it."""
+    m = min(stream.count, limit)
+    index = torch.arange(m, dtype=torch.int64) * stream.count // m
+    return {name: stream.tensors[name][index] for name in _FIELDS}
 
 
 # ---------------------------------------------------------------------------------------- real data
@@ -434,12 +463,18 @@ def measure_run(run_dir: str | Path, *, transitions: Mapping[str, Tensor]) -> di
         {"run_dir", "env_id", "unsafe_mix", "world_model_updates", "seconds",
          "isolation": IsolationMetrics.to_json(),
          "wm_real_error": {"with_aux": PredictionError.to_json(),
-                           "primary_only": PredictionError.to_json()}}
+                           "primary_only": PredictionError.to_json()},
+         "wm_primary_fit": {"with_aux": PredictionError.to_json(),
+                            "primary_only": PredictionError.to_json(),
+                            "naive": NaiveErrors.to_json()}}
     """
     start = time.perf_counter()
-    path, config, _, status = _run_files(run_dir)
+    path, config, spec, status = _run_files(run_dir)
     with_aux = final_learner(path)
-    primary_only = primary_only_learner(path)
+    stream = _primary_stream(path)
+    primary_only = _replayed(path, config, spec, status, stream)
+    own = _primary_sample(stream, PRIMARY_FIT_TRANSITIONS)
+    del stream  # the whole recorded stream can be large (KP-1000: about 1.6 GB)
     isolation = isolation_metrics(with_aux, primary_only, transitions)
     return {
         "run_dir": str(path),
@@ -450,6 +485,11 @@ def measure_run(run_dir: str | Path, *, transitions: Mapping[str, Tensor]) -> di
         "wm_real_error": {
             "with_aux": prediction_error(with_aux, transitions).to_json(),
             "primary_only": prediction_error(primary_only, transitions).to_json(),
+        },
+        "wm_primary_fit": {
+            "with_aux": prediction_error(with_aux, own).to_json(),
+            "primary_only": prediction_error(primary_only, own).to_json(),
+            "naive": measure_naive_errors(config.env_id, own).to_json(),
         },
         "seconds": round(time.perf_counter() - start, 3),
     }

@@ -45,6 +45,7 @@ import jinja2
 import scipy.stats  # type: ignore[import-untyped]  # no stubs installed
 
 from amal_verified._runtime_checks import checked
+from amal_verified.bench.isolation import PRIMARY_FIT_TRANSITIONS
 from amal_verified.bench.naive_predictors import NaiveErrors
 from amal_verified.bench.plots import curve_file, method_order, write_plots
 from amal_verified.bench.records import RunRecord
@@ -88,6 +89,7 @@ EFFICIENCY_BASELINES: Final[Mapping[str, str]] = {
 """Baselines of the exploration-efficiency test (against ``amal``), with what each comparison shows."""
 _ISOLATION_KEYS: Final = ("param_l2", "param_max_abs", "kl_mean", "kl_max")
 _GAP_KEYS: Final = ("next_obs_mse", "reward_mse", "nll")
+_FIT_PARTS: Final = ("with_aux", "primary_only", "naive")
 _DASH: Final = "—"
 
 
@@ -390,6 +392,39 @@ def _gap_rows(
         for bar in ("no_change_next_obs_mse", "best_constant_next_obs_mse"):
             row.append(_seeds_below(gaps, naive_errors.get(task, {}), bar))
         rows.append(row)
+    return rows
+
+
+def _fit_rows(records: Sequence[RunRecord]) -> list[list[str]]:
+    """Per (task, method) with ``extras["wm_primary_fit"]``: the world models' errors on the run's own
+    primary transitions beside the naive predictors' on the same transitions (means over seeds)."""
+    fits: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        fit = r.extras.get("wm_primary_fit")
+        if isinstance(fit, Mapping) and all(isinstance(fit.get(k), Mapping) for k in _FIT_PARTS):
+            fits.setdefault((r.task, r.method), []).append(fit)
+
+    def mean(values: Sequence[float]) -> str:
+        return _num(math.fsum(values) / len(values))
+
+    rows = []
+    for (task, method), runs in sorted(fits.items()):
+        run = [float(f["with_aux"]["next_obs_mse"]) for f in runs]
+        constant = [float(f["naive"]["best_constant_next_obs_mse"]) for f in runs]
+        rows.append(
+            [
+                task,
+                method,
+                str(len(runs)),
+                mean(run),
+                mean([float(f["primary_only"]["next_obs_mse"]) for f in runs]),
+                mean([float(f["naive"]["no_change_next_obs_mse"]) for f in runs]),
+                mean(constant),
+                f"{sum(m < c for m, c in zip(run, constant, strict=True))}/{len(runs)}",
+                mean([float(f["with_aux"]["reward_mse"]) for f in runs]),
+                mean([float(f["naive"]["best_constant_reward_mse"]) for f in runs]),
+            ]
+        )
     return rows
 
 
@@ -858,6 +893,8 @@ def render_results(
         else None,
         "gap_rows": _gap_rows(records, naive_errors or {}),
         "naive_rows": _naive_rows(records, naive_errors or {}),
+        "fit_rows": _fit_rows(records),
+        "fit_transitions": _int(PRIMARY_FIT_TRANSITIONS),
         "never_below_constant": ", ".join(_never_below_constant(records, naive_errors or {})),
         "gated_methods": ", ".join(GATED_METHODS),
         "aux_policy_rows": _aux_policy_rows(records, resolved),
