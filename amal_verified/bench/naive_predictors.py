@@ -54,7 +54,8 @@ _FIELDS: Final = ("no_change_next_obs_mse", "best_constant_next_obs_mse", "best_
 @final
 @dataclass(frozen=True)
 class NaiveErrors:
-    """The model-free predictors' errors on one (task, seed)'s held-out transitions."""
+    """The naive predictors' errors on one set of transitions: a (task, seed)'s held-out real
+    transitions, or a sample of a run's own primary stream (``measure_run``'s ``wm_primary_fit``)."""
 
     env_id: str
     transitions: int

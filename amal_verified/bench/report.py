@@ -355,8 +355,8 @@ def _seeds_below(
     gaps: Sequence[tuple[int, Mapping[str, Any]]],
     naive_errors: Mapping[int, NaiveErrors],
     bar: str,
-) -> str:
-    """``k/n``: of the ``n`` seeds with naive errors, how many run models' next-obs MSE is below ``bar``."""
+) -> tuple[int, int]:
+    """``(k, n)``: ``k`` of the ``n`` seeds with naive errors have a run model below ``bar``."""
     pairs = [
         (float(g["with_aux"]["next_obs_mse"]), getattr(naive_errors[seed], bar))
         for seed, g in gaps
@@ -364,7 +364,7 @@ def _seeds_below(
         and isinstance(g.get("with_aux"), Mapping)
         and g["with_aux"].get("next_obs_mse") is not None
     ]
-    return f"{sum(mse < ref for mse, ref in pairs)}/{len(pairs)}" if pairs else "not measured"
+    return sum(mse < ref for mse, ref in pairs), len(pairs)
 
 
 def _gap_rows(
@@ -390,7 +390,8 @@ def _gap_rows(
                 ]
                 row.append(_num(math.fsum(values) / len(values)) if values else "not measured")
         for bar in ("no_change_next_obs_mse", "best_constant_next_obs_mse"):
-            row.append(_seeds_below(gaps, naive_errors.get(task, {}), bar))
+            below, n = _seeds_below(gaps, naive_errors.get(task, {}), bar)
+            row.append(f"{below}/{n}" if n else "not measured")
         rows.append(row)
     return rows
 
@@ -439,8 +440,8 @@ def _never_below_constant(
             for r in records
             if r.task == task and isinstance(r.extras.get("wm_real_error"), Mapping)
         ]
-        below = _seeds_below(gaps, naive_errors.get(task, {}), "best_constant_next_obs_mse")
-        if below != "not measured" and below.startswith("0/"):
+        below, n = _seeds_below(gaps, naive_errors.get(task, {}), "best_constant_next_obs_mse")
+        if n and not below:
             tasks.append(task)
     return tasks
 
