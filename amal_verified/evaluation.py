@@ -57,7 +57,7 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
     act_t = torch.as_tensor(run.transitions["action"])
     with torch.no_grad():
         pred = learner.predict(obs_t, act_t)
-        nll = learner.model.nll(pred, next_t.unsqueeze(1), rew_t.unsqueeze(1))
+        nll = learner.prediction_nll(pred, next_t, rew_t)
         obs_mse = (pred.next_obs_mean.mean(0).squeeze(1) - next_t).pow(2).mean()
         rew_mse = (pred.reward_mean.mean(0).squeeze(1) - rew_t).pow(2).mean()
     return {

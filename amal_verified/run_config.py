@@ -56,6 +56,16 @@ DATA_DIRNAME: Final = "data"
 MANIFEST_FILENAME: Final = "manifest.json"
 CERTIFICATE_FILENAME: Final = "certificate.json"
 UNSAFE_MARKER_FILENAME: Final = "UNSAFE_MIX"
+_WM_MODELS: Final = ("ensemble", "linear-gaussian")
+_WM_OPTIMIZERS: Final = ("adam", "sgd")
+# Fields added after the first runs, with their defaults (see TrainConfig.to_json).
+_LATER_FIELDS: Final[dict[str, Any]] = {
+    "aux_seed": None,
+    "wm_model": "ensemble",
+    "wm_optimizer": "adam",
+    "wm_weight_decay": 0.0,
+    "wm_full_batch": False,
+}
 
 
 @final
@@ -85,6 +95,14 @@ class TrainConfig:
     wm_train_every: int = 250
     wm_updates_per_round: int = 25
     eig_estimator: Literal["pce", "nmc"] = "pce"
+    # The learner's options beyond the paper's configuration (WorldModelSpec's model, optimizer,
+    # weight_decay and full_batch; see amal_verified.wm_training).  wm_model="linear-gaussian" with
+    # wm_optimizer="sgd", wm_weight_decay > 0 and wm_full_batch=True is the strongly convex configuration
+    # in which the corrected Theorem 2 applies.  Left out of to_json at their defaults.
+    wm_model: Literal["ensemble", "linear-gaussian"] = "ensemble"
+    wm_optimizer: Literal["adam", "sgd"] = "adam"
+    wm_weight_decay: float = 0.0
+    wm_full_batch: bool = False
     # --- policy --------------------------------------------------------------------------------
     policy_hidden: int = 256
     policy_tau: float | None = None  # None: 0.02 for discrete actions, 0.005 for continuous (see policy.py)
@@ -173,6 +191,7 @@ class TrainConfig:
             raise ValueError(f"aux_obs_noise must be None or a finite value >= 0, got {self.aux_obs_noise!r}")
         if self.eig_estimator not in ("pce", "nmc"):
             raise ValueError(f"eig_estimator must be 'pce' or 'nmc', got {self.eig_estimator!r}")
+        self._check_world_model_options()
         if self.num_aux_agents > self.cem_population:
             raise ValueError(
                 f"num_aux_agents ({self.num_aux_agents}) cannot exceed cem_population "
@@ -183,14 +202,44 @@ class TrainConfig:
         if not self.env_id:
             raise ValueError("env_id must be a gymnasium environment id")
 
+    def _check_world_model_options(self) -> None:
+        if self.wm_model not in _WM_MODELS:
+            raise ValueError(f"wm_model must be 'ensemble' or 'linear-gaussian', got {self.wm_model!r}")
+        if self.wm_optimizer not in _WM_OPTIMIZERS:
+            raise ValueError(f"wm_optimizer must be 'adam' or 'sgd', got {self.wm_optimizer!r}")
+        wd = self.wm_weight_decay
+        if isinstance(wd, bool) or not (isinstance(wd, float | int) and math.isfinite(wd) and wd >= 0.0):
+            raise ValueError(f"wm_weight_decay must be a finite number >= 0, got {wd!r}")
+        if not isinstance(self.wm_full_batch, bool):
+            raise ValueError(f"wm_full_batch must be True or False, got {self.wm_full_batch!r}")
+        if self.wm_model != "linear-gaussian":
+            return
+        # A single linear model: no ensemble to size or shape, no member disagreement to reward, no
+        # members to drive imagined rollouts.  Each conflicting field is named rather than ignored.
+        needs = {
+            "ensemble_size": (1, "it is one model, not an ensemble"),
+            "shared_trunk": (False, "it has no trunk"),
+            "wm_hidden_scale": (1.0, "it has no hidden layers"),
+            "info_weight": (0.0, "one model has no member disagreement, so its information gain is 0"),
+            "real_ratio": (1.0, "imagined rollouts need an ensemble's members"),
+        }
+        for name, (value, why) in needs.items():
+            if getattr(self, name) != value:
+                raise ValueError(
+                    f"{name} must be {value!r} with wm_model='linear-gaussian' ({why}), "
+                    f"got {getattr(self, name)!r}"
+                )
+
     # ------------------------------------------------------------------ serialisation
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (``aux_seed`` only when set, so documents and digests of
-        configurations written before it existed are unchanged)."""
+        """A JSON-ready dict of every field.  Fields added after the first runs (``aux_seed`` and the
+        ``wm_*`` learner options) are left out while they hold their defaults, so the documents and
+        digests of configurations written before they existed are unchanged."""
         document = asdict(self)
-        if document["aux_seed"] is None:
-            del document["aux_seed"]
+        for name, default in _LATER_FIELDS.items():
+            if document[name] == default:
+                del document[name]
         return document
 
     @classmethod

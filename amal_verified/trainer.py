@@ -66,6 +66,7 @@ from amal_verified.run_config import (
 from amal_verified.run_logging import RunLogger
 from amal_verified.tagged import primary
 from amal_verified.wm_training import WorldModelLearner, WorldModelSpec
+from amal_verified.world_model import DEFAULT_DECODER, DEFAULT_ENCODER, DEFAULT_GRU_HIDDEN
 
 __all__ = ["DeterminismError", "Trainer", "make_policy", "run_config_document", "world_model_spec"]
 
@@ -95,9 +96,13 @@ def world_model_spec(config: TrainConfig, task: TaskInfo) -> WorldModelSpec:
         lr=config.wm_lr,
         batch_size=config.batch_size,
         shared_trunk=config.shared_trunk,
-        encoder_sizes=scaled((256, 256, 128)),
-        gru_hidden=max(1, round(256 * config.wm_hidden_scale)),
-        decoder_sizes=scaled((128, 256, 256)),
+        encoder_sizes=scaled(DEFAULT_ENCODER),
+        gru_hidden=max(1, round(DEFAULT_GRU_HIDDEN * config.wm_hidden_scale)),
+        decoder_sizes=scaled(DEFAULT_DECODER),
+        model=config.wm_model,
+        optimizer=config.wm_optimizer,
+        weight_decay=config.wm_weight_decay,
+        full_batch=config.wm_full_batch,
     )
 
 
@@ -400,7 +405,8 @@ class Trainer:
         )
         first = self.step - len(self._recent)
         rows = torch.arange(first, self.step) % cfg.buffer_size
-        self.primary_bonus.index_copy_(0, rows, gain)
+        # The linear-Gaussian model predicts in float64; the bonus is a reward, stored as float32.
+        self.primary_bonus.index_copy_(0, rows, gain.to(self.primary_bonus.dtype))
         self._recent = []
         self._metrics["info_gain"] = float(gain.mean())  # primary-derived: no escape
 

@@ -341,6 +341,16 @@ class WorldModelLearner:
         out: WorldModelOutput = self.model(obs.unsqueeze(1), self.encode_action(action).unsqueeze(1))
         return out
 
+    @torch.no_grad()
+    def prediction_nll(self, prediction: WorldModelOutput, next_obs: Tensor, reward: Tensor) -> Tensor:
+        """Each member's mean NLL of ``next_obs (B, obs_dim)`` and ``reward (B,)`` under ``prediction``
+        (from :meth:`predict` on the same rows): shape ``(K,)``, whichever model the spec selects."""
+        if isinstance(self.model, LinearGaussianWorldModel):
+            linear: Tensor = self.model.nll(prediction, next_obs, reward)
+            return linear
+        nll: Tensor = self.model.nll(prediction, next_obs.unsqueeze(1), reward.unsqueeze(1))
+        return nll
+
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:

@@ -81,6 +81,8 @@ OBLIGATION = Obligation(
         "The trainer's default configuration (the paper's GRU ensemble, Adam, sampled minibatches) is "
         "non-convex and outside Theorem 2; the strongly convex configuration is selected through "
         "WorldModelSpec (model, optimizer, weight_decay, full_batch) and uses the same update path, gate, "
-        "primary buffer and ledger digests.  TrainConfig does not expose these options yet."
+        "primary buffer and ledger digests.  A training run selects it with TrainConfig(wm_model="
+        "'linear-gaussian', wm_optimizer='sgd', wm_weight_decay=λ, wm_full_batch=True, ensemble_size=1, "
+        "info_weight=0.0) (amal train --set ...); its runs certify like any other."
     ),
 )

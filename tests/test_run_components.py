@@ -82,6 +82,50 @@ def test_config_rejects_bad_values_naming_the_field() -> None:
         TrainConfig.from_json({"nope": 1})
 
 
+CONVEX = {
+    "wm_model": "linear-gaussian",
+    "wm_optimizer": "sgd",
+    "wm_weight_decay": 0.1,
+    "wm_full_batch": True,
+    "ensemble_size": 1,
+    "info_weight": 0.0,
+}
+
+
+def test_world_model_options_are_checked_and_name_what_conflicts() -> None:
+    TrainConfig(**CONVEX)
+    for field, value in [
+        ("wm_model", "mlp"),
+        ("wm_optimizer", "rmsprop"),
+        ("wm_weight_decay", -1.0),
+        ("wm_weight_decay", float("inf")),
+        ("wm_weight_decay", True),
+        ("wm_full_batch", 1),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            TrainConfig(**{field: value})
+    # A single linear model: every ensemble-only or ensemble-dependent field that differs is named.
+    for field, value in [
+        ("ensemble_size", 20),
+        ("shared_trunk", True),
+        ("wm_hidden_scale", 0.5),
+        ("info_weight", 0.3),
+        ("real_ratio", 0.5),
+    ]:
+        with pytest.raises(ValueError, match=f"{field} must be .* with wm_model='linear-gaussian'"):
+            TrainConfig(**{**CONVEX, field: value})
+
+
+def test_world_model_options_leave_default_documents_unchanged() -> None:
+    default = TrainConfig().to_json()
+    assert not {"wm_model", "wm_optimizer", "wm_weight_decay", "wm_full_batch"} & set(default)
+    convex = TrainConfig(**CONVEX)
+    document = convex.to_json()
+    assert {k: document[k] for k in CONVEX} == CONVEX
+    assert TrainConfig.from_json(document) == convex
+    assert TrainConfig.from_json(default) == TrainConfig()
+
+
 def test_table_1_defaults() -> None:
     c = TrainConfig()
     assert (c.wm_lr, c.policy_lr, c.batch_size, c.buffer_size, c.gamma) == (3e-4, 3e-4, 256, 10**6, 0.99)

@@ -86,7 +86,6 @@ from amal_verified.bench.naive_predictors import measure_naive_errors
 from amal_verified.certify import PrimaryReplay
 from amal_verified.checkpoint import CheckpointError, load_checkpoint
 from amal_verified.envs import make_env
-from amal_verified.linear_world_model import LinearGaussianWorldModel
 from amal_verified.primary_data import PrimaryStream, load_primary_stream
 from amal_verified.rng_streams import RunStreams
 from amal_verified.run_config import (
@@ -441,10 +440,7 @@ def prediction_error(learner: WorldModelLearner, transitions: Mapping[str, Tenso
         mean_rew = pred.reward_mean.mean(dim=0)[:, 0]
         obs_mse = (mean_obs.double() - next_obs.double()).square().mean()
         rew_mse = (mean_rew.double() - reward.double()).square().mean()
-        if isinstance(learner.model, LinearGaussianWorldModel):
-            nll = learner.model.nll(pred, next_obs, reward)
-        else:
-            nll = learner.model.nll(pred, next_obs.unsqueeze(1), reward.unsqueeze(1))
+        nll = learner.prediction_nll(pred, next_obs, reward)
         nll_mean = float(nll.double().mean())
     if not math.isfinite(nll_mean):
         raise ValueError("prediction_error: the world model's NLL on the held-out transitions is not finite")
