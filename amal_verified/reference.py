@@ -574,6 +574,40 @@ def law_gate_noninterference(
     return _obligation(check)
 
 
+def law_gate_progress(i: int, j: int, mask: int, theta_p: int, theta_q: int, x: int, u: int) -> Problems:
+    """An accepted gated step is a step: the liveness that noninterference leaves open.
+
+    A gate that never steps satisfies :func:`law_gate_noninterference` trivially.
+    Here parameters ``p`` and ``q`` have gradients labelled ``NI_LABELS[i]`` and
+    ``NI_LABELS[j]`` (over ``primary:a`` and ``aux:a``, with data ``x`` and
+    ``u``); bit n of ``mask`` puts the n-th of them in the gated optimizer.  If
+    no gated parameter's label has an auxiliary source the step is accepted and
+    each gated parameter moves by exactly its gradient (``x`` if its label has
+    ``primary:a``, else 0: written out here, not taken from
+    :func:`gradient_value`); otherwise every gated parameter keeps its value.
+
+    pre: 0 <= i < len(NI_LABELS) and 0 <= j < len(NI_LABELS) and 0 <= mask < 4
+    post: __return__ == ()
+    """
+
+    def check() -> Problems:
+        grads = {"p": NI_LABELS[i], "q": NI_LABELS[j]}
+        values = {"p": theta_p, "q": theta_q}
+        theta = {name: values[name] for bit, name in enumerate(("p", "q")) if (mask >> bit) & 1}
+        after = gated_step(theta, grads, _ni_data(x, u))
+        if any((AUX, "a") in grads[name] for name in theta):
+            expected = dict(theta)
+        else:
+            expected = {n: v - (x if (PRIMARY, "a") in grads[n] else 0) for n, v in theta.items()}
+        return tuple(
+            f"gated parameter {n} is {after[n]} after the step, expected {expected[n]}"
+            for n in sorted(theta)
+            if after[n] != expected[n]
+        )
+
+    return _obligation(check)
+
+
 _OPS: Final[tuple[str, ...]] = ("add", "mul", "first", "zeros_like")
 
 

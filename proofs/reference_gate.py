@@ -5,10 +5,12 @@ protected)`` is exactly the set of protected parameters whose gradient label con
 source: it never refuses an unprotected parameter, one without a gradient, or one whose gradient label
 is empty or primary-only; it is monotone (adding an aux source to any parameter's label never shrinks
 the refusal); ``gate_sources`` is non-empty iff the gate refuses, and names exactly the aux sources of
-the refused parameters.  The torch implementation (``GatedOptimizer`` with the label-tracking layer)
-computes the same gradient labels and refuses exactly the parameters the reference names, changing
-nothing, or steps like plain SGD.  And the checks are adequate: every mutant of the gate-decision path
-that is not equivalent to the reference is killed by them.
+the refused parameters.  A gated step the gate accepts moves every gated parameter by exactly its
+gradient (liveness: a gate that never steps satisfies noninterference trivially).  The torch
+implementation (``GatedOptimizer`` with the label-tracking layer) computes the same gradient labels and
+refuses exactly the parameters the reference names, changing nothing, or steps like plain SGD.  And the
+checks are adequate: every mutant of the gate-decision path that is not equivalent to the reference is
+killed by them.
 
 Assumptions.
 
@@ -32,7 +34,8 @@ Assumptions.
 
 How it is discharged.
 
-* CrossHair (``law_gate``): proved if every condition is "Confirmed over all paths".
+* CrossHair (``law_gate``; ``law_gate_progress`` over ``NI_LABELS``, two parameters, every gated subset and
+  unbounded integer data and values): proved if every condition is "Confirmed over all paths".
 * Hypothesis (``properties/test_reference_agreement.py``): tested.
 * Mutation score (``properties/test_gate_mutants.py::test_every_non_equivalent_mutant_is_killed``,
   method HYPOTHESIS): the test asserts score = killed / (total - equivalent) = 1.0 and records evidence
@@ -72,7 +75,8 @@ OBLIGATION = Obligation(
     claim=(
         "reference.gate_decision refuses exactly the protected parameters whose gradient label has an aux "
         "source (never unprotected, gradient-less, empty or primary-only ones), is monotone in the labels, "
-        "and gate_sources names exactly the refused parameters' aux sources; the torch GatedOptimizer "
+        "and gate_sources names exactly the refused parameters' aux sources; an accepted gated step moves "
+        "every gated parameter by exactly its gradient; the torch GatedOptimizer "
         "computes the same gradient labels and refuses exactly those parameters (changing nothing) or steps "
         "like plain SGD; every non-equivalent mutant of the gate-decision path is killed by CrossHair or "
         "Hypothesis (mutation score 1.0)."
@@ -97,6 +101,13 @@ OBLIGATION = Obligation(
             "amal_verified/reference.py:law_gate",
             files=_REFERENCE,
             quick=True,  # ~11 s of CPU
+        ),
+        Check(
+            "CrossHair: an accepted gated step moves every gated parameter by its gradient (liveness)",
+            Method.CROSSHAIR,
+            "amal_verified/reference.py:law_gate_progress",
+            files=_REFERENCE,
+            quick=True,  # ~2 s of CPU
         ),
         Check(
             "Hypothesis: the torch labels and gate agree with the reference on generated programs",

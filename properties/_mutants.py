@@ -105,7 +105,7 @@ _LAWS: dict[str, tuple[str, ...]] = {
     "inplace_label": ("law_lattice_pairs", "law_inplace_noninterference"),
     "gate_decision": ("law_gate", "law_gate_noninterference"),
     "gate_sources": ("law_gate",),
-    "gated_step": ("law_gate_noninterference",),
+    "gated_step": ("law_gate_noninterference", "law_gate_progress"),
 }
 
 EQUIVALENT: dict[str, str] = {
