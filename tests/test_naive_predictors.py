@@ -21,6 +21,7 @@ from amal_verified.bench.naive_predictors import (
     NaiveErrors,
     load_naive_errors,
     measure_naive_errors,
+    seed_means,
     update_naive_errors,
 )
 from amal_verified.bench.plots import reality_gap_figure
@@ -153,6 +154,19 @@ def test_records_scored_on_different_transitions_are_refused(tmp_path: Path) -> 
     ]
     with pytest.raises(ValueError, match="CartPole seed 0 were scored on different held-out transitions"):
         update_naive_errors(tmp_path / NAIVE_ERRORS_FILE, records)
+
+
+def test_seed_means_average_only_the_seeds_of_the_tasks_records_that_were_measured() -> None:
+    records = [_record("Toy", s, {}) for s in (0, 1, 2)] + [_record("Other", 7, {})]
+    naive = {
+        "Toy": {s: NaiveErrors("Toy-v0", 2, 1.0 + s, 2.0 * s, 3.0) for s in (0, 1, 5)},
+        "Other": {},
+    }
+    assert seed_means(records, "Toy", naive) == (  # seeds 0 and 1: seed 2 unmeasured, seed 5 has no record
+        2,
+        {"no_change_next_obs_mse": 1.5, "best_constant_next_obs_mse": 1.0, "best_constant_reward_mse": 3.0},
+    )
+    assert seed_means(records, "Other", naive) == (0, {}) == seed_means(records, "Missing", naive)
 
 
 def test_report_sets_the_world_models_beside_the_references() -> None:

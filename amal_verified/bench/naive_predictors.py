@@ -44,6 +44,7 @@ __all__ = [
     "NaiveErrors",
     "load_naive_errors",
     "measure_naive_errors",
+    "seed_means",
     "update_naive_errors",
 ]
 
@@ -142,6 +143,19 @@ def load_naive_errors(path: Path) -> dict[str, dict[int, NaiveErrors]]:
             except ValueError as exc:
                 raise ValueError(f"{path}: task {task!r} seed {seed!r}: {exc}") from None
     return out
+
+
+@checked
+def seed_means(
+    records: Iterable[RunRecord], task: str, naive_errors: Mapping[str, Mapping[int, NaiveErrors]]
+) -> tuple[int, dict[str, float]]:
+    """Each naive error on ``task``, the mean over the seeds of ``task``'s records that have one, and how
+    many seeds that is: ``(0, {})`` when none has.  The report's table and the figure both use it."""
+    by_seed = naive_errors.get(task, {})
+    entries = [by_seed[s] for s in sorted({r.seed for r in records if r.task == task}) if s in by_seed]
+    if not entries:
+        return 0, {}
+    return len(entries), {f: math.fsum(getattr(e, f) for e in entries) / len(entries) for f in _FIELDS}
 
 
 def _wanted(records: Iterable[RunRecord]) -> dict[tuple[str, int], tuple[str, int]]:

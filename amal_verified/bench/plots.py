@@ -37,7 +37,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from amal_verified._runtime_checks import checked
-from amal_verified.bench.naive_predictors import NaiveErrors
+from amal_verified.bench.naive_predictors import NaiveErrors, seed_means
 from amal_verified.bench.records import RunRecord
 from amal_verified.bench.stats import Level, ResolvedLevels, mean_ci, normalised, resolve_levels
 
@@ -272,12 +272,9 @@ def _naive_levels(
     """Per task: the naive predictors' next-obs MSE, mean over the seeds of its records that have one."""
     out: dict[str, dict[str, float]] = {}
     for task in tasks:
-        by_seed = naive_errors.get(task, {})
-        entries = [by_seed[s] for s in sorted({r.seed for r in records if r.task == task}) if s in by_seed]
-        if entries:
-            out[task] = {
-                bar: math.fsum(getattr(e, bar) for e in entries) / len(entries) for bar in _NAIVE_BARS
-            }
+        seeds, means = seed_means(records, task, naive_errors)
+        if seeds:
+            out[task] = {bar: means[bar] for bar in _NAIVE_BARS}
     return out
 
 

@@ -46,7 +46,7 @@ import scipy.stats  # type: ignore[import-untyped]  # no stubs installed
 
 from amal_verified._runtime_checks import checked
 from amal_verified.bench.isolation import PRIMARY_FIT_TRANSITIONS
-from amal_verified.bench.naive_predictors import NaiveErrors
+from amal_verified.bench.naive_predictors import NaiveErrors, seed_means
 from amal_verified.bench.plots import curve_file, method_order, write_plots
 from amal_verified.bench.records import RunRecord
 from amal_verified.bench.stats import (
@@ -452,25 +452,12 @@ def _naive_rows(
     """Per task with a reality-gap measurement: the naive predictors' errors, mean over its seeds."""
     rows = []
     for task in sorted({r.task for r in records if isinstance(r.extras.get("wm_real_error"), Mapping)}):
-        seeds = sorted({r.seed for r in records if r.task == task} & set(naive_errors.get(task, {})))
+        seeds, means = seed_means(records, task, naive_errors)
         if not seeds:
             rows.append([task, "0", *(["not measured"] * 3)])
             continue
-        entries = [naive_errors[task][s] for s in seeds]
-        rows.append(
-            [
-                task,
-                str(len(seeds)),
-                *(
-                    _num(math.fsum(getattr(e, field) for e in entries) / len(entries))
-                    for field in (
-                        "no_change_next_obs_mse",
-                        "best_constant_next_obs_mse",
-                        "best_constant_reward_mse",
-                    )
-                ),
-            ]
-        )
+        fields = ("no_change_next_obs_mse", "best_constant_next_obs_mse", "best_constant_reward_mse")
+        rows.append([task, str(seeds), *(_num(means[f]) for f in fields)])
     return rows
 
 
