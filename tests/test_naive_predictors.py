@@ -221,5 +221,10 @@ def test_report_tables_the_fit_on_the_runs_own_primary_data() -> None:
     ]
     text = render_results(records, levels, metadata={})
     assert "| Toy | amal | 2 | 1.00 | 2.00 | 3.00 | 1.00 | 1/2 | 0.5 | 2.00 |" in text
+    # A value missing from a record (an edited or damaged file) is left out of that column's mean.
+    damaged = fit(9.0)
+    del damaged["with_aux"]["next_obs_mse"]
+    partial = render_results([*records, _record("Toy", 2, {"wm_primary_fit": damaged})], levels, metadata={})
+    assert "| Toy | amal | 3 | 1.00 | 7.33 | 3.00 | 1.00 | 1/2 | 0.5 | 2.00 |" in partial
     older = render_results([_record("Toy", 0, {"wm_real_error": GAP})], levels, metadata={})
     assert "Not measured: no record holds it (records written before the measurement existed" in older

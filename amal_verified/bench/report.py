@@ -405,25 +405,34 @@ def _fit_rows(records: Sequence[RunRecord]) -> list[list[str]]:
         if isinstance(fit, Mapping) and all(isinstance(fit.get(k), Mapping) for k in _FIT_PARTS):
             fits.setdefault((r.task, r.method), []).append(fit)
 
-    def mean(values: Sequence[float]) -> str:
-        return _num(math.fsum(values) / len(values))
+    def value(fit: Mapping[str, Any], part: str, key: str) -> float | None:
+        found = fit[part].get(key)
+        return None if found is None else float(found)
+
+    def mean(runs: Sequence[Mapping[str, Any]], part: str, key: str) -> str:
+        values = [v for f in runs if (v := value(f, part, key)) is not None]
+        return _num(math.fsum(values) / len(values)) if values else "not measured"
 
     rows = []
     for (task, method), runs in sorted(fits.items()):
-        run = [float(f["with_aux"]["next_obs_mse"]) for f in runs]
-        constant = [float(f["naive"]["best_constant_next_obs_mse"]) for f in runs]
+        pairs = [
+            (m, c)
+            for f in runs
+            if (m := value(f, "with_aux", "next_obs_mse")) is not None
+            and (c := value(f, "naive", "best_constant_next_obs_mse")) is not None
+        ]
         rows.append(
             [
                 task,
                 method,
                 str(len(runs)),
-                mean(run),
-                mean([float(f["primary_only"]["next_obs_mse"]) for f in runs]),
-                mean([float(f["naive"]["no_change_next_obs_mse"]) for f in runs]),
-                mean(constant),
-                f"{sum(m < c for m, c in zip(run, constant, strict=True))}/{len(runs)}",
-                mean([float(f["with_aux"]["reward_mse"]) for f in runs]),
-                mean([float(f["naive"]["best_constant_reward_mse"]) for f in runs]),
+                mean(runs, "with_aux", "next_obs_mse"),
+                mean(runs, "primary_only", "next_obs_mse"),
+                mean(runs, "naive", "no_change_next_obs_mse"),
+                mean(runs, "naive", "best_constant_next_obs_mse"),
+                f"{sum(m < c for m, c in pairs)}/{len(pairs)}" if pairs else "not measured",
+                mean(runs, "with_aux", "reward_mse"),
+                mean(runs, "naive", "best_constant_reward_mse"),
             ]
         )
     return rows
