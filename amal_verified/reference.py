@@ -546,6 +546,16 @@ def _ni_data(x: int, u: int) -> dict[Source, int]:
     return {(PRIMARY, "a"): x, (AUX, "a"): u}
 
 
+def _ni_step_inputs(
+    i: int, j: int, mask: int, theta_p: int, theta_q: int
+) -> tuple[dict[str, Label], dict[str, int]]:
+    """The gradient labels of ``p`` and ``q`` (``NI_LABELS[i]``, ``NI_LABELS[j]``) and the gated
+    parameters' values (bit n of ``mask`` gates the n-th)."""
+    values = {"p": theta_p, "q": theta_q}
+    theta = {name: values[name] for bit, name in enumerate(("p", "q")) if (mask >> bit) & 1}
+    return {"p": NI_LABELS[i], "q": NI_LABELS[j]}, theta
+
+
 def law_gate_noninterference(
     i: int, j: int, mask: int, theta_p: int, theta_q: int, x: int, u1: int, u2: int
 ) -> Problems:
@@ -562,9 +572,7 @@ def law_gate_noninterference(
     """
 
     def check() -> Problems:
-        grads = {"p": NI_LABELS[i], "q": NI_LABELS[j]}
-        values = {"p": theta_p, "q": theta_q}
-        theta = {name: values[name] for bit, name in enumerate(("p", "q")) if (mask >> bit) & 1}
+        grads, theta = _ni_step_inputs(i, j, mask, theta_p, theta_q)
         run1 = gated_step(theta, grads, _ni_data(x, u1))
         run2 = gated_step(theta, grads, _ni_data(x, u2))
         return tuple(
@@ -591,9 +599,7 @@ def law_gate_progress(i: int, j: int, mask: int, theta_p: int, theta_q: int, x: 
     """
 
     def check() -> Problems:
-        grads = {"p": NI_LABELS[i], "q": NI_LABELS[j]}
-        values = {"p": theta_p, "q": theta_q}
-        theta = {name: values[name] for bit, name in enumerate(("p", "q")) if (mask >> bit) & 1}
+        grads, theta = _ni_step_inputs(i, j, mask, theta_p, theta_q)
         after = gated_step(theta, grads, _ni_data(x, u))
         if any((AUX, "a") in grads[name] for name in theta):
             expected = dict(theta)
