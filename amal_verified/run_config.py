@@ -37,6 +37,7 @@ from typing import Any, Final, Literal, final
 
 from amal_verified._durable_io import fsync_dir
 from amal_verified.ledger import canonical_json, config_digest
+from amal_verified.wm_training import MODELS, OPTIMIZERS, ModelName, OptimizerName
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -56,8 +57,6 @@ DATA_DIRNAME: Final = "data"
 MANIFEST_FILENAME: Final = "manifest.json"
 CERTIFICATE_FILENAME: Final = "certificate.json"
 UNSAFE_MARKER_FILENAME: Final = "UNSAFE_MIX"
-_WM_MODELS: Final = ("ensemble", "linear-gaussian")
-_WM_OPTIMIZERS: Final = ("adam", "sgd")
 # Fields added after the first runs, with their defaults (see TrainConfig.to_json).
 _LATER_FIELDS: Final[dict[str, Any]] = {
     "aux_seed": None,
@@ -99,8 +98,8 @@ class TrainConfig:
     # weight_decay and full_batch; see amal_verified.wm_training).  wm_model="linear-gaussian" with
     # wm_optimizer="sgd", wm_weight_decay > 0 and wm_full_batch=True is the strongly convex configuration
     # in which the corrected Theorem 2 applies.  Left out of to_json at their defaults.
-    wm_model: Literal["ensemble", "linear-gaussian"] = "ensemble"
-    wm_optimizer: Literal["adam", "sgd"] = "adam"
+    wm_model: ModelName = "ensemble"
+    wm_optimizer: OptimizerName = "adam"
     wm_weight_decay: float = 0.0
     wm_full_batch: bool = False
     # --- policy --------------------------------------------------------------------------------
@@ -203,10 +202,10 @@ class TrainConfig:
             raise ValueError("env_id must be a gymnasium environment id")
 
     def _check_world_model_options(self) -> None:
-        if self.wm_model not in _WM_MODELS:
-            raise ValueError(f"wm_model must be 'ensemble' or 'linear-gaussian', got {self.wm_model!r}")
-        if self.wm_optimizer not in _WM_OPTIMIZERS:
-            raise ValueError(f"wm_optimizer must be 'adam' or 'sgd', got {self.wm_optimizer!r}")
+        if self.wm_model not in MODELS:
+            raise ValueError(f"wm_model must be one of {MODELS}, got {self.wm_model!r}")
+        if self.wm_optimizer not in OPTIMIZERS:
+            raise ValueError(f"wm_optimizer must be one of {OPTIMIZERS}, got {self.wm_optimizer!r}")
         wd = self.wm_weight_decay
         if isinstance(wd, bool) or not (isinstance(wd, float | int) and math.isfinite(wd) and wd >= 0.0):
             raise ValueError(f"wm_weight_decay must be a finite number >= 0, got {wd!r}")

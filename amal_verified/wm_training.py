@@ -74,7 +74,15 @@ from amal_verified.world_model import (
     member_generators,
 )
 
-__all__ = ["WorldModelLearner", "WorldModelSpec", "WorldModelUpdate"]
+__all__ = [
+    "MODELS",
+    "OPTIMIZERS",
+    "ModelName",
+    "OptimizerName",
+    "WorldModelLearner",
+    "WorldModelSpec",
+    "WorldModelUpdate",
+]
 
 BOUND_PENALTY: Final = 0.01
 _STATE_FORMAT: Final = 1
