@@ -1,46 +1,63 @@
-"""Module-boundary tracking: a module call on tagged inputs runs plain inside.
+"""Module-boundary tracking: a module call on labelled data runs as plain PyTorch inside.
 
-Tracking every aten operation costs 30-55 µs per operation, ~1.3-1.6x on the
-paper's world-model step.  Instead, when a module is called (outside any other
-tracked call) with tagged positional inputs or labelled buffers:
+Tracking every aten operation through Python costs 10-50 µs per operation, so
+module calls are tracked at their boundary.  When a module is called (outside
+any other tracked call) and its positional inputs or its own state carry
+labels:
 
-1. the *call label* S is the label shared by the tagged inputs joined with the
-   module's buffers' labels.  When tagged inputs (or buffers) carry *different*
-   labels, the call is not unwrapped: it runs operation by operation, so that
-   each parameter's gradient gets exactly the labels of the inputs it used;
-2. the inputs are unwrapped to plain tensors (through ``_Unwrap``, so autograd
-   stays connected) and the module runs plain -- nested module calls included;
-3. outputs are tagged with S (through ``_Wrap``); buffers and inputs whose
-   version counter moved (running statistics, in-place edits) have S joined
-   into their storage's label;
-4. in backward, ``_Wrap`` receives the gradient of one output with its label G
+1. the *call label* S is the join of the tagged inputs' labels and the labels
+   of the module's state (parameters, buffers and tensor attributes of it and
+   its submodules);
+2. the tracked inputs are replaced by plain aliases (differentiable, so
+   autograd stays connected) and the module runs plain, nested calls included;
+3. outputs are returned as tracked aliases labelled S; buffers and inputs
+   written during the call have S joined into their memory;
+4. in backward, a hook on each output receives the gradient and its label G
    and attributes S ⊔ G to every parameter reachable from *that* output inside
-   the call (found by walking the autograd graph built during the call);
-   ``_Unwrap`` returns the input gradient tagged with S ⊔ G; gradients leaving
-   the call towards tensors created before it (closures, plain inputs with
-   history) are tagged with S ⊔ G by a node pre-hook.
+   the call (found by walking the autograd graph built during the call,
+   ``_grad_labels``); gradients leaving the call -- to its inputs, or to
+   tensors created before it (closures) -- are tracked tensors labelled S ⊔ G.
 
-Keyword arguments are not seen by global module hooks: tagged keyword
-arguments are tracked operation by operation inside the call instead, which is
-correct, only slower.
+The call runs operation by operation instead (each operation tracked by
+``_dispatch``, nested module calls tracked on their own) when one label cannot
+describe it: inputs with different labels, rows with different labels in one
+input (a concatenation of primary and auxiliary data), state with different
+labels, or state that is itself tracked.  Keyword arguments are not seen by
+global module hooks: tagged keyword arguments are tracked operation by
+operation inside the call, which is correct, only slower.
+
+A call on auxiliary data that would change a protected buffer (running
+statistics of a gated world model) is undone and refused when the call
+returns: the buffers get their old values back before the refusal is raised.
+
+Design invariants: untagged code in a process where nothing was ever labelled
+pays one attribute test per call; nothing runs while ``torch.compile`` traces
+(so compiled graphs are those of plain PyTorch); a call that raises, whatever
+the exception, never leaves a frame behind that a later call could mistake for
+its parent.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import threading
+from types import FrameType
 from typing import Any
 
 import torch
 
-from amal_verified import _grad_labels
-from amal_verified._label_store import STORE
+from amal_verified import _grad_labels, _protection
+from amal_verified import _label_store as store
+from amal_verified._dispatch import NO_DISPATCH, TaggedTensor, plain, track_in_place, tracked
+from amal_verified.errors import IsolationViolation, TrackingError
 from amal_verified.escaping import user_call_site
 from amal_verified.labels import EMPTY, Label
-from amal_verified.tagged import TaggedTensor, label_of, wrap_with_label
 
 __all__ = ["post_hook", "pre_hook"]
+
+_is_compiling = torch.compiler.is_compiling
 
 
 class _Frame:
@@ -48,11 +65,14 @@ class _Frame:
 
     __slots__ = (
         "buffer_versions",
+        "call_frame",
         "grad_label",
         "input_versions",
         "label",
         "module_name",
         "origin",
+        "protected_buffers",
+        "py_frame",
         "seq_start",
         "task",
     )
@@ -60,13 +80,17 @@ class _Frame:
     def __init__(self, label: Label, module_name: str) -> None:
         self.label = label
         self.origin: str | None = None
-        self.task = -1  # the backward pass (graph task) in which gradients last left this call
+        self.task = -1  # the backward pass in which gradients last left this call
         self.grad_label = EMPTY
         self.module_name = module_name
         self.seq_start = 0
+        self.py_frame: FrameType | None = None
+        self.call_frame: FrameType | None = None
         # per submodule: its buffers and their version counters when the call began
         self.buffer_versions: list[tuple[list[torch.Tensor], list[int]]] = []
         self.input_versions: list[tuple[torch.Tensor, int]] = []
+        # protected buffers and copies of their values, when the call could change them with aux data
+        self.protected_buffers: list[tuple[torch.Tensor, torch.Tensor, _protection.Protected]] = []
 
     def full_label(self) -> Label:
         return self.label.join(self.grad_label)
@@ -75,7 +99,6 @@ class _Frame:
 class _State(threading.local):
     def __init__(self) -> None:
         self.frame: _Frame | None = None
-        self.nested = 0
 
 
 _state = _State()
@@ -86,46 +109,13 @@ def _current_sequence_nr() -> int:
     """A sequence number below that of every autograd node created from now on."""
     global _marker_leaf
     if _marker_leaf is None:
-        _marker_leaf = torch.zeros((), requires_grad=True)
-    node = _marker_leaf.view_as(_marker_leaf).grad_fn
-    assert node is not None
+        with torch.enable_grad():
+            _marker_leaf = torch.zeros((), requires_grad=True)
+    with torch.enable_grad():
+        node = _marker_leaf.view_as(_marker_leaf).grad_fn
+    if node is None:
+        raise TrackingError("autograd recorded no node for a view of a leaf that requires grad")
     return int(node._sequence_nr())
-
-
-class _Unwrap(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, tagged: TaggedTensor, frame: _Frame) -> torch.Tensor:
-        ctx.amal_frame = frame
-        return tagged.elem.detach()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        frame: _Frame = ctx.amal_frame
-        return _grad_labels.labelled_grad(grad, frame.full_label(), frame.origin), None
-
-
-class _Wrap(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, plain: torch.Tensor, frame: _Frame, label: Label) -> torch.Tensor:
-        ctx.amal_frame = frame
-        ctx.amal_params = ()
-        return wrap_with_label(plain.detach(), label, frame.origin)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        frame: _Frame = ctx.amal_frame
-        frame.task = torch._C._current_graph_task_id()
-        grad_label = label_of(grad)
-        origin = frame.origin
-        if not grad_label.is_empty:
-            frame.grad_label = frame.grad_label.join(grad_label)
-            if grad_label.has_aux and origin is None:
-                origin = STORE.origin(grad.elem if isinstance(grad, TaggedTensor) else grad)
-                frame.origin = origin
-        # This output's parameters depend on S and on this output's gradient only.
-        _grad_labels.attribute(ctx.amal_params, frame.label.join(grad_label), origin)
-        plain = grad.elem if isinstance(grad, TaggedTensor) else grad
-        return plain, None, None
 
 
 _ACCUMULATE_GRAD: type | None = None
@@ -134,20 +124,20 @@ _ACCUMULATE_GRAD: type | None = None
 def _accumulate_grad_type() -> type:
     global _ACCUMULATE_GRAD
     if _ACCUMULATE_GRAD is None:
-        leaf = torch.zeros(1, requires_grad=True)
-        node = leaf.sum().grad_fn
-        assert node is not None
+        with torch.enable_grad():
+            leaf = torch.zeros(1, requires_grad=True)
+            node = leaf.sum().grad_fn
+        if node is None:
+            raise TrackingError("autograd recorded no node for a sum of a leaf that requires grad")
         _ACCUMULATE_GRAD = type(node.next_functions[0][0])
     return _ACCUMULATE_GRAD
 
 
-def _walk(root: Any, frame: _Frame) -> list[torch.Tensor]:
-    """Parameters whose gradients flow from ``root`` inside this call; tag gradients leaving it."""
+def _walk(root: Any, frame: _Frame, stops: set[Any]) -> list[torch.Tensor]:
+    """Parameters whose gradients flow from ``root`` inside this call; hook gradients leaving it."""
     acc_type: Any = _accumulate_grad_type()
-    unwrap_type = _Unwrap._backward_cls
     params: list[torch.Tensor] = []
     seen: set[Any] = set()
-    node: Any
     stack: list[Any] = [root]
     while stack:
         node = stack.pop()
@@ -157,7 +147,7 @@ def _walk(root: Any, frame: _Frame) -> list[torch.Tensor]:
         if type(node) is acc_type:
             params.append(node.variable)
             continue
-        if type(node) is unwrap_type and getattr(node, "amal_frame", None) is frame:
+        if node in stops:
             continue
         if node._sequence_nr() < frame.seq_start:
             node.register_prehook(_ExitHook(frame))
@@ -169,8 +159,22 @@ def _walk(root: Any, frame: _Frame) -> list[torch.Tensor]:
 _Grads = tuple[torch.Tensor | None, ...]
 
 
+def _outgoing(grad: torch.Tensor, frame: _Frame) -> torch.Tensor:
+    """A gradient leaving the call: tracked, labelled with the call's label and its gradients'."""
+    label = frame.full_label()
+    if store.label_of_plain(grad).join(label) is store.label_of_plain(grad) and isinstance(
+        grad, TaggedTensor
+    ):
+        return grad
+    # A copy: the engine may hand the same gradient tensor to several consumers.
+    with NO_DISPATCH():
+        copied = torch.ops.aten.clone.default(grad)
+    store.write_label(copied, store.label_of_plain(grad).join(label), frame.origin)
+    return tracked(copied)
+
+
 class _ExitHook:
-    """Tags gradients that leave a tracked call towards tensors created before it."""
+    """Labels gradients that leave a tracked call towards tensors created before it."""
 
     __slots__ = ("frame",)
 
@@ -180,127 +184,294 @@ class _ExitHook:
     def __call__(self, grad_outputs: _Grads) -> _Grads | None:
         if self.frame.task != torch._C._current_graph_task_id():
             return None  # this backward pass did not go through the call: its gradients owe it nothing
-        label = self.frame.full_label()
-        origin = self.frame.origin
-        return tuple(
-            None if g is None else _grad_labels.labelled_grad(g, label, origin) for g in grad_outputs
-        )
+        return tuple(None if g is None else _outgoing(g, self.frame) for g in grad_outputs)
+
+
+class _InputHook:
+    """Labels the gradient leaving the call towards one of its tracked inputs."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: _Frame) -> None:
+        self.frame = frame
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        return _outgoing(grad, self.frame)
+
+
+class _OutputHook:
+    """Receives the gradient arriving at one output: attributes labels, hands the call a plain gradient."""
+
+    __slots__ = ("frame", "params")
+
+    def __init__(self, frame: _Frame, params: tuple[torch.Tensor, ...]) -> None:
+        self.frame = frame
+        self.params = params
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor | None:
+        frame = self.frame
+        frame.task = torch._C._current_graph_task_id()
+        grad_label = store.label_of_plain(grad)
+        origin = frame.origin
+        if grad_label is not EMPTY:
+            frame.grad_label = frame.grad_label.join(grad_label)
+            if grad_label.has_aux and origin is None:
+                origin = store.origin_of(grad)
+                frame.origin = origin
+        label = frame.label.join(grad_label)
+        _grad_labels.attribute(self.params, label, origin)
+        if torch.is_grad_enabled():
+            # create_graph: the call's backward runs operation by operation on a tracked copy
+            # labelled with everything it depends on, so higher-order gradients are labelled too.
+            with NO_DISPATCH():
+                copied = torch.ops.aten.clone.default(grad)
+            store.write_label(copied, label, origin)
+            return tracked(copied)
+        if isinstance(grad, TaggedTensor):
+            return plain(grad)
+        return None
+
+
+# -- the call's state ------------------------------------------------------------------------------
+
+
+def _state_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Parameters, buffers and tensor attributes of ``module`` and its submodules."""
+    found: list[torch.Tensor] = []
+    scan_attributes = store.counters.labelled_state > 0
+    for sub in module.modules():
+        for p in sub._parameters.values():
+            if p is not None:
+                found.append(p)
+        for b in sub._buffers.values():
+            if b is not None:
+                found.append(b)
+        if scan_attributes:
+            for value in sub.__dict__.values():
+                if isinstance(value, torch.Tensor):
+                    found.append(value)
+    return found
+
+
+def _state_labels(module: torch.nn.Module, labels: set[Label]) -> bool:
+    """Collect the labels of the module's state; True if some state tensor is itself tracked."""
+    tracked_state = False
+    for t in _state_tensors(module):
+        label = store.label_of_plain(t)
+        if label is not EMPTY:
+            untracked_aux = label.has_aux and not isinstance(t, TaggedTensor)
+            if untracked_aux and _protection.protection_of(t) is None and track_in_place(t):
+                tracked_state = True
+            labels.add(label)
+        if isinstance(t, TaggedTensor):
+            tracked_state = True
+    return tracked_state
+
+
+def _input_labels(value: Any, found: set[Label]) -> tuple[bool, bool]:
+    """Collect the non-empty labels of a positional argument (one level into containers).
+
+    Returns (holds a tracked tensor, holds memory whose rows carry different labels).
+    """
+    if isinstance(value, torch.Tensor):
+        label = store.label_of_plain(value)
+        if label is not EMPTY:
+            found.add(label)
+            if store.storage_label(value) is not label:
+                return isinstance(value, TaggedTensor), True
+        return isinstance(value, TaggedTensor), False
+    tv = type(value)
+    if tv is tuple or tv is list:
+        tagged = rows = False
+        for item in value:
+            t, r = _input_labels(item, found)
+            tagged, rows = tagged or t, rows or r
+        return tagged, rows
+    return False, False
 
 
 def _buffer_versions(module: torch.nn.Module) -> list[tuple[list[torch.Tensor], list[int]]]:
     groups = []
     for sub in module.modules():
-        own = [b for b in sub.buffers(recurse=False) if b is not None]
+        own = [b for b in sub._buffers.values() if b is not None]
         if own:
             groups.append((own, [b._version for b in own]))
     return groups
 
 
-def _input_labels(value: Any, found: set[Label]) -> bool:
-    """Collect the non-empty labels of a positional argument (one level into containers).
-
-    Returns whether it holds a tagged tensor.
-    """
-    tv = type(value)
-    if tv is TaggedTensor:
-        label = STORE.of(value.elem)
-        if not label.is_empty:
-            found.add(label)
-        return True
-    if isinstance(value, torch.Tensor):
-        label = STORE.of(value)
-        if not label.is_empty:
-            found.add(label)
-        return False
-    if tv is tuple or tv is list:
-        tagged = False
-        for item in value:
-            tagged = _input_labels(item, found) or tagged
-        return tagged
-    return False
-
-
 def _unwrap_input(value: Any, frame: _Frame) -> Any:
+    if isinstance(value, TaggedTensor):
+        alias = plain(value)
+        if alias.requires_grad and torch.is_grad_enabled():
+            alias.register_hook(_InputHook(frame))
+        frame.input_versions.append((alias, alias._version))
+        return alias
     tv = type(value)
-    if tv is TaggedTensor:
-        needs_grad = value.requires_grad and torch.is_grad_enabled()
-        plain = _Unwrap.apply(value, frame) if needs_grad else value.elem  # type: ignore[no-untyped-call]
-        frame.input_versions.append((plain, plain._version))
-        return plain
     if tv is tuple or tv is list:
         return tv(_unwrap_input(item, frame) for item in value)
     return value
 
 
+def _track_plain_inputs(value: Any) -> Any:
+    """For a call run operation by operation: plain tensor inputs become tracked (unlabelled) ones,
+    so that operations combining them with labelled state are seen."""
+    if type(value) is torch.Tensor:
+        return tracked(value)
+    tv = type(value)
+    if tv is tuple or tv is list:
+        return tv(_track_plain_inputs(item) for item in value)
+    return value
+
+
+def _is_running(target: FrameType) -> bool:
+    """Whether ``target`` is on this thread's stack (the call it belongs to has not returned)."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None:
+        if frame is target:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
+    if _is_compiling():
+        return None
     state = _state
     if state.frame is not None:
-        state.nested += 1
+        if state.frame.py_frame is not None and _is_running(state.frame.py_frame):
+            return None  # inside a plainly-running call
+        state.frame = None  # left behind by a call that raised a BaseException
+    if not store.counters.tagged:
         return None
     labels: set[Label] = set()
-    tagged = False
+    tagged = rows = False
     for arg in args:
-        tagged = _input_labels(arg, labels) or tagged
-    if STORE.written_plain:
-        for buf in module.buffers():
-            label = STORE.of(buf)
-            if not label.is_empty:
-                labels.add(label)
-    if len(labels) != 1:
-        return None  # nothing labelled, or inputs with different labels: track op by op
-    (label,) = labels
+        t, r = _input_labels(arg, labels)
+        tagged, rows = tagged or t, rows or r
+    input_labels = len(labels)
+    state_labels: set[Label] = set()
+    tracked_state = _state_labels(module, state_labels)
+    labels |= state_labels
+    if not labels:
+        return None  # nothing labelled: a plain call
+    if tracked_state or rows or input_labels > 1 or len(state_labels) > 1:
+        # One label cannot describe this call: run it operation by operation.
+        if state_labels:
+            return tuple(_track_plain_inputs(arg) for arg in args)
+        return None
+    label = Label.join_all(labels)
     frame = _Frame(label, type(module).__name__)
     if label.has_aux:
         frame.origin = f"{frame.module_name} called on data labelled {label!r} at {user_call_site(2)}"
+        frame.protected_buffers = _snapshot_protected_buffers(module)
     if torch.is_grad_enabled():
         frame.seq_start = _current_sequence_nr()
     frame.buffer_versions = _buffer_versions(module)
     new_args = tuple(_unwrap_input(arg, frame) for arg in args) if tagged else None
+    frame.py_frame = sys._getframe(1)
+    frame.call_frame = frame.py_frame.f_back
     state.frame = frame
     return new_args
 
 
+def _snapshot_protected_buffers(
+    module: torch.nn.Module,
+) -> list[tuple[torch.Tensor, torch.Tensor, _protection.Protected]]:
+    saved = []
+    for b in module.buffers():
+        info = _protection.protection_of(b)
+        if info is not None:
+            with NO_DISPATCH():
+                saved.append((b, b.clone(), info))
+    return saved
+
+
 def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-    state = _state
-    if state.nested:
-        state.nested -= 1
+    if _is_compiling():
         return None
+    state = _state
     frame = state.frame
     if frame is None:
         return None
+    caller = sys._getframe(1)
+    if caller is not frame.py_frame and caller is not frame.call_frame:
+        return None  # a nested call's hook
     state.frame = None
+    _refuse_protected_buffer_changes(frame)
     for group, versions in frame.buffer_versions:
         # Some kernels (native_batch_norm) update buffers without bumping their version
         # counter; a submodule whose state changed at all has all its state depend on S.
         if any(b._version != v for b, v in zip(group, versions, strict=True)):
             for b in group:
-                STORE.join(b, frame.label, frame.origin)
-            STORE.written_plain += 1
+                store.write_label(b, frame.label, frame.origin)
+            store.counters.labelled_state += 1
     for tensor, version in frame.input_versions:
         if tensor._version != version:
-            STORE.join(tensor, frame.label, frame.origin)
-            STORE.written_plain += 1
+            store.write_label(tensor, frame.label, frame.origin)
+            store.counters.labelled_state += 1
     if output is None:
         return None
     return _map_output(output, lambda t: _tag_output(t, frame), module)
 
 
+def _refuse_protected_buffer_changes(frame: _Frame) -> None:
+    changed = []
+    for buffer, before, info in frame.protected_buffers:
+        with NO_DISPATCH():
+            same = buffer.shape == before.shape and bool(
+                torch.equal(buffer, before) or (buffer.is_floating_point() and _nan_equal(buffer, before))
+            )
+        if not same:
+            changed.append(info)
+    if not changed:
+        return
+    with NO_DISPATCH(), torch.no_grad():
+        for buffer, before, _ in frame.protected_buffers:
+            if buffer.shape == before.shape:
+                buffer.copy_(before)
+    sources = tuple(sorted(frame.label.aux_sources))
+    names = ", ".join(info.name for info in changed)
+    raise IsolationViolation(
+        f"refused {frame.module_name} call: it was called on data from {', '.join(map(str, sources))} and "
+        f"would change {len(changed)} protected buffer(s): {names} (protected by {changed[0].owner}). "
+        f"The buffers were restored; nothing was changed. Call the world model on auxiliary data only in "
+        f"evaluation mode (module.eval()), or on a copy of it.",
+        parameters=tuple(info.name for info in changed),
+        sources=sources,
+        operation=frame.origin,
+    )
+
+
+def _nan_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(torch.equal(torch.nan_to_num(a, nan=0.0), torch.nan_to_num(b, nan=0.0))) and bool(
+        torch.equal(torch.isnan(a), torch.isnan(b))
+    )
+
+
 def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
     if isinstance(t, TaggedTensor):
-        # Produced op by op inside the call (a tagged closure or keyword argument).
-        STORE.join(t.elem, frame.label, frame.origin)
+        # Produced operation by operation inside the call (a tagged closure or keyword argument).
+        store.write_label(t, frame.label, frame.origin)
         return t
-    existing = STORE.of(t)
-    label = existing if not existing.is_empty else frame.label  # an input passed through keeps its label
+    existing = store.label_of_plain(t)
+    label = existing if existing is not EMPTY else frame.label  # an input passed through keeps its label
+    store.write_label(t, label, frame.origin)
     if not t.requires_grad:
-        return wrap_with_label(t, label, frame.origin)
-    out = _Wrap.apply(t, frame, label)  # type: ignore[no-untyped-call]
-    node = out.grad_fn
-    params = _walk(t.grad_fn, frame) if t.grad_fn is not None else [t]
+        return torch.Tensor._make_subclass(TaggedTensor, t)
+    out: torch.Tensor = t.as_subclass(TaggedTensor)
+    if t.grad_fn is None:
+        params: list[torch.Tensor] = [t]
+    else:
+        params = _walk(t.grad_fn, frame, _input_nodes(frame))
     for p in params:
         _grad_labels.ensure_hook(p)
-    node.amal_params = tuple(params)
-    return out  # type: ignore[no-any-return]
+    t.register_hook(_OutputHook(frame, tuple(params)))
+    return out
+
+
+def _input_nodes(frame: _Frame) -> set[Any]:
+    """The autograd nodes of the call's plain input aliases: the walk stops there."""
+    return {alias.grad_fn for alias, _ in frame.input_versions if alias.grad_fn is not None}
 
 
 def _map_output(value: Any, fn: Any, module: torch.nn.Module) -> Any:

@@ -1,101 +1,259 @@
-"""Labels of tensor storages.
+"""Labels of memory: every storage carries the join of the labels written into it.
 
 Labels belong to *storages*, not to tensor objects: every view, ``detach()``
-alias and wrapper over the same memory shares one label, so an in-place write
-through any alias is seen by all of them (writing aux rows through a view of a
-primary tensor taints the whole base).
+alias and ``.data`` of the same memory shares one label, so a write through any
+alias is seen by all of them (writing aux rows through a view of a primary
+tensor taints the whole base).
 
-Storages are keyed by the address of their C++ ``StorageImpl``.  PyTorch keeps a
-storage's Python object alive exactly as long as the ``StorageImpl`` (PyObject
-preservation), so a weak reference to it with a callback removes the entry the
-moment the storage dies -- before its address can be reused -- without keeping
-anything alive.  (Weak references to the ``StorageImpl`` itself would pin freed
-blocks and, measured, made peak memory grow to 3.4x plain training.)
+A label is kept as an attribute of the storage's Python object.  PyTorch
+preserves that object exactly as long as the C++ ``StorageImpl`` lives
+(PyObject preservation), so the label dies with the memory, and memory that is
+freed and reallocated starts unlabelled.
+
+Granularity: one label per storage, except for the rows of a concatenation.
+``torch.cat`` / ``torch.stack`` along the outermost dimension of inputs with
+different labels give a storage whose byte ranges keep their inputs' labels
+(:class:`Rows`); a view of it carries the join of the ranges its elements span.
+Writes join into the ranges they touch (a whole-range overwrite replaces them).
 """
 
 from __future__ import annotations
 
-import weakref
-from typing import Any
+from typing import Any, Final
 
 import torch
 
 from amal_verified.labels import EMPTY, Label
 
-__all__ = ["STORE", "LabelStore", "storage_key", "storage_ref"]
+__all__ = [
+    "Rows",
+    "counters",
+    "extent",
+    "label_of_plain",
+    "origin_of",
+    "set_label",
+    "write_label",
+]
+
+_LABEL: Final = "_amal_label"
+_ORIGIN: Final = "_amal_origin"
 
 
-def storage_key(t: torch.Tensor) -> int:
-    """The identity of ``t``'s storage (plain tensors only)."""
-    return int(t.untyped_storage()._cdata)
+class Counters:
+    """Process-wide facts the hot paths test before doing any work."""
 
-
-def storage_ref(t: torch.Tensor, on_death: Any = None) -> weakref.ref[Any]:
-    """A weak reference to ``t``'s storage, dead exactly when the storage is."""
-    return weakref.ref(t.untyped_storage(), on_death)
-
-
-class LabelStore:
-    """Maps storage keys to labels (and to where aux data entered them).
-
-    Parameters' storages are never labelled (see ``_protection``).
-    """
-
-    __slots__ = ("_entries", "written_plain")
+    __slots__ = ("labelled_state", "tagged")
 
     def __init__(self) -> None:
-        # key -> (weak reference to the storage, label, origin of aux data or None)
-        self._entries: dict[int, tuple[weakref.ref[Any], Label, str | None]] = {}
-        # Number of times a label was attached to memory by an in-place write or a
-        # module-buffer update.  While zero, module buffers need no scan.
-        self.written_plain = 0
+        # A storage was ever labelled (nothing to look up before that).
+        self.tagged = False
+        # Labels were written into memory not reached through a tracked tensor object (module
+        # buffers, tensor attributes, in-place writes into plain tensors): module calls must read
+        # their buffers' and attributes' labels.
+        self.labelled_state = 0
 
-    def _forget(self, key: int, ref: weakref.ref[Any]) -> None:
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] is ref:
-            del self._entries[key]
 
-    def _entry(self, t: torch.Tensor) -> tuple[weakref.ref[Any], Label, str | None] | None:
-        if not self._entries:
-            return None
+counters: Final = Counters()
+
+
+def _storage(t: torch.Tensor) -> Any:
+    """``t``'s storage object (of its values, for sparse tensors), looking through functorch
+    wrappers; None for storage-less tensors."""
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        pass
+    if t.layout != torch.strided:
+        return _sparse_values_storage(t)
+    functorch = torch._C._functorch
+    inner = t
+    for _ in range(16):
+        if not functorch.is_functorch_wrapped_tensor(inner):
+            break
+        inner = functorch.get_unwrapped(inner)
         try:
-            key = storage_key(t)
-        except (RuntimeError, NotImplementedError):  # sparse, meta or storage-less tensors
+            return inner.untyped_storage()
+        except (RuntimeError, NotImplementedError, TypeError):
+            continue
+    return None
+
+
+def _sparse_values_storage(t: torch.Tensor) -> Any:
+    with torch._C._DisableTorchDispatch():
+        try:
+            values = t._values() if t.layout == torch.sparse_coo else t.values()
+            return values.untyped_storage()
+        except (RuntimeError, NotImplementedError, TypeError):
             return None
-        return self._entries.get(key)
-
-    def of(self, t: torch.Tensor) -> Label:
-        """Label of a plain tensor's storage (EMPTY if never labelled)."""
-        entry = self._entry(t)
-        return EMPTY if entry is None else entry[1]
-
-    def origin(self, t: torch.Tensor) -> str | None:
-        """Where auxiliary data first entered ``t``'s memory, if recorded."""
-        entry = self._entry(t)
-        return None if entry is None else entry[2]
-
-    def set(self, t: torch.Tensor, label: Label, origin: str | None = None) -> None:
-        key = storage_key(t)
-        entry = self._entries.get(key)
-        if entry is not None:
-            keep = entry[2] if entry[1].has_aux and label.has_aux else None
-            self._entries[key] = (entry[0], label, keep or (origin if label.has_aux else None))
-            return
-        if label.is_empty:
-            return
-        ref = storage_ref(t, lambda r, k=key: self._forget(k, r))
-        self._entries[key] = (ref, label, origin if label.has_aux else None)
-
-    def join(self, t: torch.Tensor, label: Label, origin: str | None = None) -> Label:
-        """Join ``label`` into ``t``'s storage label; returns the new label."""
-        if label.is_empty:
-            return self.of(t)
-        new = self.of(t).join(label)
-        self.set(t, new, origin)
-        return new
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
-STORE = LabelStore()
+def extent(t: torch.Tensor) -> tuple[int, int]:
+    """The byte range ``[lo, hi)`` of its storage that ``t``'s elements span (empty if no elements)."""
+    if t.layout != torch.strided:
+        return 0, 1 << 62  # the whole storage of its values
+    size = t.element_size()
+    lo = int(t.storage_offset()) * size
+    if t.numel() == 0:
+        return lo, lo
+    span = 1 + sum((int(n) - 1) * abs(int(s)) for n, s in zip(t.shape, t.stride(), strict=True))
+    return lo, lo + span * size
+
+
+class Rows:
+    """Labels of disjoint byte ranges of one storage, sorted, covering ``[0, nbytes)``.
+
+    Immutable: writes build a new ``Rows`` (or a single :class:`Label` once
+    every range agrees).
+    """
+
+    __slots__ = ("ranges",)
+
+    def __init__(self, ranges: tuple[tuple[int, int, Label], ...]) -> None:
+        self.ranges = ranges
+
+    def whole(self) -> Label:
+        return Label.join_all(label for _, _, label in self.ranges)
+
+    def over(self, lo: int, hi: int) -> Label:
+        if hi <= lo:
+            return EMPTY
+        found = EMPTY
+        for start, end, label in self.ranges:
+            if start < hi and lo < end:
+                found = found.join(label)
+        return found
+
+    def write(self, lo: int, hi: int, label: Label, overwrite: bool) -> Label | Rows:
+        """The labels after writing ``label`` into ``[lo, hi)`` (joined, or replacing if ``overwrite``)."""
+        out: list[tuple[int, int, Label]] = []
+        for start, end, old in self.ranges:
+            if end <= lo or hi <= start:
+                out.append((start, end, old))
+                continue
+            if start < lo:
+                out.append((start, lo, old))
+            new = label if overwrite else old.join(label)
+            out.append((max(start, lo), min(end, hi), new))
+            if hi < end:
+                out.append((hi, end, old))
+        return _normalise(out)
+
+
+def _normalise(ranges: list[tuple[int, int, Label]]) -> Label | Rows:
+    merged: list[tuple[int, int, Label]] = []
+    for start, end, label in ranges:
+        if end <= start:
+            continue
+        if merged and merged[-1][2] is label and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end, label)
+        else:
+            merged.append((start, end, label))
+    if len(merged) <= 1:
+        return merged[0][2] if merged else EMPTY
+    return Rows(tuple(merged))
+
+
+def rows_of_parts(parts: list[tuple[int, Label]]) -> Label | Rows:
+    """The labels of a storage made by concatenating parts of the given byte lengths and labels."""
+    ranges: list[tuple[int, int, Label]] = []
+    pos = 0
+    for nbytes, label in parts:
+        ranges.append((pos, pos + nbytes, label))
+        pos += nbytes
+    return _normalise(ranges)
+
+
+def label_of_plain(t: torch.Tensor) -> Label:
+    """The label of the memory ``t``'s elements occupy (EMPTY if never labelled)."""
+    if not counters.tagged:
+        return EMPTY
+    storage = _storage(t)
+    if storage is None:
+        return EMPTY
+    found = getattr(storage, _LABEL, None)
+    if found is None:
+        return EMPTY
+    if type(found) is Label:
+        return found
+    rows: Rows = found
+    return rows.over(*extent(t))
+
+
+def storage_label(t: torch.Tensor) -> Label:
+    """The join of every label in ``t``'s storage (whatever part of it ``t`` views)."""
+    if not counters.tagged:
+        return EMPTY
+    storage = _storage(t)
+    found = None if storage is None else getattr(storage, _LABEL, None)
+    if found is None:
+        return EMPTY
+    return found if type(found) is Label else found.whole()
+
+
+def origin_of(t: torch.Tensor) -> str | None:
+    """Where auxiliary data first entered ``t``'s memory, if recorded."""
+    storage = _storage(t)
+    return None if storage is None else getattr(storage, _ORIGIN, None)
+
+
+def set_label(t: torch.Tensor, label: Label | Rows, origin: str | None = None) -> None:
+    """Replace the labels of ``t``'s whole storage."""
+    storage = _storage(t)
+    if storage is None:
+        return
+    if label is EMPTY:
+        if getattr(storage, _LABEL, None) is not None:
+            delattr(storage, _LABEL)
+        return
+    counters.tagged = True
+    setattr(storage, _LABEL, label)
+    _record_origin(storage, label, origin)
+
+
+def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwrite: bool = False) -> Label:
+    """Record that ``label``-ed data was written into the elements of ``t``; returns their new label.
+
+    ``overwrite``: the written elements no longer depend on what they held.
+    """
+    storage = _storage(t)
+    if storage is None:
+        return EMPTY
+    old = getattr(storage, _LABEL, None)
+    if old is None:
+        if label is EMPTY:
+            return EMPTY
+        lo, hi = extent(t)
+        if lo == 0 and hi >= storage.nbytes():
+            new: Label | Rows = label
+        else:
+            new = Rows(((0, storage.nbytes(), EMPTY),)).write(lo, hi, label, overwrite=True)
+    elif type(old) is Label:
+        if not overwrite and (label is EMPTY or label.flows_to(old)):
+            return old
+        lo, hi = extent(t)
+        if lo == 0 and hi >= storage.nbytes():
+            new = label if overwrite else old.join(label)
+        elif old is EMPTY or label.flows_to(old):
+            new = old.join(label)
+        else:
+            new = Rows(((0, storage.nbytes(), old),)).write(lo, hi, label, overwrite)
+    else:
+        lo, hi = extent(t)
+        new = old.write(lo, hi, label, overwrite)
+    if new is EMPTY:
+        if old is not None:
+            delattr(storage, _LABEL)
+        return EMPTY
+    counters.tagged = True
+    setattr(storage, _LABEL, new)
+    _record_origin(storage, new, origin)
+    return new if type(new) is Label else new.over(*extent(t))
+
+
+def _record_origin(storage: Any, label: Label | Rows, origin: str | None) -> None:
+    has_aux = label.has_aux if type(label) is Label else label.whole().has_aux
+    if not has_aux:
+        if getattr(storage, _ORIGIN, None) is not None:
+            delattr(storage, _ORIGIN)
+    elif origin is not None and getattr(storage, _ORIGIN, None) is None:
+        setattr(storage, _ORIGIN, origin)

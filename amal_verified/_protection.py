@@ -1,101 +1,109 @@
-"""Which parameters are protected (owned by a GatedOptimizer), and which storages are parameters'.
+"""Protected memory: what a ``GatedOptimizer`` guards.
 
-Parameters are label-neutral: their storages never receive labels.  Protected
-parameters additionally refuse any write of aux-labelled data, whatever code
-path attempts it.
+A ``GatedOptimizer`` protects its parameters, their optimizer state and the
+registered buffers of the modules they belong to.  Protected memory refuses
+any write of auxiliary-labelled data, whatever code path attempts it (the
+dispatcher asks :func:`protected_memory` before writing).
 
-Tensors are keyed by identity with ``WeakIdKeyDictionary`` (an ``id()`` may be
-reused once its object dies), storages by address with a weak reference whose
-callback drops the entry when the storage dies (see ``_label_store``).
+The record is kept for the protected tensor (by identity) and on its current
+storage object (an attribute, so it dies with the memory); nothing is written
+into the tensor's own ``__dict__``, which ``pickle`` and ``torch.save`` would
+carry.  A
+protected tensor whose storage was replaced (``p.data = other``) is followed to
+its new storage by :func:`refresh`; a storage record whose tensor moved on or
+died is ignored and dropped.  No weak reference is ever taken to a tensor that
+could later need :func:`torch.utils.swap_tensors`: the record refers to the
+protected tensor weakly, and protected tensors are never swapped (they cannot
+gain an auxiliary label).
 """
 
 from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from amal_verified._label_store import storage_key, storage_ref
+__all__ = [
+    "Protected",
+    "protect",
+    "protected_memory",
+    "protection_of",
+    "refresh",
+]
 
-__all__ = ["ProtectedParam", "protect", "protected_by_storage", "protection_of"]
+Kind = Literal["parameter", "buffer", "optimizer state"]
+_ATTR: Final = "_amal_protection"
+_by_tensor: Final = WeakIdKeyDictionary()
 
 
-@dataclass(slots=True)
-class ProtectedParam:
+@dataclass(slots=True, eq=False)
+class Protected:
+    """One protected tensor: what it is called, who protects it, and which storage it uses now."""
+
     ref: weakref.ref[torch.Tensor]
     name: str
     owner: str
-    storage: int
+    kind: Kind
+    storage: Any
+
+    def describe(self) -> str:
+        return f"protected {self.kind} {self.name} (protected by {self.owner})"
 
 
-_by_param: WeakIdKeyDictionary = WeakIdKeyDictionary()
-_by_storage: dict[int, ProtectedParam] = {}
-_param_storages: dict[int, weakref.ref[Any]] = {}
+def _storage(t: torch.Tensor) -> Any:
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
 
 
-def _forget_storage(key: int, ref: weakref.ref[Any]) -> None:
-    if _param_storages.get(key) is ref:
-        del _param_storages[key]
-
-
-def _remember_storage(param: torch.Tensor) -> int:
-    key = storage_key(param)
-    if key not in _param_storages:
-        _param_storages[key] = storage_ref(param, lambda r, k=key: _forget_storage(k, r))
-    return key
-
-
-def protect(param: torch.Tensor, name: str, owner: str) -> ProtectedParam:
-    """Mark ``param`` protected (idempotent; the first name and owner are kept)."""
-    info: ProtectedParam | None = _by_param.get(param)
+def protect(t: torch.Tensor, name: str, owner: str, kind: Kind) -> Protected:
+    """Protect ``t`` (idempotent: the first name and owner are kept)."""
+    info: Protected | None = _by_tensor.get(t)
     if info is not None:
         refresh(info)
         return info
-    key = _remember_storage(param)
-    info = ProtectedParam(ref=weakref.ref(param), name=name, owner=owner, storage=key)
-    _by_param[param] = info
-    _by_storage[key] = info
+    storage = _storage(t)
+    info = Protected(ref=weakref.ref(t), name=name, owner=owner, kind=kind, storage=storage)
+    _by_tensor[t] = info
+    if storage is not None:
+        setattr(storage, _ATTR, info)
     return info
 
 
-def refresh(info: ProtectedParam) -> None:
-    """Follow a parameter whose ``.data`` was replaced to its new storage."""
-    param = info.ref()
-    if param is None:
-        return
-    key = storage_key(param)
-    if key != info.storage:
-        if _by_storage.get(info.storage) is info:
-            del _by_storage[info.storage]
-        info.storage = key
-        _by_storage[key] = info
-        _remember_storage(param)
-
-
-def protection_of(param: torch.Tensor) -> ProtectedParam | None:
-    found: ProtectedParam | None = _by_param.get(param)
+def protection_of(t: torch.Tensor) -> Protected | None:
+    """The record of ``t`` if it is protected (by object identity)."""
+    found: Protected | None = _by_tensor.get(t)
     return found
 
 
-def protected_by_storage(key: int) -> ProtectedParam | None:
-    """The protected parameter whose memory this is (checked against stale entries)."""
-    info = _by_storage.get(key)
+def refresh(info: Protected) -> None:
+    """Follow a protected tensor whose storage was replaced (``.data = ...``) to its new storage."""
+    t = info.ref()
+    if t is None:
+        return
+    storage = _storage(t)
+    if storage is None or storage is info.storage:
+        return
+    info.storage = storage
+    setattr(storage, _ATTR, info)
+
+
+def protected_memory(t: torch.Tensor) -> Protected | None:
+    """The protected tensor whose memory ``t`` views, if any."""
+    storage = _storage(t)
+    if storage is None:
+        return None
+    info: Protected | None = getattr(storage, _ATTR, None)
     if info is None:
         return None
-    param = info.ref()
-    if param is None or storage_key(param) != key:
-        del _by_storage[key]
+    owner = info.ref()
+    if owner is None or _storage(owner) is not storage:
+        delattr(storage, _ATTR)
+        if owner is not None:
+            refresh(info)
         return None
     return info
-
-
-def note_parameter(param: torch.Tensor) -> None:
-    """Remember that ``param``'s storage belongs to a parameter (so it is never labelled)."""
-    _remember_storage(param)
-
-
-def is_parameter_storage(key: int) -> bool:
-    return key in _param_storages

@@ -40,6 +40,7 @@ import torch
 
 from amal_verified._runtime_checks import checked
 from amal_verified.errors import TaggingError
+from amal_verified.escaping import declassifying, record_escape
 from amal_verified.labels import Label, Source, SourceKind
 from amal_verified.tagged import TaggedTensor, aux, label_of, primary
 
@@ -252,12 +253,21 @@ class _TransitionBuffer(abc.ABC):
         # ---- nothing above this line writes; nothing below can fail ----
         self._write(rows, n)
 
+    def _declassified(self, field: str, label: Label) -> bool:
+        """Inside ``declassify``, the primary buffer records auxiliary-derived values as primary data."""
+        if self._KIND is not SourceKind.PRIMARY or label.primary_sources - self._label.sources:
+            return False
+        if declassifying() is None:
+            return False
+        record_escape(f"{type(self).__name__}.add({field}) of auxiliary-derived data", label)
+        return True
+
     def _to_plain(self, field: str, value: object) -> torch.Tensor:
         """Type and label checks; returns a plain CPU tensor (bool, int64/uint8... or float)."""
         cls = type(self).__name__
         if isinstance(value, torch.Tensor):
             label = label_of(value)
-            if not label.flows_to(self._label):
+            if not label.flows_to(self._label) and not self._declassified(field, label):
                 foreign = ", ".join(str(s) for s in sorted(label.sources - self._label.sources))
                 raise TaggingError(
                     f"{cls}(source={self._source.name!r}) refuses {field}: it is labelled {label!r}, "

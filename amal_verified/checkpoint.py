@@ -200,7 +200,8 @@ def _restore(obj: Any) -> Any:
 
 
 def _restore_tagged(data: Any, sources: Any) -> torch.Tensor:
-    from amal_verified.tagged import aux, primary
+    from amal_verified.labels import EMPTY
+    from amal_verified.tagged import aux, label_of, primary
 
     if not isinstance(data, torch.Tensor) or not isinstance(sources, list):
         raise CheckpointError("a tagged-tensor marker must hold a tensor and a list of source names")
@@ -211,6 +212,11 @@ def _restore_tagged(data: Any, sources: Any) -> torch.Tensor:
             raise CheckpointError(f"bad source name {s!r} in a tagged-tensor marker")
         parsed.append((kind, name))
     out: torch.Tensor = data
+    # The marker's sources are authoritative: the memory may already carry labels from the file.
+    if not label_of(data).is_empty:
+        from amal_verified import _label_store
+
+        _label_store.set_label(data, EMPTY)
     # Primary first: tagging memory that already holds aux data as primary is refused.
     for kind, name in sorted(parsed, key=lambda p: p[0] != "primary"):
         out = primary(out, source=name) if kind == "primary" else aux(out, source=name)
@@ -227,6 +233,8 @@ def from_checkpointable(obj: Any) -> Any:
 
 
 def _load_raw(path: Path, shown: Path) -> Any:
+    from amal_verified import _transfer  # noqa: F401  (registers the rebuilding of labelled tensors)
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:

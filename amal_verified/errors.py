@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from amal_verified.labels import Source
 
-__all__ = ["IsolationViolation", "IsolationWarning", "TaggingError"]
+__all__ = ["IsolationViolation", "IsolationWarning", "TaggingError", "TrackingError"]
 
 
 class IsolationViolation(Exception):
@@ -44,3 +44,7 @@ class IsolationWarning(UserWarning):
 
 class TaggingError(ValueError):
     """Data was tagged, stored or combined in a way that would misstate its provenance."""
+
+
+class TrackingError(RuntimeError):
+    """An operation the tracking cannot follow soundly; raised before anything changed."""

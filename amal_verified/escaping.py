@@ -38,6 +38,7 @@ __all__ = [
     "clear_escapes",
     "declassifications",
     "declassify",
+    "declassifying",
     "escapes",
     "is_strict",
     "set_strict",
@@ -63,6 +64,8 @@ _CORE_MODULES = frozenset(
     os.path.join(_PACKAGE_DIR, name)
     for name in (
         "tagged.py",
+        "_dispatch.py",
+        "_transfer.py",
         "gate.py",
         "escaping.py",
         "buffers.py",
@@ -142,6 +145,12 @@ def is_strict() -> bool:
 def declassify(*, reason: str) -> Iterator[None]:
     """Allow escapes of aux-labelled values in this block, recording them with ``reason``.
 
+    Inside the block, ``primary()`` and ``PrimaryBuffer.add`` also accept values
+    whose memory holds auxiliary-derived data, relabelling them as primary (the
+    actions a policy that learns from auxiliary data executed in the real
+    environment are primary data: Theorem 1 is about the recorded primary
+    stream); each such relabelling is recorded as a declassified escape.
+
     It never disables the gate: protected parameters refuse aux-derived
     gradients inside ``declassify`` too.
     """
@@ -157,6 +166,11 @@ def declassify(*, reason: str) -> Iterator[None]:
         yield
     finally:
         _state.reasons.pop()
+
+
+def declassifying() -> str | None:
+    """The reason of the innermost ``declassify`` block this thread is in, if any."""
+    return _state.reasons[-1] if _state.reasons else None
 
 
 def record_escape(kind: str, label: Label) -> None:

@@ -3,19 +3,30 @@
 ``GatedOptimizer(torch.optim.Adam(world_model.parameters(), lr=3e-4))`` wraps an
 existing optimizer (Opacus-style: ``param_groups``, ``state``, ``defaults``,
 ``state_dict``, ``load_state_dict``, ``zero_grad`` and ``add_param_group`` are
-the wrapped optimizer's) and makes its parameters *protected*.  Before any
-protected value changes, it checks every protected parameter's gradient label
-and raises :class:`IsolationViolation` if auxiliary data reached it, however it
-got there: any backward pass, edits of ``.grad`` after backward (clipping over
-several models, gradient surgery), or another optimizer that owns the same
-parameter (checked by a global optimizer step hook).  Writes of aux-labelled
-data into a protected parameter by any other operation are refused by the
-dispatcher before they happen.
+the wrapped optimizer's; hooks registered on the wrapper fire as on any
+optimizer) and *protects* its parameters, their optimizer state and the
+buffers of the module named by ``names=``.
 
-The wrapped optimizer steps on plain gradients: gated training is the same
-arithmetic as plain training (bit for bit on the benchmarked world model; where a
-gradient has three or more contributions through tracked module calls, their
-summation order may differ, by about 1e-7).
+Contract:
+
+- Before the wrapped optimizer runs, :meth:`GatedOptimizer.check` reads the
+  label of everything the update reads -- each parameter's gradient, the
+  parameter itself, its optimizer state, tensor hyperparameters -- and raises
+  :class:`IsolationViolation` if any carries an auxiliary source.  A refusal
+  happens before anything changed: parameters, state and gradients are as they
+  were, and ``zero_grad()`` followed by a clean step works.
+- ``load_state_dict`` checks the incoming state the same way before loading.
+- Writes of auxiliary-labelled data into protected memory by any other
+  operation are refused by the dispatcher before they happen; another
+  optimizer that owns a protected parameter is checked by a global step hook.
+- The wrapped optimizer steps on plain gradients: gated training is the same
+  arithmetic as plain training.  After a step, each parameter's label is
+  joined with its gradient's (which has no auxiliary source): a protected
+  parameter stays primary exactly as long as the gate holds.
+- Parameters updated by any *other* optimizer get their gradients' labels too;
+  one that gains an auxiliary label becomes a tracked tensor in place, so that
+  what is later computed from it (a Polyak average, a flattened copy) is
+  labelled.
 """
 
 from __future__ import annotations
@@ -26,13 +37,13 @@ from typing import Any
 
 import torch
 
+from amal_verified import _label_store as store
 from amal_verified import _protection
 from amal_verified._activation import ensure_active
-from amal_verified._label_store import STORE
+from amal_verified._dispatch import TaggedTensor, label_of, plain, track_in_place
 from amal_verified._runtime_checks import checked
 from amal_verified.errors import IsolationViolation
 from amal_verified.labels import EMPTY, Label, Source
-from amal_verified.tagged import TaggedTensor, label_of
 
 __all__ = ["GatedOptimizer"]
 
@@ -66,24 +77,27 @@ def _param_names(optimizer: torch.optim.Optimizer, names: NamesArg) -> dict[int,
     return found
 
 
-def _violation_message(
-    what: str, refused: list[tuple[str, Label, str | None]], hint: str
-) -> tuple[str, tuple[str, ...], tuple[Source, ...], str | None]:
+Refused = tuple[str, Label, str | None]
+
+
+def _violation(
+    what: str, refused: list[Refused], hint: str, changed: str = "Nothing was changed."
+) -> IsolationViolation:
     names = tuple(name for name, _, _ in refused)
     joined = Label.join_all(label for _, label, _ in refused)
-    sources = tuple(sorted(joined.aux_sources))
+    sources: tuple[Source, ...] = tuple(sorted(joined.aux_sources))
     origins = list(dict.fromkeys(origin for _, _, origin in refused if origin is not None))
     operation = "; ".join(origins[:3]) if origins else None
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     lines = [
-        f"refused {what}: data from {', '.join(map(str, sources))} reached the gradient of "
-        f"{len(names)} protected parameter(s): {shown}.",
+        f"refused {what}: data from {', '.join(map(str, sources))} reached "
+        f"{len(names)} protected value(s): {shown}.",
     ]
     if operation is not None:
         lines.append(f"  mixed in by: {operation}")
-    lines.append("  Nothing was changed.")
+    lines.append(f"  {changed}")
     lines.append(f"  What to do: {hint}")
-    return "\n".join(lines), names, sources, operation
+    return IsolationViolation("\n".join(lines), parameters=names, sources=sources, operation=operation)
 
 
 _HINT = (
@@ -92,26 +106,21 @@ _HINT = (
     "encoder); clip protected gradients separately from the policy's. Then call zero_grad() "
     "and recompute the loss."
 )
+_STATE_HINT = (
+    "optimizer state and parameters of a gated model must come from its own primary-data steps; "
+    "load a checkpoint saved from gated training, or re-create the optimizer."
+)
 
 
-def _plain(t: torch.Tensor) -> torch.Tensor:
-    return t.elem if isinstance(t, TaggedTensor) else t
-
-
-def _unwrap_grads(params: Iterable[torch.Tensor]) -> list[tuple[torch.Tensor, TaggedTensor]]:
-    swapped: list[tuple[torch.Tensor, TaggedTensor]] = []
-    for p in params:
-        g = p.grad
-        if isinstance(g, TaggedTensor):
-            p.grad = g.elem  # same storage: its label stays recorded
-            swapped.append((p, g))
-    return swapped
-
-
-def _rewrap_grads(swapped: list[tuple[torch.Tensor, TaggedTensor]]) -> None:
-    for p, g in swapped:
-        if p.grad is g.elem:
-            p.grad = g
+def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _tensors_in(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors_in(v)
 
 
 def _all_params(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
@@ -119,12 +128,33 @@ def _all_params(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
         yield from group["params"]
 
 
+Swapped = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _unwrap_grads(params: Iterable[torch.Tensor]) -> Swapped:
+    """Give the wrapped optimizer plain gradients (same memory, so their labels stay recorded)."""
+    swapped: Swapped = []
+    for p in params:
+        g = p.grad
+        if isinstance(g, TaggedTensor):
+            alias = plain(g)
+            p.grad = alias
+            swapped.append((p, g, alias))
+    return swapped
+
+
+def _rewrap_grads(swapped: Swapped) -> None:
+    for p, g, alias in swapped:
+        if p.grad is alias:
+            p.grad = g
+
+
 class GatedOptimizer(torch.optim.Optimizer):
     """Wraps ``optimizer`` and refuses any auxiliary-derived update of its parameters.
 
     ``names`` (a module, a mapping or ``named_parameters()``) gives parameters
-    readable names in refusals; optimizers built from ``named_parameters()``
-    need none.
+    readable names in refusals; a module's registered buffers are protected
+    too.  Optimizers built from ``named_parameters()`` need no names.
     """
 
     @checked
@@ -132,6 +162,12 @@ class GatedOptimizer(torch.optim.Optimizer):
         if isinstance(optimizer, GatedOptimizer):
             raise TypeError("this optimizer is already gated; wrap the original optimizer once")
         ensure_active()
+        buffers = list(names.named_buffers()) if isinstance(names, torch.nn.Module) else []
+        self._setup(optimizer, names, buffers)
+
+    def _setup(
+        self, optimizer: torch.optim.Optimizer, names: NamesArg, buffers: list[tuple[str, torch.Tensor]]
+    ) -> None:
         self.original_optimizer = optimizer
         self._optimizer_step_pre_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
         self._optimizer_step_post_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
@@ -143,12 +179,41 @@ class GatedOptimizer(torch.optim.Optimizer):
         self._names_arg = names
         self._owner = f"GatedOptimizer({type(optimizer).__name__})"
         self._names: dict[int, str] = {}
+        self._buffers = buffers
         self._protect_all()
 
     def _protect_all(self) -> None:
-        self._names = _param_names(self.original_optimizer, self._names_arg)
+        names = _param_names(self.original_optimizer, self._names_arg)
+        refused = [
+            (names[id(p)], label, store.origin_of(p))
+            for p in _all_params(self.original_optimizer)
+            if (label := store.label_of_plain(p)).has_aux
+        ]
+        if refused:
+            raise _violation(
+                f"protecting the parameters of {self._owner}",
+                refused,
+                "these parameters already hold values computed from auxiliary data (initialised or "
+                "loaded from an aux-trained model); initialise the world model from primary data or "
+                "from scratch.",
+                changed="Nothing was protected.",
+            )
+        self._names = names
         for p in _all_params(self.original_optimizer):
-            _protection.protect(p, self._names[id(p)], self._owner)
+            _protection.protect(p, names[id(p)], self._owner, "parameter")
+        self._protect_state()
+        for name, b in self._buffers:
+            _protection.protect(b, name, self._owner, "buffer")
+
+    def _protect_state(self) -> None:
+        for p, entries in self.original_optimizer.state.items():
+            if not isinstance(entries, Mapping):
+                continue
+            for key, value in entries.items():
+                for t in _tensors_in(value):
+                    if _protection.protection_of(t) is None:
+                        name = self._names.get(id(p), "<unnamed>")
+                        _protection.protect(t, f"{name}[{key!r}]", self._owner, "optimizer state")
 
     # -- proxies (Opacus style) ------------------------------------------------
     @property
@@ -175,11 +240,37 @@ class GatedOptimizer(torch.optim.Optimizer):
     def defaults(self, value: dict[str, Any]) -> None:
         self.original_optimizer.defaults = value
 
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        return bool(getattr(self.original_optimizer, "_step_supports_amp_scaling", False))
+
     def state_dict(self) -> dict[str, Any]:
-        return self.original_optimizer.state_dict()
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        state_dict: dict[str, Any] = self.original_optimizer.state_dict()
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        refused = [
+            (f"state_dict tensor {i}", label, store.origin_of(t))
+            for i, t in enumerate(_tensors_in(state_dict))
+            if (label := store.label_of_plain(t)).has_aux
+        ]
+        if refused:
+            raise _violation(f"{self._owner}.load_state_dict()", refused, _STATE_HINT)
         self.original_optimizer.load_state_dict(state_dict)
+        self._protect_state()
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.original_optimizer.zero_grad(set_to_none=set_to_none)
@@ -192,36 +283,65 @@ class GatedOptimizer(torch.optim.Optimizer):
         return f"GatedOptimizer({self.original_optimizer!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        raise TypeError(
-            "a GatedOptimizer is not pickled: save state_dict() and wrap a fresh optimizer on load"
-        )
+        """What a copy needs: the wrapped optimizer, parameter names and protected buffers (hooks,
+        as for any optimizer, are not copied).  The copy protects the copied tensors."""
+        params = list(_all_params(self.original_optimizer))
+        return {
+            "original_optimizer": self.original_optimizer,
+            "names": [(self._names[id(p)], p) for p in params],
+            "buffers": self._buffers,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        ensure_active()
+        self._setup(state["original_optimizer"], state["names"], state["buffers"])
 
     # -- the gate ----------------------------------------------------------------
     @property
     def protected_names(self) -> list[str]:
         return [self._names[id(p)] for p in _all_params(self.original_optimizer)]
 
-    def check(self) -> None:
-        """Raise :class:`IsolationViolation` if any protected gradient or value carries aux data."""
-        refused: list[tuple[str, Label, str | None]] = []
-        for p in _all_params(self.original_optimizer):
-            info = _protection.protection_of(p)
-            if info is not None:
-                _protection.refresh(info)
-            label = EMPTY if p.grad is None else label_of(p.grad)
-            value_label = STORE.of(p)
-            if value_label.has_aux:
-                label = label.join(value_label)
-            if label.has_aux:
-                origin = STORE.origin(_plain(p.grad)) if p.grad is not None else STORE.origin(p)
-                refused.append((self._names.get(id(p), "<unnamed>"), label, origin))
-        if refused:
-            message, names, sources, operation = _violation_message(f"{self._owner}.step()", refused, _HINT)
-            raise IsolationViolation(message, parameters=names, sources=sources, operation=operation)
+    def _refused(self) -> list[Refused]:
+        refused: list[Refused] = []
+        state = self.original_optimizer.state
+        for group in self.original_optimizer.param_groups:
+            for key, value in group.items():
+                if key != "params" and isinstance(value, torch.Tensor) and label_of(value).has_aux:
+                    refused.append((f"hyperparameter {key!r}", label_of(value), store.origin_of(value)))
+            for p in group["params"]:
+                info = _protection.protection_of(p)
+                if info is not None:
+                    _protection.refresh(info)
+                name = self._names.get(id(p), "<unnamed>")
+                grad = p.grad
+                if grad is not None:
+                    label = store.label_of_plain(grad)
+                    if label.has_aux:
+                        refused.append((name, label, store.origin_of(grad)))
+                label = store.label_of_plain(p)
+                if label.has_aux:
+                    refused.append((name, label, store.origin_of(p)))
+                entries = state.get(p)
+                if entries:
+                    for key, value in entries.items():
+                        if isinstance(value, torch.Tensor):
+                            label = store.label_of_plain(value)
+                            if label.has_aux:
+                                refused.append((f"{name} state[{key!r}]", label, store.origin_of(value)))
+        return refused
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Check every protected gradient, then step the wrapped optimizer on plain gradients."""
+    def check(self) -> None:
+        """Raise :class:`IsolationViolation` if anything the next step reads carries aux data."""
+        if not store.counters.tagged:
+            return
+        refused = self._refused()
+        if refused:
+            raise _violation(f"{self._owner}.step()", refused, _HINT)
+
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        """Check everything the update reads, then step the wrapped optimizer on plain gradients."""
         global _gated_step_depth
+        swapped: Swapped = []
         gated_closure: Callable[[], Any] | None = None
         if closure is not None:
 
@@ -229,19 +349,47 @@ class GatedOptimizer(torch.optim.Optimizer):
                 with torch.enable_grad():
                     loss = closure()
                 self.check()  # before the wrapped optimizer uses these gradients
+                swapped.extend(_unwrap_grads(_all_params(self.original_optimizer)))
                 return loss
 
         self.check()
         params = list(_all_params(self.original_optimizer))
-        swapped = _unwrap_grads(params)
+        labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
+        swapped.extend(_unwrap_grads(params))
         _gated_step_depth += 1
         try:
             if gated_closure is None:
-                return self.original_optimizer.step()
-            return self.original_optimizer.step(gated_closure)
+                result = _step_inner(self.original_optimizer, **kwargs)
+            else:
+                result = _step_inner(self.original_optimizer, gated_closure, **kwargs)
         finally:
             _gated_step_depth -= 1
             _rewrap_grads(swapped)
+        if closure is not None:
+            labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
+        for p, label in zip(params, labels, strict=True):
+            if label is not EMPTY:
+                store.write_label(p, label)
+        self._protect_state()
+        return result
+
+
+def _step_inner(inner: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+    """Step the wrapped optimizer with its own step hooks but not the global ones, which PyTorch
+    already ran once for the wrapper (each global hook sees one step per gated step)."""
+    step = getattr(type(inner).step, "__wrapped__", None)
+    if step is None:
+        return inner.step(*args, **kwargs)
+    call_args: tuple[Any, ...] = (inner, *args)
+    for pre_hook in inner._optimizer_step_pre_hooks.values():
+        result = pre_hook(inner, call_args, kwargs)
+        if result is not None:
+            call_args, kwargs = result
+    out = step(*call_args, **kwargs)
+    inner._optimizer_step_code()
+    for post_hook in inner._optimizer_step_post_hooks.values():
+        post_hook(inner, call_args, kwargs)
+    return out
 
 
 # -- every other optimizer -----------------------------------------------------------
@@ -249,34 +397,53 @@ class GatedOptimizer(torch.optim.Optimizer):
 
 def _any_optimizer_pre_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     """Global hook: no optimizer may step a protected parameter with aux-derived gradients."""
-    if isinstance(optimizer, GatedOptimizer) or _gated_step_depth:
+    if torch.compiler.is_compiling() or isinstance(optimizer, GatedOptimizer) or _gated_step_depth:
         return
-    refused: list[tuple[str, Label, str | None]] = []
+    if not store.counters.tagged:
+        return
+    refused: list[Refused] = []
     for p in _all_params(optimizer):
         info = _protection.protection_of(p)
         if info is None or p.grad is None:
             continue
-        label = label_of(p.grad)
+        label = store.label_of_plain(p.grad)
         if label.has_aux:
-            refused.append((info.name, label, STORE.origin(_plain(p.grad))))
+            refused.append((info.name, label, store.origin_of(p.grad)))
     if refused:
         owners = sorted(
             {info.owner for p in _all_params(optimizer) if (info := _protection.protection_of(p))}
         )
-        message, names, sources, operation = _violation_message(
+        raise _violation(
             f"{type(optimizer).__name__}.step() on parameters protected by {', '.join(owners)}",
             refused,
             "a protected parameter must be updated only by its GatedOptimizer. Remove it from this "
             "optimizer (e.g. give the policy its own encoder, or pass only the policy head's "
             "parameters), or detach the shared features before the auxiliary loss.",
         )
-        raise IsolationViolation(message, parameters=names, sources=sources, operation=operation)
-    swapped = _unwrap_grads(_all_params(optimizer))
-    if swapped:
-        optimizer.__dict__["_amal_swapped_grads"] = swapped
+    params = list(_all_params(optimizer))
+    labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
+    if any(label is not EMPTY for label in labels):
+        optimizer.__dict__["_amal_step"] = (params, labels, _unwrap_grads(params))
 
 
 def _any_optimizer_post_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    swapped = optimizer.__dict__.pop("_amal_swapped_grads", None)
-    if swapped:
-        _rewrap_grads(swapped)
+    """Global hook: parameters take their gradients' labels; aux-labelled ones become tracked."""
+    if torch.compiler.is_compiling():
+        return
+    pending = optimizer.__dict__.pop("_amal_step", None)
+    if pending is None:
+        return
+    params, labels, swapped = pending
+    _rewrap_grads(swapped)
+    state = optimizer.state
+    for p, label in zip(params, labels, strict=True):
+        if label is EMPTY:
+            continue
+        entries = state.get(p)
+        if entries:
+            for value in entries.values():
+                for t in _tensors_in(value):
+                    store.write_label(t, label)
+        new = store.write_label(p, label)
+        if new.has_aux and not isinstance(p, TaggedTensor):
+            track_in_place(p)

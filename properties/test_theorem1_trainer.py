@@ -56,6 +56,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import amal_verified as av
 from amal_verified.certify import certify_run
 from amal_verified.checkpoint import load_checkpoint
 from amal_verified.run_config import TrainConfig
@@ -355,7 +356,8 @@ def test_unsafe_mix_trainer_fails_the_property(tmp_path: Path, evidence: Any) ->
     def distances(mode: str) -> list[float]:
         a, b = runs[(mode, "a")].params, runs[(mode, "b")].params
         assert len(a) == len(b) == 22
-        return [float(torch.linalg.vector_norm(x - y)) for x, y in zip(a, b, strict=True)]
+        with av.declassify(reason="the unsafe-mix world model is measured, not trained on"):
+            return [float(torch.linalg.vector_norm(x - y)) for x, y in zip(a, b, strict=True)]
 
     amal, unsafe = distances("amal"), distances("unsafe_mix")
     evidence.record(

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import amal_verified as av
 from amal_verified.aux_env import make_aux_env
 from amal_verified.bench.isolation import (
     ACTION_STREAM,
@@ -197,13 +198,14 @@ def test_kl_is_zero_for_itself_and_positive_for_a_perturbed_copy(
 def test_prediction_error_matches_its_definition(
     runs: dict[str, Path], held_out: dict[str, torch.Tensor]
 ) -> None:
-    learner = final_learner(runs["unsafe_mix"])
+    learner = final_learner(runs["unsafe_mix"])  # trained on auxiliary data: so are its predictions
     err = prediction_error(learner, held_out)
     pred = learner.predict(held_out["obs"], held_out["action"])
     obs_mse = (pred.next_obs_mean.mean(0)[:, 0] - held_out["next_obs"]).pow(2).mean()
     nll = learner.model.nll(pred, held_out["next_obs"].unsqueeze(1), held_out["reward"].unsqueeze(1))
-    assert err.next_obs_mse == pytest.approx(float(obs_mse), rel=1e-5)
-    assert err.nll == pytest.approx(float(nll.mean()), rel=1e-5)
+    with av.declassify(reason="the test compares the measurement with its definition"):
+        assert err.next_obs_mse == pytest.approx(float(obs_mse), rel=1e-5)
+        assert err.nll == pytest.approx(float(nll.mean()), rel=1e-5)
     assert err.reward_mse >= 0.0 and err.transitions == 400
 
 

@@ -98,10 +98,10 @@ def one_thread() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------ CleanRL
 
 
-def test_cleanrl_amal_diff_is_at_most_five_added_lines_and_is_the_readme_diff() -> None:
+def test_cleanrl_amal_diff_is_at_most_seven_added_lines_and_is_the_readme_diff() -> None:
     diff = amal_diff()
     changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-    assert 1 <= len(changed) <= 5
+    assert 1 <= len(changed) <= 7
     assert all(line.startswith("+") and line.endswith("# amal") for line in changed)
     readme = (INTEGRATIONS / "README.md").read_text()
     blocks = re.findall(r"```diff\n(.*?)```", readme, flags=re.DOTALL)

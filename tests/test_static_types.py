@@ -81,7 +81,7 @@ def test_public_constructors_are_beartype_checked() -> None:
 def test_primary_refuses_memory_already_holding_aux_data() -> None:
     x = torch.zeros(3)
     av.aux(x, source="aux-1")
-    with pytest.raises(av.TaggingError, match="clone"):
+    with pytest.raises(av.TaggingError, match="declassify"):
         av.primary(x, source="real-env")
     assert isinstance(av.primary(x.clone(), source="real-env"), av.PrimaryData)
 

@@ -62,7 +62,9 @@ def snapshot(result: Any) -> dict[str, torch.Tensor]:
             "train must return the world model (an nn.Module) or a mapping of tensors, "
             f"got {type(result).__name__}"
         )
-    return {str(k): v.detach().as_subclass(torch.Tensor).cpu().clone() for k, v in named}
+    from amal_verified._dispatch import untracked_copy
+
+    return {str(k): untracked_copy(v).cpu() for k, v in named}
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky
 
+from amal_verified._dispatch import unlabelled_deep_copies
 from amal_verified._runtime_checks import checked
 from amal_verified.audit.comparison import Difference, compare, snapshot
 from amal_verified.audit.result import AuditResult, Interference, NondeterministicTarget
@@ -107,7 +108,9 @@ def check_noninterference(
         if threads is not None:
             torch.set_num_threads(threads)
         reset_global_rngs(rng_seed)
-        return train(copy.deepcopy(primary), copy.deepcopy(aux_input))
+        with unlabelled_deep_copies():  # the audit runs the code as an untagged codebase would
+            inputs = copy.deepcopy(primary), copy.deepcopy(aux_input)
+        return train(*inputs)
 
     def run(aux_input: Any) -> dict[str, torch.Tensor]:
         return snapshot(call(aux_input))

@@ -1,4 +1,4 @@
-"""CleanRL-style PPO on CartPole-v1 with a world model and an auxiliary explorer, gated in four lines.
+"""CleanRL-style PPO on CartPole-v1 with a world model and an auxiliary explorer, gated in seven lines.
 
 Single file with the structure and argument names of CleanRL's ``ppo.py`` (discrete actions,
 gymnasium ``SyncVectorEnv``; it prints its statistics instead of writing TensorBoard files). Besides
@@ -11,10 +11,13 @@ the agent it trains:
   so auxiliary data legitimately reaches the agent.
 
 The world model must learn from the real stream only. The lines ending in the marker ``# amal``
-tag the two streams and gate the world model's optimizer; delete them and what is left is the
-ungated original, which runs the same. ``--leak`` adds the auxiliary transitions to the world
-model's batches: the ungated original then trains on the synthetic physics without a word; the
-gated script stops with ``IsolationViolation`` before the world model changes.
+tag the two streams, gate the world model's optimizer and declassify where the agent's values
+leave tensors (acting, logging); delete them and what is left is the ungated original, which runs
+the same. The agent learns from auxiliary data, so everything it computes carries their label:
+the actions it executes in the real environment are recorded as primary data inside
+``declassify``. ``--leak`` adds the auxiliary transitions to the world model's batches: the
+ungated original then trains on the synthetic physics without a word; the gated script stops
+with ``IsolationViolation`` before the world model changes.
 
     python examples/integrations/cleanrl_ppo_world_model.py --total-timesteps 50000
     python examples/integrations/cleanrl_ppo_world_model.py --total-timesteps 1024 --leak  # refused
@@ -243,6 +246,7 @@ def make_learners(
     return agent, optimizer, world_model, wm_optimizer, rngs
 
 
+@av.declassify(reason="the agent acts in its environment; what it executed there is recorded")  # amal
 def rollout(
     agent: Agent,
     envs: gym.vector.VectorEnv[Any, Any, Any],
@@ -313,6 +317,7 @@ def compute_gae(
     return advantages, advantages + values
 
 
+@av.declassify(reason="the agent, which learns from auxiliary data, is checked and logged")  # amal
 def update(
     agent: Agent,
     optimizer: optim.Optimizer,
@@ -333,7 +338,8 @@ def update(
     clipped to the task's range (observations to ±10, returns to ±1/(1−γ)), so a broken simulator
     cannot wreck the critic. Returns the logged statistics of the last mini-batches.
     """
-    batch = {k: av.primary(v, source="real-env") for k, v in batch.items()}  # amal
+    real = ("obs", "actions", "next_obs")  # amal
+    batch = {k: av.primary(v, source="real-env") if k in real else v for k, v in batch.items()}  # amal
     obs, actions, next_obs = batch["obs"], batch["actions"], batch["next_obs"]
     logprobs, advantages, returns, values = (
         batch[k] for k in ("logprobs", "advantages", "returns", "values")

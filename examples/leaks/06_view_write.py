@@ -5,8 +5,9 @@ in".  It starts as ``data.obs[-MIX:]``, and a slice is a *view*: the swap writes
 the primary store itself.  The rewards were cloned first, the observations were not.  From the next step
 on, the world model trains on "primary" transitions some of whose observations are auxiliary ones.
 
-Caught by the dynamic layer: labels live with the memory, so the write joins ``aux:aux-0`` (then
-``aux:aux-1``) into the primary store's storage, and the next world-model gradient carries them; the
+Caught by the dynamic layer: labels live with the memory, so the write labels those rows of the primary
+store ``aux:aux-0`` (then ``aux:aux-1``, whose rows replace them), and the next world-model gradient
+carries the label; the
 ``GatedOptimizer`` refuses the step (``isinstance(data.obs, av.PrimaryData)`` is false from then on,
 too).  Static types cannot see it: an in-place write does not change the static type of ``data.obs``.  The
 differential audit catches it too.

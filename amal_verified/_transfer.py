@@ -1,0 +1,167 @@
+"""Labels across pickling, ``torch.save``/``torch.load`` and process boundaries.
+
+- A tracked tensor pickles as its plain memory plus its labels
+  (:func:`reduce_tagged`), rebuilt by :func:`rebuild_tagged`; every label
+  survives ``pickle``, ``copy``, ``torch.save``/``torch.load`` (also with
+  ``weights_only=True``: the rebuild function and nothing else is registered
+  with ``torch.serialization.add_safe_globals``) and ``multiprocessing``.
+- A *plain* tensor object whose memory carries a label (a parameter updated
+  from labelled gradients, a batch collated by a ``DataLoader`` worker)
+  pickles as a tracked tensor when sent to another process through
+  ``multiprocessing`` (``DataLoader(num_workers>0)``, queues, pools), with all
+  its labels.  Through ``pickle`` and ``torch.save`` it keeps its labels only
+  when they hold an auxiliary source: a plain model trained on primary data
+  saves, and loads anywhere, as plain PyTorch.
+
+Labels are written as tuples of ``(kind, name)`` strings (and byte ranges for
+the rows of a concatenation), so the files hold nothing but tensors, strings
+and integers.  Importing this module (any use of ``amal_verified.tagged``) registers the two
+rebuilding functions with ``torch.serialization.add_safe_globals``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import torch
+
+from amal_verified import _label_store as store
+from amal_verified.labels import EMPTY, Label, Source, SourceKind
+
+__all__ = ["install", "rebuild_tagged", "reduce_tagged"]
+
+LabelSpec = tuple[tuple[str, str], ...]
+RowsSpec = tuple[tuple[int, int, LabelSpec], ...]
+
+
+def _label_spec(label: Label) -> LabelSpec:
+    return tuple((s.kind.value, s.name) for s in sorted(label.sources))
+
+
+def _spec(t: torch.Tensor) -> LabelSpec | RowsSpec:
+    storage = store._storage(t)
+    found = None if storage is None else getattr(storage, store._LABEL, None)
+    if found is None:
+        return ()
+    if type(found) is Label:
+        return _label_spec(found)
+    return tuple((start, end, _label_spec(label)) for start, end, label in found.ranges)
+
+
+def _label_from(spec: LabelSpec) -> Label:
+    return Label(Source(SourceKind(kind), name) for kind, name in spec)
+
+
+def _apply_spec(t: torch.Tensor, spec: Any) -> None:
+    if not spec:
+        return
+    first = spec[0]
+    if len(first) == 3:  # rows
+        store.set_label(
+            t, store._normalise([(int(a), int(b), _label_from(tuple(lab))) for a, b, lab in spec])
+        )
+    else:
+        store.set_label(t, _label_from(tuple(tuple(x) for x in spec)))
+
+
+def _plain_detached(t: torch.Tensor) -> torch.Tensor:
+    with torch._C._DisableTorchDispatch():
+        return t.detach()
+
+
+def reduce_tagged(t: torch.Tensor, protocol: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """``__reduce_ex__`` of a tracked tensor."""
+    requires_grad = bool(t.requires_grad and t.is_leaf)
+    return (rebuild_tagged, (_plain_detached(t), _spec(t), requires_grad))
+
+
+def rebuild_tagged(elem: torch.Tensor, spec: Any, requires_grad: bool = False) -> torch.Tensor:
+    """The tracked tensor over ``elem`` with the recorded labels (an unpickling function)."""
+    from amal_verified._activation import ensure_active
+    from amal_verified._dispatch import TaggedTensor
+
+    ensure_active()
+    _apply_spec(elem, spec)
+    return torch.Tensor._make_subclass(TaggedTensor, elem, requires_grad)
+
+
+def _rebuilders() -> frozenset[Callable[..., Any]]:
+    """PyTorch's own tensor-rebuilding functions: the only ones :func:`_rebuild_from` calls."""
+    from torch.multiprocessing import reductions
+
+    found: set[Callable[..., Any]] = {
+        torch._utils._rebuild_tensor_v2,
+        torch._utils._rebuild_parameter,
+        torch._utils._rebuild_parameter_with_state,
+        torch._tensor._rebuild_from_type_v2,
+    }
+    found |= {getattr(reductions, name) for name in dir(reductions) if name.startswith("rebuild_")}
+    return frozenset(found)
+
+
+def _rebuild_from(reducer: Callable[..., Any], args: tuple[Any, ...], spec: Any) -> torch.Tensor:
+    """Rebuild a plain tensor with PyTorch's own reducer, then relabel it (an unpickling function)."""
+    if reducer not in _rebuilders():
+        import pickle
+
+        raise pickle.UnpicklingError(
+            f"amal_verified: refusing to call {getattr(reducer, '__qualname__', reducer)!r} while "
+            "unpickling a labelled tensor; only PyTorch's tensor-rebuilding functions are called"
+        )
+    elem: torch.Tensor = reducer(*args)
+    from amal_verified._dispatch import TaggedTensor
+
+    _apply_spec(elem, spec)
+    if isinstance(elem, TaggedTensor) or not spec:
+        return elem
+    if type(elem) is torch.nn.Parameter:
+        return elem  # a parameter keeps its type; its memory is labelled
+    return torch.Tensor._make_subclass(TaggedTensor, elem, elem.requires_grad)
+
+
+torch.serialization.add_safe_globals([rebuild_tagged, _rebuild_from])
+
+_installed = False
+_ORIGINAL_REDUCE: Final[dict[type, Any]] = {}
+
+
+def _labelled_reduce_ex(cls: type) -> Callable[[torch.Tensor, Any], Any]:
+    original = _ORIGINAL_REDUCE[cls]
+
+    def __reduce_ex__(self: torch.Tensor, protocol: Any) -> Any:
+        reduced = original(self, protocol)
+        if not store.counters.tagged or type(self) is not cls:
+            return reduced
+        if not store.storage_label(self).has_aux:
+            return reduced
+        return (_rebuild_from, (reduced[0], reduced[1], _spec(self)))
+
+    return __reduce_ex__
+
+
+def _labelled_forking_reducer(reduce: Callable[..., Any]) -> Callable[..., Any]:
+    def reducer(t: torch.Tensor) -> Any:
+        reduced = reduce(t)
+        if not store.counters.tagged or store.storage_label(t) is EMPTY:
+            return reduced
+        return (_rebuild_from, (reduced[0], reduced[1], _spec(t)))
+
+    return reducer
+
+
+def install() -> None:
+    """Make plain tensors carry their labels through pickling (once per process)."""
+    global _installed
+    if _installed:
+        return
+    for cls in (torch.Tensor, torch.nn.Parameter):
+        _ORIGINAL_REDUCE[cls] = cls.__dict__["__reduce_ex__"]
+        cls.__reduce_ex__ = _labelled_reduce_ex(cls)  # type: ignore[method-assign]
+    from multiprocessing.reduction import ForkingPickler
+
+    from torch.multiprocessing import reductions
+
+    for cls in (torch.Tensor, torch.nn.Parameter):
+        ForkingPickler.register(cls, _labelled_forking_reducer(reductions.reduce_tensor))
+    _installed = True
