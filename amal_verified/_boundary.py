@@ -10,13 +10,19 @@ labels:
    its submodules);
 2. the tracked inputs are replaced by plain aliases (differentiable, so
    autograd stays connected) and the module runs plain, nested calls included;
-3. outputs are returned as tracked aliases labelled S; buffers and inputs
-   written during the call have S joined into their memory;
+3. outputs are labelled S (tracked aliases when S holds an auxiliary source,
+   plain tensors with S on their memory otherwise, see ``_dispatch``); buffers
+   and inputs written during the call have S joined into their memory;
 4. in backward, a hook on each output receives the gradient and its label G
-   and attributes S ⊔ G to every parameter reachable from *that* output inside
-   the call (found by walking the autograd graph built during the call,
-   ``_grad_labels``); gradients leaving the call -- to its inputs, or to
-   tensors created before it (closures) -- are tracked tensors labelled S ⊔ G.
+   and attributes S ⊔ G to the parameters that gradient reaches inside the
+   call (``_grad_labels``).  When S ⊔ G holds an auxiliary source, they are
+   found exactly, by walking the autograd graph the call built from *that*
+   output, and gradients leaving the call -- to its inputs, or to tensors
+   created before it (closures) -- become tracked tensors labelled S ⊔ G.
+   When it does not, the label is attributed to the call's protected
+   parameters only (a protected parameter stays primary, see ``gate``) and
+   nothing is walked: a primary-only label is never refused, so precision
+   there buys nothing, and the walk and the hooks would cost every call.
 
 The call runs operation by operation instead (each operation tracked by
 ``_dispatch``, nested module calls tracked on their own) when one label cannot
@@ -43,6 +49,7 @@ import copy
 import dataclasses
 import sys
 import threading
+import weakref
 from types import FrameType
 from typing import Any
 
@@ -71,6 +78,7 @@ class _Frame:
         "label",
         "module_name",
         "origin",
+        "params",
         "protected_buffers",
         "py_frame",
         "seq_start",
@@ -89,6 +97,8 @@ class _Frame:
         # per submodule: its buffers and their version counters when the call began
         self.buffer_versions: list[tuple[list[torch.Tensor], list[int]]] = []
         self.input_versions: list[tuple[torch.Tensor, int]] = []
+        # the call's protected parameters (primary-only labels are attributed to them, see above)
+        self.params: tuple[torch.Tensor, ...] = ()
         # protected buffers and copies of their values, when the call could change them with aux data
         self.protected_buffers: list[tuple[torch.Tensor, torch.Tensor, _protection.Protected]] = []
 
@@ -102,20 +112,31 @@ class _State(threading.local):
 
 
 _state = _State()
-_marker_leaf: torch.Tensor | None = None
+# A sequence number below that of every autograd node this thread creates from now on.
+_current_sequence_nr = torch._C._autograd._get_sequence_nr
+
+# Submodules of each module called at top level, kept until a module is added anywhere.
+_submodules: weakref.WeakKeyDictionary[torch.nn.Module, tuple[int, tuple[torch.nn.Module, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+_structure_epoch = 0
 
 
-def _current_sequence_nr() -> int:
-    """A sequence number below that of every autograd node created from now on."""
-    global _marker_leaf
-    if _marker_leaf is None:
-        with torch.enable_grad():
-            _marker_leaf = torch.zeros((), requires_grad=True)
-    with torch.enable_grad():
-        node = _marker_leaf.view_as(_marker_leaf).grad_fn
-    if node is None:
-        raise TrackingError("autograd recorded no node for a view of a leaf that requires grad")
-    return int(node._sequence_nr())
+def _module_added(*_: Any) -> None:
+    global _structure_epoch
+    _structure_epoch += 1
+
+
+torch.nn.modules.module.register_module_module_registration_hook(_module_added)
+
+
+def _modules_of(module: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
+    cached = _submodules.get(module)
+    if cached is not None and cached[0] == _structure_epoch:
+        return cached[1]
+    found = tuple(module.modules())
+    _submodules[module] = (_structure_epoch, found)
+    return found
 
 
 _ACCUMULATE_GRAD: type | None = None
@@ -160,16 +181,18 @@ _Grads = tuple[torch.Tensor | None, ...]
 
 
 def _outgoing(grad: torch.Tensor, frame: _Frame) -> torch.Tensor:
-    """A gradient leaving the call: tracked, labelled with the call's label and its gradients'."""
-    label = frame.full_label()
-    if store.label_of_plain(grad).join(label) is store.label_of_plain(grad) and isinstance(
-        grad, TaggedTensor
-    ):
+    """A gradient leaving the call, labelled with the call's label and its gradients'."""
+    own = store.label_of_plain(grad)
+    label = own.join(frame.full_label())
+    if label is own:
         return grad
-    # A copy: the engine may hand the same gradient tensor to several consumers.
+    if not label.has_aux:
+        store.write_label(grad, label)  # primary-only: on its memory (harmless if shared)
+        return grad
+    # A tracked copy: the engine may hand the same gradient tensor to several consumers.
     with NO_DISPATCH():
         copied = torch.ops.aten.clone.default(grad)
-    store.write_label(copied, store.label_of_plain(grad).join(label), frame.origin)
+    store.write_label(copied, label, frame.origin)
     return tracked(copied)
 
 
@@ -202,11 +225,11 @@ class _InputHook:
 class _OutputHook:
     """Receives the gradient arriving at one output: attributes labels, hands the call a plain gradient."""
 
-    __slots__ = ("frame", "params")
+    __slots__ = ("frame", "leaf")
 
-    def __init__(self, frame: _Frame, params: tuple[torch.Tensor, ...]) -> None:
+    def __init__(self, frame: _Frame, leaf: torch.Tensor | None) -> None:
         self.frame = frame
-        self.params = params
+        self.leaf = leaf  # an output that is itself a parameter (the call returned it)
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor | None:
         frame = self.frame
@@ -219,7 +242,19 @@ class _OutputHook:
                 origin = store.origin_of(grad)
                 frame.origin = origin
         label = frame.label.join(grad_label)
-        _grad_labels.attribute(self.params, label, origin)
+        if label.has_aux:
+            node = torch._C._current_autograd_node()
+            if self.leaf is not None:
+                params = [self.leaf]
+            elif node is None:
+                raise TrackingError(f"{frame.module_name}: no autograd node runs the gradient of its output")
+            else:
+                params = _walk(node, frame, _input_nodes(frame))
+            for p in params:
+                _grad_labels.ensure_hook(p)
+            _grad_labels.attribute(params, label, origin)
+        else:
+            _grad_labels.attribute(frame.params if self.leaf is None else (self.leaf,), label, origin)
         if torch.is_grad_enabled():
             # create_graph: the call's backward runs operation by operation on a tracked copy
             # labelled with everything it depends on, so higher-order gradients are labelled too.
@@ -235,36 +270,46 @@ class _OutputHook:
 # -- the call's state ------------------------------------------------------------------------------
 
 
-def _state_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
-    """Parameters, buffers and tensor attributes of ``module`` and its submodules."""
-    found: list[torch.Tensor] = []
-    scan_attributes = store.counters.labelled_state > 0
-    for sub in module.modules():
-        for p in sub._parameters.values():
-            if p is not None:
-                found.append(p)
-        for b in sub._buffers.values():
-            if b is not None:
-                found.append(b)
-        if scan_attributes:
-            for value in sub.__dict__.values():
-                if isinstance(value, torch.Tensor):
-                    found.append(value)
-    return found
-
-
-def _state_labels(module: torch.nn.Module, labels: set[Label]) -> bool:
-    """Collect the labels of the module's state; True if some state tensor is itself tracked."""
+def _state_labels(module: torch.nn.Module, labels: set[Label], protected: list[torch.Tensor]) -> bool:
+    """Collect the labels of the module's state (parameters, buffers and -- once plain memory was
+    ever labelled -- tensor attributes of it and its submodules) and its protected parameters.
+    Returns True if some state tensor is itself tracked."""
     tracked_state = False
-    for t in _state_tensors(module):
-        label = store.label_of_plain(t)
-        if label is not EMPTY:
+    scan_attributes = store.counters.labelled_state > 0
+    label_attr = store._LABEL
+    protected_attr = _protection._ATTR
+    for sub in _modules_of(module):
+        tensors: list[Any] = [*sub._parameters.values(), *sub._buffers.values()]
+        if scan_attributes:
+            tensors += [v for v in sub.__dict__.values() if isinstance(v, torch.Tensor)]
+        for t in tensors:
+            if t is None:
+                continue
+            if type(t) is torch.nn.Parameter:
+                try:
+                    info = getattr(t.untyped_storage(), protected_attr, None)
+                except (RuntimeError, NotImplementedError):
+                    info = None
+                if info is not None and info.ref() is t:
+                    protected.append(t)
+            if type(t) is not torch.nn.Parameter and type(t) is not torch.Tensor:
+                if isinstance(t, TaggedTensor):
+                    tracked_state = True
+                label = store.label_of_plain(t)
+            else:
+                try:
+                    found = getattr(t.untyped_storage(), label_attr, None)
+                except (RuntimeError, NotImplementedError):
+                    found = None
+                if found is None:
+                    continue
+                label = found if type(found) is Label else store.label_of_plain(t)
+            if label is EMPTY:
+                continue
             untracked_aux = label.has_aux and not isinstance(t, TaggedTensor)
             if untracked_aux and _protection.protection_of(t) is None and track_in_place(t):
                 tracked_state = True
             labels.add(label)
-        if isinstance(t, TaggedTensor):
-            tracked_state = True
     return tracked_state
 
 
@@ -292,7 +337,7 @@ def _input_labels(value: Any, found: set[Label]) -> tuple[bool, bool]:
 
 def _buffer_versions(module: torch.nn.Module) -> list[tuple[list[torch.Tensor], list[int]]]:
     groups = []
-    for sub in module.modules():
+    for sub in _modules_of(module):
         own = [b for b in sub._buffers.values() if b is not None]
         if own:
             groups.append((own, [b._version for b in own]))
@@ -350,10 +395,20 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
         tagged, rows = tagged or t, rows or r
     input_labels = len(labels)
     state_labels: set[Label] = set()
-    tracked_state = _state_labels(module, state_labels)
+    params: list[torch.Tensor] = []
+    tracked_state = _state_labels(module, state_labels, params)
     labels |= state_labels
+    if not labels and not tagged:
+        # Nothing labelled in the inputs or anywhere in the module's state: a plain call, and so are
+        # the calls nested in it (one that receives a tracked value computed inside still runs
+        # operation by operation, tracked).
+        frame = _Frame(EMPTY, "")
+        frame.py_frame = sys._getframe(1)
+        frame.call_frame = frame.py_frame.f_back
+        state.frame = frame
+        return None
     if not labels:
-        return None  # nothing labelled: a plain call
+        return None
     if tracked_state or rows or input_labels > 1 or len(state_labels) > 1:
         # One label cannot describe this call: run it operation by operation.
         if state_labels:
@@ -361,6 +416,8 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
         return None
     label = Label.join_all(labels)
     frame = _Frame(label, type(module).__name__)
+    if params:
+        frame.params = tuple(params)
     if label.has_aux:
         frame.origin = f"{frame.module_name} called on data labelled {label!r} at {user_call_site(2)}"
         frame.protected_buffers = _snapshot_protected_buffers(module)
@@ -397,6 +454,8 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
     if caller is not frame.py_frame and caller is not frame.call_frame:
         return None  # a nested call's hook
     state.frame = None
+    if frame.label is EMPTY:
+        return None  # an untracked call
     _refuse_protected_buffer_changes(frame)
     for group, versions in frame.buffer_versions:
         # Some kernels (native_batch_norm) update buffers without bumping their version
@@ -455,17 +514,14 @@ def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
         return t
     existing = store.label_of_plain(t)
     label = existing if existing is not EMPTY else frame.label  # an input passed through keeps its label
-    store.write_label(t, label, frame.origin)
+    label = store.write_label(t, label, frame.origin)
     if not t.requires_grad:
-        return torch.Tensor._make_subclass(TaggedTensor, t)
-    out: torch.Tensor = t.as_subclass(TaggedTensor)
-    if t.grad_fn is None:
-        params: list[torch.Tensor] = [t]
-    else:
-        params = _walk(t.grad_fn, frame, _input_nodes(frame))
-    for p in params:
-        _grad_labels.ensure_hook(p)
-    t.register_hook(_OutputHook(frame, tuple(params)))
+        return torch.Tensor._make_subclass(TaggedTensor, t) if label.has_aux else t
+    out: torch.Tensor = t.as_subclass(TaggedTensor) if label.has_aux else t
+    leaf = t if t.grad_fn is None else None
+    if leaf is not None:
+        _grad_labels.ensure_hook(leaf)
+    t.register_hook(_OutputHook(frame, leaf))
     return out
 
 

@@ -18,13 +18,24 @@ arithmetic is exactly PyTorch's) and then:
 
 Design invariants:
 
-- Outputs are tracked (of this type) whenever any input was: views always,
-  fresh tensors when they carry a label; a fresh, unlabelled output is a plain
-  tensor.  Inside a backward node every output stays tracked, because autograd
+- Auxiliary provenance is exact (to the granularity of ``_label_store``): a
+  value whose label holds an auxiliary source is always reached through a
+  tracked object, so every operation on it is seen.  Fresh outputs with such a
+  label are tracked; memory that gains one through a plain object (an
+  accumulator, a view of a plain buffer, a parameter stepped with auxiliary
+  gradients) is made tracked in place, object and view base alike
+  (:func:`track_in_place`).
+- Primary provenance is kept on memory: a fresh output whose label is
+  primary-only is a *plain* tensor with its label on its memory, which module
+  calls, gradients and the gate read.  Operations on plain tensors only are
+  not seen, so a value computed from it by them carries no label -- which
+  never changes a decision, since a label without an auxiliary source is
+  never refused.  This keeps tracking off the policy's and critic's
+  arithmetic on primary data, where it would cost a Python call per operation.
+- Views of tracked tensors are tracked, and so are outputs that do not depend
+  on their inputs' values (``new_zeros``): both are typically written into
+  next.  Inside a backward node every output stays tracked, because autograd
   fills fresh buffers in place and then slices them.
-- Memory that gains an auxiliary label through a plain tensor object is made
-  tracked in place (:func:`track_in_place`), so later operations on that
-  object alone are seen.
 - Nothing here raises a bare ``AssertionError``: an internal inconsistency is a
   :class:`~amal_verified.errors.TrackingError` naming the operation.
 """
@@ -353,47 +364,74 @@ def track_in_place(t: torch.Tensor) -> bool:
     """Turn the plain tensor object ``t`` into a tracked one, keeping its identity.
 
     Used when memory reached through a plain object (a parameter updated from
-    auxiliary gradients, an accumulator written with auxiliary data) gains an
-    auxiliary label, so that operations on that object alone are tracked from
-    then on.  ``.grad`` and gradient hooks move with it.  Returns False, and
-    changes nothing, when PyTorch cannot swap the object (other references to
-    its ``TensorImpl``, weak references); the label stays on the memory, where
-    module calls and the gate read it.
+    auxiliary gradients, an accumulator or a buffer written with auxiliary
+    data) gains an auxiliary label, so that operations on that object alone
+    are tracked from then on.  A leaf that requires grad is swapped with
+    :func:`torch.utils.swap_tensors` (``.grad`` and gradient hooks move with
+    it); any other tensor has its ``TensorImpl`` replaced by a tracked alias
+    of the same memory (with autograd history, if it had any).  Returns False,
+    and changes nothing, when PyTorch cannot swap the object (a parameter
+    referenced by a live autograd graph, a functorch wrapper); the label
+    stays on the memory, where module calls and the gate read it.
     """
     if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
         return isinstance(t, TaggedTensor)
     if getattr(_swap_guard, "active", False) or torch._C._functorch.is_functorch_wrapped_tensor(t):
         return False
-    is_param = type(t) is torch.nn.Parameter
-    grad = t.grad if t.is_leaf else None
+    if t.layout != torch.strided:
+        return False
+    _swap_guard.active = True
     try:
-        hooks = t._backward_hooks if t.is_leaf else None
-        post_hooks = getattr(t, "_post_accumulate_grad_hooks", None) if t.is_leaf else None
+        if t.is_leaf and t.requires_grad:
+            return _swap_leaf(t)
+        replacement = t.as_subclass(TaggedTensor) if t.requires_grad else _make_tracked_alias(t)
+        if type(t) is torch.nn.Parameter:
+            replacement.__class__ = _TrackedParameter
+        _swap_objects(t, replacement)
+        return True
     except RuntimeError:
-        hooks = post_hooks = None
+        return False
+    finally:
+        _swap_guard.active = False
+
+
+def _make_tracked_alias(t: torch.Tensor) -> torch.Tensor:
+    with NO_DISPATCH():
+        alias = t.detach()
+    return torch.Tensor._make_subclass(TaggedTensor, alias)
+
+
+def _swap_objects(t: torch.Tensor, replacement: torch.Tensor) -> None:
+    """Give the Python object ``t`` the ``TensorImpl`` and class of ``replacement`` (and vice versa)."""
+    t.__class__, replacement.__class__ = replacement.__class__, t.__class__
+    torch._C._swap_tensor_impl(t, replacement)
+
+
+def _swap_leaf(t: torch.Tensor) -> bool:
+    is_param = type(t) is torch.nn.Parameter
+    grad = t.grad
+    hooks = t._backward_hooks
+    post_hooks = getattr(t, "_post_accumulate_grad_hooks", None)
     replacement = torch.Tensor._make_subclass(
-        _TrackedParameter if is_param else TaggedTensor, t.detach(), t.requires_grad
+        _TrackedParameter if is_param else TaggedTensor, t.detach(), True
     )
     held = [(registry, registry.pop(t)) for registry in SWAP_SENSITIVE if t in registry]
-    _swap_guard.active = True
     try:
         torch.utils.swap_tensors(t, replacement)
     except RuntimeError:
         return False
     finally:
-        _swap_guard.active = False
         for registry, value in held:
             registry[t] = value
     t.__dict__.update(replacement.__dict__)
-    if t.is_leaf and t.requires_grad:
-        if grad is not None:
-            t.grad = grad
-        if hooks:
-            for hook in hooks.values():
-                t.register_hook(hook)
-        if post_hooks:
-            for hook in post_hooks.values():
-                t.register_post_accumulate_grad_hook(hook)
+    if grad is not None:
+        t.grad = grad
+    if hooks:
+        for hook in hooks.values():
+            t.register_hook(hook)
+    if post_hooks:
+        for hook in post_hooks.values():
+            t.register_post_accumulate_grad_hook(hook)
     return True
 
 
@@ -411,10 +449,10 @@ def _dispatch(func: torch._ops.OpOverload, args: Sequence[Any], kwargs: dict[str
     info = _op_infos.get(func)
     if info is None:
         info = op_info(func)
-    label = _label_of_args(args)
-    if kwargs:
-        label = label.join(_label_of_args(kwargs.values()))
-
+    if info.is_view:  # the label is the memory's, which the view shares
+        with NO_DISPATCH():
+            out = func(*args, **kwargs)
+        return _wrap_view(out)
     if info.metadata:
         with NO_DISPATCH():
             return func(*args, **kwargs)
@@ -422,20 +460,21 @@ def _dispatch(func: torch._ops.OpOverload, args: Sequence[Any], kwargs: dict[str
         with NO_DISPATCH():
             out = func(*args, **kwargs)
         return _wrap_neutral(out)
+    label = _label_of_args(args)
+    if kwargs:
+        label = label.join(_label_of_args(kwargs.values()))
     origin = _origin(info, args, kwargs) if label.has_aux else None
     if info.written:
         return _dispatch_write(func, info, args, kwargs, label, origin)
 
     with NO_DISPATCH():
         out = func(*args, **kwargs)
-    if info.is_view:
-        return _wrap_view(out)
     if info.is_foreach:
         return _wrap_foreach(out, args, kwargs, origin)
     if info.rows and label is not EMPTY and type(out) is torch.Tensor:
         return _wrap_rows(out, args, kwargs, label, origin)
     if info.copies and label is not EMPTY and type(out) is torch.Tensor and _copy_rows(args[0], out):
-        return torch.Tensor._make_subclass(TaggedTensor, out)
+        return torch.Tensor._make_subclass(TaggedTensor, out) if label._aux else out
     if isinstance(out, torch.Tensor):
         return _wrap_fresh(out, label, origin)
     if type(out) is tuple or type(out) is list:
@@ -451,14 +490,24 @@ def _wrap_fresh(out: Any, label: Label, origin: str | None) -> Any:
         if type(out) is tuple or type(out) is list:
             return type(out)(_wrap_fresh(o, label, origin) for o in out)
         return out
-    if label is not EMPTY:
-        store.write_label(out, label, origin)
-    elif isinstance(out, TaggedTensor):
-        return out
-    elif torch._C._current_autograd_node() is None:
-        return _keep_plain(out)
     if isinstance(out, TaggedTensor):
+        if label is not EMPTY:
+            store.write_label(out, label, origin)
         return out
+    if label is not EMPTY:
+        storage = out.untyped_storage()
+        if getattr(storage, store._LABEL, None) is None:  # fresh memory: the whole of it
+            store.counters.tagged = True
+            setattr(storage, store._LABEL, label)
+            if label._aux:
+                store._record_origin(storage, label, origin)
+        else:
+            label = store.write_label(out, label, origin)
+        if label._aux or torch._C._current_autograd_node() is not None:
+            return torch.Tensor._make_subclass(TaggedTensor, out)
+        return out
+    if torch._C._current_autograd_node() is None:
+        return _keep_plain(out)
     return torch.Tensor._make_subclass(TaggedTensor, out)
 
 
@@ -473,8 +522,8 @@ def _wrap_neutral(out: Any) -> Any:
 
 
 def _keep_plain(out: torch.Tensor) -> torch.Tensor:
-    """A fresh unlabelled output: plain, unless it shares labelled memory (then tracked)."""
-    if store.counters.tagged and store.storage_label(out) is not EMPTY:
+    """A fresh unlabelled output: plain, unless it shares auxiliary-labelled memory (then tracked)."""
+    if store.counters.aux and store.storage_label(out).has_aux:
         return torch.Tensor._make_subclass(TaggedTensor, out)
     return out
 
@@ -492,7 +541,7 @@ def _wrap_rows(
 ) -> torch.Tensor:
     """``cat``/``stack``: along the outermost dimension, each input's rows keep their own label."""
     if _label_rows(out, args, kwargs, origin):
-        return torch.Tensor._make_subclass(TaggedTensor, out)
+        return torch.Tensor._make_subclass(TaggedTensor, out) if label._aux else out
     return _wrap_fresh(out, label, origin)  # type: ignore[no-any-return]
 
 
@@ -508,6 +557,9 @@ def _label_rows(out: torch.Tensor, args: Sequence[Any], kwargs: dict[str, Any], 
         return False
     size = out.element_size()
     layout = [(x.numel() * size, store.label_of_plain(x)) for x in parts]
+    first = layout[0][1]
+    if all(label is first for _, label in layout):
+        return False  # one label for every row: nothing finer to keep
     if sum(n for n, _ in layout) != store._storage(out).nbytes():
         return False
     store.set_label(out, store.rows_of_parts(layout), origin)
@@ -671,11 +723,15 @@ def _dispatch_write(
         targets = []  # labelled row block by row block
     for target, written, overwrite in targets:
         new = store.write_label(target, written, origin, overwrite=overwrite)
-        if type(target) is not TaggedTensor and not isinstance(target, TaggedTensor):
+        if not isinstance(target, TaggedTensor):
             if new is not EMPTY:
                 store.counters.labelled_state += 1
             if new.has_aux:
                 track_in_place(target)
+        if new.has_aux:
+            base = target._base
+            if base is not None and not isinstance(base, TaggedTensor):
+                track_in_place(base)
 
     if out is None:
         return None

@@ -8,11 +8,11 @@ attached at the edges instead:
   receives, as a *pending* label, the join of the call's label and the label of
   the gradient arriving at that output (:func:`attribute`);
 - a hook on the parameter joins the pending label into its incoming gradient
-  and hands the gradient on as a tracked tensor, before it is accumulated into
-  ``.grad`` or returned by ``torch.autograd.grad`` -- so that whatever is
-  computed from it (clipping, surgery, flattening) keeps the label; a second
-  hook, after accumulation, makes ``.grad`` itself tracked when its memory is
-  labelled;
+  and, when the label holds an auxiliary source, hands the gradient on as a
+  tracked tensor, before it is accumulated into ``.grad`` or returned by
+  ``torch.autograd.grad`` -- so that whatever is computed from it (clipping,
+  surgery, flattening) keeps the label; a second hook, after accumulation,
+  makes ``.grad`` itself tracked when its memory holds auxiliary data;
 - pending labels belong to one backward pass (graph task) and are dropped when
   it ends or when a later pass starts.
 
@@ -23,19 +23,15 @@ higher-order gradients are PyTorch's own.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from amal_verified import _label_store as store
-from amal_verified._dispatch import SWAP_SENSITIVE, TaggedTensor, tracked
+from amal_verified._dispatch import TaggedTensor, tracked
 from amal_verified.labels import EMPTY, Label
 
 __all__ = ["attribute", "ensure_hook"]
 
-_hooked: Final = WeakIdKeyDictionary()
-SWAP_SENSITIVE.append(_hooked)
 _pending: dict[int, tuple[Label, str | None]] = {}
 _pending_task = -1
 
@@ -65,27 +61,42 @@ def attribute(params: Iterable[torch.Tensor], label: Label, origin: str | None =
             _pending[pid] = (previous[0].join(label), previous[1] or origin)
 
 
-def ensure_hook(param: torch.Tensor) -> None:
-    """Install (once per tensor object) the hooks that label ``param``'s gradients."""
-    if param in _hooked:
-        return
-    _hooked[param] = True
-    pid = id(param)  # keys pending labels, which live only while one backward pass runs
+class _BeforeAccumulation:
+    """Joins the pending label into the gradient of one parameter (a tensor hook)."""
 
-    def before_accumulation(grad: torch.Tensor) -> torch.Tensor | None:
-        pending = _pending.pop(pid, None) if _pending else None
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid  # keys pending labels, which live only while one backward pass runs
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor | None:
+        pending = _pending.pop(self.pid, None) if _pending else None
         if pending is None:
             return None
         label, origin = pending
-        if isinstance(grad, TaggedTensor):
+        if isinstance(grad, TaggedTensor) or not label.has_aux:
             store.write_label(grad, label, origin)
             return None
         return tracked(grad, label, origin)
 
-    def after_accumulation(p: torch.Tensor) -> None:
-        g = p.grad
-        if g is not None and type(g) is torch.Tensor and store.label_of_plain(g) is not EMPTY:
-            p.grad = tracked(g)
 
-    param.register_hook(before_accumulation)
-    param.register_post_accumulate_grad_hook(after_accumulation)
+def _after_accumulation(p: torch.Tensor) -> None:
+    """Makes ``.grad`` tracked when its memory holds auxiliary data."""
+    g = p.grad
+    if g is not None and type(g) is torch.Tensor and store.counters.aux and store.label_of_plain(g).has_aux:
+        p.grad = tracked(g)
+
+
+def ensure_hook(param: torch.Tensor) -> None:
+    """Install (once per tensor) the hooks that label ``param``'s gradients.
+
+    Whether they are installed is read from the tensor's own hooks, which move with it when it is
+    swapped (``track_in_place``) and are not pickled.
+    """
+    hooks = param._backward_hooks
+    if hooks:
+        for hook in hooks.values():
+            if type(hook) is _BeforeAccumulation:
+                return
+    param.register_hook(_BeforeAccumulation(id(param)))
+    param.register_post_accumulate_grad_hook(_after_accumulation)

@@ -42,11 +42,13 @@ _ORIGIN: Final = "_amal_origin"
 class Counters:
     """Process-wide facts the hot paths test before doing any work."""
 
-    __slots__ = ("labelled_state", "tagged")
+    __slots__ = ("aux", "labelled_state", "tagged")
 
     def __init__(self) -> None:
         # A storage was ever labelled (nothing to look up before that).
         self.tagged = False
+        # A label with an auxiliary source was ever written (nothing for the gate to refuse before).
+        self.aux = False
         # Labels were written into memory not reached through a tracked tensor object (module
         # buffers, tensor attributes, in-place writes into plain tensors): module calls must read
         # their buffers' and attributes' labels.
@@ -210,6 +212,15 @@ def set_label(t: torch.Tensor, label: Label | Rows, origin: str | None = None) -
     _record_origin(storage, label, origin)
 
 
+def _covers(t: torch.Tensor, storage: Any) -> bool:
+    """Whether ``t``'s elements span the whole storage (cheap test first, then the exact extent)."""
+    nbytes = storage.nbytes()
+    if t.storage_offset() == 0 and t.numel() * t.element_size() >= nbytes and t.is_contiguous():
+        return True
+    lo, hi = extent(t)
+    return lo == 0 and hi >= nbytes
+
+
 def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwrite: bool = False) -> Label:
     """Record that ``label``-ed data was written into the elements of ``t``; returns their new label.
 
@@ -222,20 +233,20 @@ def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwr
     if old is None:
         if label is EMPTY:
             return EMPTY
-        lo, hi = extent(t)
-        if lo == 0 and hi >= storage.nbytes():
+        if _covers(t, storage):
             new: Label | Rows = label
         else:
+            lo, hi = extent(t)
             new = Rows(((0, storage.nbytes(), EMPTY),)).write(lo, hi, label, overwrite=True)
     elif type(old) is Label:
         if not overwrite and (label is EMPTY or label.flows_to(old)):
             return old
-        lo, hi = extent(t)
-        if lo == 0 and hi >= storage.nbytes():
+        if _covers(t, storage):
             new = label if overwrite else old.join(label)
         elif old is EMPTY or label.flows_to(old):
             new = old.join(label)
         else:
+            lo, hi = extent(t)
             new = Rows(((0, storage.nbytes(), old),)).write(lo, hi, label, overwrite)
     else:
         lo, hi = extent(t)
@@ -252,6 +263,10 @@ def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwr
 
 def _record_origin(storage: Any, label: Label | Rows, origin: str | None) -> None:
     has_aux = label.has_aux if type(label) is Label else label.whole().has_aux
+    if has_aux:
+        counters.aux = True
+    elif getattr(storage, _ORIGIN, None) is None:
+        return
     if not has_aux:
         if getattr(storage, _ORIGIN, None) is not None:
             delattr(storage, _ORIGIN)

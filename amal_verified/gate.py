@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
+from amal_verified import _grad_labels, _protection
 from amal_verified import _label_store as store
-from amal_verified import _protection
 from amal_verified._activation import ensure_active
 from amal_verified._dispatch import TaggedTensor, label_of, plain, track_in_place
 from amal_verified._runtime_checks import checked
@@ -179,6 +179,7 @@ class GatedOptimizer(torch.optim.Optimizer):
         self._names_arg = names
         self._owner = f"GatedOptimizer({type(optimizer).__name__})"
         self._names: dict[int, str] = {}
+        self._state_signature: tuple[int, int] = (-1, -1)
         self._buffers = buffers
         self._protect_all()
 
@@ -201,12 +202,19 @@ class GatedOptimizer(torch.optim.Optimizer):
         self._names = names
         for p in _all_params(self.original_optimizer):
             _protection.protect(p, names[id(p)], self._owner, "parameter")
+            _grad_labels.ensure_hook(p)
         self._protect_state()
         for name, b in self._buffers:
             _protection.protect(b, name, self._owner, "buffer")
 
     def _protect_state(self) -> None:
-        for p, entries in self.original_optimizer.state.items():
+        state = self.original_optimizer.state
+        # Optimizers create state lazily and then update it in place: protect only what is new.
+        signature = (len(state), sum(len(v) for v in state.values() if isinstance(v, Mapping)))
+        if signature == self._state_signature:
+            return
+        self._state_signature = signature
+        for p, entries in state.items():
             if not isinstance(entries, Mapping):
                 continue
             for key, value in entries.items():
@@ -268,6 +276,7 @@ class GatedOptimizer(torch.optim.Optimizer):
         if refused:
             raise _violation(f"{self._owner}.load_state_dict()", refused, _STATE_HINT)
         self.original_optimizer.load_state_dict(state_dict)
+        self._state_signature = (-1, -1)
         self._protect_state()
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
@@ -332,8 +341,8 @@ class GatedOptimizer(torch.optim.Optimizer):
 
     def check(self) -> None:
         """Raise :class:`IsolationViolation` if anything the next step reads carries aux data."""
-        if not store.counters.tagged:
-            return
+        if not store.counters.aux:
+            return  # no auxiliary label was ever written in this process
         refused = self._refused()
         if refused:
             raise _violation(f"{self._owner}.step()", refused, _HINT)
@@ -397,9 +406,9 @@ def _step_inner(inner: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
 
 def _any_optimizer_pre_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     """Global hook: no optimizer may step a protected parameter with aux-derived gradients."""
-    if torch.compiler.is_compiling() or isinstance(optimizer, GatedOptimizer) or _gated_step_depth:
-        return
-    if not store.counters.tagged:
+    if torch.compiler.is_compiling() or not store.counters.aux or _gated_step_depth:
+        return  # without auxiliary labels there is nothing to refuse and no label to follow
+    if isinstance(optimizer, GatedOptimizer):
         return
     refused: list[Refused] = []
     for p in _all_params(optimizer):
@@ -422,8 +431,9 @@ def _any_optimizer_pre_step(optimizer: torch.optim.Optimizer, args: Any, kwargs:
         )
     params = list(_all_params(optimizer))
     labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
-    if any(label is not EMPTY for label in labels):
-        optimizer.__dict__["_amal_step"] = (params, labels, _unwrap_grads(params))
+    swapped = _unwrap_grads(params)
+    if swapped or any(label.has_aux for label in labels):
+        optimizer.__dict__["_amal_step"] = (params, labels, swapped)
 
 
 def _any_optimizer_post_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -437,8 +447,8 @@ def _any_optimizer_post_step(optimizer: torch.optim.Optimizer, args: Any, kwargs
     _rewrap_grads(swapped)
     state = optimizer.state
     for p, label in zip(params, labels, strict=True):
-        if label is EMPTY:
-            continue
+        if not label.has_aux:
+            continue  # primary provenance is followed for protected parameters (the gate's) only
         entries = state.get(p)
         if entries:
             for value in entries.values():

@@ -63,10 +63,11 @@ class Label:
     two labels are memoised.
     """
 
-    __slots__ = ("__weakref__", "_hash", "sources")
+    __slots__ = ("__weakref__", "_aux", "_hash", "sources")
 
     sources: frozenset[Source]
     _hash: int
+    _aux: frozenset[Source]
 
     _interned: ClassVar[dict[frozenset[Source], Label]] = {}
     _joins: ClassVar[dict[tuple[int, int], Label]] = {}
@@ -82,6 +83,7 @@ class Label:
         label = object.__new__(cls)
         object.__setattr__(label, "sources", key)
         object.__setattr__(label, "_hash", hash(key))
+        object.__setattr__(label, "_aux", frozenset(s for s in key if s.kind is SourceKind.AUX))
         cls._interned[key] = label
         return label
 
@@ -124,7 +126,7 @@ class Label:
 
     @property
     def aux_sources(self) -> frozenset[Source]:
-        return frozenset(s for s in self.sources if s.kind is SourceKind.AUX)
+        return self._aux
 
     @property
     def primary_sources(self) -> frozenset[Source]:
@@ -132,12 +134,12 @@ class Label:
 
     @property
     def has_aux(self) -> bool:
-        return any(s.kind is SourceKind.AUX for s in self.sources)
+        return bool(self._aux)
 
     @property
     def is_primary_only(self) -> bool:
         """Non-empty and derived from primary sources alone."""
-        return bool(self.sources) and not self.has_aux
+        return bool(self.sources) and not self._aux
 
     def __iter__(self) -> Iterator[Source]:
         return iter(sorted(self.sources))
@@ -152,7 +154,11 @@ class Label:
 
     @staticmethod
     def of(kind: SourceKind, name: str) -> Label:
-        return Label((Source(kind, name),))
+        found = _singletons.get((kind, name))
+        if found is None:
+            found = Label((Source(kind, name),))
+            _singletons[(kind, name)] = found
+        return found
 
     @staticmethod
     def join_all(labels: Iterable[Label]) -> Label:
@@ -163,3 +169,4 @@ class Label:
 
 
 EMPTY: Final[Label] = Label()
+_singletons: dict[tuple[SourceKind, str], Label] = {}

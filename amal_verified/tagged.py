@@ -17,12 +17,12 @@ mypy they are distinct ``@final`` subclasses of ``torch.Tensor``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import cast, final
 
 import torch
 
 from amal_verified import _label_store as store
+from amal_verified._activation import ensure_active
 from amal_verified._dispatch import TaggedTensor, label_of
 from amal_verified._runtime_checks import checked
 from amal_verified.errors import TaggingError
@@ -65,8 +65,6 @@ def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
         raise TaggingError("a meta tensor holds no data to tag; tag the real tensor")
     new = Label.of(kind, source)
     existing = label_of(x)
-    from amal_verified._activation import ensure_active
-
     ensure_active()
     if kind is SourceKind.PRIMARY and existing.has_aux:
         if declassifying() is None:

@@ -44,7 +44,12 @@ def test_forward_ops_propagate_and_join() -> None:
     assert av.label_of(a.mean(dim=0)) is A
     assert av.label_of(p.max(dim=1).values) is P
     assert av.label_of(F.mse_loss(p, a)) is PA
-    assert av.label_of(F.cross_entropy(p, torch.tensor([0, 1, 2, 0]))) is P
+    # Composite functions run several operations: auxiliary labels follow every one of them ...
+    assert av.label_of(F.cross_entropy(a, torch.tensor([0, 1, 2, 0]))) is A
+    # ... primary labels the first (its output is a plain tensor with the label on its memory).
+    first = F.log_softmax(p, dim=1)
+    assert type(first) is torch.Tensor and av.label_of(first) is P
+    assert av.label_of(F.cross_entropy(p, torch.tensor([0, 1, 2, 0]))).is_empty
     mixed = p * a
     assert isinstance(mixed, av.AuxData) and not isinstance(mixed, av.PrimaryData)
 
@@ -166,6 +171,9 @@ def test_module_output_containers_are_tagged() -> None:
 
 def test_backward_gradients_carry_exactly_their_data() -> None:
     wm, pol = torch.nn.Linear(3, 3), torch.nn.Linear(3, 1)
+    av.GatedOptimizer(
+        torch.optim.SGD(wm.parameters(), lr=0.1)
+    )  # primary labels are followed to protected parameters
     p, a = prim(5, 3), auxd(5, 3)
     loss = F.mse_loss(wm(p), p) + pol(a).pow(2).mean()
     loss.backward()
@@ -188,6 +196,7 @@ def test_autograd_grad_results_are_labelled() -> None:
 
 def test_gradient_accumulates_labels_across_backward_calls() -> None:
     wm = torch.nn.Linear(3, 1)
+    av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1))
     wm(prim(2, 3)).sum().backward()
     assert av.label_of(wm.weight.grad) is P
     wm(auxd(2, 3)).sum().backward()
@@ -234,12 +243,12 @@ def test_parameters_take_the_labels_of_their_updates() -> None:
     assert av.label_of(wm(torch.randn(2, 3))) is A  # calls on plain data too
     # Manual SGD through .data joins the gradient's label as well.
     other = torch.nn.Linear(3, 3)
-    other(prim(4, 3)).sum().backward()
+    other(auxd(4, 3)).sum().backward()
     with torch.no_grad():
         for p in other.parameters():
             assert p.grad is not None
             p.data.add_(p.grad, alpha=-0.1)
-    assert all(av.label_of(p) is P for p in other.parameters())
+    assert all(av.label_of(p) is A for p in other.parameters())
 
 
 def test_tagged_tensor_repr_and_deepcopy() -> None:
