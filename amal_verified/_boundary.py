@@ -96,7 +96,8 @@ class _Frame:
         self.call_frame: FrameType | None = None
         # per submodule: its buffers and their version counters when the call began
         self.buffer_versions: list[tuple[list[torch.Tensor], list[int]]] = []
-        self.input_versions: list[tuple[torch.Tensor, int]] = []
+        # the plain aliases the call received in place of its tracked inputs: (alias, version, input)
+        self.input_versions: list[tuple[torch.Tensor, int, torch.Tensor]] = []
         # the call's protected parameters (primary-only labels are attributed to them, see above)
         self.params: tuple[torch.Tensor, ...] = ()
         # protected buffers and copies of their values, when the call could change them with aux data
@@ -349,7 +350,7 @@ def _unwrap_input(value: Any, frame: _Frame) -> Any:
         alias = plain(value)
         if alias.requires_grad and torch.is_grad_enabled():
             alias.register_hook(_InputHook(frame))
-        frame.input_versions.append((alias, alias._version))
+        frame.input_versions.append((alias, alias._version, value))
         return alias
     tv = type(value)
     if tv is tuple or tv is list:
@@ -464,7 +465,7 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
             for b in group:
                 store.write_label(b, frame.label, frame.origin)
             store.counters.labelled_state += 1
-    for tensor, version in frame.input_versions:
+    for tensor, version, _ in frame.input_versions:
         if tensor._version != version:
             store.write_label(tensor, frame.label, frame.origin)
             store.counters.labelled_state += 1
@@ -508,6 +509,9 @@ def _nan_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
+    for alias, _, given in frame.input_versions:
+        if t is alias:
+            return given  # an input returned as it is (Identity, Dropout(0)): the caller's own tensor
     if isinstance(t, TaggedTensor):
         # Produced operation by operation inside the call (a tagged closure or keyword argument).
         store.write_label(t, frame.label, frame.origin)
@@ -527,7 +531,7 @@ def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
 
 def _input_nodes(frame: _Frame) -> set[Any]:
     """The autograd nodes of the call's plain input aliases: the walk stops there."""
-    return {alias.grad_fn for alias, _ in frame.input_versions if alias.grad_fn is not None}
+    return {alias.grad_fn for alias, _, _ in frame.input_versions if alias.grad_fn is not None}
 
 
 def _map_output(value: Any, fn: Any, module: torch.nn.Module) -> Any:

@@ -402,9 +402,40 @@ def _make_tracked_alias(t: torch.Tensor) -> torch.Tensor:
 
 
 def _swap_objects(t: torch.Tensor, replacement: torch.Tensor) -> None:
-    """Give the Python object ``t`` the ``TensorImpl`` and class of ``replacement`` (and vice versa)."""
-    t.__class__, replacement.__class__ = replacement.__class__, t.__class__
+    """Give the Python object ``t`` the ``TensorImpl`` and class of ``replacement``; the old
+    ``TensorImpl`` goes to ``replacement``, which forwards every operation to ``t``."""
+    t.__class__ = replacement.__class__
     torch._C._swap_tensor_impl(t, replacement)
+    _supersede(replacement, t)
+
+
+class _Superseded(torch.Tensor):
+    """The Python object PyTorch hands out for a ``TensorImpl`` that was replaced by a tracked one.
+
+    A tensor made tracked in the middle of an in-place or ``out=`` operation is returned by that
+    operation as the object of its *old* ``TensorImpl`` (PyTorch's binding captured it before the
+    call).  Same memory, same shape; every torch function called on it runs on the tracked tensor
+    instead, so ``y = x.add_(aux)`` is tracked like ``x``.
+    """
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Sequence[type], args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        def current(value: Any) -> Any:
+            if isinstance(value, _Superseded):
+                return value.__dict__.get("_amal_current", value)
+            if type(value) is list or type(value) is tuple:
+                return type(value)(current(v) for v in value)
+            return value
+
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*current(list(args)), **{k: current(v) for k, v in (kwargs or {}).items()})
+
+
+def _supersede(old: torch.Tensor, current: torch.Tensor) -> None:
+    old.__class__ = _Superseded
+    old.__dict__["_amal_current"] = current
 
 
 def _swap_leaf(t: torch.Tensor) -> bool:
@@ -424,6 +455,8 @@ def _swap_leaf(t: torch.Tensor) -> bool:
         for registry, value in held:
             registry[t] = value
     t.__dict__.update(replacement.__dict__)
+    replacement.__dict__.clear()
+    _supersede(replacement, t)
     if grad is not None:
         t.grad = grad
     if hooks:
@@ -657,10 +690,8 @@ def _written_targets(
     lists: list[Sequence[Any]] | None = None
     shared = EMPTY
     for index, name, overwrite in info.written:
-        if info.name in ("aten.native_batch_norm", "aten._native_batch_norm_legit") and not (
-            len(args) > 5 and args[5]
-        ):
-            continue  # evaluation mode: running statistics are read, not written
+        if name in ("running_mean", "running_var") and not (len(args) > 5 and args[5]):
+            continue  # batch norm in evaluation mode reads its running statistics, it does not write them
         target = args[index] if index < len(args) else kwargs.get(name)
         if target is None:
             continue

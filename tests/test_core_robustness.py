@@ -423,3 +423,14 @@ def test_a_protected_parameter_stays_primary_as_long_as_the_gate_holds() -> None
 
 def test_sources_of_a_label_are_named_in_order() -> None:
     assert list(P | A) == sorted([Source(SourceKind.PRIMARY, "real-env"), Source(SourceKind.AUX, "aux-1")])
+
+
+def test_a_module_that_returns_its_input_keeps_the_gradient_label() -> None:
+    """Identity and Dropout(0) return the tensor they were given: the gradient leaving them keeps
+    the label it arrived with (the case of a Transformer decoder's attention output projection)."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerDecoderLayer(4, 2, dim_feedforward=8, dropout=0.0)
+    layer(auxd(3, 2, 4), prim(3, 2, 4)).sum().backward()
+    assert all(p.grad is not None and av.label_of(p.grad).has_aux for p in layer.parameters())
+    x = auxd(3, 4)
+    assert torch.nn.Identity()(x) is x
