@@ -74,6 +74,7 @@ class _Frame:
         "buffer_versions",
         "call_frame",
         "grad_label",
+        "input_nodes",
         "input_versions",
         "label",
         "module_name",
@@ -96,8 +97,11 @@ class _Frame:
         self.call_frame: FrameType | None = None
         # per submodule: its buffers and their version counters when the call began
         self.buffer_versions: list[tuple[list[torch.Tensor], list[int]]] = []
-        # the plain aliases the call received in place of its tracked inputs: (alias, version, input)
-        self.input_versions: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        # the call's tracked inputs: (input, its version, id of the plain alias the call received,
+        # sequence number of that alias's autograd node or -1).  No reference to the alias or its
+        # node is kept: the node holds the input hook, which holds this frame.
+        self.input_versions: list[tuple[torch.Tensor, int, int]] = []
+        self.input_nodes: set[int] = set()
         # the call's protected parameters (primary-only labels are attributed to them, see above)
         self.params: tuple[torch.Tensor, ...] = ()
         # protected buffers and copies of their values, when the call could change them with aux data
@@ -169,7 +173,7 @@ def _walk(root: Any, frame: _Frame, stops: set[Any]) -> list[torch.Tensor]:
         if type(node) is acc_type:
             params.append(node.variable)
             continue
-        if node in stops:
+        if node._sequence_nr() in stops:
             continue
         if node._sequence_nr() < frame.seq_start:
             node.register_prehook(_ExitHook(frame))
@@ -350,7 +354,10 @@ def _unwrap_input(value: Any, frame: _Frame) -> Any:
         alias = plain(value)
         if alias.requires_grad and torch.is_grad_enabled():
             alias.register_hook(_InputHook(frame))
-        frame.input_versions.append((alias, alias._version, value))
+            node = alias.grad_fn
+            if node is not None:
+                frame.input_nodes.add(int(node._sequence_nr()))
+        frame.input_versions.append((value, value._version, id(alias)))
         return alias
     tv = type(value)
     if tv is tuple or tv is list:
@@ -455,6 +462,9 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
     if caller is not frame.py_frame and caller is not frame.call_frame:
         return None  # a nested call's hook
     state.frame = None
+    # The Python frames hold the call's locals (its output among them): keeping them would make a
+    # reference cycle through the output's autograd graph and keep the graph alive until collected.
+    frame.py_frame = frame.call_frame = None
     if frame.label is EMPTY:
         return None  # an untracked call
     _refuse_protected_buffer_changes(frame)
@@ -469,9 +479,16 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
         if tensor._version != version:
             store.write_label(tensor, frame.label, frame.origin)
             store.counters.labelled_state += 1
-    if output is None:
-        return None
-    return _map_output(output, lambda t: _tag_output(t, frame), module)
+    try:
+        if output is None:
+            return None
+        return _map_output(output, lambda t: _tag_output(t, frame), module)
+    finally:
+        # What backward needs stays (label, protected parameters, input node numbers); tensors the
+        # call held go, so the frame -- which hooks on autograd nodes keep -- pins no graph.
+        frame.input_versions = []
+        frame.buffer_versions = []
+        frame.protected_buffers = []
 
 
 def _refuse_protected_buffer_changes(frame: _Frame) -> None:
@@ -509,8 +526,8 @@ def _nan_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
-    for alias, _, given in frame.input_versions:
-        if t is alias:
+    for given, _, alias_id in frame.input_versions:
+        if id(t) == alias_id:  # the alias is alive for the whole call, so its id is not reused
             return given  # an input returned as it is (Identity, Dropout(0)): the caller's own tensor
     if isinstance(t, TaggedTensor):
         # Produced operation by operation inside the call (a tagged closure or keyword argument).
@@ -529,9 +546,9 @@ def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
     return out
 
 
-def _input_nodes(frame: _Frame) -> set[Any]:
-    """The autograd nodes of the call's plain input aliases: the walk stops there."""
-    return {alias.grad_fn for alias, _, _ in frame.input_versions if alias.grad_fn is not None}
+def _input_nodes(frame: _Frame) -> set[int]:
+    """Sequence numbers of the autograd nodes of the call's plain input aliases: the walk stops there."""
+    return frame.input_nodes
 
 
 def _map_output(value: Any, fn: Any, module: torch.nn.Module) -> Any:

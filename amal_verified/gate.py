@@ -40,7 +40,7 @@ import torch
 from amal_verified import _grad_labels, _protection
 from amal_verified import _label_store as store
 from amal_verified._activation import ensure_active
-from amal_verified._dispatch import TaggedTensor, label_of, plain, track_in_place
+from amal_verified._dispatch import NO_DISPATCH, TaggedTensor, plain, track_in_place
 from amal_verified._runtime_checks import checked
 from amal_verified.errors import IsolationViolation
 from amal_verified.labels import EMPTY, Label, Source
@@ -78,6 +78,9 @@ def _param_names(optimizer: torch.optim.Optimizer, names: NamesArg) -> dict[int,
 
 
 Refused = tuple[str, Label, str | None]
+
+# Tensors ``GradScaler.step`` sets on an optimizer that unscales in its kernel; the kernel reads them.
+_AMP_ATTRIBUTES = ("grad_scale", "found_inf")
 
 
 def _violation(
@@ -147,6 +150,21 @@ def _rewrap_grads(swapped: Swapped) -> None:
     for p, g, alias in swapped:
         if p.grad is alias:
             p.grad = g
+
+
+def _forwarded(name: str) -> Any:
+    """An attribute of the wrapper that is the wrapped optimizer's (read, written and deleted there)."""
+
+    def get(self: GatedOptimizer) -> Any:
+        return getattr(self.original_optimizer, name)
+
+    def set_(self: GatedOptimizer, value: Any) -> None:
+        setattr(self.original_optimizer, name, value)
+
+    def delete(self: GatedOptimizer) -> None:
+        delattr(self.original_optimizer, name)
+
+    return property(get, set_, delete)
 
 
 class GatedOptimizer(torch.optim.Optimizer):
@@ -252,6 +270,11 @@ class GatedOptimizer(torch.optim.Optimizer):
     def _step_supports_amp_scaling(self) -> bool:
         return bool(getattr(self.original_optimizer, "_step_supports_amp_scaling", False))
 
+    # ``GradScaler.step`` hands an optimizer that unscales in its kernel (``fused=True``) the scale
+    # and the inf flag as attributes, which the wrapped optimizer's step reads from itself.
+    grad_scale = _forwarded("grad_scale")
+    found_inf = _forwarded("found_inf")
+
     def state_dict(self) -> dict[str, Any]:
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
@@ -312,11 +335,19 @@ class GatedOptimizer(torch.optim.Optimizer):
 
     def _refused(self) -> list[Refused]:
         refused: list[Refused] = []
-        state = self.original_optimizer.state
-        for group in self.original_optimizer.param_groups:
+        inner = self.original_optimizer
+        state = inner.state
+        for attribute in _AMP_ATTRIBUTES:
+            value = inner.__dict__.get(attribute)
+            if isinstance(value, torch.Tensor) and (label := store.label_of_plain(value)).has_aux:
+                refused.append((f"GradScaler's {attribute}", label, store.origin_of(value)))
+        for group in inner.param_groups:
             for key, value in group.items():
-                if key != "params" and isinstance(value, torch.Tensor) and label_of(value).has_aux:
-                    refused.append((f"hyperparameter {key!r}", label_of(value), store.origin_of(value)))
+                if key == "params":
+                    continue
+                for t in _tensors_in(value):
+                    if (label := store.label_of_plain(t)).has_aux:
+                        refused.append((f"hyperparameter {key!r}", label, store.origin_of(t)))
             for p in group["params"]:
                 info = _protection.protection_of(p)
                 if info is not None:
@@ -333,10 +364,10 @@ class GatedOptimizer(torch.optim.Optimizer):
                 entries = state.get(p)
                 if entries:
                     for key, value in entries.items():
-                        if isinstance(value, torch.Tensor):
-                            label = store.label_of_plain(value)
+                        for t in _tensors_in(value):
+                            label = store.label_of_plain(t)
                             if label.has_aux:
-                                refused.append((f"{name} state[{key!r}]", label, store.origin_of(value)))
+                                refused.append((f"{name} state[{key!r}]", label, store.origin_of(t)))
         return refused
 
     def check(self) -> None:
@@ -348,29 +379,42 @@ class GatedOptimizer(torch.optim.Optimizer):
             raise _violation(f"{self._owner}.step()", refused, _HINT)
 
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
-        """Check everything the update reads, then step the wrapped optimizer on plain gradients."""
+        """Check everything the update reads, then step the wrapped optimizer on plain gradients.
+
+        With ``closure``, the gradients of every evaluation are checked before the wrapped
+        optimizer reads them; since it may evaluate the closure again after changing the
+        parameters (LBFGS), parameters and optimizer state are saved first and restored if an
+        evaluation is refused.
+        """
         global _gated_step_depth
+        self.check()
+        inner = self.original_optimizer
+        params = list(_all_params(inner))
         swapped: Swapped = []
-        gated_closure: Callable[[], Any] | None = None
-        if closure is not None:
+        saved: _Saved | None = None
+        args: tuple[Any, ...] = ()
+        labels: list[Label] = []
+        if closure is None:
+            labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
+            swapped.extend(_unwrap_grads(params))
+        else:
+            saved = _save(params, inner.state)
 
             def gated_closure() -> Any:
                 with torch.enable_grad():
                     loss = closure()
                 self.check()  # before the wrapped optimizer uses these gradients
-                swapped.extend(_unwrap_grads(_all_params(self.original_optimizer)))
+                swapped.extend(_unwrap_grads(params))
                 return loss
 
-        self.check()
-        params = list(_all_params(self.original_optimizer))
-        labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
-        swapped.extend(_unwrap_grads(params))
+            args = (gated_closure,)
         _gated_step_depth += 1
         try:
-            if gated_closure is None:
-                result = _step_inner(self.original_optimizer, **kwargs)
-            else:
-                result = _step_inner(self.original_optimizer, gated_closure, **kwargs)
+            result = _step_inner(inner, *args, **kwargs)
+        except IsolationViolation:
+            if saved is not None:
+                _restore(saved, inner.state)
+            raise
         finally:
             _gated_step_depth -= 1
             _rewrap_grads(swapped)
@@ -381,6 +425,65 @@ class GatedOptimizer(torch.optim.Optimizer):
                 store.write_label(p, label)
         self._protect_state()
         return result
+
+
+class _Saved:
+    """Parameter values and optimizer state as they were before a ``step(closure)``."""
+
+    __slots__ = ("params", "state")
+
+    def __init__(self, params: list[tuple[torch.Tensor, torch.Tensor]], state: list[tuple[Any, Any, Any]]):
+        self.params = params
+        self.state = state  # (key, the entry object, its frozen contents)
+
+
+def _freeze(value: Any) -> Any:
+    """``value`` with the contents of every tensor and container in it copied (objects kept)."""
+    if isinstance(value, torch.Tensor):
+        with NO_DISPATCH(), torch.no_grad():
+            return (value, value.detach().clone())
+    if isinstance(value, dict):
+        return (value, [(k, _freeze(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return (value, [_freeze(v) for v in value])
+    if isinstance(value, tuple):
+        return (value, [_freeze(v) for v in value])
+    return (value, None)
+
+
+def _thaw(frozen: Any) -> Any:
+    """The object ``_freeze`` saw, with the contents it had then."""
+    value, contents = frozen
+    if isinstance(value, torch.Tensor):
+        with NO_DISPATCH(), torch.no_grad():
+            value.copy_(contents)
+    elif isinstance(value, dict):
+        value.clear()
+        value.update((k, _thaw(v)) for k, v in contents)
+    elif isinstance(value, list):
+        value[:] = [_thaw(v) for v in contents]
+    elif isinstance(value, tuple):
+        for v in contents:
+            _thaw(v)
+    return value
+
+
+def _save(params: list[torch.Tensor], state: Any) -> _Saved:
+    with NO_DISPATCH(), torch.no_grad():
+        values = [(p, p.detach().clone()) for p in params]
+    return _Saved(values, [(key, entry, _freeze(entry)) for key, entry in state.items()])
+
+
+def _restore(saved: _Saved, state: Any) -> None:
+    with NO_DISPATCH(), torch.no_grad():
+        for p, value in saved.params:
+            p.copy_(value)
+    keys = {id(key) for key, _, _ in saved.state}
+    for key in [k for k in state if id(k) not in keys]:
+        del state[key]
+    for key, entry, frozen in saved.state:
+        state[key] = entry
+        _thaw(frozen)
 
 
 def _step_inner(inner: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
