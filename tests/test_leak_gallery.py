@@ -1,5 +1,5 @@
 """The leak gallery (``examples/leaks/``): each leak is caught first by its designated layer, the leak-free
-control passes all three layers, and the README's table is the freshly measured matrix."""
+controls pass all three layers, and the README's table is the freshly measured matrix."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import _layers  # noqa: E402  (the gallery's harness, importable once its direct
 
 table = _layers.load(GALLERY / "table.py")
 SCRIPTS = _layers.gallery_paths()
-LEAKS = SCRIPTS[1:]
+CONTROLS = [GALLERY / "00_control.py", GALLERY / "25_control_sliced_rows.py"]
+LEAKS = [p for p in SCRIPTS if p not in CONTROLS]
 
 
 @pytest.fixture(scope="module")
@@ -32,31 +33,37 @@ def _module(path: Path) -> ModuleType:
     return _layers.load(path)
 
 
-def test_gallery_holds_the_control_and_fifteen_leak_classes() -> None:
-    assert [p.name[:2] for p in SCRIPTS] == [f"{n:02d}" for n in range(16)]
-    assert SCRIPTS[0].name == "00_control.py"
+def test_gallery_holds_two_controls_and_twenty_four_leak_classes() -> None:
+    assert [p.name[:2] for p in SCRIPTS] == [f"{n:02d}" for n in range(26)]
+    assert len(LEAKS) == 24 and all(path.is_file() for path in CONTROLS)
     for path in SCRIPTS:
         module = _module(path)
         for name in ("LEAK", "amal_example_inputs", "run", "train", "train_untagged", "main"):
             assert hasattr(module, name), f"{path.name} lacks {name}"
-        assert (module.LEAK.layer is None) == (path == SCRIPTS[0])
-        marked = "# leak:" in path.read_text(encoding="utf-8")
-        assert marked == (path != SCRIPTS[0]), f"{path.name}: the leak line must be marked '# leak:'"
+        is_control = path in CONTROLS
+        assert (module.LEAK.layer is None) == is_control
+        assert module.LEAK.title.startswith("control:") == is_control, module.LEAK.title
+        marked = path.read_text(encoding="utf-8").count("# leak:")
+        assert marked == (0 if is_control else 1), f"{path.name}: {marked} lines marked '# leak:'"
 
 
 def test_each_leak_is_caught_first_by_its_designated_layer(rows: list[_layers.Row]) -> None:
-    for row in rows[1:]:
+    for row in rows:
+        if row.path in CONTROLS:
+            continue
         assert row.designated is not None
         verdicts = {c.layer: c.caught for c in row.catches}
         assert row.cheapest == row.designated, f"{row.path.name}: measured {verdicts}"
         assert row.catches[-1].caught, f"{row.path.name}: the differential audit missed it"
 
 
-def test_control_passes_all_three_layers(rows: list[_layers.Row]) -> None:
-    control = rows[0]
-    assert control.designated is None
-    assert [c.caught for c in control.catches] == [False, False, False], control.catches
-    assert "PASSED" in control.catches[2].message and "over 25 variants" in control.catches[2].message
+def test_controls_pass_all_three_layers(rows: list[_layers.Row]) -> None:
+    controls = [row for row in rows if row.path in CONTROLS]
+    assert [row.path for row in controls] == CONTROLS
+    for control in controls:
+        assert control.designated is None
+        assert [c.caught for c in control.catches] == [False, False, False], control.catches
+        assert "PASSED" in control.catches[2].message and "over 25 variants" in control.catches[2].message
 
 
 def test_dynamic_catches_name_the_auxiliary_sources(rows: list[_layers.Row]) -> None:
@@ -92,8 +99,11 @@ def test_main_demonstrates_the_designated_layer(path: Path, capsys: pytest.Captu
     assert f"The {module.LEAK.layer} layer catches the leak. What you see:" in out
 
 
-def test_control_main_runs_every_layer_and_reports_nothing(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _module(SCRIPTS[0]).main([]) == 0
+@pytest.mark.parametrize("path", CONTROLS, ids=[p.stem for p in CONTROLS])
+def test_control_main_runs_every_layer_and_reports_nothing(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _module(path).main([]) == 0
     out = capsys.readouterr().out
     assert [f"The {layer} layer reports nothing." in out for layer in _layers.LAYERS] == [True] * 3, out
 

@@ -5,10 +5,10 @@ world model's encoder, and it is updated with the primary and the auxiliary obse
 are world-model state (they are saved with it) and they rescale every input of every world-model update,
 so auxiliary observations shape the world model although none is in its batches.
 
-Caught by the dynamic layer: the in-place updates write aux-labelled values into the normaliser's buffers,
-the world model owns those buffers, so its outputs and gradients carry the auxiliary labels and the
-``GatedOptimizer`` refuses the first step.  Static types cannot see a write into a buffer.  The
-differential audit catches it too (the statistics are compared with the parameters).
+Caught by the dynamic layer: the world model owns the normaliser's buffers, so its ``GatedOptimizer``
+protects them, and the dispatcher refuses the first in-place update that would write aux-labelled values
+into them (``lerp_`` under ``no_grad``), before anything is written.  Static types cannot see a write into
+a buffer.  The differential audit catches it too (the statistics are compared with the parameters).
 
 Fix: normalise the world model's inputs with statistics of primary data only (a separate normaliser for
 the policy's inputs, if it wants one).

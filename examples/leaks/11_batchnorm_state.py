@@ -6,10 +6,11 @@ is still in train mode: each forward pass through ``BatchNorm1d`` moves its runn
 towards the auxiliary batch.  Those statistics are world-model state, saved and used at evaluation time.
 (Dropout in train mode leaks the same way, through the global generator it draws its masks from.)
 
-Caught by the dynamic layer: ``no_grad`` stops gradients, not labels.  The running statistics are written
-with aux-labelled values, the world model owns them as buffers, so its next outputs and gradients carry
-``aux:aux-0`` and ``aux:aux-1`` and the ``GatedOptimizer`` refuses the step.  Static types cannot see it.
-The differential audit catches it too (buffers are compared with the parameters).
+Caught by the dynamic layer: ``no_grad`` stops gradients, not labels.  The running statistics are
+buffers of the world model, protected by its ``GatedOptimizer``; a call of the world model on
+aux-labelled data that changes them is undone when it returns (the buffers get their old values back) and
+refused, naming the buffers.  Static types cannot see it.  The differential audit catches it too (buffers
+are compared with the parameters).
 
 Fix: ``model.eval()`` around every use of the world model on auxiliary data (``model.train()`` after), or
 a copy of the model for scoring.

@@ -45,6 +45,8 @@ __all__ = [
     "amal_example_inputs",
     "batch_indices",
     "entry_points",
+    "model_step",
+    "pooled_step",
     "prediction_errors",
     "tag_aux",
     "tag_primary",
@@ -227,6 +229,29 @@ def wm_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Transition
     optimizer.zero_grad()
     wm_loss(model, data, idx).backward()
     optimizer.step()
+
+
+def model_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rows: Transitions | AuxTransitions,
+    idx: torch.Tensor,
+) -> None:
+    """One update of a model that is *not* the world model (it may learn from any source) on rows ``idx``."""
+    optimizer.zero_grad()
+    prediction_errors(model, rows, idx).mean().backward()
+    optimizer.step()
+
+
+def pooled_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sources: Sequence[Transitions | AuxTransitions],
+    generator: torch.Generator,
+) -> None:
+    """One update of a *pooled* model, one that learns from every source: a batch of each, in turn."""
+    for rows in sources:
+        model_step(model, optimizer, rows, batch_indices(generator, len(rows.obs)))
 
 
 def value_step(

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import re
 import sys
+import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +71,11 @@ class Row:
 
 
 def _relative(text: str) -> str:
-    return text.replace(f"{REPO}/", "")
+    """``text`` with this machine's paths shortened: the repository's, installed packages' and Python's."""
+    paths = sysconfig.get_paths()
+    for prefix, short in ((REPO, ""), (paths["purelib"], "<site-packages>/"), (paths["stdlib"], "<python>/")):
+        text = text.replace(f"{prefix}/", short)
+    return text
 
 
 def gallery_paths() -> list[Path]:
@@ -137,7 +143,9 @@ def static_layer(paths: Sequence[Path]) -> dict[Path, Catch]:
 def _dynamic_excerpt(message: str) -> str:
     """The refusal without its parameter list and advice, and where the auxiliary data was mixed in."""
     first, *rest = message.splitlines()
-    first = first.split(" protected parameter(s): ")[0] + (" protected parameter(s)" if rest else "")
+    named = re.search(r" protected [a-z]+\(s\): ", first)  # "... reached 4 protected value(s): names."
+    if named:
+        first = first[: named.end() - 2]
     mixed = [line.strip().split("; ")[0] for line in rest if line.strip().startswith("mixed in by:")]
     return "; ".join([first.split(". ")[0], *mixed])
 
