@@ -396,6 +396,8 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
         state.frame = None  # left behind by a call that raised a BaseException
     if not store.counters.tagged:
         return None
+    if torch._C._functorch.maybe_current_level() is not None:
+        return None  # inside torch.func transforms the call runs operation by operation (tracked)
     labels: set[Label] = set()
     tagged = rows = False
     for arg in args:

@@ -9,9 +9,9 @@
   from labelled gradients, a batch collated by a ``DataLoader`` worker)
   pickles as a tracked tensor when sent to another process through
   ``multiprocessing`` (``DataLoader(num_workers>0)``, queues, pools), with all
-  its labels.  Through ``pickle`` and ``torch.save`` it keeps its labels only
-  when they hold an auxiliary source: a plain model trained on primary data
-  saves, and loads anywhere, as plain PyTorch.
+  its labels.  Through ``pickle``, ``copy.deepcopy`` and ``torch.save`` it
+  keeps its labels only when they hold an auxiliary source: a plain model
+  trained on primary data copies, saves and loads anywhere as plain PyTorch.
 
 Labels are written as tuples of ``(kind, name)`` strings (and byte ranges for
 the rows of a concatenation), so the files hold nothing but tensors, strings
@@ -140,6 +140,24 @@ def _labelled_reduce_ex(cls: type) -> Callable[[torch.Tensor, Any], Any]:
     return __reduce_ex__
 
 
+def _labelled_deepcopy(cls: type) -> Callable[[torch.Tensor, dict[int, Any]], Any]:
+    original = cls.__dict__["__deepcopy__"]
+
+    def __deepcopy__(self: torch.Tensor, memo: dict[int, Any]) -> Any:
+        copied = original(self, memo)
+        if store.counters.aux and type(self) is cls and copied is not self:
+            found = getattr(store._storage(self), store._LABEL, None)
+            whole = found.whole() if isinstance(found, store.Rows) else found
+            if isinstance(whole, Label) and whole.has_aux:
+                store.set_label(copied, found, store.origin_of(self))
+                from amal_verified._dispatch import track_in_place
+
+                track_in_place(copied)
+        return copied
+
+    return __deepcopy__
+
+
 def _labelled_forking_reducer(reduce: Callable[..., Any]) -> Callable[..., Any]:
     def reducer(t: torch.Tensor) -> Any:
         reduced = reduce(t)
@@ -158,6 +176,7 @@ def install() -> None:
     for cls in (torch.Tensor, torch.nn.Parameter):
         _ORIGINAL_REDUCE[cls] = cls.__dict__["__reduce_ex__"]
         cls.__reduce_ex__ = _labelled_reduce_ex(cls)  # type: ignore[method-assign]
+        cls.__deepcopy__ = _labelled_deepcopy(cls)  # type: ignore[method-assign]
     from multiprocessing.reduction import ForkingPickler
 
     from torch.multiprocessing import reductions

@@ -434,3 +434,39 @@ def test_a_module_that_returns_its_input_keeps_the_gradient_label() -> None:
     assert all(p.grad is not None and av.label_of(p.grad).has_aux for p in layer.parameters())
     x = auxd(3, 4)
     assert torch.nn.Identity()(x) is x
+
+
+def test_state_of_an_optimizer_stepped_on_aux_data_keeps_its_label_when_copied() -> None:
+    other = torch.nn.Linear(3, 3)
+    other_opt = torch.optim.Adam(other.parameters(), lr=1e-2)
+    other(auxd(4, 3)).sum().backward()
+    other_opt.step()
+    exp_avg = other_opt.state[other.weight]["exp_avg"]
+    assert av.label_of(exp_avg) is A and av.label_of(exp_avg.clone()) is A
+    assert not av.label_of(other_opt.state[other.weight]["step"]).has_aux  # a count, not data
+    for load in ("copy_", "deepcopy"):
+        wm = torch.nn.Linear(3, 3)
+        opt = gated(wm)
+        x = prim(4, 3)
+        F.mse_loss(wm(x), x).backward()
+        opt.step()
+        opt.zero_grad()
+        with pytest.raises(av.IsolationViolation):
+            if load == "copy_":
+                opt.state[wm.weight]["exp_avg"].copy_(exp_avg)
+            else:
+                opt.load_state_dict(copy.deepcopy(other_opt.state_dict()))
+
+
+def test_torch_func_transforms_on_tagged_data_keep_pytorchs_graph() -> None:
+    from torch.func import grad, vmap
+
+    model = torch.nn.Linear(3, 1)
+    x = torch.randn(4, 3)
+    for data in (x, prim(4, 3), auxd(4, 3)):
+        g = grad(lambda z: model(z).sum())(data)
+        assert g.requires_grad  # connected to the parameters, as without the library
+    tagged = auxd(4, 3)
+    per_row = vmap(grad(lambda z: torch.tanh(model(z)).sum()))(tagged)
+    expected = vmap(grad(lambda z: torch.tanh(model(z)).sum()))(plain_values(tagged).clone())
+    assert torch.equal(plain_values(per_row), expected)
