@@ -327,7 +327,7 @@ def _input_labels(value: Any, found: set[Label]) -> tuple[bool, bool]:
         label = store.label_of_plain(value)
         if label is not EMPTY:
             found.add(label)
-            if store.storage_label(value) is not label:
+            if store.mixes_rows(value):
                 return isinstance(value, TaggedTensor), True
         return isinstance(value, TaggedTensor), False
     tv = type(value)

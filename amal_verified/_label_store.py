@@ -27,6 +27,7 @@ from amal_verified.labels import EMPTY, Label
 
 __all__ = [
     "Rows",
+    "mixes_rows",
     "counters",
     "extent",
     "label_of_plain",
@@ -190,6 +191,17 @@ def storage_label(t: torch.Tensor) -> Label:
     if found is None:
         return EMPTY
     return found if type(found) is Label else found.whole()
+
+
+def mixes_rows(t: torch.Tensor) -> bool:
+    """Whether ``t`` spans rows of its storage that carry different labels."""
+    storage = _storage(t)
+    found = None if storage is None else getattr(storage, _LABEL, None)
+    if type(found) is not Rows:
+        return False
+    lo, hi = extent(t)
+    seen = {label for start, end, label in found.ranges if start < hi and lo < end}
+    return len(seen) > 1
 
 
 def origin_of(t: torch.Tensor) -> str | None:

@@ -470,3 +470,45 @@ def test_torch_func_transforms_on_tagged_data_keep_pytorchs_graph() -> None:
     per_row = vmap(grad(lambda z: torch.tanh(model(z)).sum()))(tagged)
     expected = vmap(grad(lambda z: torch.tanh(model(z)).sum()))(plain_values(tagged).clone())
     assert torch.equal(plain_values(per_row), expected)
+
+
+# -- 6. precision, stated ------------------------------------------------------------------------
+
+
+def test_rows_of_a_concatenation_keep_their_labels() -> None:
+    p, a = prim(4, 3), auxd(2, 3)
+    batch = torch.cat([p, a])
+    assert av.label_of(batch) == P | A
+    assert av.label_of(batch[:4]) is P and av.label_of(batch[4:]) is A
+    assert av.label_of(batch[3:5]) == P | A  # a view spanning both keeps both
+    assert av.label_of(torch.stack([p, p, p])[1]) is P
+    assert av.label_of(batch.clone()[:4]) is P and av.label_of(batch.double()[4:]) is A
+    batch[:4] = a[:1].expand(4, 3)  # an overwrite replaces the label of the rows it covers
+    assert av.label_of(batch[:4]) is A
+    wm = torch.nn.Linear(3, 3)
+    opt = gated(wm)
+    mixed = torch.cat([prim(4, 3), auxd(2, 3)])
+    F.mse_loss(wm(mixed[:4]), mixed[:4]).backward()
+    opt.step()  # primary rows only: accepted
+    opt.zero_grad()
+    F.mse_loss(wm(mixed), mixed).backward()
+    with pytest.raises(av.IsolationViolation):
+        opt.step()
+
+
+def test_a_model_called_on_primary_rows_inside_a_call_on_mixed_data_is_tracked_on_its_own() -> None:
+    class Agent(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.world_model = torch.nn.Linear(3, 3)
+            self.policy = torch.nn.Linear(3, 1)
+
+        def forward(self, batch: torch.Tensor, n: int) -> torch.Tensor:
+            prediction = self.world_model(batch[:n])
+            return (prediction - batch[:n]).pow(2).mean() + self.policy(batch).pow(2).mean()
+
+    agent = Agent()
+    opt = av.GatedOptimizer(torch.optim.SGD(agent.world_model.parameters(), lr=0.1), names=agent.world_model)
+    agent(torch.cat([prim(4, 3), auxd(2, 3)]), 4).backward()
+    assert av.label_of(agent.policy.weight.grad).has_aux
+    opt.step()  # the world model saw primary rows only
