@@ -27,10 +27,10 @@ from amal_verified.labels import EMPTY, Label
 
 __all__ = [
     "Rows",
-    "mixes_rows",
     "counters",
     "extent",
     "label_of_plain",
+    "mixes_rows",
     "origin_of",
     "set_label",
     "write_label",

@@ -451,11 +451,14 @@ def test_state_of_an_optimizer_stepped_on_aux_data_keeps_its_label_when_copied()
         F.mse_loss(wm(x), x).backward()
         opt.step()
         opt.zero_grad()
+        state = opt.state[wm.weight]["exp_avg"]
+        load_aux = (
+            (lambda: state.copy_(exp_avg))
+            if load == "copy_"
+            else (lambda: opt.load_state_dict(copy.deepcopy(other_opt.state_dict())))
+        )
         with pytest.raises(av.IsolationViolation):
-            if load == "copy_":
-                opt.state[wm.weight]["exp_avg"].copy_(exp_avg)
-            else:
-                opt.load_state_dict(copy.deepcopy(other_opt.state_dict()))
+            load_aux()
 
 
 def test_torch_func_transforms_on_tagged_data_keep_pytorchs_graph() -> None:
