@@ -436,7 +436,8 @@ def test_a_module_that_returns_its_input_keeps_the_gradient_label() -> None:
     assert torch.nn.Identity()(x) is x
 
 
-def test_state_of_an_optimizer_stepped_on_aux_data_keeps_its_label_when_copied() -> None:
+@pytest.mark.parametrize("load", ["copy_", "deepcopy"])
+def test_state_of_an_optimizer_stepped_on_aux_data_keeps_its_label_when_copied(load: str) -> None:
     other = torch.nn.Linear(3, 3)
     other_opt = torch.optim.Adam(other.parameters(), lr=1e-2)
     other(auxd(4, 3)).sum().backward()
@@ -444,21 +445,17 @@ def test_state_of_an_optimizer_stepped_on_aux_data_keeps_its_label_when_copied()
     exp_avg = other_opt.state[other.weight]["exp_avg"]
     assert av.label_of(exp_avg) is A and av.label_of(exp_avg.clone()) is A
     assert not av.label_of(other_opt.state[other.weight]["step"]).has_aux  # a count, not data
-    for load in ("copy_", "deepcopy"):
-        wm = torch.nn.Linear(3, 3)
-        opt = gated(wm)
-        x = prim(4, 3)
-        F.mse_loss(wm(x), x).backward()
-        opt.step()
-        opt.zero_grad()
-        state = opt.state[wm.weight]["exp_avg"]
-        load_aux = (
-            (lambda: state.copy_(exp_avg))
-            if load == "copy_"
-            else (lambda: opt.load_state_dict(copy.deepcopy(other_opt.state_dict())))
-        )
-        with pytest.raises(av.IsolationViolation):
-            load_aux()
+    wm = torch.nn.Linear(3, 3)
+    opt = gated(wm)
+    x = prim(4, 3)
+    F.mse_loss(wm(x), x).backward()
+    opt.step()
+    opt.zero_grad()
+    state = opt.state[wm.weight]["exp_avg"]
+    copied = copy.deepcopy(other_opt.state_dict())
+    load_aux = {"copy_": lambda: state.copy_(exp_avg), "deepcopy": lambda: opt.load_state_dict(copied)}[load]
+    with pytest.raises(av.IsolationViolation):
+        load_aux()
 
 
 def test_torch_func_transforms_on_tagged_data_keep_pytorchs_graph() -> None:
