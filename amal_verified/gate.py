@@ -1,20 +1,36 @@
 """``GatedOptimizer``: the only way a protected parameter changes.
 
 ``GatedOptimizer(torch.optim.Adam(world_model.parameters(), lr=3e-4))`` wraps an
-existing optimizer (Opacus-style: ``param_groups``, ``state``, ``defaults``,
+existing optimizer and *protects* its parameters, their optimizer state and
+the buffers of the module named by ``names=``.  It is a drop-in for the
+optimizer it wraps (Opacus-style): ``param_groups``, ``state``, ``defaults``,
 ``state_dict``, ``load_state_dict``, ``zero_grad`` and ``add_param_group`` are
 the wrapped optimizer's; hooks registered on the wrapper fire as on any
-optimizer) and *protects* its parameters, their optimizer state and the
-buffers of the module named by ``names=``.
+optimizer, global step hooks once per step; ``grad_scale`` and ``found_inf``
+are read and written on the wrapped optimizer; a ``copy.deepcopy`` or pickle
+round trip gives an independent gated optimizer over the copied parameters.
+``benchmarks/optimizer_matrix.py`` measures this against torch's optimizer
+database.
 
 Contract:
 
 - Before the wrapped optimizer runs, :meth:`GatedOptimizer.check` reads the
   label of everything the update reads -- each parameter's gradient, the
-  parameter itself, its optimizer state, tensor hyperparameters -- and raises
-  :class:`IsolationViolation` if any carries an auxiliary source.  A refusal
-  happens before anything changed: parameters, state and gradients are as they
-  were, and ``zero_grad()`` followed by a clean step works.
+  parameter itself, its optimizer state, tensor hyperparameters (also inside
+  tuples such as ``betas``), and the ``grad_scale`` / ``found_inf`` tensors
+  ``torch.amp.GradScaler`` hands an optimizer that unscales in its kernel --
+  and raises :class:`IsolationViolation` if any carries an auxiliary source.
+- A refusal is atomic: parameters, optimizer state and gradients are as they
+  were, and ``zero_grad()`` followed by a clean step works.  ``step(closure)``
+  checks the gradients of every evaluation before the wrapped optimizer reads
+  them; because it may evaluate the closure again after changing parameters
+  (LBFGS), parameters and state are saved before such a step and restored
+  when an evaluation is refused.
+- Only leaf tensors are protected (``TypeError`` otherwise, before anything is
+  protected): the gradient labels of non-leaf tensors, which
+  ``differentiable=True`` optimizers step, are not followed.
+  ``add_param_group`` of a group that cannot be protected leaves the wrapped
+  optimizer without it.
 - ``load_state_dict`` checks the incoming state the same way before loading.
 - Writes of auxiliary-labelled data into protected memory by any other
   operation are refused by the dispatcher before they happen; another
@@ -202,7 +218,16 @@ class GatedOptimizer(torch.optim.Optimizer):
         self._protect_all()
 
     def _protect_all(self) -> None:
+        """Protect every parameter, its state and the buffers; raises before protecting anything."""
         names = _param_names(self.original_optimizer, self._names_arg)
+        non_leaf = [names[id(p)] for p in _all_params(self.original_optimizer) if not p.is_leaf]
+        if non_leaf:
+            shown = ", ".join(non_leaf[:8]) + (f" and {len(non_leaf) - 8} more" if len(non_leaf) > 8 else "")
+            raise TypeError(
+                "GatedOptimizer protects leaf tensors only: the labels of gradients of non-leaf tensors "
+                "(what a differentiable=True optimizer steps) are not followed, so their steps could not "
+                f"be checked. Nothing was protected.\n  Not leaves: {shown}"
+            )
         refused = [
             (names[id(p)], label, store.origin_of(p))
             for p in _all_params(self.original_optimizer)
@@ -308,8 +333,16 @@ class GatedOptimizer(torch.optim.Optimizer):
         self.original_optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add the group to the wrapped optimizer and protect it; if it cannot be protected, the
+        group is removed again before the error is raised."""
+        groups = self.original_optimizer.param_groups
+        before = len(groups)
         self.original_optimizer.add_param_group(param_group)
-        self._protect_all()
+        try:
+            self._protect_all()
+        except BaseException:
+            del groups[before:]
+            raise
 
     def __repr__(self) -> str:
         return f"GatedOptimizer({self.original_optimizer!r})"
@@ -556,7 +589,9 @@ def _any_optimizer_post_step(optimizer: torch.optim.Optimizer, args: Any, kwargs
         if entries:
             for value in entries.values():
                 for t in _tensors_in(value):
-                    store.write_label(t, label)
+                    if t.is_floating_point() and t.dim() > 0:  # not step counters: data-independent
+                        store.write_label(t, label)
+                        track_in_place(t)  # copies made from it (exp_avg.copy_ into another) are seen
         new = store.write_label(p, label)
         if new.has_aux and not isinstance(p, TaggedTensor):
             track_in_place(p)

@@ -1,12 +1,15 @@
 """Drop-in matrix: does ``GatedOptimizer`` behave exactly like the torch optimizer it wraps?
 
-Usage::
+Usage, from the repository root (``PYTHONPATH=.`` so that this checkout's ``amal_verified`` is the
+one measured; the output names the commit of the package that was imported)::
 
-    .venv/bin/python benchmarks/optimizer_matrix.py           # writes benchmarks/optimizer_matrix.{md,json}
-    .venv/bin/python benchmarks/optimizer_matrix.py --quick   # subset, < 30 s: build/optimizer_matrix-quick/
+    PYTHONPATH=. .venv/bin/python benchmarks/optimizer_matrix.py --jobs 2  # benchmarks/optimizer_matrix.*
+    PYTHONPATH=. .venv/bin/python benchmarks/optimizer_matrix.py --quick   # < 30 s, into build/
 
-The full run spreads its rows over ``--jobs`` spawned worker processes (default 2; ``--jobs 1`` runs
-in this process, as ``--quick`` and the test do); each row is computed in one process.
+Commit first: the output states ``git rev-parse --short HEAD`` of the imported package, with
+``+dirty`` when its tracked files differ from that commit.  The full run (about 3 minutes on 2 cores)
+spreads its rows over ``--jobs`` spawned worker processes (default 2; ``--jobs 1`` runs in this
+process, as ``--quick`` and the test do); each row is computed in one process.
 
 Rows are optimizer configurations: every ``OptimizerInput`` that torch's own optimizer database
 (``torch.testing._internal.common_optimizers.optim_db``) gives for ``device="cpu",
@@ -18,8 +21,10 @@ variant of each (torch's helper leaves foreach out on CPU, where it has no fast 
 ``supports_sparse``.  Models: ``Linear(4, 8) -> Tanh -> Linear(8, 3)``, MSE on a fixed batch of 8;
 the same without biases when the plain optimizer refuses 1-D parameters (Muon); two
 ``nn.Embedding(16, 4, sparse=True)`` tables for sparse rows (all of SparseAdam's, which
-``only_supports_sparse_grads``).  Optimizers with ``step_requires_closure`` (LBFGS) always step
-with a closure.
+``only_supports_sparse_grads``).  ``differentiable=True`` rows step *non-leaf* copies of the MLP's
+parameters (``NonLeafMLP``: gradients retained, each backward keeps the graph), since such an
+optimizer updates its parameters in place under autograd, which PyTorch refuses for leaves.
+Optimizers with ``step_requires_closure`` (LBFGS) always step with a closure.
 
 Every check runs one scenario twice in one process: on the bare optimizer with plain tensors
 (*plain*), then with the optimizer wrapped in ``av.GatedOptimizer`` and the same data tagged
@@ -29,14 +34,18 @@ warnings raised, and compares plain with gated bit for bit (NaN-aware: tensors a
 bytes, floats by their IEEE bits).  A cell is
 
 - ``PASS``: identical observations, and where the scenario leaves a gated optimizer the user
-  will step (after 10 steps, a state-dict load, ``add_param_group``, a copy), that optimizer still
-  refuses a step whose gradients carry auxiliary data, changing nothing (IsolationViolation);
+  will step (after 10 steps, a state-dict load, ``add_param_group``, a copy and its original), that
+  optimizer still refuses a step whose gradients carry auxiliary data (IsolationViolation), leaving
+  parameters, gradients and the wrapped optimizer's ``state_dict()`` bit-identical;
 - ``FAIL``: gated raised (type and first message line recorded), observations differ (the first
   difference is given), or the gate was lost;
 - ``N/A``: plain torch itself raises on this scenario (the reason is torch's error).  A
   configuration whose plain 10-step run raises on every model is N/A on every feature.
 
-Features (matrix columns): 10 steps; ``step(closure)``; ``torch.amp.GradScaler("cpu")`` around a
+Features (matrix columns): 10 steps; ``step(closure)``; atomic refusal (the gradients of a loss on
+``av.aux`` inputs are refused on the fresh optimizer and again after one step, with parameters,
+gradients and state bit-identical before and after each refusal; then ``zero_grad()`` and 9 clean
+steps, which must match plain torch's 10); ``torch.amp.GradScaler("cpu")`` around a
 bf16 ``torch.autocast`` forward, with ``unscale_`` + ``clip_grad_norm_`` and without;
 ``state_dict()``/``load_state_dict()`` from plain into gated and from gated into plain (continuing
 5 steps each side after the load); ``torch.save`` of the state dict, ``torch.load(weights_only=True)``
@@ -95,7 +104,7 @@ SOURCE = "real-env"
 AUX_SOURCE = "aux-probe"
 
 Status = Literal["PASS", "FAIL", "N/A"]
-ModelKind = Literal["mlp", "mlp-nobias", "embedding"]
+ModelKind = Literal["mlp", "mlp-nobias", "mlp-nonleaf", "mlp-nobias-nonleaf", "embedding"]
 Obs = dict[str, Any]
 
 QUICK_ROWS = (
@@ -105,6 +114,7 @@ QUICK_ROWS = (
     "SGD: default",
     "LBFGS: default",
     "SparseAdam: default",
+    "Adam: default & differentiable",
 )
 QUICK_SCHEDULER_ROWS = ("Adam: default", "SGD: default")
 # The configurations of each optimizer the scheduler table runs on (besides its first tensor-lr one).
@@ -160,6 +170,8 @@ def configurations() -> list[Config]:
             kinds: tuple[ModelKind, ...] = kinds,
             info: Any = info,
         ) -> None:
+            if kwargs.get("differentiable") and kinds == ("mlp", "mlp-nobias"):
+                kinds = ("mlp-nonleaf", "mlp-nobias-nonleaf")
             rows.append(
                 Config(
                     optimizer=info.name,
@@ -222,12 +234,44 @@ class TwoTables(nn.Module):
         return torch.tanh(self.a(idx) + self.b(idx))
 
 
+class NonLeafMLP(nn.Module):
+    """The MLP run on non-leaf copies of its parameters (``tensors``, gradients retained).
+
+    A ``differentiable=True`` optimizer updates its parameters in place with autograd on, which
+    PyTorch refuses for a leaf that requires grad: such optimizers step non-leaf tensors (as in
+    torch's own differentiable-optimizer tests).  Every backward keeps the graph, which runs through
+    the previous steps.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.names = [name for name, _ in net.named_parameters()]
+        self.tensors = [p.clone() for p in net.parameters()]  # a list attribute: not registered
+        for t in self.tensors:
+            t.retain_grad()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = torch.func.functional_call(
+            self.net, dict(zip(self.names, self.tensors, strict=True)), (x,)
+        )
+        return out
+
+
 def make_model(kind: ModelKind) -> nn.Module:
     torch.manual_seed(SEED)
     if kind == "embedding":
         return TwoTables()
-    bias = kind == "mlp"
-    return nn.Sequential(nn.Linear(4, 8, bias=bias), nn.Tanh(), nn.Linear(8, 3, bias=bias))
+    bias = not kind.startswith("mlp-nobias")
+    net = nn.Sequential(nn.Linear(4, 8, bias=bias), nn.Tanh(), nn.Linear(8, 3, bias=bias))
+    return NonLeafMLP(net) if kind.endswith("-nonleaf") else net
+
+
+def params_of(model: nn.Module) -> list[torch.Tensor]:
+    """The tensors the optimizer steps: the model's parameters, or a NonLeafMLP's tensors."""
+    if isinstance(model, NonLeafMLP):
+        return list(model.tensors)
+    return list(model.parameters())
 
 
 def make_data(kind: ModelKind) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,13 +300,20 @@ class Side:
             return self.opt.original_optimizer
         return self.opt
 
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return params_of(self.model)
+
     def loss(self) -> torch.Tensor:
         return F.mse_loss(self.model(self.x), self.y)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward(retain_graph=isinstance(self.model, NonLeafMLP))
 
     def closure(self) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=self.set_to_none)
         loss = self.loss()
-        loss.backward()
+        self.backward(loss)
         return loss
 
     def step(self) -> torch.Tensor:
@@ -294,7 +345,7 @@ def make_side(cfg: Config, kind: ModelKind, gated: bool, params: Literal["all", 
     x, y = make_data(kind)
     if gated:
         x, y = av.primary(x, source=SOURCE), av.primary(y, source=SOURCE)
-    plist = list(model.parameters())
+    plist = params_of(model)
     if params == "first":
         plist = plist[: len(plist) // 2]
     opt: torch.optim.Optimizer = cfg.optim_cls(plist, **copy.deepcopy(cfg.kwargs))
@@ -327,7 +378,7 @@ def snap(value: Any, path: str = "") -> Any:
 
 
 def state_of(side: Side) -> Obs:
-    params = snap(list(side.model.parameters()), "params")
+    params = snap(side.params, "params")
     return {"params": params, "optimizer": snap(side.inner.state_dict(), "optimizer")}
 
 
@@ -489,32 +540,80 @@ def cell_from_exception(status: Status, exc: BaseException, prefix: str = "") ->
 # -- the gate probe ------------------------------------------------------------------------------------
 
 
-def probe_gate(side: Side, params: Sequence[torch.Tensor] | None = None) -> None:
-    """On a gated side: a step on aux-labelled gradients of ``params`` must be refused, changing nothing."""
-    if not side.gated:
-        return
-    targets = list(params) if params is not None else list(side.model.parameters())
-    before = [p.detach().clone() for p in side.model.parameters()]
-    for p in targets:
-        p.grad = av.aux(torch.ones_like(p.detach()), source=AUX_SOURCE)
+def _untouched(side: Side) -> Obs:
+    """What a refused step must leave as it was: parameters, gradients, the wrapped optimizer's state."""
+    params = side.params
+    return {
+        "params": snap(params),
+        "grads": snap([p.grad for p in params]),
+        "optimizer": snap(side.inner.state_dict()),
+        "state_size": len(side.inner.state),
+    }
 
-    def closure() -> torch.Tensor:
-        return torch.zeros(())
 
+def expect_refusal(side: Side, step: Callable[[], Any], grads: Callable[[], Any] | None = None) -> None:
+    """``step()`` must raise IsolationViolation and change nothing (``grads``: the gradients it must
+    leave, when ``step`` computes them itself, as ``step(closure)`` does)."""
+    before = _untouched(side)
     try:
-        if side.requires_closure:
-            step_with_closure(side.opt, closure)
-        else:
-            side.opt.step()
+        step()
     except av.IsolationViolation:
         pass
     except Exception as exc:
         raise GateLost(f"gate lost: a step on aux gradients raised {_exc_summary(exc)}") from exc
     else:
         raise GateLost("gate lost: a step on aux-labelled gradients was not refused")
-    after = list(side.model.parameters())
-    if any(not torch.equal(_bits(a), _bits(b.detach())) for a, b in zip(before, after, strict=True)):
-        raise GateLost("gate lost: refused step changed parameters")
+    after = _untouched(side)
+    if grads is not None:
+        before["grads"] = grads()
+    found = diff(before, after)
+    if found is not None:
+        raise GateLost(f"refusal not atomic: {scrub(found)}")
+
+
+def probe_gate(side: Side, params: Sequence[torch.Tensor] | None = None) -> None:
+    """On a gated side: a step on aux-labelled gradients of ``params`` must be refused, changing nothing."""
+    if not side.gated:
+        return
+    targets = list(params) if params is not None else side.params
+    for p in targets:
+        p.grad = av.aux(torch.ones_like(p.detach()), source=AUX_SOURCE)
+
+    def closure() -> torch.Tensor:
+        return torch.zeros(())
+
+    if side.requires_closure:
+        expect_refusal(side, lambda: step_with_closure(side.opt, closure))
+    else:
+        expect_refusal(side, side.opt.step)
+
+
+def refuse_aux_derived_step(side: Side) -> None:
+    """On a gated side: gradients of a loss computed from auxiliary inputs are refused atomically."""
+    if not side.gated:
+        return
+    x_aux = av.aux(
+        side.x.elem.clone() if isinstance(side.x, av.TaggedTensor) else side.x.clone(), source=AUX_SOURCE
+    )
+
+    def aux_loss() -> torch.Tensor:
+        return F.mse_loss(side.model(x_aux), side.y)
+
+    if not side.requires_closure:
+        side.opt.zero_grad(set_to_none=side.set_to_none)
+        side.backward(aux_loss())
+        expect_refusal(side, side.opt.step)
+        return
+    computed: list[Any] = []
+
+    def closure() -> torch.Tensor:
+        side.opt.zero_grad(set_to_none=side.set_to_none)
+        loss = aux_loss()
+        side.backward(loss)
+        computed.append(snap([p.grad for p in side.params]))
+        return loss
+
+    expect_refusal(side, lambda: step_with_closure(side.opt, closure), lambda: computed[-1])
 
 
 # -- scenarios -----------------------------------------------------------------------------------------
@@ -525,6 +624,20 @@ Scenario = Callable[[Builder], Obs]
 def sc_steps(build: Builder) -> Obs:
     s = build("main")
     obs = {"losses": s.train(STEPS), **state_of(s)}
+    probe_gate(s)
+    return obs
+
+
+def sc_refusal(build: Builder) -> Obs:
+    """Aux-derived gradients refused on a fresh optimizer and after a step; zero_grad, then clean steps."""
+    s = build("main")
+    refuse_aux_derived_step(s)
+    s.opt.zero_grad()
+    losses = [snap(s.step())]
+    refuse_aux_derived_step(s)
+    s.opt.zero_grad()
+    losses += s.train(STEPS - 1)
+    obs = {"losses": losses, **state_of(s)}
     probe_gate(s)
     return obs
 
@@ -546,10 +659,10 @@ def sc_grad_scaler(unscale_and_clip: bool) -> Scenario:
             s.opt.zero_grad()
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = s.loss()
-            scaler.scale(loss).backward()
+            s.backward(scaler.scale(loss))
             if unscale_and_clip:
                 scaler.unscale_(s.opt)
-                torch.nn.utils.clip_grad_norm_(s.model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(s.params, 1.0)
             scaler.step(s.opt)
             scaler.update()
             losses.append(snap(loss))
@@ -571,6 +684,9 @@ def _load_scenario(through_file: bool) -> Scenario:
             saved = copy.deepcopy(src.opt.state_dict())
         dst = build("target")
         dst.model.load_state_dict(src.model.state_dict())
+        with torch.no_grad():
+            for mine, theirs in zip(dst.params, src.params, strict=True):
+                mine.copy_(theirs)  # a NonLeafMLP's tensors are not in its state_dict
         dst.opt.load_state_dict(saved)
         loaded = snap(dst.opt.state_dict(), "loaded")
         obs = {
@@ -595,6 +711,7 @@ def _copy_scenario(duplicate: Callable[[Any], Any]) -> Scenario:
         obs = {"copy_losses": c.train(4), "copy": state_of(c)}
         obs |= {"original_losses": s.train(3), "original": state_of(s)}
         probe_gate(c)
+        probe_gate(s)
         return obs
 
     return scenario
@@ -683,7 +800,7 @@ def sc_zero_grad(set_to_none: bool) -> Scenario:
         for _ in range(STEPS):
             s.step()
             s.opt.zero_grad(set_to_none=set_to_none)
-            grads.append(snap([p.grad for p in s.model.parameters()], "grads"))
+            grads.append(snap([p.grad for p in s.params], "grads"))
         return {"grads_after_zero_grad": grads, **state_of(s)}
 
     return scenario
@@ -693,7 +810,7 @@ def sc_add_param_group(build: Builder) -> Obs:
     s = build("main", params="first")
     s.train(3)
     held = {id(p) for group in s.opt.param_groups for p in group["params"]}
-    rest = [p for p in s.model.parameters() if id(p) not in held]
+    rest = [p for p in s.params if id(p) not in held]
     s.opt.add_param_group({"params": rest})
     obs = {"losses": s.train(STEPS - 3), "groups": len(s.opt.param_groups), **state_of(s)}
     probe_gate(s, rest)
@@ -714,7 +831,7 @@ def sc_lr_edit(build: Builder) -> Obs:
 def sc_state_access(build: Builder) -> Obs:
     s = build("main")
     s.train(3)
-    params = list(s.model.parameters())
+    params = s.params
     per_param = [snap(dict(s.opt.state[p]), f"state[{i}]") for i, p in enumerate(params)]
     contained = [p in s.opt.state for p in params]
     size = len(s.opt.state)
@@ -839,6 +956,14 @@ MAIN = frozenset({"main"})
 FEATURES: tuple[Feature, ...] = (
     Feature("steps", "10 steps", "Training", "10 steps; parameters, state and losses", sc_steps),
     Feature("closure", "step(closure)", "Training", "10 × step(closure); returned losses too", sc_closure),
+    Feature(
+        "refusal",
+        "atomic refusal",
+        "Training",
+        "gradients of a loss on av.aux inputs: step refused (IsolationViolation) on the fresh optimizer "
+        "and after 1 step, parameters, gradients and state bit-identical; zero_grad, 9 clean steps",
+        sc_refusal,
+    ),
     Feature(
         "grad_scaler_clip",
         "GradScaler+clip",
@@ -1336,7 +1461,8 @@ def render_markdown(m: Matrix) -> str:
         "# GatedOptimizer drop-in matrix",
         "",
         "Generated by `benchmarks/optimizer_matrix.py` (its docstring says what each check does); do not "
-        "edit by hand. Regenerate with `.venv/bin/python benchmarks/optimizer_matrix.py`.",
+        "edit by hand. Regenerate, after committing, from the repository root with "
+        "`PYTHONPATH=. .venv/bin/python benchmarks/optimizer_matrix.py --jobs 2`.",
         "",
         f"- torch **{m.torch_version}**, amal_verified at commit **{m.commit}** "
         "(`+dirty`: tracked files differed from that commit)",
