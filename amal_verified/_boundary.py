@@ -177,6 +177,7 @@ def _walk(root: Any, frame: _Frame, stops: set[Any]) -> list[torch.Tensor]:
             continue
         if node._sequence_nr() < frame.seq_start:
             node.register_prehook(_ExitHook(frame))
+            _grad_labels.attribute_exit(int(node._sequence_nr()), frame.full_label)
             continue
         stack.extend(fn for fn, _ in node.next_functions)
     return params
@@ -297,6 +298,11 @@ def _state_labels(module: torch.nn.Module, labels: set[Label], protected: list[t
                     info = None
                 if info is not None and info.ref() is t:
                     protected.append(t)
+            if t.grad_fn is not None:
+                # Reparametrised (torch.func.functional_call with computed weights, a differentiable
+                # optimizer's parameters): gradients reach it through nodes the call did not create,
+                # so only operation-by-operation tracking labels them.
+                tracked_state = True
             if type(t) is not torch.nn.Parameter and type(t) is not torch.Tensor:
                 if isinstance(t, TaggedTensor):
                     tracked_state = True

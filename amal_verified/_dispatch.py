@@ -528,8 +528,10 @@ def _wrap_fresh(out: Any, label: Label, origin: str | None) -> Any:
             store.write_label(out, label, origin)
         return out
     if label is not EMPTY:
-        storage = out.untyped_storage()
-        if getattr(storage, store._LABEL, None) is None:  # fresh memory: the whole of it
+        storage = store._storage(out)
+        if storage is None:
+            pass
+        elif getattr(storage, store._LABEL, None) is None:  # fresh memory: the whole of it
             store.counters.tagged = True
             setattr(storage, store._LABEL, label)
             if label._aux:

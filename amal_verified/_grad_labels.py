@@ -22,7 +22,7 @@ higher-order gradients are PyTorch's own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -33,25 +33,43 @@ from amal_verified.labels import EMPTY, Label
 __all__ = ["attribute", "ensure_hook"]
 
 _pending: dict[int, tuple[Label, str | None]] = {}
+# Labels of gradients leaving a tracked call towards a tensor created before it, by the sequence number
+# of that tensor's autograd node: a protected non-leaf tensor (what a differentiable optimizer steps)
+# reads its label there, in its own hook, which runs before PyTorch retains its gradient.
+_pending_nodes: dict[int, Callable[[], Label]] = {}
 _pending_task = -1
 
 
 def _cleanup() -> None:
     _pending.clear()
+    _pending_nodes.clear()
+
+
+def _start_pass(task: int) -> None:
+    global _pending_task
+    _pending.clear()
+    _pending_nodes.clear()
+    torch.autograd.Variable._execution_engine.queue_callback(_cleanup)
+    _pending_task = task
+
+
+def attribute_exit(node_sequence_nr: int, label: Callable[[], Label]) -> None:
+    """During backward: the gradient leaving a call through that node depends on ``label()``."""
+    task = torch._C._current_graph_task_id()
+    if task != _pending_task:
+        _start_pass(task)
+    _pending_nodes[node_sequence_nr] = label
 
 
 def attribute(params: Iterable[torch.Tensor], label: Label, origin: str | None = None) -> None:
     """During backward: the gradients of ``params`` depend on ``label``."""
-    global _pending_task
     if label is EMPTY:
         return
     task = torch._C._current_graph_task_id()
     if task != _pending_task:
         # Labels are pending only for the backward pass that produced them; anything
         # left from a pass that raised before its end callbacks ran is dropped here.
-        _pending.clear()
-        torch.autograd.Variable._execution_engine.queue_callback(_cleanup)
-        _pending_task = task
+        _start_pass(task)
     for p in params:
         pid = id(p)
         previous = _pending.get(pid)
@@ -71,6 +89,12 @@ class _BeforeAccumulation:
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor | None:
         pending = _pending.pop(self.pid, None) if _pending else None
+        if _pending_nodes:
+            node = torch._C._current_autograd_node()
+            leaving = None if node is None else _pending_nodes.get(int(node._sequence_nr()))
+            if leaving is not None:
+                extra = leaving()
+                pending = (extra, None) if pending is None else (pending[0].join(extra), pending[1])
         if pending is None:
             return None
         label, origin = pending
@@ -91,7 +115,8 @@ def ensure_hook(param: torch.Tensor) -> None:
     """Install (once per tensor) the hooks that label ``param``'s gradients.
 
     Whether they are installed is read from the tensor's own hooks, which move with it when it is
-    swapped (``track_in_place``) and are not pickled.
+    swapped (``track_in_place``) and are not pickled.  A non-leaf tensor's hooks belong to its current
+    autograd node: after an in-place update, :func:`rehook_non_leaf` installs them again.
     """
     hooks = param._backward_hooks
     if hooks:
@@ -99,4 +124,10 @@ def ensure_hook(param: torch.Tensor) -> None:
             if type(hook) is _BeforeAccumulation:
                 return
     param.register_hook(_BeforeAccumulation(id(param)))
-    param.register_post_accumulate_grad_hook(_after_accumulation)
+    if param.is_leaf:  # a non-leaf's .grad (retain_grad) is what the first hook hands on
+        param.register_post_accumulate_grad_hook(_after_accumulation)
+
+
+def rehook_non_leaf(param: torch.Tensor) -> None:
+    """After an in-place update of a non-leaf tensor, hook its new autograd node."""
+    param.register_hook(_BeforeAccumulation(id(param)))

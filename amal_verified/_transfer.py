@@ -148,7 +148,7 @@ def _labelled_deepcopy(cls: type) -> Callable[[torch.Tensor, dict[int, Any]], An
         if store.counters.aux and type(self) is cls and copied is not self:
             found = getattr(store._storage(self), store._LABEL, None)
             whole = found.whole() if isinstance(found, store.Rows) else found
-            if isinstance(whole, Label) and whole.has_aux:
+            if found is not None and isinstance(whole, Label) and whole.has_aux:
                 store.set_label(copied, found, store.origin_of(self))
                 from amal_verified._dispatch import track_in_place
 

@@ -26,11 +26,9 @@ Contract:
   them; because it may evaluate the closure again after changing parameters
   (LBFGS), parameters and state are saved before such a step and restored
   when an evaluation is refused.
-- Only leaf tensors are protected (``TypeError`` otherwise, before anything is
-  protected): the gradient labels of non-leaf tensors, which
-  ``differentiable=True`` optimizers step, are not followed.
-  ``add_param_group`` of a group that cannot be protected leaves the wrapped
-  optimizer without it.
+- Non-leaf tensors (what ``differentiable=True`` optimizers step) are
+  protected like parameters.  ``add_param_group`` of a group that cannot be
+  protected leaves the wrapped optimizer without it.
 - ``load_state_dict`` checks the incoming state the same way before loading.
 - Writes of auxiliary-labelled data into protected memory by any other
   operation are refused by the dispatcher before they happen; another
@@ -220,14 +218,6 @@ class GatedOptimizer(torch.optim.Optimizer):
     def _protect_all(self) -> None:
         """Protect every parameter, its state and the buffers; raises before protecting anything."""
         names = _param_names(self.original_optimizer, self._names_arg)
-        non_leaf = [names[id(p)] for p in _all_params(self.original_optimizer) if not p.is_leaf]
-        if non_leaf:
-            shown = ", ".join(non_leaf[:8]) + (f" and {len(non_leaf) - 8} more" if len(non_leaf) > 8 else "")
-            raise TypeError(
-                "GatedOptimizer protects leaf tensors only: the labels of gradients of non-leaf tensors "
-                "(what a differentiable=True optimizer steps) are not followed, so their steps could not "
-                f"be checked. Nothing was protected.\n  Not leaves: {shown}"
-            )
         refused = [
             (names[id(p)], label, store.origin_of(p))
             for p in _all_params(self.original_optimizer)
@@ -456,6 +446,8 @@ class GatedOptimizer(torch.optim.Optimizer):
         for p, label in zip(params, labels, strict=True):
             if label is not EMPTY:
                 store.write_label(p, label)
+            if not p.is_leaf:  # updated in place: its autograd node changed
+                _grad_labels.rehook_non_leaf(p)
         self._protect_state()
         return result
 
