@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 import threading
 import warnings
 from collections.abc import Iterator
@@ -79,8 +80,15 @@ _CORE_MODULES = frozenset(
 )
 
 
+_STDLIB_DIR = sysconfig.get_paths()["stdlib"]
+
+
 def _is_internal(filename: str) -> bool:
-    return filename in _CORE_MODULES or filename.startswith((_torch_dir(), "<frozen"))
+    """The tracking machinery, torch and the standard library (``copy.deepcopy`` calls on the user's
+    behalf): frames there are not call sites worth reporting."""
+    if filename in _CORE_MODULES or filename.startswith((_torch_dir(), "<frozen")):
+        return True
+    return filename.startswith(_STDLIB_DIR) and "-packages" not in filename
 
 
 def user_call_site(skip: int = 1) -> str:

@@ -100,7 +100,7 @@ _AMP_ATTRIBUTES = ("grad_scale", "found_inf")
 def _violation(
     what: str, refused: list[Refused], hint: str, changed: str = "Nothing was changed."
 ) -> IsolationViolation:
-    names = tuple(name for name, _, _ in refused)
+    names = tuple(dict.fromkeys(name for name, _, _ in refused))  # a value refused for two reasons once
     joined = Label.join_all(label for _, label, _ in refused)
     sources: tuple[Source, ...] = tuple(sorted(joined.aux_sources))
     origins = list(dict.fromkeys(origin for _, _, origin in refused if origin is not None))
@@ -138,6 +138,17 @@ def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, (list, tuple)):
         for v in value:
             yield from _tensors_in(v)
+
+
+def _named_tensors_in(value: Any, path: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _named_tensors_in(item, f"{path}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _named_tensors_in(item, f"{path}[{i}]")
 
 
 def _all_params(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
@@ -307,8 +318,8 @@ class GatedOptimizer(torch.optim.Optimizer):
             if result is not None:
                 state_dict = result
         refused = [
-            (f"state_dict tensor {i}", label, store.origin_of(t))
-            for i, t in enumerate(_tensors_in(state_dict))
+            (name, label, store.origin_of(t))
+            for name, t in _named_tensors_in(state_dict, "state_dict")
             if (label := store.label_of_plain(t)).has_aux
         ]
         if refused:
