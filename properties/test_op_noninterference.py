@@ -189,68 +189,26 @@ SKIPPED_MODULES: dict[str, str] = {}
 # Current failures of the tracking ("<kind>[, <kind>...]: reason").  Strict: a listed kind that
 # the sweep no longer reproduces fails test_known_failures_still_fail, so the lists only shrink.
 
-_CONJ = "complex conjugate views lose their conj bit when tagged, so complex intermediates are wrong"
-_OUT_LABEL = "the out= targets keep only their own old labels, not the inputs'"
+_COMPOSITE_OUT = (
+    "torch's composite out= kernel computes the result through the tracked ops and then writes it into "
+    "the target below the Python dispatcher"
+)
+_SVD_INF = (
+    "an aux input holding ±Inf makes the tagged call raise _LinAlgError (svd did not converge) where the "
+    "plain call returns NaN: under the Python dispatcher the composite runs _linalg_svd, which checks "
+    "convergence, instead of the fused kernel"
+)
 
 KNOWN_FAILURES: dict[str, str] = {
-    "addbmm": "crash: in-place on a broadcastable 1-element target, which plain torch resizes, fails "
-    "deep inside torch (setStorage ... out of bounds)",
-    "fft.hfft2": f"wrong value: {_CONJ}",
-    "fft.hfftn": f"wrong value: {_CONJ}",
-    "fft.ihfftn": f"leak: {_OUT_LABEL}",
-    "linalg.eig": f"wrong value: {_CONJ} (input gradients)",
-    "linalg.eigvals": f"wrong value: {_CONJ} (input gradients)",
-    "linalg.matrix_rank": "leak, wrong value, crash: out= leaves the target unwritten and unlabelled; "
-    "an ill-conditioned aux input makes the tagged call raise _LinAlgError where the plain one does not",
-    "linalg.matrix_rank.hermitian": "leak, wrong value: out= leaves the target unwritten and unlabelled",
-    "native_batch_norm": "leak: with training=False the out= targets are not labelled at all (the "
-    "write path skips every written argument of native_batch_norm outside training)",
-    "norm.nuc": "crash: an aux input with ±Inf makes the tagged call raise _LinAlgError (svd) where "
-    "the plain one does not",
-    "nn.functional.hinge_embedding_loss": "leak: the input gradient depends on the aux input (margin "
-    "clamp) but carries only the target's label",
-    "nn.functional.linear_cross_entropy.chunked_none": "leak: the input gradient depends on the aux "
-    "input but carries only the target's label",
-    "split_with_sizes_copy": "crash: out= with a list of targets hits a bare AssertionError in the "
-    "dispatcher's write path",
-    "unbind_copy": "crash: out= with a list of targets hits a bare AssertionError in the dispatcher's "
-    "write path",
-    "tensor_split": "crash: tagged split indices raise 'data is not allocated yet' (torch reads the "
-    "wrapper's memory directly)",
+    "fft.ihfftn": f"leak: the out= target keeps only its own old label, not the input's ({_COMPOSITE_OUT})",
+    "linalg.matrix_rank": f"leak, wrong value, crash: out= leaves the target unwritten and unlabelled "
+    f"({_COMPOSITE_OUT}, without passing the values on); {_SVD_INF}",
+    "linalg.matrix_rank.hermitian": f"leak, wrong value: out= leaves the target unwritten and unlabelled "
+    f"({_COMPOSITE_OUT}, without passing the values on)",
+    "norm.nuc": f"crash: {_SVD_INF}",
 }
 
-_MASK = "an aux boolean mask (key_padding_mask / attn_mask) changes the output, labelled without it"
-_INSTANCE_NORM = (
-    "leak: in evaluation mode, running statistics written from aux data (labelled) do not reach "
-    "the output when the input carries another label (the call runs op by op, and instance_norm "
-    "copies the statistics through plain-only operations)"
-)
-
-_INSTANCE_NORM_TRAIN = (
-    "leak: a training-mode call updates running statistics that already hold a label without "
-    "joining the call's label into them (their values change with the new aux input)"
-)
-
-KNOWN_MODULE_FAILURES: dict[str, str] = {
-    "nn.HingeEmbeddingLoss": "leak: the input gradient depends on the aux input but carries only "
-    "the target's label",
-    "nn.InstanceNorm1d": _INSTANCE_NORM_TRAIN,
-    "nn.InstanceNorm2d": _INSTANCE_NORM_TRAIN,
-    "nn.InstanceNorm3d": _INSTANCE_NORM_TRAIN,
-    "nn.InstanceNorm1d.eval": _INSTANCE_NORM,
-    "nn.InstanceNorm2d.eval": _INSTANCE_NORM,
-    "nn.InstanceNorm3d.eval": _INSTANCE_NORM,
-    "nn.MultiheadAttention": f"leak: {_MASK}",
-    "nn.MultiheadAttention.eval": f"leak: {_MASK}",
-    "nn.TransformerEncoderLayer": f"leak: {_MASK}",
-    "nn.TransformerEncoderLayer.eval": f"leak: {_MASK}",
-    "nn.TransformerEncoder": f"leak: {_MASK}",
-    "nn.TransformerEncoder.eval": f"leak: {_MASK}",
-    "nn.TransformerDecoderLayer": "leak: the gradient of multihead_attn.out_proj.bias depends on "
-    "aux inputs but is unlabelled",
-    "nn.Transformer": "leak: the gradient of decoder.layers.*.multihead_attn.out_proj.bias depends "
-    "on aux inputs but is unlabelled",
-}
+KNOWN_MODULE_FAILURES: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------------------
@@ -891,24 +849,7 @@ def _first_of_each_kind(
 
 
 SWEEP_HINTS: dict[str, int] = {
-    "addbmm": 1,
-    "fft.hfft2": 5,
     "fft.ihfftn": 2,
-    "fft.hfftn": 1,
-    "nn.InstanceNorm1d": 1,
-    "nn.InstanceNorm2d": 1,
-    "nn.InstanceNorm3d": 1,
-    "native_batch_norm": 1,
-    "nn.functional.linear_cross_entropy.chunked_none": 42,
-    "nn.InstanceNorm1d.eval": 1,
-    "nn.InstanceNorm2d.eval": 1,
-    "nn.InstanceNorm3d.eval": 1,
-    "nn.MultiheadAttention": 2,
-    "nn.MultiheadAttention.eval": 2,
-    "nn.TransformerEncoderLayer": 11,
-    "nn.TransformerEncoderLayer.eval": 11,
-    "nn.TransformerEncoder": 11,
-    "nn.TransformerEncoder.eval": 11,
 }
 """Where the sweep of a listed failure starts (the sample index of its first witness): a speed-up
 only; the whole sweep runs before a listed kind is declared fixed."""

@@ -34,29 +34,6 @@ SCRIPT = ROOT / "benchmarks" / "optimizer_matrix.py"
 # Cells of the quick matrix that cannot pass, whatever the library does: (rows, features, reason).
 KNOWN_FAILURES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []
 
-_NON_LEAF_FAILS = (
-    "steps",
-    "closure",
-    "refusal",
-    "grad_scaler_clip",
-    "grad_scaler",
-    "load_plain_into_gated",
-    "load_gated_into_plain",
-    "save_load",
-    "step_pre_hook",
-    "step_post_hook",
-    "state_dict_pre_hook",
-    "state_dict_post_hook",
-    "load_state_dict_pre_hook",
-    "load_state_dict_post_hook",
-    "global_step_hooks",
-    "zero_grad_false",
-    "zero_grad_true",
-    "add_param_group",
-    "lr_edit",
-    "state_access",
-    "repr",
-)
 
 # Cells that fail because of code outside gate.py: (rows, features, diagnosis).  Delete an entry
 # when its fix lands (the strict xfail turns red then).
