@@ -1464,8 +1464,8 @@ def render_markdown(m: Matrix) -> str:
         "edit by hand. Regenerate, after committing, from the repository root with "
         "`PYTHONPATH=. .venv/bin/python benchmarks/optimizer_matrix.py --jobs 2`.",
         "",
-        f"- torch **{m.torch_version}**, amal_verified at commit **{m.commit}** "
-        "(`+dirty`: tracked files differed from that commit)",
+        f"- torch **{m.torch_version}**, amal_verified at commit **{m.commit}**"
+        + (" (`+dirty`: tracked files differed from that commit)" if m.commit.endswith("+dirty") else ""),
         f"- mode: {m.mode}; every check compares plain torch with `GatedOptimizer` bit for bit over "
         f"{STEPS} steps (or the stated schedule) from identical seeds",
         f"- main table: {len(m.rows)} configurations × {len(m.features)} features = "
