@@ -203,6 +203,36 @@ def test_untagged_compiled_model_is_plain_pytorch() -> None:
     assert outputs[1][0] == "0"
 
 
+def test_compiled_code_on_tagged_data_is_tracked() -> None:
+    """A torch.compile'd world model called on auxiliary data is refused at the gated step, and a
+    compiled function keeps its input's auxiliary label."""
+    script = textwrap.dedent(
+        """
+        import warnings
+        import torch
+        import amal_verified as av
+        warnings.simplefilter("ignore")
+        m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        opt = av.GatedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1))
+        before = [p.detach().clone() for p in m.parameters()]
+        x = av.aux(torch.randn(5, 4), source="sim")
+        torch.compile(m)(x).sum().backward()
+        try:
+            opt.step()
+            print("stepped")
+        except av.IsolationViolation:
+            print("refused", all(torch.equal(a, p) for a, p in zip(before, m.parameters())))
+        f = torch.compile(lambda a, b: (a * 2 + b).sin().sum())
+        print(av.label_of(f(x, torch.randn(5, 4))).aux_sources)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.split("\n")
+    assert out[0] == "refused True"
+    assert "sim" in out[1]
+
+
 def test_no_bare_assert_in_the_isolation_core() -> None:
     core = [
         "_dispatch.py",
