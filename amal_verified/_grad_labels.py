@@ -88,13 +88,15 @@ class _BeforeAccumulation:
         self.pid = pid  # keys pending labels, which live only while one backward pass runs
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor | None:
+        # A leaf's label is pending by its id (attribute() receives leaves only); a non-leaf's by its
+        # autograd node (attribute_exit).  A leaf's hook runs in its AccumulateGrad node, which
+        # attribute_exit never records, so at most one of the two applies.
         pending = _pending.pop(self.pid, None) if _pending else None
-        if _pending_nodes:
+        if pending is None and _pending_nodes:
             node = torch._C._current_autograd_node()
             leaving = None if node is None else _pending_nodes.get(int(node._sequence_nr()))
             if leaving is not None:
-                extra = leaving()
-                pending = (extra, None) if pending is None else (pending[0].join(extra), pending[1])
+                pending = (leaving(), None)
         if pending is None:
             return None
         label, origin = pending
@@ -102,13 +104,6 @@ class _BeforeAccumulation:
             store.write_label(grad, label, origin)
             return None
         return tracked(grad, label, origin)
-
-
-def _after_accumulation(p: torch.Tensor) -> None:
-    """Makes ``.grad`` tracked when its memory holds auxiliary data."""
-    g = p.grad
-    if g is not None and type(g) is torch.Tensor and store.counters.aux and store.label_of_plain(g).has_aux:
-        p.grad = tracked(g)
 
 
 def ensure_hook(param: torch.Tensor) -> None:
@@ -124,8 +119,6 @@ def ensure_hook(param: torch.Tensor) -> None:
             if type(hook) is _BeforeAccumulation:
                 return
     param.register_hook(_BeforeAccumulation(id(param)))
-    if param.is_leaf:  # a non-leaf's .grad (retain_grad) is what the first hook hands on
-        param.register_post_accumulate_grad_hook(_after_accumulation)
 
 
 def rehook_non_leaf(param: torch.Tensor) -> None:

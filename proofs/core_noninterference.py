@@ -32,7 +32,7 @@ Assumptions.
 * The mutation score covers the named bug classes of ``properties/_core_mutants.py`` and, by AST,
   negated conditions and dropped join terms in the core's label and gate decisions
   (``AST_TARGETS``).  Equivalent mutants are listed there with their argument.  The quick report
-  runs every named mutant and the first systematic mutant of each function and operator; the full
+  runs every named mutant and the first systematic mutant of each file and operator; the full
   report runs every mutant.  A kill counts only when the killing test passes on the unmutated core.
 
 Verdict: tested.
@@ -76,7 +76,7 @@ OBLIGATION = Obligation(
         "depends on auxiliary data, auxiliary shapes and counts",
         "the mutation score covers the named bug classes and the AST operators (negated condition, dropped "
         "join term) of properties/_core_mutants.py; equivalent mutants are listed there with the argument; "
-        "the quick report runs the named mutants and one systematic mutant per function and operator",
+        "the quick report runs the named mutants and one systematic mutant per file and operator",
     ),
     kind=Kind.CLAIM,
     checks=(

@@ -1,0 +1,124 @@
+"""Theorem 1 on single routes the program property does not generate, differentially.
+
+Each scenario is a short piece of training code by which auxiliary data could reach a gated world
+model.  Hypothesis draws two auxiliary inputs (noise, 0, ±1e38, NaN, ±Inf); the scenario runs once
+with each, with the same primary data and seeds.  The contract, as in
+``test_theorem1_programs.py``: both runs are refused or neither is, and a run that completes leaves
+the world model bit for bit the same.  Where the route leaks, both runs must be refused (the leak is
+seen); its clean variant, on primary data only, must complete in both.
+
+Routes:
+
+- a tensor attribute of the world model (not a parameter, not a buffer) written through ``.data``
+  with an auxiliary statistic, after other state was labelled: module calls read their tensor
+  attributes;
+- auxiliary gradients accumulated into a row range of a replay tensor built by concatenation, then
+  the world model trained on those rows: a write into rows joins into them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import amal_verified as av
+
+Outcome = tuple[str, list[torch.Tensor]]
+
+_KINDS = ("noise", "zero", "large", "-large", "nan", "inf", "-inf")
+
+
+def _aux_values(kind: str, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    fill = {"zero": 0.0, "large": 1e38, "-large": -1e38, "nan": float("nan"), "inf": float("inf")}
+    fill["-inf"] = float("-inf")
+    return torch.randn(shape, generator=g) if kind == "noise" else torch.full(shape, fill[kind])
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(
+        torch.equal(x.nan_to_num(0.0), y.nan_to_num(0.0)) and torch.equal(x.isnan(), y.isnan())
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _run(
+    scenario: Callable[[torch.Tensor, bool], list[torch.Tensor]], aux: torch.Tensor, leak: bool
+) -> Outcome:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        try:
+            state = scenario(aux, leak)
+        except av.IsolationViolation:
+            return "refused", []
+    return "completed", state
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.scale = torch.ones(3)  # a plain tensor attribute: neither parameter nor buffer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.lin(x * self.scale)
+        return out
+
+
+def attribute_written_through_data(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    wm = _Scaled()
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.clone(), source="sim")
+    stat = sim if leak else av.primary(torch.rand(3, generator=g), source="real")
+    wm.scale.data.copy_(stat)  # through a .data alias: the attribute object itself stays plain
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def rows_accumulated_into(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    sim = av.aux(aux.clone(), source="sim")
+    replay = torch.cat([real, sim])  # rows 0-3 primary, 4-7 auxiliary
+    bonus = sim[:2] if leak else real[2:]
+    replay[:2].add_(bonus)  # rows 0-1 now depend on what was added
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(replay[:4]) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+_SCENARIOS = {
+    "attribute written through .data": (attribute_written_through_data, (3,)),
+    "rows accumulated into": (rows_accumulated_into, (4, 3)),
+}
+
+
+@settings(max_examples=30)
+@given(
+    name=st.sampled_from(sorted(_SCENARIOS)),
+    leak=st.booleans(),
+    kinds=st.tuples(st.sampled_from(_KINDS), st.sampled_from(_KINDS)),
+    seeds=st.tuples(st.integers(0, 2**16), st.integers(0, 2**16)),
+)
+def test_scenario_is_noninterfering(
+    name: str, leak: bool, kinds: tuple[str, str], seeds: tuple[int, int]
+) -> None:
+    scenario, shape = _SCENARIOS[name]
+    first = _run(scenario, _aux_values(kinds[0], seeds[0], shape), leak)
+    second = _run(scenario, _aux_values(kinds[1], seeds[1], shape), leak)
+    assert first[0] == second[0], f"{name}: one run {first[0]}, the other {second[0]}"
+    if first[0] == "completed":
+        assert _same(first[1], second[1]), f"{name}: the world model depends on auxiliary values"
+    assert first[0] == ("refused" if leak else "completed"), (
+        f"{name} ({'leaking' if leak else 'clean'}): {first[0]}"
+    )
