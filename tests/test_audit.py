@@ -416,3 +416,19 @@ def test_dicts_of_agents_change_their_number_of_items_records_keep_their_fields(
     assert result.variant.changes[0].startswith("aux: 2 items -> ")
     grown = check_noninterference(steps_per_agent, _primary(), {"aux-0": _aux()[0]}, max_examples=25)
     assert grown.variant is not None and set(grown.variant.value) <= {"aux-0", "aux-0#2", "aux-0#3"}
+
+
+def test_the_audit_runs_the_target_on_unlabelled_copies_of_labelled_memory() -> None:
+    """Inputs recorded from a gated run hold labelled memory (tagging is in place); the audit runs the
+    target as an untagged codebase would, so its copies carry no label."""
+    recorded = torch.randn(4, 3)
+    av.aux(recorded, source="sim")  # the recorded tensor stays a plain object; its memory is labelled
+    seen: list[av.Label] = []
+
+    def train(primary: dict[str, Any], aux: dict[str, torch.Tensor]) -> torch.nn.Module:
+        seen.append(av.label_of(aux["x"]))
+        return torch.nn.Linear(3, 1)
+
+    assert check_noninterference(train, {}, {"x": recorded}, max_examples=2).ok
+    assert seen and all(label.is_empty for label in seen)
+    assert av.label_of(recorded).has_aux  # the caller's tensor keeps its label
