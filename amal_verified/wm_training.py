@@ -60,6 +60,7 @@ from amal_verified._runtime_checks import checked
 from amal_verified.buffers import AuxBuffer, Batch, PrimaryBuffer
 from amal_verified.escaping import declassify
 from amal_verified.gate import GatedOptimizer
+from amal_verified.labels import Label
 from amal_verified.ledger import batch_digest, state_digest
 from amal_verified.linear_world_model import LinearGaussianWorldModel
 from amal_verified.rng_streams import RunStreams
@@ -281,10 +282,14 @@ class WorldModelLearner:
         loss = self._loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # The sources this update read: its gradients' labels (which the gate checks and which follow
+        # primary data onto the protected parameters) joined with the loss's own.
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"]]
+        read = Label.join_all([label_of(loss), *(label_of(g) for g in grads if g is not None)])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.updates += 1
-        labels = tuple(sorted(str(s) for s in label_of(loss).sources))
+        labels = tuple(sorted(str(s) for s in read.sources))
         with declassify(reason="the world-model loss is logged, never fed back into training"):
             loss_value = float(loss.detach())
         digest = batch_digest(
