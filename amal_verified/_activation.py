@@ -6,6 +6,10 @@ pays nothing.  Once active:
 - every module call passes through ``_boundary``'s forward hooks (one
   attribute test while nothing is labelled);
 - every optimizer step passes through ``gate``'s global step hooks;
+- ``nn.Parameter.data = value`` passes through ``gate``'s guard (a protected parameter refuses
+  auxiliary-labelled memory; any other parameter taking such memory becomes tracked);
+- PyTorch's global forward-hook registries read as empty to module calls nested in a running
+  tracked call (``_boundary``), so nested calls take PyTorch's hook-free path;
 - ``Module.load_state_dict`` first checks that no auxiliary-labelled value is
   about to be copied into protected memory, so a refused load writes nothing
   (PyTorch would otherwise write the entries before the refused one and turn
@@ -33,8 +37,10 @@ def ensure_active() -> None:
 
     from amal_verified import _boundary, _transfer, gate
 
+    _boundary.install_scoped_registries()
     torch.nn.modules.module.register_module_forward_pre_hook(_boundary.pre_hook)
     torch.nn.modules.module.register_module_forward_hook(_boundary.post_hook, always_call=True)
+    gate.install_parameter_data_guard()
     register_optimizer_step_pre_hook(gate._any_optimizer_pre_step)
     register_optimizer_step_post_hook(gate._any_optimizer_post_step)
     _transfer.install()

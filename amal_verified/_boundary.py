@@ -45,6 +45,7 @@ its parent.
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import sys
@@ -114,6 +115,9 @@ class _Frame:
 class _State(threading.local):
     def __init__(self) -> None:
         self.frame: _Frame | None = None
+        # the nested call whose test of one call-scoped registry found it nested (the test of the
+        # other registry follows in the same expression and consumes it)
+        self.nested_caller: FrameType | None = None
 
 
 _state = _State()
@@ -291,30 +295,29 @@ def _state_labels(module: torch.nn.Module, labels: set[Label], protected: list[t
         for t in tensors:
             if t is None:
                 continue
-            if type(t) is torch.nn.Parameter:
-                try:
-                    info = getattr(t.untyped_storage(), protected_attr, None)
-                except (RuntimeError, NotImplementedError):
-                    info = None
-                if info is not None and info.ref() is t:
-                    protected.append(t)
             if t.grad_fn is not None:
                 # Reparametrised (torch.func.functional_call with computed weights, a differentiable
                 # optimizer's parameters): gradients reach it through nodes the call did not create,
                 # so only operation-by-operation tracking labels them.
                 tracked_state = True
-            if type(t) is not torch.nn.Parameter and type(t) is not torch.Tensor:
-                if isinstance(t, TaggedTensor):
-                    tracked_state = True
-                label = store.label_of_plain(t)
-            else:
+            kind = type(t)
+            if kind is torch.nn.Parameter or kind is torch.Tensor:
                 try:
-                    found = getattr(t.untyped_storage(), label_attr, None)
+                    storage = t.untyped_storage()
                 except (RuntimeError, NotImplementedError):
-                    found = None
+                    continue  # no memory of its own: nothing labelled, nothing protected
+                if kind is torch.nn.Parameter:
+                    info = getattr(storage, protected_attr, None)
+                    if info is not None and info.ref() is t:
+                        protected.append(t)
+                found = getattr(storage, label_attr, None)
                 if found is None:
                     continue
                 label = found if type(found) is Label else store.label_of_plain(t)
+            else:
+                if isinstance(t, TaggedTensor):
+                    tracked_state = True
+                label = store.label_of_plain(t)
             if label is EMPTY:
                 continue
             untracked_aux = label.has_aux and not isinstance(t, TaggedTensor)
@@ -390,6 +393,57 @@ def _is_running(target: FrameType) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+class _CallScopedHooks(collections.OrderedDict[int, Any]):
+    """PyTorch's registry of global forward (pre-)hooks, read as empty by module calls nested in a
+    call whose hooks already ran.
+
+    ``Module._call_impl`` takes its fast path -- no hook machinery at all -- when every hook registry
+    it tests is empty.  A call nested in a tracked or plainly running call owes the hooks nothing
+    (its hooks would return at once), so here it sees these registries as empty: each nested call
+    then costs what it costs without the library.  Everything else sees the registry as it is:
+    the calling thread's running call itself (its forward hook must run), other threads (the
+    running call is thread-local), code being compiled, and any registry holding a hook that is
+    not this module's (another library's global hook must see every call).  The length and the
+    entries are never hidden, only truthiness.
+    """
+
+    def __bool__(self) -> bool:
+        state = _state
+        frame = state.frame
+        if frame is None or len(self) != 1:
+            return len(self) > 0
+        owner = frame.py_frame
+        if owner is None or _is_compiling():
+            return True
+        caller = sys._getframe(1)
+        if caller is owner:
+            return True  # the running call's own test before its forward hooks
+        if caller is state.nested_caller:
+            state.nested_caller = None  # the other registry, tested in the same expression
+            return False
+        walk: FrameType | None = caller.f_back
+        while walk is not None:
+            if walk is owner:
+                state.nested_caller = caller
+                return False
+            walk = walk.f_back
+        return True  # a frame left behind by a call that raised: pre_hook clears it
+
+
+def install_scoped_registries() -> None:
+    """Make PyTorch's global forward (pre-)hook registries call-scoped (before registering the
+    hooks of this module in them).  A registry that already holds hooks is left as it is: the
+    handles that could remove them refer to it."""
+    registries = torch.nn.modules.module
+    names = ("_global_forward_pre_hooks", "_global_forward_hooks")
+    # Both or neither: a nested call's test of one is consumed by its test of the other.
+    if all(type(getattr(registries, name)) is collections.OrderedDict for name in names) and not any(
+        getattr(registries, name) for name in names
+    ):
+        for name in names:
+            setattr(registries, name, _CallScopedHooks())
 
 
 def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:

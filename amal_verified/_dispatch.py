@@ -374,6 +374,9 @@ def track_in_place(t: torch.Tensor) -> bool:
     referenced by a live autograd graph, a functorch wrapper); the label
     stays on the memory, where module calls and the gate read it.
     """
+    if type(t) is _TrackedOnFirstUse:
+        plain_class: type = torch.Tensor
+        t.__class__ = plain_class
     if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
         return isinstance(t, TaggedTensor)
     if getattr(_swap_guard, "active", False) or torch._C._functorch.is_functorch_wrapped_tensor(t):
@@ -431,6 +434,97 @@ class _Superseded(torch.Tensor):
 
         with torch._C.DisableTorchFunctionSubclass():
             return func(*current(list(args)), **{k: current(v) for k, v in (kwargs or {}).items()})
+
+
+class _TrackedOnFirstUse(torch.Tensor):
+    """A plain tensor object whose memory gained an auxiliary label as the target of an operation
+    that may still hold its ``TensorImpl``: made tracked (:func:`track_in_place`) at its first use
+    from Python, when no operation holds it any more.
+
+    A composite ``out=`` operation can change its target's sizes and strides after the write that
+    labelled it (``torch.svd`` transposes ``V`` back in place); had the object's ``TensorImpl`` been
+    replaced by a tracked alias at the write, the caller's object would keep the metadata of that
+    moment.  Every torch function called on it, ``isinstance(x, AuxData)``, pickling and copying
+    first make it tracked; until then the label is on its memory, where module calls and the gate
+    read it.
+    """
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Sequence[type], args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if func in _METADATA or torch._C._dispatch_tls_is_dispatch_key_excluded(_PYTHON_KEY):
+            # what the core reads while an operation runs (it may run on this very tensor)
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs)
+        _track_pending(args)
+        _track_pending(kwargs.values())
+        return func(*args, **kwargs)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        track_in_place(self)
+        return self.__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> torch.Tensor:
+        track_in_place(self)
+        return self.__deepcopy__(memo)
+
+
+_PYTHON_KEY: Final = torch._C.DispatchKey.Python
+_METADATA: Final = frozenset(
+    {
+        torch.Tensor.untyped_storage,
+        torch.Tensor.storage_offset,
+        torch.Tensor.stride,
+        torch.Tensor.size,
+        torch.Tensor.dim,
+        torch.Tensor.numel,
+        torch.Tensor.element_size,
+        torch.Tensor.is_contiguous,
+        torch.Tensor.is_floating_point,
+        torch.Tensor.data_ptr,
+        *(
+            getattr(torch.Tensor, name).__get__
+            for name in (
+                "_base",
+                "_version",
+                "shape",
+                "dtype",
+                "device",
+                "layout",
+                "nbytes",
+                "is_leaf",
+                "requires_grad",
+                "grad_fn",
+                "is_meta",
+                "is_sparse",
+            )
+        ),
+    }
+)
+
+
+def _track_pending(values: Any) -> None:
+    for value in values:
+        if type(value) is _TrackedOnFirstUse:
+            track_in_place(value)
+        elif type(value) is list or type(value) is tuple:
+            _track_pending(value)
+
+
+def track_after_operation(t: torch.Tensor) -> None:
+    """:func:`track_in_place` for the target of a running operation: a plain, non-leaf dense tensor
+    is made tracked at its first use (:class:`_TrackedOnFirstUse`), anything else now."""
+    if (
+        type(t) is torch.Tensor
+        and t.layout == torch.strided
+        and not (t.is_leaf and t.requires_grad)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    ):
+        t.__class__ = _TrackedOnFirstUse
+        return
+    track_in_place(t)
 
 
 def _supersede(old: torch.Tensor, current: torch.Tensor) -> None:
@@ -583,6 +677,9 @@ def _wrap_rows(
 def _label_rows(out: torch.Tensor, args: Sequence[Any], kwargs: dict[str, Any], origin: str | None) -> bool:
     """Label ``out`` (the whole of its storage) row block by row block; False if it is not laid out so."""
     tensors = args[0] if args else kwargs.get("tensors", ())
+    labels = {id(store.label_of_plain(x)) for x in tensors if isinstance(x, torch.Tensor)}
+    if len(labels) < 2:
+        return False  # one label for every input: nothing finer to keep
     dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
     parts = [x for x in tensors if isinstance(x, torch.Tensor) and x.numel() > 0]
     if dim < 0:
@@ -760,11 +857,11 @@ def _dispatch_write(
             if new is not EMPTY:
                 store.counters.labelled_state += 1
             if new.has_aux:
-                track_in_place(target)
+                track_after_operation(target)
         if new.has_aux:
             base = target._base
             if base is not None and not isinstance(base, TaggedTensor):
-                track_in_place(base)
+                track_after_operation(base)
 
     if out is None:
         return None

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import torch
 
@@ -254,7 +254,10 @@ class GatedOptimizer(torch.optim.Optimizer):
     def _protect_state(self) -> None:
         state = self.original_optimizer.state
         # Optimizers create state lazily and then update it in place: protect only what is new.
-        signature = (len(state), sum(len(v) for v in state.values() if isinstance(v, Mapping)))
+        signature = (
+            len(state),
+            sum(len(v) for v in state.values() if type(v) is dict or isinstance(v, Mapping)),
+        )
         if signature == self._state_signature:
             return
         self._state_signature = signature
@@ -538,6 +541,45 @@ def _step_inner(inner: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
     for post_hook in inner._optimizer_step_post_hooks.values():
         post_hook(inner, call_args, kwargs)
     return out
+
+
+# -- parameters assigned through ``.data`` ---------------------------------------------
+
+_TENSOR_DATA: Final[Any] = vars(torch._C.TensorBase)["data"]  # the C getter and setter
+
+
+def _parameter_data(self: torch.Tensor) -> torch.Tensor:
+    data: torch.Tensor = _TENSOR_DATA.__get__(self)
+    return data
+
+
+def _assign_parameter_data(self: torch.Tensor, value: torch.Tensor) -> None:
+    """``param.data = value`` (``vector_to_parameters`` too): a protected parameter refuses
+    auxiliary-labelled memory before taking it; any other parameter that takes such memory is made
+    tracked, so that no plain operation on it (``parameters_to_vector``) drops the label."""
+    if store.counters.aux and isinstance(value, torch.Tensor):
+        label = store.label_of_plain(value)
+        if label.has_aux:
+            info = _protection.protection_of(self)
+            if info is not None:
+                raise _violation(
+                    f"assigning {info.name}.data",
+                    [(info.name, label, store.origin_of(value))],
+                    "assign a protected parameter only values computed from its own primary-data "
+                    "training (an evolution strategy's candidates drawn around the world model's own "
+                    "parameters, never from models trained on auxiliary data).",
+                )
+            _TENSOR_DATA.__set__(self, value)
+            track_in_place(self)
+            return
+    _TENSOR_DATA.__set__(self, value)
+
+
+def install_parameter_data_guard() -> None:
+    """Route ``nn.Parameter``'s ``.data`` through :func:`_assign_parameter_data` (reading is unchanged)."""
+    torch.nn.Parameter.data = property(  # type: ignore[assignment]
+        _parameter_data, _assign_parameter_data, doc=_TENSOR_DATA.__doc__
+    )
 
 
 # -- every other optimizer -----------------------------------------------------------

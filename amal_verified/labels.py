@@ -154,10 +154,11 @@ class Label:
 
     @staticmethod
     def of(kind: SourceKind, name: str) -> Label:
-        found = _singletons.get((kind, name))
+        singletons = _aux_singletons if kind is SourceKind.AUX else _primary_singletons
+        found = singletons.get(name)
         if found is None:
             found = Label((Source(kind, name),))
-            _singletons[(kind, name)] = found
+            singletons[name] = found
         return found
 
     @staticmethod
@@ -169,4 +170,6 @@ class Label:
 
 
 EMPTY: Final[Label] = Label()
-_singletons: dict[tuple[SourceKind, str], Label] = {}
+# Single-source labels by name, one table per kind (keyed by str: hashing an Enum runs Python code).
+_primary_singletons: dict[str, Label] = {}
+_aux_singletons: dict[str, Label] = {}

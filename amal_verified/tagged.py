@@ -23,7 +23,7 @@ import torch
 
 from amal_verified import _label_store as store
 from amal_verified._activation import ensure_active
-from amal_verified._dispatch import TaggedTensor, label_of
+from amal_verified._dispatch import TaggedTensor, _TrackedOnFirstUse, label_of, track_in_place
 from amal_verified._runtime_checks import checked
 from amal_verified.errors import TaggingError
 from amal_verified.escaping import declassifying, record_escape
@@ -36,6 +36,8 @@ class _LabelView(torch._C._TensorMeta):
     """Makes ``isinstance`` reflect a tagged tensor's *current* label."""
 
     def __instancecheck__(cls, instance: object) -> bool:
+        if type(instance) is _TrackedOnFirstUse:
+            track_in_place(instance)
         if not isinstance(instance, TaggedTensor):
             return False
         label = store.label_of_plain(instance)
@@ -64,9 +66,9 @@ def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
     if x.is_meta:
         raise TaggingError("a meta tensor holds no data to tag; tag the real tensor")
     new = Label.of(kind, source)
-    existing = label_of(x)
+    existing = store.label_of_plain(x)
     ensure_active()
-    if kind is SourceKind.PRIMARY and existing.has_aux:
+    if existing._aux and kind is SourceKind.PRIMARY:
         if declassifying() is None:
             raise TaggingError(
                 f"cannot tag as primary data from {source!r}: this memory already holds data labelled "

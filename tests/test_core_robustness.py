@@ -58,21 +58,38 @@ def test_assigning_tagged_data_to_param_data_does_not_crash(source: str) -> None
     model = torch.nn.Linear(3, 2)
     value = prim(2, 3) if source == "primary" else auxd(2, 3)
     model.weight.data = value
-    assert type(model.weight) is torch.nn.Parameter
+    assert isinstance(model.weight, torch.nn.Parameter)
+    assert dict(model.named_parameters())["weight"] is model.weight
     assert av.label_of(model.weight) == av.label_of(value)
     assert av.label_of(model(torch.randn(4, 3))) == av.label_of(value)  # the call reads its parameters
+    if source == "aux":  # plain operations on the parameter alone keep the label (parameters_to_vector)
+        assert av.label_of(torch.nn.utils.parameters_to_vector(model.parameters())) == av.label_of(value)
 
 
-def test_vector_to_parameters_of_aux_data_is_caught_at_the_next_gated_step() -> None:
+def test_vector_to_parameters_of_aux_data_into_a_protected_model_is_refused() -> None:
     wm = torch.nn.Linear(3, 2)
     opt = gated(wm)
-    vec = av.aux(torch.randn(8), source="aux-1")  # an evolution strategy's candidate
-    torch.nn.utils.vector_to_parameters(vec, wm.parameters())
-    F.mse_loss(wm(prim(4, 3)), prim(4, 2)).backward()
     before = [plain_values(p).clone() for p in wm.parameters()]
-    with pytest.raises(av.IsolationViolation, match="aux:aux-1"):
-        opt.step()
+    vec = av.aux(torch.randn(8), source="aux-1")  # an evolution strategy's candidate
+    with pytest.raises(av.IsolationViolation, match=r"assigning weight\.data.*aux:aux-1"):
+        torch.nn.utils.vector_to_parameters(vec, wm.parameters())
     assert all(torch.equal(b, plain_values(p)) for b, p in zip(before, wm.parameters(), strict=True))
+    F.mse_loss(wm(prim(4, 3)), prim(4, 2)).backward()
+    opt.step()  # nothing auxiliary reached the world model
+
+
+def test_parameters_laundered_through_a_vector_do_not_reach_the_world_model() -> None:
+    """An aux-trained model's parameters flattened by plain operations (``parameters_to_vector``) and
+    written into the world model are refused: the flattening keeps their label."""
+    wm = torch.nn.Linear(3, 2)
+    opt = gated(wm)
+    helper = torch.nn.Linear(3, 2)
+    helper.weight.data = auxd(2, 3)  # a model whose parameters were trained on auxiliary data
+    flat = torch.nn.utils.parameters_to_vector(helper.parameters())
+    with pytest.raises(av.IsolationViolation, match="aux:aux-1"):
+        torch.nn.utils.vector_to_parameters(flat, wm.parameters())
+    F.mse_loss(wm(prim(4, 3)), prim(4, 2)).backward()
+    opt.step()
 
 
 def _wgan_gp_and_hvp(tag: str | None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Label]]:
@@ -173,6 +190,77 @@ def test_a_failed_call_leaves_tracking_consistent() -> None:
     assert av.label_of(out) is P
     out.sum().backward()
     assert model.weight.grad is not None and av.label_of(model.weight.grad) is P
+
+
+def test_a_users_global_module_hooks_see_every_call_nested_in_a_tracked_call() -> None:
+    """Nested calls skip the library's hooks (they owe them nothing), never another library's."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = prim(5, 3)
+    seen_before: list[str] = []
+    seen_after: list[str] = []
+    pre = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda m, args: seen_before.append(type(m).__name__)
+    )
+    post = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, args, out: seen_after.append(type(m).__name__)
+    )
+    try:
+        out = model(x)
+    finally:
+        pre.remove()
+        post.remove()
+    assert seen_before == ["Sequential", "Linear", "ReLU", "Linear"]
+    assert sorted(seen_after) == sorted(seen_before)
+    assert av.label_of(out) is P
+    local: list[str] = []
+    handle = model[2].register_forward_hook(lambda m, args, out: local.append("last"))
+    try:
+        assert av.label_of(model(x)) is P
+    finally:
+        handle.remove()
+    assert local == ["last"]
+
+
+def test_a_module_called_in_another_thread_during_a_tracked_call_is_tracked() -> None:
+    """Which calls are nested is decided per thread: a call another thread makes while a tracked
+    call runs here is tracked on its own."""
+    import threading
+
+    features = torch.cat([prim(4, 3), prim(4, 3)])  # primary-only: a plain tensor, labelled memory
+    assert type(features) is torch.Tensor and av.label_of(features) is P
+    other = torch.nn.Linear(3, 2)
+    results: list[torch.Tensor] = []
+
+    class Outer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = torch.nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            worker = threading.Thread(target=lambda: results.append(other(features)))
+            worker.start()
+            worker.join()
+            return self.inner(x)
+
+    out = Outer()(auxd(2, 3))
+    assert av.label_of(out).has_aux
+    assert av.label_of(results[0]) is P
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (0, 3), (3, 5)])
+def test_an_out_target_labelled_mid_operation_keeps_the_operations_result(shape: tuple[int, int]) -> None:
+    """``torch.svd(..., out=)`` transposes ``V`` in place after writing it: the caller's plain out
+    tensors, labelled auxiliary by the write, end with exactly plain PyTorch's values and strides,
+    and are tracked from their first use."""
+    x = torch.randn(*shape)
+    expected = torch.svd(x, out=(torch.empty(0), torch.empty(0), torch.empty(0)))
+    outs = (torch.empty(0), torch.empty(0), torch.empty(0))
+    torch.svd(av.aux(x.clone(), source="aux-1"), out=outs)
+    for want, got in zip(expected, outs, strict=True):
+        assert got.shape == want.shape and got.stride() == want.stride()
+        assert isinstance(got, av.AuxData)  # tracked from here on
+        assert torch.equal(want, got.elem)
+    assert av.label_of(outs[0] * 2) is A
 
 
 def test_untagged_compiled_model_is_plain_pytorch() -> None:

@@ -10,10 +10,10 @@ the agents' models is among the elites, parameters learnt from auxiliary data be
 
 Caught by the dynamic layer: the agents' models were stepped with aux-labelled gradients, so their
 parameters carry ``aux:aux-0``/``aux:aux-1``, and so do ``parameters_to_vector`` of them, the elites and
-their mean.  ``vector_to_parameters`` assigns ``param.data`` (no write the dispatcher could refuse: the
-parameter takes the vector's memory, and its label with it), so the world model's next update reads
-parameters with auxiliary labels and the ``GatedOptimizer`` refuses it.  Static types cannot see it: a
-parameter vector is a plain ``torch.Tensor``.  The differential audit catches it too.
+their mean.  ``vector_to_parameters`` assigns ``param.data``, and a protected parameter refuses memory
+with an auxiliary label before taking it (the ``GatedOptimizer`` guards ``nn.Parameter.data``), so the
+world model keeps its values.  Static types cannot see it: a parameter vector is a plain
+``torch.Tensor``.  The differential audit catches it too.
 
 Fix: draw the candidates around the world model's own parameters only; an agent's model may be seeded from
 the world model, never the other way round.
