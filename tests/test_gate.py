@@ -196,14 +196,27 @@ def test_other_code_paths_writing_protected_parameters_refused() -> None:
     assert_unchanged(wm, opt, snap)
 
 
-def test_data_swapped_for_aux_memory_refused_at_step() -> None:
+def test_data_swapped_for_aux_memory_refused_at_the_assignment() -> None:
     wm, opt, p, _ = make()
+    before = wm.decoder.bias.detach().clone()
     aux_values = torch.randn(4)
     av.aux(aux_values, source="aux-3")
-    wm.decoder.bias.data = aux_values
-    F.mse_loss(wm(p), p).backward()
-    err = refused(opt.step)
+    err = refused(lambda: setattr(wm.decoder.bias, "data", aux_values))
     assert "decoder.bias" in err.parameters
+    assert torch.equal(wm.decoder.bias.detach(), before)
+    F.mse_loss(wm(p), p).backward()
+    opt.step()
+
+
+def test_data_of_a_protected_plain_tensor_swapped_for_aux_memory_refused_at_step() -> None:
+    """Only ``nn.Parameter.data`` is guarded at the assignment; a protected plain tensor (a learnt
+    temperature) whose memory was swapped is refused at the next gated step."""
+    log_alpha = torch.zeros(1, requires_grad=True)
+    opt = av.GatedOptimizer(torch.optim.Adam([log_alpha], lr=1e-2), names={"log_alpha": log_alpha})
+    log_alpha.data = av.aux(torch.ones(1), source="aux-3")
+    (log_alpha * av.primary(torch.ones(1))).sum().backward()
+    err = refused(opt.step)
+    assert "log_alpha" in err.parameters
 
 
 def test_closure_gradients_are_checked_before_use() -> None:
