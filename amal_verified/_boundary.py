@@ -524,6 +524,7 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
     if caller is not frame.py_frame and caller is not frame.call_frame:
         return None  # a nested call's hook
     state.frame = None
+    state.nested_caller = None
     # The Python frames hold the call's locals (its output among them): keeping them would make a
     # reference cycle through the output's autograd graph and keep the graph alive until collected.
     frame.py_frame = frame.call_frame = None
