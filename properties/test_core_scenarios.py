@@ -13,7 +13,10 @@ Routes:
   with an auxiliary statistic, after other state was labelled: module calls read their tensor
   attributes;
 - auxiliary gradients accumulated into a row range of a replay tensor built by concatenation, then
-  the world model trained on those rows: a write into rows joins into them.
+  the world model trained on those rows: a write into rows joins into them;
+- a learnt plain tensor (a temperature: protected, but not an ``nn.Parameter``, so its ``.data`` is
+  not guarded at the assignment) swapped through ``.data`` for auxiliary memory, then stepped on a
+  primary-only gradient: only the gate's reading of the parameter's own memory sees it.
 """
 
 from __future__ import annotations
@@ -97,9 +100,24 @@ def rows_accumulated_into(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def plain_tensor_swapped_through_data(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    temperature = torch.zeros(3, requires_grad=True)
+    opt = av.GatedOptimizer(torch.optim.SGD([temperature], lr=0.1), names={"temperature": temperature})
+    value = (
+        av.aux(aux.clone(), source="sim") if leak else av.primary(torch.rand(3, generator=g), source="real")
+    )
+    temperature.data = value
+    x = av.primary(torch.randn(3, generator=g), source="real")
+    (temperature * x).sum().backward()  # its gradient is x: primary whatever the temperature holds
+    opt.step()
+    return [temperature.detach().clone()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
+    "plain tensor swapped through .data": (plain_tensor_swapped_through_data, (3,)),
 }
 
 
