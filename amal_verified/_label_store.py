@@ -238,30 +238,22 @@ def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwr
 
     ``overwrite``: the written elements no longer depend on what they held.
     """
-    try:
-        storage = t.untyped_storage()
-        dense = True
-    except (RuntimeError, NotImplementedError, TypeError):
-        storage = _storage(t)
-        if storage is None:
-            return EMPTY
-        dense = False
+    storage = _storage(t)
+    if storage is None:
+        return EMPTY
     old = getattr(storage, _LABEL, None)
     if old is None:
         if label is EMPTY:
             return EMPTY
-        if dense and t.storage_offset() == 0 and t.is_contiguous() and t.nbytes >= storage.nbytes():
+        if _covers(t, storage):
             # Fresh memory written whole (the common case: a new tensor being labelled).
             counters.tagged = True
             setattr(storage, _LABEL, label)
             if label._aux or getattr(storage, _ORIGIN, None) is not None:
                 _record_origin(storage, label, origin)
             return label
-        if _covers(t, storage):
-            new: Label | Rows = label
-        else:
-            lo, hi = extent(t)
-            new = Rows(((0, storage.nbytes(), EMPTY),)).write(lo, hi, label, overwrite=True)
+        lo, hi = extent(t)
+        new: Label | Rows = Rows(((0, storage.nbytes(), EMPTY),)).write(lo, hi, label, overwrite=True)
     elif old is label and not overwrite:
         return old
     elif type(old) is Label:
