@@ -14,9 +14,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml tools/pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e tools
 	@touch $(STAMP)
 
 # The main job: the gate demo, then a short AMAL run on CartPole-v1 (paper defaults, fewer steps),
@@ -31,11 +31,11 @@ demo: $(STAMP)
 	$(BIN)/amal certify $(DEMO_RUN)
 
 lint: $(STAMP)
-	$(BIN)/ruff check amal_verified tests properties proofs examples benchmarks
-	$(BIN)/ruff format --check amal_verified tests properties proofs examples benchmarks
+	$(BIN)/ruff check amal_verified tools tests properties proofs examples benchmarks
+	$(BIN)/ruff format --check amal_verified tools tests properties proofs examples benchmarks
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict amal_verified
+	$(BIN)/mypy --strict amal_verified tools/amal_tools
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests properties -m "not mutation"

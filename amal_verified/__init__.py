@@ -15,39 +15,43 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from amal_verified import _old_paths
+
 __version__ = "0.1.0"
 
+_old_paths.install()
+
 _EXPORTS = {
-    "primary": "amal_verified.tagged",
-    "aux": "amal_verified.tagged",
-    "label_of": "amal_verified.tagged",
-    "PrimaryData": "amal_verified.tagged",
-    "AuxData": "amal_verified.tagged",
-    "TaggedTensor": "amal_verified.tagged",
-    "Label": "amal_verified.labels",
-    "Source": "amal_verified.labels",
-    "SourceKind": "amal_verified.labels",
-    "GatedOptimizer": "amal_verified.gate",
-    "IsolationViolation": "amal_verified.errors",
-    "IsolationWarning": "amal_verified.errors",
-    "TaggingError": "amal_verified.errors",
-    "declassify": "amal_verified.escaping",
-    "escapes": "amal_verified.escaping",
-    "declassifications": "amal_verified.escaping",
-    "clear_escapes": "amal_verified.escaping",
-    "set_strict": "amal_verified.escaping",
-    "is_strict": "amal_verified.escaping",
-    "Escape": "amal_verified.escaping",
-    "PrimaryBuffer": "amal_verified.buffers",
-    "AuxBuffer": "amal_verified.buffers",
-    "Batch": "amal_verified.buffers",
-    "TrainConfig": "amal_verified.run_config",
-    "Trainer": "amal_verified.trainer",
-    "certify_run": "amal_verified.certify",
-    "Certificate": "amal_verified.certify",
-    "EnsembleWorldModel": "amal_verified.world_model",
-    "WorldModelLearner": "amal_verified.wm_training",
-    "RunStreams": "amal_verified.rng_streams",
+    "primary": "amal_verified.isolation.tagging",
+    "aux": "amal_verified.isolation.tagging",
+    "label_of": "amal_verified.isolation.tagging",
+    "PrimaryData": "amal_verified.isolation.tagging",
+    "AuxData": "amal_verified.isolation.tagging",
+    "TaggedTensor": "amal_verified.isolation.tagging",
+    "Label": "amal_verified.isolation.labels",
+    "Source": "amal_verified.isolation.labels",
+    "SourceKind": "amal_verified.isolation.labels",
+    "GatedOptimizer": "amal_verified.isolation.gate",
+    "IsolationViolation": "amal_verified.isolation.errors",
+    "IsolationWarning": "amal_verified.isolation.errors",
+    "TaggingError": "amal_verified.isolation.errors",
+    "declassify": "amal_verified.isolation.escapes",
+    "escapes": "amal_verified.isolation.escapes",
+    "declassifications": "amal_verified.isolation.escapes",
+    "clear_escapes": "amal_verified.isolation.escapes",
+    "set_strict": "amal_verified.isolation.escapes",
+    "is_strict": "amal_verified.isolation.escapes",
+    "Escape": "amal_verified.isolation.escapes",
+    "PrimaryBuffer": "amal_verified.isolation.buffers",
+    "AuxBuffer": "amal_verified.isolation.buffers",
+    "Batch": "amal_verified.isolation.buffers",
+    "TrainConfig": "amal_verified.run.config",
+    "Trainer": "amal_verified.run.trainer",
+    "certify_run": "amal_verified.run.certify",
+    "Certificate": "amal_verified.run.certify",
+    "EnsembleWorldModel": "amal_verified.world_model.ensemble",
+    "WorldModelLearner": "amal_verified.world_model.learner",
+    "RunStreams": "amal_verified.common.rng_streams",
 }
 
 __all__ = [
@@ -84,10 +88,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from amal_verified.buffers import AuxBuffer, Batch, PrimaryBuffer
-    from amal_verified.certify import Certificate, certify_run
-    from amal_verified.errors import IsolationViolation, IsolationWarning, TaggingError
-    from amal_verified.escaping import (
+    from amal_verified.common.rng_streams import RunStreams
+    from amal_verified.isolation.buffers import AuxBuffer, Batch, PrimaryBuffer
+    from amal_verified.isolation.errors import IsolationViolation, IsolationWarning, TaggingError
+    from amal_verified.isolation.escapes import (
         Escape,
         clear_escapes,
         declassifications,
@@ -96,14 +100,14 @@ if TYPE_CHECKING:
         is_strict,
         set_strict,
     )
-    from amal_verified.gate import GatedOptimizer
-    from amal_verified.labels import Label, Source, SourceKind
-    from amal_verified.rng_streams import RunStreams
-    from amal_verified.run_config import TrainConfig
-    from amal_verified.tagged import AuxData, PrimaryData, TaggedTensor, aux, label_of, primary
-    from amal_verified.trainer import Trainer
-    from amal_verified.wm_training import WorldModelLearner
-    from amal_verified.world_model import EnsembleWorldModel
+    from amal_verified.isolation.gate import GatedOptimizer
+    from amal_verified.isolation.labels import Label, Source, SourceKind
+    from amal_verified.isolation.tagging import AuxData, PrimaryData, TaggedTensor, aux, label_of, primary
+    from amal_verified.run.certify import Certificate, certify_run
+    from amal_verified.run.config import TrainConfig
+    from amal_verified.run.trainer import Trainer
+    from amal_verified.world_model.ensemble import EnsembleWorldModel
+    from amal_verified.world_model.learner import WorldModelLearner
 
 
 def __getattr__(name: str) -> Any:

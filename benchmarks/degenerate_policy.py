@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python benchmarks/degenerate_policy.py --task CVRP-100 [--action 0] [--results DIR]
 
 Plays ``--action`` at every step of the evaluation episodes a run with each seed is scored on
-(:func:`amal_verified.bench.evaluation.evaluation_seeds`; the same episodes, the same count), then prints,
+(:func:`amal_tools.bench.evaluation.evaluation_seeds`; the same episodes, the same count), then prints,
 per seed, that policy's mean return next to the final mean return of every method's record of the task
 in ``--results`` (default ``benchmarks/results/full``).  On a task whose environment replaces invalid
 actions (the routing tasks do), a constant action is the environment's own fallback rule: a learned
@@ -24,9 +24,9 @@ import argparse
 import statistics
 from pathlib import Path
 
-from amal_verified.bench.evaluation import evaluate_policy
-from amal_verified.bench.records import load_records
-from amal_verified.bench.tasks import task_by_name
+from amal_tools.bench.evaluation import evaluate_policy
+from amal_tools.bench.records import load_records
+from amal_tools.bench.tasks import task_by_name
 
 
 def main() -> None:

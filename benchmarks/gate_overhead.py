@@ -1,6 +1,6 @@
 """Overhead of the isolation gate on one training step of the paper's world model.
 
-A thin wrapper: the harness lives in :mod:`amal_verified.bench.gate_overhead` (its docstring
+A thin wrapper: the harness lives in :mod:`amal_tools.bench.gate_overhead` (its docstring
 states what is measured and how; ``amal bench`` uses it too).  Same command line and output as
 before: ``--quick``, ``--check``, ``--profile``, ``--pairs``, ``--steps``, ``--warmup``,
 ``--json``.  Exit status: 0, or 1 with ``--check`` if the ratio exceeds 1.10 or parameters
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from amal_verified.bench.gate_overhead import main
+from amal_tools.bench.gate_overhead import main
 
 if __name__ == "__main__":
     sys.exit(main())

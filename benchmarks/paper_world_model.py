@@ -1,6 +1,6 @@
-"""The paper's recurrent world model in plain PyTorch, re-exported from ``amal_verified.bench``.
+"""The paper's recurrent world model in plain PyTorch, re-exported from ``amal_tools.bench``.
 
-The file is ``amal_verified/bench/_plain_world_model.py``.  Importing this module does **not**
+The file is ``tools/amal_tools/bench/_plain_world_model.py``.  Importing this module does **not**
 import ``amal_verified``: the file is located with ``importlib.util.find_spec`` (which does not
 run the package ``__init__``) and loaded by path, as the gate-overhead worker does.  See that
 file for the architecture.

@@ -79,7 +79,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from amal_verified.policy import DEFAULT_DISCRETE_ENTROPY_SCALE, SACAgent
+from amal_verified.agents.sac import DEFAULT_DISCRETE_ENTROPY_SCALE, SACAgent
 
 
 class ReplayBuffer:

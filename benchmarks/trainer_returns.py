@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 import amal_verified
-from amal_verified.run_config import TrainConfig
-from amal_verified.trainer import Trainer
+from amal_verified.run.config import TrainConfig
+from amal_verified.run.trainer import Trainer
 
 TARGETS = {"CartPole-v1": 475.0, "Pendulum-v1": -200.0}
 RESULTS = Path(__file__).parent / "results"

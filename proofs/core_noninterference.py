@@ -40,7 +40,7 @@ Verdict: tested.
 
 from __future__ import annotations
 
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 
 _CORE = tuple(
     f"amal_verified/{name}.py"
@@ -113,7 +113,8 @@ OBLIGATION = Obligation(
     ),
     notes=(
         "The core mutation score is the torch implementation's, reported apart from reference-gate's "
-        "mutation score of the specification (amal_verified/reference.py). The killer tests, in order: the "
+        "mutation score of the specification (amal_verified/isolation/reference.py). "
+        "The killer tests, in order: the "
         "program property, the audit of the example trainer, the op-level properties "
         "(properties/test_op_noninterference.py), the reference agreement."
     ),

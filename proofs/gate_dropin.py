@@ -25,7 +25,7 @@ Verdict: tested.
 
 from __future__ import annotations
 
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 
 OBLIGATION = Obligation(
     id="gate-dropin",
@@ -48,18 +48,18 @@ OBLIGATION = Obligation(
             "optimizer x feature matrix over optim_db: every cell PASS or N/A",
             Method.MEASUREMENT,
             "properties/test_gate_dropin.py::test_gated_optimizer_is_a_dropin_over_optim_db",
-            files=("amal_verified/gate.py", "benchmarks/optimizer_matrix.py"),
+            files=("amal_verified/isolation/gate.py", "benchmarks/optimizer_matrix.py"),
         ),
         Check(
             "small-model overhead within target (world-model update, whole SAC step; batch 32, 256)",
             Method.MEASUREMENT,
             "properties/test_gate_dropin.py::test_small_model_overhead_within_targets",
             files=(
-                "amal_verified/gate.py",
-                "amal_verified/_dispatch.py",
-                "amal_verified/_boundary.py",
-                "amal_verified/_grad_labels.py",
-                "amal_verified/_label_store.py",
+                "amal_verified/isolation/gate.py",
+                "amal_verified/isolation/_engine/dispatch.py",
+                "amal_verified/isolation/_engine/boundary.py",
+                "amal_verified/isolation/_engine/grad_labels.py",
+                "amal_verified/isolation/_engine/label_store.py",
                 "benchmarks/small_model_overhead.py",
                 "benchmarks/_small_model_worker.py",
             ),

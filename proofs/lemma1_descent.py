@@ -19,9 +19,8 @@ violation for some η ∈ (1/L, 2/L).
 from __future__ import annotations
 
 import z3
-
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
-from amal_verified.compliance.smt import prove
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
+from amal_tools.compliance.smt import prove
 
 
 def descent_from_smoothness() -> SmtOutcome:
@@ -72,7 +71,7 @@ OBLIGATION = Obligation(
             "Hypothesis: descent along GatedOptimizer trajectories; a found violation above 1/L",
             Method.HYPOTHESIS,
             "properties/test_theorem2_convergence.py::TestLemma1Descent",
-            files=("amal_verified/gate.py", "amal_verified/tagged.py"),
+            files=("amal_verified/isolation/gate.py", "amal_verified/isolation/tagging.py"),
         ),
     ),
     notes="For η ∈ (0, 2/L) the same premise gives the weaker f(θ⁺) ≤ f(θ) − η(1 − ηL/2)‖∇f(θ)‖².",

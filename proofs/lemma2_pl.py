@@ -21,9 +21,8 @@ fails there (so the property can fail).
 from __future__ import annotations
 
 import z3
-
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
-from amal_verified.compliance.smt import prove
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
+from amal_tools.compliance.smt import prove
 
 
 def pl_from_strong_convexity() -> SmtOutcome:
@@ -72,7 +71,7 @@ OBLIGATION = Obligation(
             "Hypothesis: PL along GatedOptimizer trajectories; 2μ is tight",
             Method.HYPOTHESIS,
             "properties/test_theorem2_convergence.py::TestLemma2PL",
-            files=("amal_verified/gate.py", "amal_verified/tagged.py"),
+            files=("amal_verified/isolation/gate.py", "amal_verified/isolation/tagging.py"),
         ),
     ),
     notes=(

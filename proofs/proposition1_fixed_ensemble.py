@@ -3,7 +3,8 @@
 The paper's statement (§4.3, Eq. 7; Appendix A.1).  Î_M = (1/M) Σ_j [log p_θ(o^(j)|π_φ) −
 log (1/K) Σ_k p_θ(o^(j)|π^(k))] → I(θ; O) as M, K → ∞ "with bias O(1/K) and variance O(1/M)".  Read as
 the expected information gain about the world-model parameters θ (the quantity of the paper's proof,
-Eq. 13; see ``amal_verified/information_gain.py``), the K inner terms are parameter samples — for a trainer,
+Eq. 13; see ``amal_verified/world_model/information_gain.py``), the K inner terms are parameter
+samples — for a trainer,
 the K members of its ensemble.
 
 The paper's claim refuted (tested statistically, not proved).  A trainer has *one* K-member ensemble
@@ -53,10 +54,10 @@ was shown to fail by hand on the fresh-sample regime, where the variance does fa
 
 from __future__ import annotations
 
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 
 _TESTS = "properties/test_proposition1_estimators.py"
-_FILES = ("amal_verified/information_gain.py",)
+_FILES = ("amal_verified/world_model/information_gain.py",)
 
 OBLIGATION = Obligation(
     id="proposition1-fixed-ensemble",
@@ -88,7 +89,7 @@ OBLIGATION = Obligation(
             "measurement: gaussian_ensemble_eig (trainer's bonus) variance floor over ensembles",
             Method.MEASUREMENT,
             f"{_TESTS}::test_trainer_ensemble_eig_variance_floors",
-            files=(*_FILES, "amal_verified/model_rollouts.py"),
+            files=(*_FILES, "amal_verified/agents/rollouts.py"),
         ),
     ),
     notes=(

@@ -5,7 +5,7 @@ The paper's statement (§4.3, Eq. 7; proof sketch in Appendix A.1).  With observ
 as M, K → ∞ "with bias O(1/K) and variance O(1/M)".  Eq. 7 marginalises over policies, but its own proof
 (Eq. 13) starts from I(θ; O) = E[log p(o|θ)/p(o)], which needs p(o) = E_θ[p(o|θ)]: an average over
 *parameters*.  What we check is therefore the nested Monte Carlo estimate of the expected information gain
-about θ (``amal_verified/information_gain.py``, whose docstring explains the reading): M outer
+about θ (``amal_verified/world_model/information_gain.py``, whose docstring explains the reading): M outer
 observations o_j ~ p(o|θ_j), θ_j ~ p(θ), and K inner samples θ_k ~ p(θ) estimating log p(o_j).
 
 Claim (tested, not proved).  With K *fresh* inner samples for every outer observation
@@ -38,10 +38,10 @@ Each property was shown to fail on a deliberately wrong estimator (see the test 
 
 from __future__ import annotations
 
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 
 _TESTS = "properties/test_proposition1_estimators.py"
-_FILES = ("amal_verified/information_gain.py",)
+_FILES = ("amal_verified/world_model/information_gain.py",)
 
 OBLIGATION = Obligation(
     id="proposition1-fresh-samples",
@@ -55,7 +55,7 @@ OBLIGATION = Obligation(
     ),
     assumptions=(
         "Eq. 7's policy samples π^(k) read as parameter samples θ_k ~ p(θ): the EIG about θ of the "
-        "paper's own proof (Eq. 13); see amal_verified/information_gain.py",
+        "paper's own proof (Eq. 13); see amal_verified/world_model/information_gain.py",
         "rates read as fitted log-log slopes (−1 ± 0.2) over K ∈ {8, 16, 32, 64}, M ∈ {16, …, 4096}",
         "a = s²x²/σ² ≤ 1 (NOTES.md); bias measured for a ∈ [0.2, 1], variance for a ∈ [0.01, 1]; "
         "s, σ ∈ [0.1, 10]",

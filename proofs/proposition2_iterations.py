@@ -30,9 +30,8 @@ recorded as evidence ``proposition2_iterations``.
 from __future__ import annotations
 
 import z3
-
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
-from amal_verified.compliance.smt import prove, solver_settings
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
+from amal_tools.compliance.smt import prove, solver_settings
 
 
 def per_step_factor() -> SmtOutcome:
@@ -103,7 +102,7 @@ OBLIGATION = Obligation(
             "Hypothesis: measured iteration counts ≤ (L/(2μ))·ln(a_0/ε) ≤ (L/μ)·ln(a_0/ε)",
             Method.HYPOTHESIS,
             "properties/test_theorem2_convergence.py::TestProposition2Iterations",
-            files=("amal_verified/gate.py", "amal_verified/tagged.py"),
+            files=("amal_verified/isolation/gate.py", "amal_verified/isolation/tagging.py"),
         ),
     ),
     notes=(

@@ -81,7 +81,7 @@ measurement and prints it as a table.
 
 from __future__ import annotations
 
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 
 OBLIGATION = Obligation(
     id="proposition3-costs",
@@ -110,16 +110,16 @@ OBLIGATION = Obligation(
             method=Method.MEASUREMENT,
             target="properties/test_proposition3_costs.py::test_proposition3_costs",
             files=(
-                "amal_verified/wm_training.py",
-                "amal_verified/world_model.py",
-                "amal_verified/buffers.py",
-                "amal_verified/information_gain.py",
-                "amal_verified/model_rollouts.py",
-                "amal_verified/cem.py",
-                "amal_verified/aux_population.py",
-                "amal_verified/gate.py",
-                "amal_verified/_label_store.py",
-                "amal_verified/trainer.py",
+                "amal_verified/world_model/learner.py",
+                "amal_verified/world_model/ensemble.py",
+                "amal_verified/isolation/buffers.py",
+                "amal_verified/world_model/information_gain.py",
+                "amal_verified/agents/rollouts.py",
+                "amal_verified/agents/cem.py",
+                "amal_verified/agents/aux_population.py",
+                "amal_verified/isolation/gate.py",
+                "amal_verified/isolation/_engine/label_store.py",
+                "amal_verified/run/trainer.py",
             ),
             quick=False,
             timeout_s=900.0,

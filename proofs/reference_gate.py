@@ -1,6 +1,6 @@
 """The reference model's gate decision, the torch gate's agreement with it, and the checks' mutation score.
 
-Claim.  In the executable specification ``amal_verified/reference.py``, ``gate_decision(grad_labels,
+Claim.  In the executable specification ``amal_verified/isolation/reference.py``, ``gate_decision(grad_labels,
 protected)`` is exactly the set of protected parameters whose gradient label contains an auxiliary
 source: it never refuses an unprotected parameter, one without a gradient, or one whose gradient label
 is empty or primary-only; it is monotone (adding an aux source to any parameter's label never shrinks
@@ -55,17 +55,17 @@ the mutation score are tested); ``law_gate`` alone is "proved" within the bounds
 
 from __future__ import annotations
 
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 
-_REFERENCE = ("amal_verified/reference.py",)
+_REFERENCE = ("amal_verified/isolation/reference.py",)
 _IMPLEMENTATION = (
-    "amal_verified/reference.py",
-    "amal_verified/gate.py",
-    "amal_verified/labels.py",
-    "amal_verified/tagged.py",
-    "amal_verified/_label_store.py",
-    "amal_verified/_grad_labels.py",
-    "amal_verified/_boundary.py",
+    "amal_verified/isolation/reference.py",
+    "amal_verified/isolation/gate.py",
+    "amal_verified/isolation/labels.py",
+    "amal_verified/isolation/tagging.py",
+    "amal_verified/isolation/_engine/label_store.py",
+    "amal_verified/isolation/_engine/grad_labels.py",
+    "amal_verified/isolation/_engine/boundary.py",
 )
 
 OBLIGATION = Obligation(
@@ -98,14 +98,14 @@ OBLIGATION = Obligation(
         Check(
             "CrossHair: the gate over every labelling of two parameters and every protected subset",
             Method.CROSSHAIR,
-            "amal_verified/reference.py:law_gate",
+            "amal_verified/isolation/reference.py:law_gate",
             files=_REFERENCE,
             quick=True,  # ~11 s of CPU
         ),
         Check(
             "CrossHair: an accepted gated step moves every gated parameter by its gradient (liveness)",
             Method.CROSSHAIR,
-            "amal_verified/reference.py:law_gate_progress",
+            "amal_verified/isolation/reference.py:law_gate_progress",
             files=_REFERENCE,
             quick=True,  # ~2 s of CPU
         ),
@@ -119,13 +119,17 @@ OBLIGATION = Obligation(
             "Hypothesis: mutation score 1.0 (every non-equivalent mutant killed by CrossHair or Hypothesis)",
             Method.HYPOTHESIS,
             "properties/test_gate_mutants.py::test_every_non_equivalent_mutant_is_killed",
-            files=("amal_verified/reference.py", "properties/_mutants.py"),
+            files=("amal_verified/isolation/reference.py", "properties/_mutants.py"),
         ),
         Check(
             "Hypothesis, CrossHair backend: the suite holds symbolically; named mutant classes killed",
             Method.HYPOTHESIS,
             "properties/test_reference_symbolic.py",
-            files=("amal_verified/reference.py", "properties/_mutants.py", "properties/test_gate_mutants.py"),
+            files=(
+                "amal_verified/isolation/reference.py",
+                "properties/_mutants.py",
+                "properties/test_gate_mutants.py",
+            ),
         ),
     ),
     notes=(

@@ -1,6 +1,6 @@
 """The reference model's label lattice: join is a least upper bound and ``flows_to`` is its order.
 
-Claim.  In the executable specification ``amal_verified/reference.py`` (labels are sets of
+Claim.  In the executable specification ``amal_verified/isolation/reference.py`` (labels are sets of
 ``(kind, name)`` sources, ``kind`` primary or aux): ``join`` is commutative, associative and idempotent
 with identity ``BOTTOM`` (the empty label), and is the least upper bound of ``flows_to``, which is a
 partial order (reflexive, antisymmetric, transitive) with least element ``BOTTOM``, and which is the
@@ -34,16 +34,17 @@ laws of the reference (``law_op_noninterference``, ``law_inplace_noninterference
 
 from __future__ import annotations
 
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 
-_FILES = ("amal_verified/reference.py",)
+_FILES = ("amal_verified/isolation/reference.py",)
 
 OBLIGATION = Obligation(
     id="reference-lattice",
     title="Reference model: the label lattice (join, flows_to, has_aux, labels of computed values)",
     paper="§3 (label lattice and propagation, which Theorem 1's gate relies on)",
     claim=(
-        "In amal_verified/reference.py, join is commutative, associative and idempotent with identity "
+        "In amal_verified/isolation/reference.py, join is commutative, associative and idempotent "
+        "with identity "
         "BOTTOM and is the least upper bound of flows_to, a partial order with least element BOTTOM that is "
         "the order of the join; join is monotone; has_aux distributes over join, is monotone and agrees "
         "with aux_part; join_all, op_label and inplace_label agree with join (a label-neutral op gives "
@@ -65,14 +66,14 @@ OBLIGATION = Obligation(
         Check(
             "CrossHair: laws over every pair of labels",
             Method.CROSSHAIR,
-            "amal_verified/reference.py:law_lattice_pairs",
+            "amal_verified/isolation/reference.py:law_lattice_pairs",
             files=_FILES,
             quick=True,  # ~9 s of CPU
         ),
         Check(
             "CrossHair: laws over every triple of labels (associativity, least upper bound, transitivity)",
             Method.CROSSHAIR,
-            "amal_verified/reference.py:law_lattice_triples",
+            "amal_verified/isolation/reference.py:law_lattice_triples",
             files=_FILES,
             quick=True,  # ~23 s of CPU
         ),

@@ -13,7 +13,7 @@ everything it assumes away (see the assumptions).
 How it is discharged.
 
 - CrossHair proves, within ``REFERENCE_BOUNDS``, three self-composition laws of the pure-Python
-  reference model of the label lattice and the gate (``amal_verified/reference.py``): two runs that
+  reference model of the label lattice and the gate (``amal_verified/isolation/reference.py``): two runs that
   agree on primary data but not on auxiliary data leave every gated parameter equal after a step
   (``law_gate_noninterference``), every operation result without an auxiliary label is equal
   (``law_op_noninterference``), and so is every storage written in place (``law_inplace_noninterference``).
@@ -36,7 +36,7 @@ about the torch trainer is *tested*, never proved.
 
 from __future__ import annotations
 
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 
 _TRAINER = "properties/test_theorem1_trainer.py"
 _USER = "properties/test_theorem1_user_target.py"
@@ -47,15 +47,15 @@ _AUDIT_FILES = (
     "examples/audit_target_example.py",
 )
 _TRAINER_FILES = (
-    "amal_verified/trainer.py",
-    "amal_verified/wm_training.py",
-    "amal_verified/aux_population.py",
-    "amal_verified/buffers.py",
-    "amal_verified/gate.py",
-    "amal_verified/rng_streams.py",
-    "amal_verified/primary_data.py",
+    "amal_verified/run/trainer.py",
+    "amal_verified/world_model/learner.py",
+    "amal_verified/agents/aux_population.py",
+    "amal_verified/isolation/buffers.py",
+    "amal_verified/isolation/gate.py",
+    "amal_verified/common/rng_streams.py",
+    "amal_verified/record/primary_log.py",
 )
-_CROSSHAIR_FILES = ("amal_verified/reference.py",)
+_CROSSHAIR_FILES = ("amal_verified/isolation/reference.py",)
 
 OBLIGATION = Obligation(
     id="theorem1-isolation",
@@ -95,19 +95,19 @@ OBLIGATION = Obligation(
         Check(
             "CrossHair: a gated step is noninterfering (self-composition)",
             Method.CROSSHAIR,
-            "amal_verified/reference.py:law_gate_noninterference",
+            "amal_verified/isolation/reference.py:law_gate_noninterference",
             files=_CROSSHAIR_FILES,
         ),
         Check(
             "CrossHair: operation labels are sound (self-composition)",
             Method.CROSSHAIR,
-            "amal_verified/reference.py:law_op_noninterference",
+            "amal_verified/isolation/reference.py:law_op_noninterference",
             files=_CROSSHAIR_FILES,
         ),
         Check(
             "CrossHair: in-place write labels are sound (self-composition)",
             Method.CROSSHAIR,
-            "amal_verified/reference.py:law_inplace_noninterference",
+            "amal_verified/isolation/reference.py:law_inplace_noninterference",
             files=_CROSSHAIR_FILES,
         ),
         Check(
@@ -126,7 +126,7 @@ OBLIGATION = Obligation(
             "Hypothesis: with a frozen trained policy the primary stream is identical",
             Method.HYPOTHESIS,
             f"{_TRAINER}::test_primary_stream_is_identical_under_a_frozen_trained_policy",
-            files=(*_TRAINER_FILES, "amal_verified/policy.py", "amal_verified/cem.py"),
+            files=(*_TRAINER_FILES, "amal_verified/agents/sac.py", "amal_verified/agents/cem.py"),
         ),
         Check(
             "Hypothesis: the --unsafe-mix ablation fails the property (trajectory-difference plot)",
@@ -138,7 +138,7 @@ OBLIGATION = Obligation(
             "Hypothesis: a training function passes the audit (--amal-target; default: gated example)",
             Method.HYPOTHESIS,
             f"{_USER}::test_world_model_of_the_target_ignores_auxiliary_inputs",
-            files=(*_AUDIT_FILES, "amal_verified/gate.py"),
+            files=(*_AUDIT_FILES, "amal_verified/isolation/gate.py"),
         ),
         Check(
             "Hypothesis: leaky training functions (aux rows in the batch; global RNG) fail the audit",
@@ -151,11 +151,11 @@ OBLIGATION = Obligation(
             Method.CERTIFICATE,
             f"{_TRAINER}::test_reference_run_certifies_by_replay_from_primary_data_alone",
             files=(
-                "amal_verified/certify.py",
-                "amal_verified/wm_training.py",
-                "amal_verified/primary_data.py",
-                "amal_verified/ledger.py",
-                "amal_verified/run_config.py",
+                "amal_verified/run/certify.py",
+                "amal_verified/world_model/learner.py",
+                "amal_verified/record/primary_log.py",
+                "amal_verified/record/ledger.py",
+                "amal_verified/run/config.py",
             ),
         ),
     ),

@@ -26,9 +26,8 @@ from both sides on the quadratic with eigenvalue L.
 from __future__ import annotations
 
 import z3
-
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
-from amal_verified.compliance.smt import prove, search
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
+from amal_tools.compliance.smt import prove, search
 
 _TEST = "properties/test_theorem2_convergence.py"
 
@@ -92,7 +91,7 @@ OBLIGATION = Obligation(
             "Hypothesis: search for a violation, kept counterexample, threshold from both sides",
             Method.HYPOTHESIS,
             f"{_TEST}::TestTheorem2AsStated",
-            files=("amal_verified/gate.py", "amal_verified/tagged.py"),
+            files=("amal_verified/isolation/gate.py", "amal_verified/isolation/tagging.py"),
         ),
     ),
     notes="Correct forms: obligation theorem2-corrected.",

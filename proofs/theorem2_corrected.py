@@ -33,12 +33,11 @@ absolute slack of a few float64 rounding errors per step).
 from __future__ import annotations
 
 import z3
-
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
-from amal_verified.compliance.smt import all_proved, prove
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
+from amal_tools.compliance.smt import all_proved, prove
 
 _TEST = "properties/test_theorem2_convergence.py"
-_FILES = ("amal_verified/gate.py", "amal_verified/tagged.py")
+_FILES = ("amal_verified/isolation/gate.py", "amal_verified/isolation/tagging.py")
 
 
 def _class_premises(

@@ -29,14 +29,14 @@ abstract rates themselves are proved by z3 in obligation ``theorem2-corrected``.
 
 from __future__ import annotations
 
-from amal_verified.compliance.obligation import Check, Kind, Method, Obligation
+from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 
 _TEST = "properties/test_world_model_convergence.py"
 _FILES = (
-    "amal_verified/wm_training.py",
-    "amal_verified/linear_world_model.py",
-    "amal_verified/buffers.py",
-    "amal_verified/gate.py",
+    "amal_verified/world_model/learner.py",
+    "amal_verified/world_model/linear.py",
+    "amal_verified/isolation/buffers.py",
+    "amal_verified/isolation/gate.py",
 )
 
 OBLIGATION = Obligation(

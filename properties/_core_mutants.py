@@ -51,14 +51,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "amal_verified"
 CORE_FILES: tuple[str, ...] = (
-    "_dispatch",
-    "_boundary",
-    "_grad_labels",
-    "_label_store",
-    "_protection",
-    "gate",
-    "_transfer",
-    "tagged",
+    "isolation/_engine/dispatch",
+    "isolation/_engine/boundary",
+    "isolation/_engine/grad_labels",
+    "isolation/_engine/label_store",
+    "isolation/_engine/protection",
+    "isolation/gate",
+    "isolation/_engine/optimizer_steps",
+    "isolation/_engine/parameter_data",
+    "isolation/_engine/transfer",
+    "isolation/tagging",
 )
 
 PROGRAMS = "properties/test_theorem1_programs.py::test_generated_programs_are_noninterfering_and_live"
@@ -85,7 +87,7 @@ class CoreMutant:
 
     id: str
     cls: str
-    file: str  # e.g. "amal_verified/gate.py"
+    file: str  # e.g. "amal_verified/isolation/gate.py"
     function: str  # qualified, e.g. "GatedOptimizer._refused"
     line: int
     original: str
@@ -159,7 +161,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "gate-ignores-parameter-label",
         "gate ignores a parameter's own storage label",
-        "gate",
+        "isolation/gate",
         "GatedOptimizer._refused",
         "label = store.label_of_plain(p)",
         "label = EMPTY",
@@ -168,7 +170,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "gate-ignores-optimizer-state",
         "gate ignores optimizer-state labels",
-        "gate",
+        "isolation/gate",
         "GatedOptimizer._refused",
         "entries = state.get(p)",
         "entries = None",
@@ -177,7 +179,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "input-gradients-unlabelled",
         "input gradients leave a module call unlabelled",
-        "_boundary",
+        "isolation/_engine/boundary",
         "_outgoing",
         "own = store.label_of_plain(grad)",
         "return grad",
@@ -186,7 +188,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "output-gradient-label-not-joined",
         "output-gradient label not joined",
-        "_boundary",
+        "isolation/_engine/boundary",
         "_OutputHook.__call__",
         "label = frame.label.join(grad_label)",
         "label = frame.label",
@@ -196,7 +198,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "buffers-written-unlabelled",
         "running statistics / buffers written during a call left unlabelled",
-        "_boundary",
+        "isolation/_engine/boundary",
         "post_hook",
         "store.write_label(b, frame.label, frame.origin)",
         "pass",
@@ -205,9 +207,9 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "foreign-optimizer-hook-disabled",
         "the global foreign-optimizer hook disabled",
-        "gate",
-        "_any_optimizer_pre_step",
-        "if torch.compiler.is_compiling() or not store.counters.aux or _gated_step_depth:",
+        "isolation/_engine/optimizer_steps",
+        "any_optimizer_pre_step",
+        "if torch.compiler.is_compiling() or not store.counters.aux or gated_steps_running:",
         "if True:",
         "other optimizers are neither checked (protected parameters) nor followed (labels of their "
         "parameters and state)",
@@ -215,7 +217,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "protected-writes-not-refused",
         "writes into protected memory not refused",
-        "_dispatch",
+        "isolation/_engine/dispatch",
         "_refuse_protected_write",
         "protected = _protection.protected_memory(target)",
         "protected = None",
@@ -224,7 +226,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "protected-buffer-calls-not-refused",
         "writes into protected memory not refused",
-        "_boundary",
+        "isolation/_engine/boundary",
         "_refuse_protected_buffer_changes",
         "if not changed:",
         "if True:",
@@ -233,7 +235,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "neutral-ops-labelled",
         "neutral ops labelled as if value-dependent",
-        "_dispatch",
+        "isolation/_engine/dispatch",
         "OpInfo.__init__",
         "self.neutral = packet in _NEUTRAL_PACKETS",
         "self.neutral = False",
@@ -244,7 +246,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "join-left-operand",
         "join replaced by left operand in the per-op rule",
-        "_dispatch",
+        "isolation/_engine/dispatch",
         "_label_of_args",
         "label = label.join(found)",
         "label = found if label is EMPTY else label",
@@ -254,7 +256,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "rows-ignored-on-lookup",
         "Rows ranges ignored on lookup",
-        "_label_store",
+        "isolation/_engine/label_store",
         "label_of_plain",
         "return rows.over(*extent(t))",
         "return rows.whole()",
@@ -264,7 +266,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "track-in-place-disabled",
         "track_in_place disabled",
-        "_dispatch",
+        "isolation/_engine/dispatch",
         "track_in_place",
         "if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:",
         "if True:",
@@ -274,7 +276,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "partial-writes-dropped",
         "label store drops labels on partial writes",
-        "_label_store",
+        "isolation/_engine/label_store",
         "write_label",
         "new = Rows(((0, storage.nbytes(), old),)).write(lo, hi, label, overwrite)",
         "return old",
@@ -283,7 +285,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "pickling-drops-labels",
         "pickling drops labels",
-        "_transfer",
+        "isolation/_engine/transfer",
         "_spec",
         "found = None if storage is None else getattr(storage, store._LABEL, None)",
         "found = None",
@@ -292,7 +294,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "pickling-drops-tracked-labels",
         "pickling drops labels",
-        "_transfer",
+        "isolation/_engine/transfer",
         "reduce_tagged",
         "_spec(t), requires_grad",
         "(), requires_grad",
@@ -301,7 +303,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "pickling-drops-plain-labels",
         "pickling drops labels",
-        "_transfer",
+        "isolation/_engine/transfer",
         "_labelled_reduce_ex",
         "if not store.storage_label(self).has_aux:",
         "if True:",
@@ -310,7 +312,7 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "pending-gradient-labels-dropped",
         "gradient labels of module calls never reach .grad",
-        "_grad_labels",
+        "isolation/_engine/grad_labels",
         "_BeforeAccumulation.__call__",
         "pending = _pending.pop(self.pid, None) if _pending else None",
         "pending = None",
@@ -362,15 +364,23 @@ def named(root: Path = ROOT) -> list[CoreMutant]:
 # --------------------------------------------------------------------------------------- systematic mutants
 
 AST_TARGETS: dict[str, tuple[str, ...]] = {
-    "gate": (
+    "isolation/gate": (
         "GatedOptimizer._refused",
         "GatedOptimizer.check",
         "GatedOptimizer.step",
-        "_any_optimizer_pre_step",
-        "_any_optimizer_post_step",
     ),
-    "_dispatch": ("_label_of_args", "_dispatch", "_wrap_fresh", "_written_targets", "_dispatch_write"),
-    "_boundary": (
+    "isolation/_engine/optimizer_steps": (
+        "any_optimizer_pre_step",
+        "any_optimizer_post_step",
+    ),
+    "isolation/_engine/dispatch": (
+        "_label_of_args",
+        "_dispatch",
+        "_wrap_fresh",
+        "_written_targets",
+        "_dispatch_write",
+    ),
+    "isolation/_engine/boundary": (
         "_outgoing",
         "_OutputHook.__call__",
         "_state_labels",
@@ -378,11 +388,11 @@ AST_TARGETS: dict[str, tuple[str, ...]] = {
         "post_hook",
         "_tag_output",
     ),
-    "_grad_labels": ("attribute", "_BeforeAccumulation.__call__"),
-    "_label_store": ("label_of_plain", "write_label", "Rows.over", "Rows.write"),
-    "_protection": ("protected_memory",),
-    "_transfer": ("_labelled_reduce_ex", "_apply_spec"),
-    "tagged": ("_tag",),
+    "isolation/_engine/grad_labels": ("attribute", "_BeforeAccumulation.__call__"),
+    "isolation/_engine/label_store": ("label_of_plain", "write_label", "Rows.over", "Rows.write"),
+    "isolation/_engine/protection": ("protected_memory",),
+    "isolation/_engine/transfer": ("_labelled_reduce_ex", "_apply_spec"),
+    "isolation/tagging": ("_tag",),
 }
 """The label and gate decisions: where a negated condition or a dropped join changes a label."""
 

@@ -34,7 +34,7 @@ import torch
 from torch.utils._pytree import keystr, tree_flatten_with_path, tree_unflatten
 
 import amal_verified as av
-from amal_verified.labels import EMPTY, Label, Source, SourceKind
+from amal_verified.isolation.labels import EMPTY, Label, Source, SourceKind
 
 __all__ = [
     "DTYPES",

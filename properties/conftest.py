@@ -5,14 +5,14 @@ counterexample) with ``evidence.record(name, data)``.  Outside the report it doe
 nothing; under ``amal report`` (environment variable ``AMAL_EVIDENCE_DIR``) each record
 is written as ``<dir>/<name>.json`` and ends up in ``report.json`` and its plots.
 Names used by the report: ``counterexample`` (shown verbatim), ``seeds``, ``settings``,
-and the plot inputs documented in ``amal_verified/compliance/plots.py``.
+and the plot inputs documented in ``tools/amal_tools/compliance/plots.py``.
 
 ``--run-benchmarks``: timing measurements (marker ``benchmark``) are deselected by
 default -- speed is never asserted in the ordinary suite -- and run on request, or by
 the full report.
 
 ``--amal-target=module:function`` (an option of amal_verified's pytest plugin,
-``amal_verified/pytest_plugin.py``): the Theorem 1 audit (``test_theorem1_user_target.py``) runs
+``amal_verified/audit/pytest_plugin.py``): the Theorem 1 audit (``test_theorem1_user_target.py``) runs
 against *your* training function instead of the built-in example
 (``examples/audit_target_example.py:train``).  The contract:
 
@@ -34,10 +34,15 @@ import json
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The properties import their helpers (``_mutants``, ``_core_mutants``, ``_op_registry``) by name;
+# pytest's importlib mode does not put a test's folder on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 EVIDENCE_DIR_VARIABLE = "AMAL_EVIDENCE_DIR"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -108,7 +113,7 @@ def amal_target(pytestconfig: pytest.Config) -> Any:
     """The audited training function (``--amal-target``, else the built-in example), an
     ``amal_verified.audit.Target``; overrides the plugin's fixture, which skips without the option."""
     from amal_verified.audit import load_target
-    from amal_verified.pytest_plugin import configured_target
+    from amal_verified.audit.pytest_plugin import configured_target
 
     return configured_target(pytestconfig) or load_target(DEFAULT_AUDIT_TARGET)
 

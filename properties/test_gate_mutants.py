@@ -1,7 +1,7 @@
 """Mutation analysis of the reference model's gate decision (issue 4, point 5).
 
 Every mutant that ``properties/_mutants.py`` generates from the gate-decision path
-of ``amal_verified/reference.py`` (dropped join term, inverted check, label compared
+of ``amal_verified/isolation/reference.py`` (dropped join term, inverted check, label compared
 by name, and standard operators) must be *killed*:
 
 * by **CrossHair**: ``crosshair check`` on the mutant's ``law_*`` obligations (the
@@ -58,7 +58,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 
-from amal_verified import reference
+from amal_verified.isolation import reference
 
 REFERENCE = Path(reference.__file__)
 

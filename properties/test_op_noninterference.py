@@ -69,7 +69,7 @@ import torch
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
-from amal_verified.labels import Label, Source
+from amal_verified.isolation.labels import Label, Source
 
 Kind = Literal["leak", "spurious label", "crash", "wrong value"]
 KINDS: tuple[Kind, ...] = ("leak", "spurious label", "crash", "wrong value")
@@ -168,7 +168,7 @@ NEUTRAL_OPS: frozenset[str] = frozenset(
         "new_empty_strided",
     }
 )
-"""Documented value-independent operations (``amal_verified.tagged``'s factory-like operations):
+"""Documented value-independent operations (``amal_verified.isolation.tagging``'s factory-like operations):
 their outputs must be unlabelled."""
 
 OVERWRITING_INPLACE: frozenset[str] = frozenset(

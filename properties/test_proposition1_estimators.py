@@ -1,7 +1,8 @@
 """Proposition 1 (bias O(1/K), variance O(1/M)) measured on the trainer's own EIG estimators.
 
 The paper (Prop. 1, Eq. 7) claims Î → I with bias O(1/K) and variance O(1/M).  As
-``amal_verified/information_gain.py`` explains, we estimate the expected information gain about the
+``amal_verified/world_model/information_gain.py`` explains, we estimate the expected information gain
+about the
 world-model parameters θ (the quantity of the paper's own proof, Eq. 13), with M outer observations and K
 inner parameter samples.  Everything here runs the library code: :func:`nmc_eig`, :func:`pce_eig`,
 :func:`eig_from_log_likelihoods` and :func:`gaussian_ensemble_eig` (what the trainer calls).
@@ -66,7 +67,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amal_verified.information_gain import (
+from amal_verified.world_model.information_gain import (
     eig_from_log_likelihoods,
     gaussian_ensemble_eig,
     nmc_eig,

@@ -15,8 +15,9 @@ paper's model is off):
   with ``batch_size = |D_P|``); both are expected to grow like |D_P|.  A third series checks that a
   single minibatch update does **not** grow with the buffer's fill, up to the trainer's default buffer
   of 10^6 transitions (exponent 0): sampling is O(B).
-* ``M·K``: :func:`~amal_verified.information_gain.gaussian_ensemble_eig` with K members and M outer
-  draws (``num_samples = M/K`` per member, as :func:`~amal_verified.model_rollouts.information_gain`
+* ``M·K``: :func:`~amal_verified.world_model.information_gain.gaussian_ensemble_eig` with K members
+  and M outer
+  draws (``num_samples = M/K`` per member, as :func:`~amal_verified.agents.rollouts.information_gain`
   calls it) evaluates M·K log-likelihoods per scored (s, a): varied in M at K = 20 and in K at M = 64.
   The estimator is a chain of elementwise operations, memory-bound once its intermediates leave the
   caches, where its per-element cost swings with the load of other processes (fits across cache
@@ -70,14 +71,14 @@ from typing import Any
 import pytest
 import torch
 
-from amal_verified.aux_population import AuxPopulation
-from amal_verified.buffers import AuxBuffer, PrimaryBuffer
+from amal_verified.agents.aux_population import AuxPopulation
+from amal_verified.common.rng_streams import RunStreams
 from amal_verified.envs import task_info
-from amal_verified.information_gain import gaussian_ensemble_eig
-from amal_verified.rng_streams import RunStreams
-from amal_verified.run_config import TrainConfig
-from amal_verified.trainer import world_model_spec
-from amal_verified.wm_training import WorldModelLearner
+from amal_verified.isolation.buffers import AuxBuffer, PrimaryBuffer
+from amal_verified.run.config import TrainConfig
+from amal_verified.run.trainer import world_model_spec
+from amal_verified.world_model.information_gain import gaussian_ensemble_eig
+from amal_verified.world_model.learner import WorldModelLearner
 
 TASK = "CartPole-v1"
 BATCH = 256

@@ -1,4 +1,4 @@
-"""The torch implementation agrees with the executable specification ``amal_verified.reference``.
+"""The torch implementation agrees with the executable specification ``amal_verified.isolation.reference``.
 
 Hypothesis generates small programs over tagged inputs (primary, aux or
 untagged; 2-4 tensors) -- forward operations, module calls (two ``nn.Linear``,
@@ -27,7 +27,7 @@ more.  Forward values must equal the shadow's bit for bit; gradients and stepped
 parameters to 1e-5 (see the comment at the gradient check).
 
 Semantics the reference encodes (see the module docstring of
-``amal_verified.reference`` and the README):
+``amal_verified.isolation.reference`` and the README):
 
 * labels belong to storages: views, ``detach()`` and in-place writes through
   any alias share one label; an out-of-place result gets the join of its
@@ -70,7 +70,7 @@ from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
 import amal_verified as av
-from amal_verified import reference as ref
+from amal_verified.isolation import reference as ref
 
 RefLabel = ref.Label
 SHAPE = (4, 4)

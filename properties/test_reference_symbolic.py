@@ -1,7 +1,7 @@
 """The reference-model property suite under Hypothesis's CrossHair backend (symbolic search).
 
 ``properties/test_gate_mutants.py`` runs its Hypothesis suite over the pure-Python reference
-model (``amal_verified/reference.py``) with random examples.  The reference is pure Python over
+model (``amal_verified/isolation/reference.py``) with random examples.  The reference is pure Python over
 small sets and integers, which is where the ``hypothesis-crosshair`` backend adds power: each
 "example" is a symbolic path that CrossHair's SMT solver steers towards unexplored branches.  Here:
 
@@ -25,7 +25,7 @@ import pytest
 import test_gate_mutants as suite
 from hypothesis import HealthCheck, Phase, given, settings
 
-from amal_verified import reference
+from amal_verified.isolation import reference
 
 REFERENCE_PATHS = 20  # per property, on the unmutated reference (every property runs to the end)
 KILL_PATHS = 60  # per property, on a mutant (the search stops at the first failure)

@@ -57,10 +57,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import amal_verified as av
-from amal_verified.certify import certify_run
-from amal_verified.checkpoint import load_checkpoint
-from amal_verified.run_config import TrainConfig
-from amal_verified.trainer import Trainer
+from amal_verified.record.checkpoint import load_checkpoint
+from amal_verified.run.certify import certify_run
+from amal_verified.run.config import TrainConfig
+from amal_verified.run.trainer import Trainer
 
 FROZEN_PRIMARY: dict[str, Any] = {
     "env_id": "CartPole-v1",

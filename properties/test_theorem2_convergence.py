@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from amal_tools.compliance.discovery import load_proof_module
+from amal_tools.compliance.obligation import Kind, Method
 from hypothesis import assume, example, find, given, settings
 from hypothesis import strategies as st
 
 import amal_verified as av
-from amal_verified.compliance.discovery import load_proof_module
-from amal_verified.compliance.obligation import Kind, Method
 
 EPS = float(np.finfo(np.float64).eps)
 REL = 1e-9

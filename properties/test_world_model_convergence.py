@@ -1,6 +1,6 @@
 """Theorem 2, as corrected, on the trainer's own world-model update (issue 4, point 2).
 
-The update under test is :meth:`amal_verified.wm_training.WorldModelLearner.update` -- the one the
+The update under test is :meth:`amal_verified.world_model.learner.WorldModelLearner.update` -- the one the
 trainer and ``amal certify`` call: primary buffer → loss → ``GatedOptimizer`` step → ledger digests --
 configured as a strongly convex world model: ``model="linear-gaussian"`` (``[s', r] ~ N(W [s, a, 1], I)``),
 ``optimizer="sgd"``, ``weight_decay=λ > 0``, ``full_batch=True``.  Hypothesis generates linear dynamics
@@ -49,10 +49,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amal_verified.buffers import AuxBuffer, PrimaryBuffer
-from amal_verified.errors import IsolationViolation
-from amal_verified.rng_streams import RunStreams
-from amal_verified.wm_training import WorldModelLearner, WorldModelSpec
+from amal_verified.common.rng_streams import RunStreams
+from amal_verified.isolation.buffers import AuxBuffer, PrimaryBuffer
+from amal_verified.isolation.errors import IsolationViolation
+from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
 
 STEPS = 25
 _EXAMPLES = settings().max_examples  # the loaded profile's count

@@ -62,7 +62,7 @@ def snapshot(result: Any) -> dict[str, torch.Tensor]:
             "train must return the world model (an nn.Module) or a mapping of tensors, "
             f"got {type(result).__name__}"
         )
-    from amal_verified._dispatch import untracked_copy
+    from amal_verified.isolation._engine.dispatch import untracked_copy
 
     return {str(k): untracked_copy(v).cpu() for k, v in named}
 

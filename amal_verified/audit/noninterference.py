@@ -26,13 +26,13 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky
 
-from amal_verified._dispatch import unlabelled_deep_copies
-from amal_verified._runtime_checks import checked
 from amal_verified.audit.comparison import Difference, compare, snapshot
 from amal_verified.audit.result import AuditResult, Interference, NondeterministicTarget
 from amal_verified.audit.targets import TargetError
 from amal_verified.audit.variants import Variant, aux_variants
-from amal_verified.errors import IsolationViolation
+from amal_verified.common.runtime_checks import checked
+from amal_verified.isolation._engine.dispatch import unlabelled_deep_copies
+from amal_verified.isolation.errors import IsolationViolation
 
 __all__ = ["assert_noninterference", "check_noninterference", "reset_global_rngs"]
 

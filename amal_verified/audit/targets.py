@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from amal_verified._module_loading import ModuleLoadError, import_file
+from amal_verified.common.module_loading import ModuleLoadError, import_file
 
 __all__ = ["EXAMPLE_INPUTS", "Target", "TargetError", "load_target"]
 

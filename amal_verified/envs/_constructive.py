@@ -21,7 +21,7 @@ from typing import Any, Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from amal_verified._runtime_checks import checked
+from amal_verified.common.runtime_checks import checked
 
 __all__ = [
     "TIME_LIMITED",

@@ -17,7 +17,7 @@ The stream (one article per step, :data:`EPISODE_ARTICLES` = 200 per episode)
   slowly (about 4 changes per episode at ``drift_rate=1``).  An article is *relevant* when its topic
   is in the current interest set and *useful* when it is relevant and accurate.
 - ``synthetic_fraction`` (0 in the primary stream, 0.2 in the auxiliary one, see
-  :data:`amal_verified.aux_env.DEFAULT_AUX_MAKE_KWARGS`): each article is, with this probability,
+  :data:`amal_verified.agents.aux_env.DEFAULT_AUX_MAKE_KWARGS`): each article is, with this probability,
   replaced by injected propaganda: on a currently interesting topic, from a source drawn with
   ``source_mix``, always inaccurate.  A world model that learned from the auxiliary stream would
   overrate how often relevant-looking articles are false.
@@ -78,7 +78,7 @@ import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
 
-from amal_verified._runtime_checks import checked
+from amal_verified.common.runtime_checks import checked
 
 __all__ = [
     "EPISODE_ARTICLES",

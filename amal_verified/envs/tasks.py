@@ -77,7 +77,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from amal_verified._runtime_checks import checked
+from amal_verified.common.runtime_checks import checked
 
 __all__ = [
     "SUPPORTED_ENVS",

@@ -4,7 +4,7 @@ The paper's motivating example: auxiliary traders (trend following, mean reversi
 generate varied market conditions, and a world model that learned from them fails in the real
 market, where those traders do not exist.  :class:`MarketEnv` is registered as ``amal/Trading-v0``
 with ``participants=()`` (the primary market); the auxiliary environment
-(:func:`amal_verified.aux_env.make_aux_env`) adds the three traders, so **their order flow moves
+(:func:`amal_verified.agents.aux_env.make_aux_env`) adds the three traders, so **their order flow moves
 the price only in the auxiliary environment**.
 
 Hidden dynamics (time index ``t``, one step per decision)
@@ -77,7 +77,7 @@ import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
 
-from amal_verified._runtime_checks import checked
+from amal_verified.common.runtime_checks import checked
 
 __all__ = [
     "DEFAULT_COST",

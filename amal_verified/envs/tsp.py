@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
 
-from amal_verified._runtime_checks import checked
+from amal_verified.common.runtime_checks import checked
 from amal_verified.envs._constructive import (
     TIME_LIMITED,
     Solution,

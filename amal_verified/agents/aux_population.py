@@ -1,0 +1,226 @@
+"""The N auxiliary agents of a run: CEM-evolved policies, each with its own environment and buffer.
+
+Algorithm 1 made concrete:
+
+- The search distribution is a diagonal Gaussian over the flat parameters of a small deterministic
+  MLP (:class:`~amal_verified.agents.cem.FlatMLPPolicy`, one hidden layer of ``aux_hidden`` units, tanh).
+- Every ``cem_every`` primary steps one generation runs: ``cem_population`` candidates are drawn,
+  scored by ``F(ψ) = Diversity(ψ) − β·Distance(ψ, π_φ)`` in behaviour space on a shared probe set of
+  primary states (:func:`~amal_verified.agents.cem.fitness`: diversity to the rest of the population,
+  distance to the primary policy's behaviour on the same states), the elite fraction refits the
+  Gaussian (MLE with a variance floor), and the ``N`` best candidates become the auxiliary agents.
+  Before the first generation the agents are ``N`` independent draws of the initial distribution.
+- Agent ``i`` acts (deterministically) in its own auxiliary environment — the primary task behind a
+  perturbation wrapper (:func:`~amal_verified.agents.aux_env.make_aux_env`) — and writes only to its own
+  :class:`~amal_verified.isolation.buffers.AuxBuffer` (source ``aux-<i>``).  Transitions are added in batches
+  of ``flush_every`` steps (one validated ``add`` per agent instead of one per step: a buffer's
+  checks cost ~0.4 ms per call); the pending rows are part of the checkpointed state.
+
+Random streams, each with one owner: ``cem`` (the search distribution and the initial agents),
+``cem/probes`` (which primary states form a generation's probe set), ``aux/<i>/env`` and
+``aux/<i>/episodes`` (agent ``i``'s environment and its episode seeds), ``aux/<i>/buffer`` (agent
+``i``'s buffer, which draws the rows the policy reads from it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, final
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from amal_verified.agents.aux_env import make_aux_env
+from amal_verified.agents.cem import CEM, FlatMLPPolicy, behaviour, fitness
+from amal_verified.agents.env_runner import EnvRunner
+from amal_verified.common.rng_streams import RunStreams
+from amal_verified.envs import TaskInfo
+from amal_verified.isolation.buffers import AuxBuffer, PrimaryBuffer
+
+__all__ = ["AuxPopulation"]
+
+
+@final
+class AuxPopulation:
+    """``num_agents`` auxiliary agents evolved by CEM (see the module docstring)."""
+
+    def __init__(
+        self,
+        task: TaskInfo,
+        streams: RunStreams,
+        *,
+        num_agents: int,
+        population: int,
+        elite_fraction: float,
+        std_floor: float,
+        beta: float,
+        hidden: int,
+        buffer_size: int,
+        obs_noise: float | None,
+        flush_every: int = 25,
+    ) -> None:
+        self.task: Final = task
+        self.beta: Final = beta
+        scale = 1.0 if task.discrete else max(abs(v) for v in (*task.action_low, *task.action_high))
+        self.policy: Final = FlatMLPPolicy(
+            task.obs_dim, task.action_dim, (hidden,), task.discrete, action_scale=scale
+        )
+        cem_generator = streams.torch_generator("cem")
+        self._probes: Final = streams.torch_generator("cem/probes")
+        init_mean = self.policy.init_params(1, generator=cem_generator)[0]
+        self.cem: Final = CEM(
+            self.policy.num_params,
+            population=population,
+            elite_fraction=elite_fraction,
+            init_mean=init_mean,
+            init_std=max(0.5, std_floor),  # the search may not start narrower than its floor
+            std_floor=std_floor,
+            generator=cem_generator,
+        )
+        self.params: Tensor = self.policy.init_params(num_agents, generator=cem_generator)
+        self.fitness: Tensor | None = None
+        noise: dict[str, Any] = {} if obs_noise is None else {"obs_noise": obs_noise}
+        self.runners: Final = tuple(
+            EnvRunner(
+                make_aux_env(task.env_id, seed=streams.int_seed(f"aux/{i}/env"), **noise),
+                streams.numpy_generator(f"aux/{i}/episodes"),
+            )
+            for i in range(num_agents)
+        )
+        action_shape = () if task.discrete else (task.action_dim,)
+        self.buffers: Final = tuple(
+            AuxBuffer(
+                buffer_size,
+                source=f"aux-{i}",
+                obs_shape=(task.obs_dim,),
+                action_shape=action_shape,
+                seed=streams.int_seed(f"aux/{i}/buffer"),
+                action_dtype=torch.int64 if task.discrete else torch.float32,
+            )
+            for i in range(num_agents)
+        )
+        self.flush_every: Final = flush_every
+        self._pending: list[list[tuple[Any, ...]]] = [[] for _ in range(num_agents)]
+        self._steps_since_flush = 0
+        self.dropped_nonfinite = 0
+        self._low: Final = None if task.discrete else np.asarray(task.action_low, dtype=np.float32)
+        self._high: Final = None if task.discrete else np.asarray(task.action_high, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.runners)
+
+    def step(self) -> None:
+        """Every agent takes one step in its own environment; every ``flush_every`` steps the
+        transitions go to the agents' buffers.
+
+        An auxiliary environment that produces a non-finite observation or reward (a perturbed
+        simulator blowing up, observation noise overflowing float32) loses that transition and
+        restarts its episode; :attr:`dropped_nonfinite` counts them and the trainer logs the count.
+        An auxiliary agent's data can therefore never stop the run, and never reaches a buffer
+        (which would refuse it).
+        """
+        rows = [np.asarray(r.obs, dtype=np.float32) for r in self.runners]
+        usable = [bool(np.isfinite(o).all()) for o in rows]
+        obs = torch.as_tensor(
+            np.stack([o if ok else np.zeros_like(o) for o, ok in zip(rows, usable, strict=True)])
+        )
+        actions = self.policy.act(self.params, obs.unsqueeze(1)).squeeze(1).numpy()
+        for runner, pending, action, ok in zip(self.runners, self._pending, actions, usable, strict=True):
+            if not ok:
+                self.dropped_nonfinite += 1
+                runner.restart()
+                continue
+            env_action: Any
+            if self.task.discrete:
+                env_action = int(action)
+            else:
+                env_action = np.clip(action, self._low, self._high).astype(np.float32)
+            result = runner.step(env_action)
+            finite = bool(np.isfinite(np.asarray(result.next_obs, dtype=np.float32)).all()) and bool(
+                np.isfinite(np.float32(result.reward))
+            )
+            if not finite:
+                self.dropped_nonfinite += 1
+                if result.episode_length is None:  # the runner did not start a new episode itself
+                    runner.restart()
+                continue
+            pending.append((result.obs, env_action, result.reward, result.next_obs, result.terminated))
+        self._steps_since_flush += 1
+        if self._steps_since_flush >= self.flush_every:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._steps_since_flush = 0
+        for buffer, pending in zip(self.buffers, self._pending, strict=True):
+            if pending:
+                obs, action, reward, next_obs, terminated = (np.stack(c) for c in zip(*pending, strict=True))
+                buffer.add(obs, action, reward.astype(np.float32), next_obs, terminated)
+                pending.clear()
+
+    def evolve(
+        self, primary: PrimaryBuffer, probes: int, primary_behaviour: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        """One CEM generation (Algorithm 1, lines 3-6); the best ``N`` candidates become the agents.
+
+        The probe set is ``probes`` states drawn from ``primary`` (with the ``cem/probes`` stream);
+        ``primary_behaviour`` maps them to the primary policy's action probabilities or mean actions,
+        ``(B, A)``.  Returns the population's fitness.
+        """
+        probe_states = primary.sample(probes, generator=self._probes).obs
+        candidates = self.cem.ask()
+        behaviours = behaviour(self.policy, candidates, probe_states)
+        scores = fitness(behaviours, primary_behaviour(probe_states), self.beta, discrete=self.task.discrete)
+        self.cem.tell(candidates, scores)
+        best = torch.sort(scores, descending=True, stable=True).indices[: len(self)]
+        self.params = candidates.index_select(0, best)
+        self.fitness = scores
+        return scores
+
+    def sample(self, batch_size: int, pick: torch.Generator) -> Any:
+        """A batch from one agent's buffer: the agent drawn uniformly (with ``pick``) from those with
+        data, the rows with that buffer's own generator."""
+        filled = [b for b in self.buffers if len(b) > 0]
+        if not filled:
+            raise ValueError("no auxiliary agent has stored a transition yet")
+        index = int(torch.randint(0, len(filled), (1,), generator=pick))
+        return filled[index].sample(batch_size)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """CEM state, current agents, every environment runner and buffer."""
+        return {
+            "cem": self.cem.state_dict(),
+            "params": self.params.clone(),
+            "probes": self._probes.get_state(),
+            "fitness": None if self.fitness is None else self.fitness.clone(),
+            "runners": [r.state_dict() for r in self.runners],
+            "buffers": [b.state_dict() for b in self.buffers],
+            "pending": [[[np.asarray(v) for v in row] for row in pending] for pending in self._pending],
+            "steps_since_flush": self._steps_since_flush,
+            "dropped_nonfinite": self.dropped_nonfinite,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (environments by replaying their recorded episodes)."""
+        runners: Sequence[Mapping[str, Any]] = state["runners"]
+        if len(runners) != len(self.runners):
+            raise ValueError(
+                f"checkpoint has {len(runners)} auxiliary agents, the run has {len(self.runners)}"
+            )
+        self.cem.load_state_dict(state["cem"])
+        self.params = state["params"].clone()
+        self._probes.set_state(state["probes"])
+        self.fitness = None if state["fitness"] is None else state["fitness"].clone()
+        for runner, s in zip(self.runners, runners, strict=True):
+            runner.load_state_dict(s)
+        for buffer, s in zip(self.buffers, state["buffers"], strict=True):
+            buffer.load_state_dict(s)
+        self._pending = [
+            [(r[0], r[1].item() if self.task.discrete else r[1], float(r[2]), r[3], bool(r[4])) for r in rows]
+            for rows in state["pending"]
+        ]
+        # checkpoints written before these counters existed: every agent then kept every transition
+        self._steps_since_flush = int(state.get("steps_since_flush", len(self._pending[0])))
+        self.dropped_nonfinite = int(state.get("dropped_nonfinite", 0))

@@ -1,0 +1,397 @@
+"""The ``amal`` command line: ``demo``, ``train``, ``evaluate``, ``certify``, ``audit``, ``report``
+and ``bench``.
+
+Exit codes: 0 success (``certify``: CERTIFIED; ``audit``: PASSED); 1 the command ran and its verdict
+is negative (``certify``: NOT CERTIFIED; ``audit``: interference found; ``demo``: a scenario
+misbehaved; ``report``: an obligation violated; ``bench``: a cell failed — every other cell's result
+is kept and reported); 2 bad usage or input (argparse's convention; for
+``audit`` also a target that fails on its own inputs or is not deterministic: the audit is
+inconclusive), with a one-line message naming the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["main"]
+
+
+def _parse_override(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amal",
+        description="amal_verified: auxiliary agents explore; world models learn from primary data only.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo", help="show the gate refusing leaks and accepting clean world-model updates"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed for data collection and initialisation")
+
+    train = commands.add_parser("train", help="train an AMAL agent (world model gated to primary data)")
+    train.add_argument("--env", default="CartPole-v1", help="gymnasium environment id (default CartPole-v1)")
+    train.add_argument("--steps", type=int, default=None, help="primary environment steps (default 20000)")
+    train.add_argument("--seed", type=int, default=0, help="run seed: every random stream derives from it")
+    train.add_argument(
+        "--out", required=True, type=Path, help="run directory (new, or existing with --resume)"
+    )
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument(
+        "--unsafe-mix",
+        action="store_true",
+        help="ABLATION ONLY: train the world model on primary AND auxiliary data, ungated (cannot certify)",
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="KEY=VALUE",
+        help="override a configuration field (see amal_verified.run.config.TrainConfig); repeatable",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's policy and world model on the real env")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
+    evaluate.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
+    evaluate.add_argument("--json", action="store_true", help="print the full report as JSON")
+
+    certify = commands.add_parser(
+        "certify", help="replay every world-model update from the recorded primary data alone (Theorem 1)"
+    )
+    certify.add_argument("run_dir", type=Path)
+    certify.add_argument("--quiet", action="store_true", help="print only the verdict")
+
+    audit = commands.add_parser(
+        "audit",
+        help="audit your train(primary, aux) -> world model: does the world model depend on aux data?",
+        description=(
+            "Run the differential isolation audit on a training function: train(primary, aux) on its "
+            "example inputs (amal_example_inputs() in the same module) and on generated auxiliary variants "
+            "(0, huge, NaN and infinite values; other row counts; other numbers of agents), global "
+            "generators reset before each run, and compare the world models bit for bit. Exit 0: passed; 1: "
+            "interference found; 2: the target is unusable or not deterministic."
+        ),
+    )
+    audit.add_argument("target", help="module:function or path/to/file.py:function")
+    audit.add_argument(
+        "--max-examples", type=_positive_int, default=100, help="auxiliary variants to try (default 100)"
+    )
+    audit.add_argument("--seed", type=int, default=0, help="Hypothesis seed of the variants (default 0)")
+    audit.add_argument(
+        "--threads", type=_positive_int, default=1, help="torch intra-op threads per run (default 1)"
+    )
+    audit.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    report = commands.add_parser(
+        "report",
+        help="run the proof obligations (proofs/) and write the compliance report",
+        description=(
+            "Run every obligation's checks (z3, CrossHair, Hypothesis properties, measurements, the replay "
+            "certificate) and write report.json (canonical, schema-validated), report.md, report.html, plots "
+            "and an in-toto statement into --out. The full report (default) uses the audit Hypothesis "
+            "profile and runs timing measurements (about 25 min on 2 cores with --jobs 2); --quick is what "
+            "CI runs (about 2 min)."
+        ),
+    )
+    report.add_argument("--out", required=True, type=Path, help="report directory (new or empty)")
+    report.add_argument(
+        "--quick", action="store_true", help="CI report: default Hypothesis profile, no timing measurements"
+    )
+    report.add_argument(
+        "--only", action="append", default=[], metavar="ID", help="run only this obligation; repeatable"
+    )
+    report.add_argument("--jobs", type=int, default=1, help="checks run in parallel (default 1)")
+    report.add_argument(
+        "--hypothesis-seed", type=int, default=0, help="seed of the full report's Hypothesis runs (default 0)"
+    )
+    report.add_argument(
+        "--proofs", type=Path, default=None, help="proofs directory (default: proofs/ of this checkout)"
+    )
+    bench = commands.add_parser(
+        "bench",
+        help="run the paper's evaluation framework (§6.1) and write RESULTS.md",
+        description=(
+            "Train every (method, task, seed) cell, measure levels, isolation, reality gap, robustness "
+            "under shift and the performance ratios, and write RESULTS.md with plots into --out. "
+            "--quick (default) takes minutes; --full takes hours and resumes where it stopped."
+        ),
+    )
+    mode = bench.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick", dest="mode", action="store_const", const="quick", help="quick mode (default)"
+    )
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="full mode (hours)")
+    bench.set_defaults(mode="quick")
+    bench.add_argument("--tasks", nargs="+", metavar="TASK", help="task names (default: the mode's suite)")
+    bench.add_argument("--methods", nargs="+", metavar="METHOD", help="methods (default: all)")
+    bench.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="run seeds (default 0 1 2)"
+    )
+    bench.add_argument("--jobs", type=_positive_int, default=1, help="cells trained in parallel (default 1)")
+    bench.add_argument("--budget", type=_positive_int, default=None, help="override every task's step budget")
+    bench.add_argument(
+        "--eval-episodes", type=_positive_int, default=None, help="override evaluation episodes per point"
+    )
+    bench.add_argument(
+        "--out", type=Path, default=None, help="results directory (default bench-results/MODE)"
+    )
+    bench.add_argument(
+        "--results", type=Path, default=None, help="where to write RESULTS.md (default OUT/RESULTS.md)"
+    )
+    bench.add_argument("--no-ratios", action="store_true", help="skip the performance ratios")
+    bench.add_argument(
+        "--keep-runs",
+        action="store_true",
+        help="keep each cell's run directory in OUT/work/ (for amal certify)",
+    )
+    bench.add_argument(
+        "--report-only", action="store_true", help="rewrite RESULTS.md from OUT's records without training"
+    )
+    bench.add_argument("--list", action="store_true", help="list tasks and methods, then exit")
+    return parser
+
+
+class ToolingMissing(RuntimeError):
+    """``amal bench`` / ``amal report`` without the repository tooling installed."""
+
+
+def _require_tooling(command: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("amal_tools") is None:
+        raise ToolingMissing(
+            f"amal {command} is repository tooling, not part of the installed library: from a checkout of "
+            "the repository run `pip install -e tools` (or `make test`), then `amal "
+            f"{command}` there"
+        )
+
+
+def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    _require_tooling("bench")
+    from amal_tools.bench.command import run_bench_command
+
+    return run_bench_command(args, argv)
+
+
+def _coerce(field: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(field.type)
+    if raw.lower() == "none" and "None" in kind:
+        return None
+    if kind.startswith("bool"):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--set {field.name}: expected true or false, got {raw!r}")
+        return raw.lower() in ("true", "1")
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    return raw
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from amal_verified.run.config import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {"env_id": args.env, "seed": args.seed, "unsafe_mix": args.unsafe_mix}
+    if args.steps is not None:
+        values["total_steps"] = args.steps
+    for key, raw in args.overrides:
+        if key not in fields:
+            raise ValueError(f"--set {key}: no such configuration field (known: {', '.join(sorted(fields))})")
+        values[key] = _coerce(fields[key], raw)
+    return TrainConfig(**values)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from amal_verified.run.trainer import Trainer
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.resume:
+        trainer = Trainer.resume(args.out, progress=progress, total_steps=args.steps)
+    else:
+        trainer = Trainer.create(_train_config(args), args.out, progress=progress)
+    if trainer.config.unsafe_mix:
+        print("WARNING: --unsafe-mix ablation: the world model trains on auxiliary data, ungated.")
+    metrics = trainer.run()
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    marker = " [UNSAFE-MIX ablation]" if trainer.config.unsafe_mix else ""
+    print(f"trained {trainer.step} primary steps in {args.out}{marker}: {json.dumps(shown)}")
+    print(f"certify with: amal certify {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from amal_verified.run.evaluate import evaluate_run
+
+    report = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    wm = report["world_model"]
+    solved = report["solved_return"]
+    marker = " [UNSAFE-MIX ablation]" if report["unsafe_mix"] else ""
+    print(
+        f"{report['env_id']} at step {report['step']}{marker}: mean return {report['mean_return']:.1f} "
+        f"± {report['std_return']:.1f} over {report['episodes']} episodes"
+        + (f" (solved at {solved:g})" if solved is not None else "")
+    )
+    print(
+        f"world model on those {wm['transitions']} real transitions: next-observation MSE "
+        f"{wm['next_obs_mse']:.4g}, reward MSE {wm['reward_mse']:.4g}, NLL {wm['nll_per_member_mean']:.4g}"
+    )
+    return 0
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from amal_verified.run.certify import certify_run
+
+    cert = certify_run(args.run_dir)
+    verdict = "CERTIFIED" if cert.ok else "NOT CERTIFIED"
+    if not args.quiet:
+        print(
+            f"replayed {cert.updates_checked}/{cert.updates_in_ledger} world-model updates from "
+            f"{cert.primary_transitions} recorded primary transitions in {cert.seconds:.1f} s "
+            "(no auxiliary agent, environment or policy loaded)"
+        )
+        for problem in cert.problems:
+            print(f"  problem: {problem}")
+    print(f"{verdict}: {args.run_dir}" + (" — Theorem 1 holds for this run" if cert.ok else ""))
+    return 0 if cert.ok else 1
+
+
+def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    _require_tooling("report")
+    from amal_tools.compliance.discovery import default_proofs_dir
+    from amal_tools.compliance.runner import ReportOptions, build_report
+
+    proofs = (args.proofs or default_proofs_dir()).resolve()
+    options = ReportOptions(
+        out=args.out.resolve(),
+        proofs_dir=proofs,
+        root=proofs.parent,
+        quick=args.quick,
+        only=tuple(args.only),
+        jobs=args.jobs,
+        hypothesis_seed=args.hypothesis_seed,
+        command=shlex.join(["amal", *argv]),
+    )
+    outcome = build_report(options, progress=lambda line: print(line, flush=True))
+    summary = ", ".join(f"{n} {v}" for v, n in outcome.report["summary"].items() if n)
+    print(f"report written to {args.out}: {summary}")
+    if not outcome.ok:
+        violated = [o["id"] for o in outcome.report["obligations"] if o["verdict"] == "violated"]
+        print(f"VIOLATED: {', '.join(violated)} (see report.md)")
+    return 0 if outcome.ok else 1
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from amal_verified.audit import check_noninterference, load_target
+
+    target = load_target(args.target)
+    result = check_noninterference(
+        target.train,
+        target.primary,
+        target.aux,
+        max_examples=args.max_examples,
+        seed=args.seed,
+        threads=args.threads,
+        name=target.name,
+    )
+    if args.json:
+        document = {
+            "target": result.target,
+            "ok": result.ok,
+            "verdict": result.verdict,
+            "variants": result.examples,
+            "seconds": result.seconds,
+            "search_seconds": result.search_seconds,
+            "variants_per_second": result.examples_per_second,
+            "aux_variant": None if result.variant is None else list(result.variant.changes),
+            "raised": result.raised,
+            "differences": [dataclasses.asdict(d) for d in result.differences],
+        }
+        print(json.dumps(document, indent=1))
+    else:
+        print(result)
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``amal`` command line; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        import torch
+
+        from amal_verified.cli.demo import run_demo
+
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        return 0 if run_demo(seed=args.seed) else 1
+    from amal_verified.record.checkpoint import CheckpointError
+    from amal_verified.record.ledger import LedgerError
+
+    handlers = {"train": _train, "evaluate": _evaluate, "certify": _certify, "audit": _audit}
+    try:
+        if args.command == "report":
+            return _report(args, sys.argv[1:] if argv is None else argv)
+        if args.command == "bench":
+            return _bench(args, sys.argv[1:] if argv is None else argv)
+        return handlers[args.command](args)
+    except (
+        ValueError,
+        FileExistsError,
+        FileNotFoundError,
+        CheckpointError,
+        LedgerError,
+        ToolingMissing,
+    ) as exc:
+        print(f"amal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"amal {args.command}: error: {exc.name} is not installed; amal {args.command} needs the "
+            f"[{extra}] extra: pip install 'amal_verified[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+# Modules of the optional dependencies (pyproject.toml's extras), by the extra that brings them.
+_EXTRA_OF: Final = {
+    "gymnasium": "rl",
+    "mujoco": "rl",
+    "minigrid": "rl",
+    "tensorboard": "rl",
+    "rich": "rl",
+    "hypothesis": "audit",
+    "stable_baselines3": "sb3",
+}

@@ -1,0 +1,115 @@
+"""Every optimizer step in the process, gated or not (PyTorch's global optimizer step hooks).
+
+No optimizer other than a :class:`~amal_verified.isolation.gate.GatedOptimizer` may step a protected
+parameter whose gradient carries an auxiliary source; parameters stepped by any optimizer take their
+gradients' labels, and those that gain an auxiliary label become tracked in place, so that what is
+later computed from them (a Polyak average, a flattened copy) is labelled.  Optimizers step on plain
+gradients: gated or not, the arithmetic is PyTorch's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+from amal_verified.isolation._engine import label_store as store
+from amal_verified.isolation._engine import protection as _protection
+from amal_verified.isolation._engine.dispatch import TaggedTensor, plain, track_in_place
+from amal_verified.isolation._engine.refusals import Refused, tensors_in, violation
+from amal_verified.isolation.labels import EMPTY
+
+__all__ = [
+    "Swapped",
+    "all_params",
+    "any_optimizer_post_step",
+    "any_optimizer_pre_step",
+    "gated_steps_running",
+    "rewrap_grads",
+    "unwrap_grads",
+]
+
+# Steps of GatedOptimizers running now: the wrapped optimizer's own step hooks must not check again.
+gated_steps_running = 0
+
+
+def all_params(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    for group in optimizer.param_groups:
+        yield from group["params"]
+
+
+Swapped = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def unwrap_grads(params: Iterable[torch.Tensor]) -> Swapped:
+    """Give the wrapped optimizer plain gradients (same memory, so their labels stay recorded)."""
+    swapped: Swapped = []
+    for p in params:
+        g = p.grad
+        if isinstance(g, TaggedTensor):
+            alias = plain(g)
+            p.grad = alias
+            swapped.append((p, g, alias))
+    return swapped
+
+
+def rewrap_grads(swapped: Swapped) -> None:
+    for p, g, alias in swapped:
+        if p.grad is alias:
+            p.grad = g
+
+
+def any_optimizer_pre_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Global hook: no optimizer may step a protected parameter with aux-derived gradients."""
+    if torch.compiler.is_compiling() or not store.counters.aux or gated_steps_running:
+        return  # without auxiliary labels there is nothing to refuse and no label to follow
+    if getattr(optimizer, "gates_its_parameters", False):
+        return
+    refused: list[Refused] = []
+    for p in all_params(optimizer):
+        info = _protection.protection_of(p)
+        if info is None or p.grad is None:
+            continue
+        label = store.label_of_plain(p.grad)
+        if label.has_aux:
+            refused.append((info.name, label, store.origin_of(p.grad)))
+    if refused:
+        owners = sorted({info.owner for p in all_params(optimizer) if (info := _protection.protection_of(p))})
+        raise violation(
+            f"{type(optimizer).__name__}.step() on parameters protected by {', '.join(owners)}",
+            refused,
+            "a protected parameter must be updated only by its GatedOptimizer. Remove it from this "
+            "optimizer (e.g. give the policy its own encoder, or pass only the policy head's "
+            "parameters), or detach the shared features before the auxiliary loss.",
+        )
+    params = list(all_params(optimizer))
+    labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
+    swapped = unwrap_grads(params)
+    if swapped or any(label.has_aux for label in labels):
+        optimizer.__dict__["_amal_step"] = (params, labels, swapped)
+
+
+def any_optimizer_post_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Global hook: parameters take their gradients' labels; aux-labelled ones become tracked."""
+    if torch.compiler.is_compiling():
+        return
+    pending = optimizer.__dict__.pop("_amal_step", None)
+    if pending is None:
+        return
+    params, labels, swapped = pending
+    rewrap_grads(swapped)
+    state = optimizer.state
+    for p, label in zip(params, labels, strict=True):
+        if not label.has_aux:
+            continue  # primary provenance is followed for protected parameters (the gate's) only
+        entries = state.get(p)
+        if entries:
+            for value in entries.values():
+                for t in tensors_in(value):
+                    if t.is_floating_point() and t.dim() > 0:  # not step counters: data-independent
+                        store.write_label(t, label)
+                        track_in_place(t)  # copies made from it (exp_avg.copy_ into another) are seen
+        new = store.write_label(p, label)
+        if new.has_aux and not isinstance(p, TaggedTensor):
+            track_in_place(p)

@@ -1,0 +1,116 @@
+"""Tagged data: ``primary()``, ``aux()``, ``label_of()`` and the ``PrimaryData`` / ``AuxData`` types.
+
+``primary(x, source=...)`` and ``aux(x, source=...)`` label ``x``'s memory with
+its source and return it as a tracked tensor (no copy; the same memory).  From
+then on every value derived from it carries a label, the set of sources it
+depends on (``_dispatch`` holds the per-operation rule, ``_boundary`` the
+module-boundary rule, ``_grad_labels`` the labels of gradients).
+
+Every tagged tensor is, at run time, a :class:`TaggedTensor`.  The public
+types are views of its *current* label (Python's ``isinstance`` never consults
+a metaclass for an object's exact type, so they are never instantiated):
+``isinstance(t, PrimaryData)`` is true exactly when ``t`` is tracked and its
+label is non-empty and primary-only, ``isinstance(t, AuxData)`` when its label
+contains an auxiliary source -- also after an in-place write changed it.  For
+mypy they are distinct ``@final`` subclasses of ``torch.Tensor``.
+"""
+
+from __future__ import annotations
+
+from typing import cast, final
+
+import torch
+
+from amal_verified.common.runtime_checks import checked
+from amal_verified.isolation._engine import label_store as store
+from amal_verified.isolation._engine.dispatch import (
+    TaggedTensor,
+    _TrackedOnFirstUse,
+    label_of,
+    track_in_place,
+)
+from amal_verified.isolation._engine.global_hooks import ensure_active
+from amal_verified.isolation.errors import TaggingError
+from amal_verified.isolation.escapes import declassifying, record_escape
+from amal_verified.isolation.labels import Label, SourceKind
+
+__all__ = ["AuxData", "PrimaryData", "TaggedTensor", "aux", "label_of", "primary"]
+
+
+class _LabelView(torch._C._TensorMeta):
+    """Makes ``isinstance`` reflect a tagged tensor's *current* label."""
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        if type(instance) is _TrackedOnFirstUse:
+            track_in_place(instance)
+        if not isinstance(instance, TaggedTensor):
+            return False
+        label = store.label_of_plain(instance)
+        return label.has_aux if cls is AuxData else label.is_primary_only
+
+
+@final
+class PrimaryData(TaggedTensor, metaclass=_LabelView):
+    """Data derived from primary (real-environment) sources only (an ``isinstance`` view)."""
+
+
+@final
+class AuxData(TaggedTensor, metaclass=_LabelView):
+    """Data that depends on at least one auxiliary source (an ``isinstance`` view)."""
+
+
+def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
+    if not isinstance(source, str) or not source:
+        raise TaggingError(
+            f"source must be a non-empty string naming where the data comes from, got {source!r}"
+        )
+    if x.layout != torch.strided:
+        raise TaggingError(
+            f"only dense (strided) tensors can be tagged, got layout {x.layout}; convert with x.to_dense()"
+        )
+    if x.is_meta:
+        raise TaggingError("a meta tensor holds no data to tag; tag the real tensor")
+    new = Label.of(kind, source)
+    existing = store.label_of_plain(x)
+    ensure_active()
+    if existing._aux and kind is SourceKind.PRIMARY:
+        if declassifying() is None:
+            raise TaggingError(
+                f"cannot tag as primary data from {source!r}: this memory already holds data labelled "
+                f"{existing!r}. If these values were recorded from the real environment (actions a policy "
+                f"that learns from auxiliary data executed there), tag them inside "
+                f"`with amal_verified.declassify(reason=...)`; otherwise keep them out of the primary data."
+            )
+        record_escape("primary() of auxiliary-derived data", existing)
+        store.write_label(x, new, overwrite=True)
+    else:
+        store.write_label(x, new)
+    if isinstance(x, TaggedTensor):
+        return x
+    if x.requires_grad:  # a differentiable alias: gradients reach x unchanged
+        return x.as_subclass(TaggedTensor)
+    return torch.Tensor._make_subclass(TaggedTensor, x)
+
+
+@checked
+def primary(x: torch.Tensor, *, source: str = "real-env") -> PrimaryData:
+    """Tag ``x`` (no copy) as primary data from ``source``.
+
+    Raises :class:`TaggingError` if ``x``'s memory already holds auxiliary data.
+    """
+    return cast(PrimaryData, _tag(x, SourceKind.PRIMARY, source))
+
+
+@checked
+def aux(x: torch.Tensor, *, source: str) -> AuxData:
+    """Tag ``x`` (no copy) as auxiliary data from ``source`` (e.g. ``"aux-3"``)."""
+    return cast(AuxData, _tag(x, SourceKind.AUX, source))
+
+
+def wrap_with_label(t: torch.Tensor, label: Label, origin: str | None = None) -> torch.Tensor:
+    """Join ``label`` into ``t``'s memory and return it tracked (plain if it carries no label)."""
+    if label.is_empty and label_of(t).is_empty:
+        return t
+    from amal_verified.isolation._engine.dispatch import tracked
+
+    return tracked(t, label, origin)

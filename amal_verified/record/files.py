@@ -1,0 +1,58 @@
+"""The run directory's file names, and how its JSON files are written and read.
+
+JSON is written canonically (:func:`~amal_verified.record.ledger.canonical_json`) and atomically: a
+reader sees the old file or the new one, never a part, also after a crash or power loss.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Final
+
+from amal_verified.common.durable_io import fsync_dir
+from amal_verified.record.ledger import canonical_json
+
+__all__ = [
+    "CERTIFICATE_FILENAME",
+    "CHECKPOINT_FILENAME",
+    "CONFIG_FILENAME",
+    "DATA_DIRNAME",
+    "MANIFEST_FILENAME",
+    "RUN_FILENAME",
+    "UNSAFE_MARKER_FILENAME",
+    "read_json",
+    "write_json_atomic",
+]
+
+CONFIG_FILENAME: Final = "config.json"
+RUN_FILENAME: Final = "run.json"
+CHECKPOINT_FILENAME: Final = "checkpoint.pt"
+DATA_DIRNAME: Final = "data"
+MANIFEST_FILENAME: Final = "manifest.json"
+CERTIFICATE_FILENAME: Final = "certificate.json"
+UNSAFE_MARKER_FILENAME: Final = "UNSAFE_MIX"
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write canonical JSON to ``path`` atomically (temporary file, fsync, rename, fsync directory)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(canonical_json(obj) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """Read a JSON file; ``ValueError`` naming ``what`` and the file if it is missing or malformed."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        raise ValueError(f"{what}: {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what}: {path} is not valid JSON ({exc})") from None

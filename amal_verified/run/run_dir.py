@@ -1,0 +1,228 @@
+"""A run's directory over its lifetime: created, checkpointed, resumed, marked, kept as evidence.
+
+What it holds (file names in :mod:`amal_verified.run.config`): ``config.json`` (the run's
+configuration document, whose digest the ledger's header carries), ``ledger.jsonl`` (one hash-chained
+record per world-model update), ``data/`` (the primary transitions, :mod:`~amal_verified.record.primary_log`),
+``checkpoint.pt``, ``run.json`` (status and counts), ``metrics.csv`` and TensorBoard files (written by
+:mod:`~amal_verified.run.logs`) and, for the ``--unsafe-mix`` ablation, a marker file.
+
+Contracts:
+
+- :meth:`RunDirectory.create` refuses a non-empty directory; if building the run fails,
+  :meth:`RunDirectory.discard` removes what was created.
+- :meth:`RunDirectory.save_checkpoint` flushes the primary data and syncs the ledger *before* it
+  atomically replaces ``checkpoint.pt``: a checkpoint never refers to data or ledger records that are
+  not on disk.
+- :meth:`RunDirectory.open_for_resume` checks ``config.json`` against the ledger's header and the
+  checkpoint's ledger head against the ledger before anything is changed; the records written after
+  the checkpoint are kept to be recomputed, and :meth:`record_update` refuses a recomputation that
+  differs (:class:`DeterminismError`).
+- :meth:`keep_evidence_of_failure` leaves, after an error, every update recorded so far certifiable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, final
+
+import torch
+
+from amal_verified import __version__
+from amal_verified.record.checkpoint import load_checkpoint, save_checkpoint
+from amal_verified.record.ledger import Ledger, LedgerRecord, RunHeader, verify
+from amal_verified.record.primary_log import PrimaryDataLog
+from amal_verified.run.config import (
+    CHECKPOINT_FILENAME,
+    CONFIG_FILENAME,
+    RUN_FILENAME,
+    UNSAFE_MARKER_FILENAME,
+    TrainConfig,
+    document_digest,
+    read_json,
+    write_json_atomic,
+)
+
+__all__ = ["CHECKPOINT_FORMAT", "DeterminismError", "RunDirectory"]
+
+CHECKPOINT_FORMAT: Final = 1
+_UNSAFE_TEXT: Final = (
+    "This run is the --unsafe-mix ablation (the paper's 'standard MARL' baseline): its world model was\n"
+    "trained on primary AND auxiliary data without the gate. It is for comparison only and cannot be\n"
+    "certified.\n"
+)
+_LEDGER_SYNC_EVERY: Final = 100
+
+
+class DeterminismError(RuntimeError):
+    """A resumed run recomputed a world-model update whose ledger record differs from the recorded one."""
+
+
+@final
+class RunDirectory:
+    """The files of one run.  Build it with :meth:`create` or :meth:`open_for_resume`."""
+
+    def __init__(
+        self, path: Path, document: dict[str, Any], ledger: Ledger, data_log: PrimaryDataLog
+    ) -> None:
+        self.path: Final = path
+        self.document: Final = document
+        self.ledger = ledger
+        self.data_log = data_log
+        self._redo: dict[int, LedgerRecord] = {}
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def create(cls, path: str | Path, document: dict[str, Any], seed: int) -> RunDirectory:
+        """A new, empty run directory for the configuration ``document`` (refuses a non-empty one)."""
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise FileExistsError(
+                f"{path} is not empty: choose a new --out directory, or resume the run in it with --resume"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            digest = document_digest(document)
+            header = RunHeader(digest[:16], seed, digest, __version__, str(torch.__version__))
+            ledger = Ledger.create(path, header, sync_every=_LEDGER_SYNC_EVERY)
+            return cls(path, document, ledger, PrimaryDataLog(path))
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def write_config(self, *, unsafe_mix: bool) -> None:
+        """Write ``config.json`` (and the ablation's marker): the run now exists on disk."""
+        write_json_atomic(self.path / CONFIG_FILENAME, self.document)
+        if unsafe_mix:
+            (self.path / UNSAFE_MARKER_FILENAME).write_text(_UNSAFE_TEXT, encoding="utf-8")
+
+    def discard(self) -> None:
+        """Remove a run directory whose run could not be built (only right after :meth:`create`)."""
+        with contextlib.suppress(Exception):
+            self.ledger.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    @staticmethod
+    def read_for_resume(path: str | Path, total_steps: int | None) -> tuple[TrainConfig, dict[str, Any]]:
+        """The configuration and checkpoint of the run in ``path``, checked; nothing is changed.
+
+        ``total_steps`` may extend (never shorten below the checkpoint) the run's length.
+        """
+        path = Path(path)
+        document = read_json(path / CONFIG_FILENAME, "run configuration")
+        config = TrainConfig.from_json(document["train"])
+        if total_steps is not None:
+            config = TrainConfig.from_json({**config.to_json(), "total_steps": total_steps})
+        header = verify(path).header
+        if header is None or document_digest(document) != header.config_digest:
+            raise ValueError(
+                f"{path / CONFIG_FILENAME} does not match the configuration digest in the run's ledger: it "
+                "was edited after the run started; restore it (only the run length may change, with --steps)"
+            )
+        state = load_checkpoint(path / CHECKPOINT_FILENAME)
+        if not isinstance(state.get("step"), int):
+            raise ValueError(f"{path / CHECKPOINT_FILENAME} is not a trainer checkpoint")
+        if total_steps is not None and total_steps < state["step"]:
+            raise ValueError(f"total_steps={total_steps} is below the checkpoint's step {state['step']}")
+        return config, state
+
+    @classmethod
+    def open_for_resume(
+        cls, path: str | Path, document: dict[str, Any], state: Mapping[str, Any]
+    ) -> RunDirectory:
+        """The run directory at the checkpoint ``state`` (from :meth:`read_for_resume`).
+
+        Repairs a ledger record cut by a crash mid-write; refuses a checkpoint from another
+        configuration, or whose ledger head the ledger does not contain.
+        """
+        path = Path(path)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')!r} is not supported")
+        if state["config"]["world_model"] != document["world_model"]:
+            raise ValueError("the checkpoint belongs to a different run configuration")
+        ledger = Ledger.open(path, repair_partial_tail=True, sync_every=_LEDGER_SYNC_EVERY)
+        try:
+            records = ledger.records()
+            count, head = int(state["ledger"]["count"]), state["ledger"]["head"]
+            if count > len(records) or (records[count - 1].hash if count else ledger.genesis) != head:
+                raise ValueError(
+                    "the ledger does not contain the checkpoint's head record: it was cut or replaced"
+                )
+            run_dir = cls(path, document, ledger, PrimaryDataLog(path, manifest=list(state["data_manifest"])))
+        except BaseException:
+            ledger.close()
+            raise
+        # Records written after the checkpoint are recomputed and must come out identical.
+        run_dir._redo = {r.step: r for r in records[count:]}
+        return run_dir
+
+    def rewrite_config(self) -> None:
+        """Write ``config.json`` again (a resumed run whose length was changed)."""
+        write_json_atomic(self.path / CONFIG_FILENAME, self.document)
+
+    # ------------------------------------------------------------------ while running
+
+    def record_update(self, index: int, batch: str, params: str, labels: tuple[str, ...]) -> None:
+        """Append world-model update ``index`` to the ledger, or check it against the record it redoes."""
+        redo = self._redo.pop(index, None)
+        if redo is None:
+            self.ledger.append(index, batch, params, list(labels))
+            return
+        if (redo.batch_digest, redo.param_digest, redo.labels) != (batch, params, labels):
+            raise DeterminismError(
+                f"world-model update {index} was recomputed after resuming and differs from its ledger "
+                "record: the run is not reproducible on this machine (thread count, library versions?)"
+            )
+
+    def save_checkpoint(self, step: int, run_state: Mapping[str, Any]) -> None:
+        """Flush the primary data, sync the ledger, then atomically replace ``checkpoint.pt`` with the
+        run's state at ``step`` and what it refers to (ledger head, data manifest)."""
+        self.data_log.flush()
+        self.ledger.sync()
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "amal_verified_version": __version__,
+            "config": self.document,
+            "step": step,
+            "ledger": {"head": self.ledger.head, "count": len(self.ledger.records())},
+            "data_manifest": self.data_log.manifest,
+            **run_state,
+        }
+        save_checkpoint(self.path / CHECKPOINT_FILENAME, payload)
+
+    def write_status(
+        self, status: str, *, step: int, total_steps: int, updates: int, unsafe_mix: bool
+    ) -> None:
+        """Atomically replace ``run.json``: the status and the counts an observer reads."""
+        write_json_atomic(
+            self.path / RUN_FILENAME,
+            {
+                "status": status,
+                "step": step,
+                "total_steps": total_steps,
+                "ledger_head": self.ledger.head,
+                "ledger_count": len(self.ledger.records()),
+                "primary_transitions": self.data_log.flushed,
+                "world_model_updates": updates,
+                "unsafe_mix": unsafe_mix,
+            },
+        )
+
+    def keep_evidence_of_failure(
+        self, *, step: int, total_steps: int, updates: int, unsafe_mix: bool
+    ) -> None:
+        """After an error: flush the primary data and sync the ledger, so every world-model update
+        recorded so far can still be certified, and mark the run ``failed`` (resumable from its last
+        checkpoint).  Errors here are secondary and must not hide the one being raised."""
+        with contextlib.suppress(Exception):
+            self.data_log.flush()
+            self.ledger.sync()
+            self.write_status(
+                "failed", step=step, total_steps=total_steps, updates=updates, unsafe_mix=unsafe_mix
+            )
+
+    def close(self) -> None:
+        self.ledger.close()

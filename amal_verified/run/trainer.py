@@ -1,0 +1,484 @@
+"""The AMAL trainer: one loop implementing the asymmetric update rule (paper Eqs. 3-5, Algorithm 1).
+
+One primary environment step, in order (:meth:`Trainer.train_step`)::
+
+    1. the primary policy π_φ acts in the real environment      → PrimaryBuffer D_P (+ the data log)
+    2. each auxiliary agent ψ_i acts in its own perturbed env    → its own AuxBuffer D_A^i
+    3. every cem_every steps: one CEM generation (Eq. 5, Algorithm 1)
+    4. every wm_train_every steps: world-model updates on D_P only, through GatedOptimizer (Eq. 3),
+       each appended to the hash-chained ledger; then IG(s, a) of the primary transitions collected
+       since the previous round, and (if real_ratio < 1) imagined rollouts carrying the IG bonus
+    5. policy updates (Eq. 4): SAC on real primary (reward + λ·IG, Eq. 6), real auxiliary and
+       (optionally) imagined transitions
+
+The world model never sees auxiliary data: its learner samples only the primary buffer with its own
+random stream, and its optimizer is gated.  The policy may learn from everything — that is how the
+auxiliary agents help.  ``unsafe_mix=True`` (the ablation) feeds the world model ``D_P ∪ D_A`` with an
+ungated optimizer; such runs are marked in every output and cannot certify.
+
+Every random stream has one owner (:class:`~amal_verified.common.rng_streams.RunStreams` names):
+``primary/episodes`` (the real environment's reset seeds), ``primary/actions`` (the primary agent's
+exploration), ``primary/buffer`` (the primary buffer's own generator, which draws the policy's primary
+rows; the world model draws with its own), ``policy`` (SAC's initialisation and update noise),
+``policy/batches`` (which auxiliary buffer, which imagined rows), ``model-rollouts``,
+``evaluation/<step>``, the world model's ``world-model/*`` (see :mod:`amal_verified.world_model.learner`) and
+the auxiliary population's ``cem``, ``cem/probes`` and ``aux/<i>/*`` (derived from ``aux_seed`` when it
+is set, so the auxiliary side's randomness can vary while the primary side's stays fixed).  With
+``torch.use_deterministic_algorithms(True)`` and a fixed thread count a run is a function of its
+configuration: reproducible bit for bit, and resumable bit for bit from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, final
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from amal_verified.agents.aux_population import AuxPopulation
+from amal_verified.agents.env_runner import EnvRunner, run_episodes
+from amal_verified.agents.rollouts import ImaginedBuffer, imagine, information_gain
+from amal_verified.agents.sac import SACAgent
+from amal_verified.common.rng_streams import RunStreams
+from amal_verified.envs import TaskInfo, make_env, task_info
+from amal_verified.isolation.buffers import PrimaryBuffer
+from amal_verified.isolation.escapes import declassify
+from amal_verified.isolation.tagging import primary
+from amal_verified.run.config import TrainConfig
+from amal_verified.run.logs import RunLogger
+from amal_verified.run.run_dir import DeterminismError, RunDirectory
+from amal_verified.world_model.ensemble import DEFAULT_DECODER, DEFAULT_ENCODER, DEFAULT_GRU_HIDDEN
+from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
+
+__all__ = ["DeterminismError", "Trainer", "make_policy", "run_config_document", "world_model_spec"]
+
+
+def world_model_spec(config: TrainConfig, task: TaskInfo) -> WorldModelSpec:
+    """The world-model learner's specification for ``config`` on ``task``."""
+
+    def scaled(sizes: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(max(1, round(s * config.wm_hidden_scale)) for s in sizes)
+
+    return WorldModelSpec(
+        obs_dim=task.obs_dim,
+        action_dim=task.action_dim,
+        discrete=task.discrete,
+        members=config.ensemble_size,
+        lr=config.wm_lr,
+        batch_size=config.batch_size,
+        shared_trunk=config.shared_trunk,
+        encoder_sizes=scaled(DEFAULT_ENCODER),
+        gru_hidden=max(1, round(DEFAULT_GRU_HIDDEN * config.wm_hidden_scale)),
+        decoder_sizes=scaled(DEFAULT_DECODER),
+        model=config.wm_model,
+        optimizer=config.wm_optimizer,
+        weight_decay=config.wm_weight_decay,
+        full_batch=config.wm_full_batch,
+    )
+
+
+def policy_tau(config: TrainConfig, task: TaskInfo) -> float:
+    """The critic's Polyak rate: ``config.policy_tau``, else 0.02 (discrete) or 0.005 (continuous).
+
+    Measured with plain SAC (``benchmarks/sac_baseline.py``): on CartPole-v1, τ = 0.005 leaves too few
+    effective Bellman backups in 20k updates (return 171); τ = 0.02 reaches 500 with both seeds tried.
+    """
+    if config.policy_tau is not None:
+        return config.policy_tau
+    return 0.02 if task.discrete else 0.005
+
+
+def make_policy(config: TrainConfig, task: TaskInfo, env: Any, generator: torch.Generator) -> SACAgent:
+    """The primary agent's SAC for ``config`` on ``task`` (``env`` gives the action space)."""
+    return SACAgent(
+        task.obs_dim,
+        action_space_of(env),
+        generator=generator,
+        lr=config.policy_lr,
+        gamma=config.gamma,
+        tau=policy_tau(config, task),
+        hidden=(config.policy_hidden, config.policy_hidden),
+    )
+
+
+def run_config_document(config: TrainConfig, spec: WorldModelSpec) -> dict[str, Any]:
+    """The content of ``config.json``: what the ledger header's ``config_digest`` covers."""
+    return {
+        "format": "amal_verified.run.config/1",
+        "train": config.to_json(),
+        "world_model": spec.to_json(),
+        "unsafe_mix": config.unsafe_mix,
+    }
+
+
+@final
+class Trainer:
+    """A training run in ``run_dir``.  Use :meth:`create` for a new run, :meth:`resume` to continue one."""
+
+    def __init__(self, config: TrainConfig, files: RunDirectory, *, progress: bool) -> None:
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(config.threads)
+        self.config: Final = config
+        self.files: Final = files
+        self.run_dir: Final = files.path
+        self.task: Final = task_info(config.env_id)
+        streams = RunStreams(config.seed)
+        self.streams: Final = streams
+        task = self.task
+        action_shape = () if task.discrete else (task.action_dim,)
+        action_dtype = torch.int64 if task.discrete else torch.float32
+
+        self.env: Final = EnvRunner(make_env(config.env_id), streams.numpy_generator("primary/episodes"))
+        self.primary_actions: Final = streams.torch_generator("primary/actions")
+        self.primary: Final = PrimaryBuffer(
+            config.buffer_size,
+            obs_shape=(task.obs_dim,),
+            action_shape=action_shape,
+            seed=streams.int_seed("primary/buffer"),
+            action_dtype=action_dtype,
+        )
+        self.spec: Final = world_model_spec(config, task)
+        self.learner: Final = WorldModelLearner(self.spec, streams, unsafe_mix=config.unsafe_mix)
+        self.policy: Final = make_policy(config, task, self.env.env, streams.torch_generator("policy"))
+        self.policy_batches: Final = streams.torch_generator("policy/batches")
+        self.rollouts: Final = streams.torch_generator("model-rollouts")
+        self.info_gain_draws: Final = streams.torch_generator("information-gain")
+        # IG(s, a) of each stored primary transition (by buffer row), computed once per transition.
+        self.primary_bonus: Final = torch.zeros(config.buffer_size)
+        self._recent: list[tuple[Any, Any]] = []  # (obs, action) collected since the last bonus pass
+        aux_streams = streams if config.aux_seed is None else RunStreams(config.aux_seed)
+        self.aux: Final = AuxPopulation(
+            task,
+            aux_streams,
+            num_agents=config.num_aux_agents,
+            population=config.cem_population,
+            elite_fraction=config.cem_elite_fraction,
+            std_floor=config.cem_std_floor,
+            beta=config.cem_beta,
+            hidden=config.aux_hidden,
+            buffer_size=config.aux_buffer_size,
+            obs_noise=config.aux_obs_noise,
+        )
+        self.imagined: Final = ImaginedBuffer(
+            config.rollout_batch * config.rollout_length * config.imagined_rounds_kept,
+            task.obs_dim,
+            action_shape,
+            action_dtype,
+        )
+        self.eval_env: Final = make_env(config.env_id)
+        self.step = 0
+        self._metrics: dict[str, float | None] = {}
+        self._policy_metrics: Mapping[str, Tensor] | None = None
+        self._returns: list[float] = []
+        self._progress: Final = progress
+        # Created by create()/resume() once everything else succeeded: opening the logs of a resumed
+        # run drops the CSV rows written after its checkpoint, which a refused resume must not do.
+        self.logger: RunLogger
+
+    def _open_logs(self, resume_step: int | None) -> None:
+        self.logger = RunLogger(
+            self.run_dir,
+            total_steps=self.config.total_steps,
+            unsafe_mix=self.config.unsafe_mix,
+            progress=self._progress,
+            resume_step=resume_step,
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(cls, config: TrainConfig, run_dir: str | Path, *, progress: bool = False) -> Trainer:
+        """Start a new run in ``run_dir`` (created; it must not exist or be empty)."""
+        task = task_info(config.env_id)
+        files = RunDirectory.create(
+            run_dir, run_config_document(config, world_model_spec(config, task)), config.seed
+        )
+        try:
+            trainer = cls(config, files, progress=progress)
+        except BaseException:
+            files.discard()
+            raise
+        trainer._open_logs(None)
+        files.write_config(unsafe_mix=config.unsafe_mix)
+        trainer._write_status("running")
+        return trainer
+
+    @classmethod
+    def resume(
+        cls, run_dir: str | Path, *, progress: bool = False, total_steps: int | None = None
+    ) -> Trainer:
+        """Continue the run in ``run_dir`` from its checkpoint, bit for bit as if uninterrupted.
+
+        ``total_steps`` may extend (never shorten below the checkpoint) the run's length.
+        """
+        config, state = RunDirectory.read_for_resume(run_dir, total_steps)
+        document = run_config_document(config, world_model_spec(config, task_info(config.env_id)))
+        files = RunDirectory.open_for_resume(run_dir, document, state)
+        try:
+            trainer = cls(config, files, progress=progress)
+            trainer.load_state_dict(state)
+        except BaseException:
+            files.close()
+            raise
+        trainer._open_logs(trainer.step)
+        if total_steps is not None:
+            files.rewrite_config()
+        return trainer
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, *, after_step: Callable[[Trainer], None] | None = None) -> dict[str, float | None]:
+        """Train until ``total_steps`` primary environment steps; returns the final metrics.
+
+        ``after_step``, if given, is called with the trainer after every primary step (the benchmark
+        evaluates the policy there); it must not change the trainer's state.
+        """
+        try:
+            while self.step < self.config.total_steps:
+                self.train_step()
+                if after_step is not None:
+                    after_step(self)
+        except BaseException:
+            self.files.keep_evidence_of_failure(**self._counts())
+            raise
+        finally:
+            self.logger.close()
+            self.files.close()
+        return dict(self._metrics)
+
+    def train_step(self) -> None:
+        """One primary environment step and everything scheduled at it (see the module docstring)."""
+        cfg = self.config
+        self._collect_primary()
+        self.aux.step()
+        n = self.step
+        if n >= cfg.learning_starts:
+            if n % cfg.cem_every == 0:
+                self._evolve_aux()
+            if n % cfg.wm_train_every == 0:
+                self._train_world_model()
+                self._score_recent_transitions()
+                self._imagine()
+            for _ in range(cfg.policy_updates_per_step):
+                self._update_policy()
+        if n % cfg.eval_every == 0 or n == cfg.total_steps:
+            # One stream per evaluation step: an extra evaluation (e.g. at the end of a shorter run
+            # that is later resumed) never shifts what later evaluations see.
+            seeds = self.streams.numpy_generator(f"evaluation/{n}")
+            with declassify(reason="evaluation episodes are logged only"):
+                returns = run_episodes(self.policy.act, self.eval_env, seeds, cfg.eval_episodes).returns
+            self._metrics["eval_return"] = sum(returns) / len(returns)
+        if n % cfg.log_every == 0 or n == cfg.total_steps:
+            self._log()
+        elif n % 50 == 0:
+            self.logger.advance(n)
+        if n % cfg.checkpoint_every == 0 or n == cfg.total_steps:
+            self.save_checkpoint(complete=n == cfg.total_steps)
+
+    def _collect_primary(self) -> None:
+        obs = torch.as_tensor(self.env.obs, dtype=torch.float32).unsqueeze(0)
+        if self.step < self.config.random_steps:
+            action = self._random_action()
+        else:
+            action = self.policy.act(obs, generator=self.primary_actions)[0]
+        # The policy may learn from auxiliary data; the action it executes in the real environment
+        # is recorded as primary data (Theorem 1 is about the recorded primary stream).
+        with declassify(reason="the primary policy acts in the real environment"):
+            env_action: Any = int(action) if self.task.discrete else action.numpy().astype(np.float32)
+        result = self.env.step(env_action)
+        self.primary.add(result.obs, env_action, result.reward, result.next_obs, result.terminated)
+        self.files.data_log.append(result.obs, env_action, result.reward, result.next_obs, result.terminated)
+        self._recent.append((result.obs, env_action))
+        if result.episode_return is not None:
+            self._returns.append(result.episode_return)
+        self.step += 1
+
+    def _random_action(self) -> Tensor:
+        task = self.task
+        if task.discrete:
+            return torch.randint(0, task.action_dim, (), generator=self.primary_actions)
+        u = torch.rand((task.action_dim,), generator=self.primary_actions)
+        low, high = torch.tensor(task.action_low), torch.tensor(task.action_high)
+        return (low + u * (high - low)).to(torch.float32)
+
+    def _evolve_aux(self) -> None:
+        scores = self.aux.evolve(self.primary, self.config.probe_states, self.policy.behaviour)
+        with declassify(reason="auxiliary fitness is logged only"):
+            self._metrics["aux_fitness"] = float(scores.mean())
+
+    def _train_world_model(self) -> None:
+        losses: list[float] = []
+        for _ in range(self.config.wm_updates_per_round):
+            update = self.learner.update(self.primary, self.aux.buffers)
+            self.files.record_update(update.index, update.batch_digest, update.param_digest, update.labels)
+            losses.append(update.loss)
+        self._metrics["wm_loss"] = sum(losses) / len(losses)
+        self._metrics["wm_updates"] = float(self.learner.updates)
+
+    def _score_recent_transitions(self) -> None:
+        """IG(s, a) under the current world model for the primary transitions of the last round."""
+        if not self._recent:
+            return
+        cfg = self.config
+        obs = torch.as_tensor(np.stack([o for o, _ in self._recent]), dtype=torch.float32)
+        actions = np.stack([np.asarray(a) for _, a in self._recent])
+        action = torch.as_tensor(actions, dtype=torch.int64 if self.task.discrete else torch.float32)
+        # Under --unsafe-mix the world model depends on auxiliary data, and so does the bonus.
+        with declassify(reason="the information-gain bonus is a reward of the policy only"):
+            _, gain = information_gain(
+                self.learner,
+                primary(obs),
+                action,
+                outer_samples=cfg.mi_outer_samples,
+                estimator=cfg.eig_estimator,
+                generator=self.info_gain_draws,
+            )
+        first = self.step - len(self._recent)
+        rows = torch.arange(first, self.step) % cfg.buffer_size
+        # The linear-Gaussian model predicts in float64; the bonus is a reward, stored as float32.
+        self.primary_bonus.index_copy_(0, rows, gain.to(self.primary_bonus.dtype))
+        self._recent = []
+        with declassify(reason="the information gain is logged only"):
+            self._metrics["info_gain"] = float(gain.mean())
+
+    def _imagine(self) -> None:
+        cfg, task = self.config, self.task
+        if not task.model_rollouts or cfg.real_ratio >= 1.0 or task.termination is None:
+            return
+        n_aux = round(cfg.rollout_batch * cfg.aux_ratio)
+        starts = []
+        if cfg.rollout_batch > n_aux:
+            starts.append(self.primary.sample(cfg.rollout_batch - n_aux, generator=self.rollouts).obs)
+        if n_aux:
+            starts.append(self.aux.sample(n_aux, self.rollouts).obs)
+        with declassify(reason="imagined rollouts (and their input checks) feed only the policy"):
+            batch = imagine(
+                self.learner,
+                lambda o: self.policy.act(o, generator=self.rollouts),
+                torch.cat(starts),
+                length=cfg.rollout_length,
+                info_weight=cfg.info_weight,
+                outer_samples=cfg.mi_outer_samples,
+                estimator=cfg.eig_estimator,
+                termination=task.termination,
+                generator=self.rollouts,
+            )
+            self._metrics["imagined_info_gain"] = float(batch.info_gain.mean())
+        self.imagined.add(batch)
+
+    def _update_policy(self) -> None:
+        cfg = self.config
+        size = cfg.batch_size
+        n_img = round(size * (1.0 - cfg.real_ratio)) if len(self.imagined) else 0
+        n_real = size - n_img
+        n_aux = round(n_real * cfg.aux_ratio)
+        parts: list[Mapping[str, Tensor]] = []
+        if n_real > n_aux:
+            # The buffer's own stream: only the policy reads it.
+            prim = self.primary.sample(n_real - n_aux)
+            fields = _batch_fields(prim)
+            fields["reward"] = fields["reward"] + cfg.info_weight * self.primary_bonus[prim.indices]
+            parts.append(fields)
+        if n_aux:
+            parts.append(_batch_fields(self.aux.sample(n_aux, self.policy_batches)))
+        if n_img:
+            parts.append(self.imagined.sample(n_img, self.policy_batches))
+        data = parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        metrics = self.policy.update(
+            data["obs"], data["action"], data["reward"], data["next_obs"], data["terminated"]
+        )
+        self._policy_metrics = metrics
+
+    # ------------------------------------------------------------------ evaluation and logs
+
+    def _log(self) -> None:
+        m = self._metrics
+        if self._returns:
+            m["episode_return"] = sum(self._returns[-10:]) / len(self._returns[-10:])
+        metrics = self._policy_metrics
+        if metrics is not None:
+            with declassify(reason="policy losses are logged only"):
+                for key in ("critic_loss", "actor_loss", "alpha"):
+                    if key in metrics:
+                        m[key] = float(metrics[key])
+        m["aux_dropped_nonfinite"] = float(self.aux.dropped_nonfinite)
+        m["steps_per_s"] = self.logger.steps_per_s(self.step)
+        self.logger.log(self.step, m)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, *, complete: bool = False) -> None:
+        """Checkpoint the run (primary data and ledger first, see :class:`RunDirectory`)."""
+        self.files.save_checkpoint(self.step, self.state_dict())
+        self._write_status("complete" if complete else "running")
+
+    def _counts(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "total_steps": self.config.total_steps,
+            "updates": self.learner.updates,
+            "unsafe_mix": self.config.unsafe_mix,
+        }
+
+    def _write_status(self, status: str) -> None:
+        self.files.write_status(status, **self._counts())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the loop needs to continue bit for bit: every component and random stream."""
+        return {
+            "returns": list(self._returns),
+            "metrics": {k: v for k, v in self._metrics.items() if v is not None},
+            "env": self.env.state_dict(),
+            "primary_actions": self.primary_actions.get_state(),
+            "primary_buffer": self.primary.state_dict(),
+            "learner": self.learner.state_dict(),
+            "policy": self.policy.state_dict(),
+            "policy_batches": self.policy_batches.get_state(),
+            "rollouts": self.rollouts.get_state(),
+            "info_gain_draws": self.info_gain_draws.get_state(),
+            "primary_bonus": self.primary_bonus[: min(self.step, self.config.buffer_size)].clone(),
+            "recent": [[np.asarray(o), np.asarray(a)] for o, a in self._recent],
+            "aux": self.aux.state_dict(),
+            "imagined": self.imagined.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (a checkpoint's, with its ``step``)."""
+        self.step = int(state["step"])
+        self._returns = list(state["returns"])
+        self._metrics = dict(state["metrics"])
+        self.env.load_state_dict(state["env"])
+        self.primary_actions.set_state(state["primary_actions"])
+        self.primary.load_state_dict(state["primary_buffer"])
+        self.learner.load_state_dict(state["learner"])
+        self.policy.load_state_dict(state["policy"])
+        self.policy_batches.set_state(state["policy_batches"])
+        self.rollouts.set_state(state["rollouts"])
+        self.info_gain_draws.set_state(state["info_gain_draws"])
+        bonus = state["primary_bonus"]
+        self.primary_bonus[: bonus.shape[0]] = bonus
+        self._recent = [(o, a.item() if self.task.discrete else a) for o, a in state["recent"]]
+        self.aux.load_state_dict(state["aux"])
+        self.imagined.load_state_dict(state["imagined"])
+
+
+def action_space_of(env: Any) -> gym.spaces.Discrete | gym.spaces.Box:
+    """The environment's action space, which the supported tasks keep Discrete or Box."""
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Discrete | gym.spaces.Box):
+        raise ValueError(f"action space {space} is neither Discrete nor Box")
+    return space
+
+
+def _batch_fields(batch: Any) -> dict[str, Tensor]:
+    return {
+        "obs": batch.obs,
+        "action": batch.action,
+        "reward": batch.reward,
+        "next_obs": batch.next_obs,
+        "terminated": batch.done,
+    }

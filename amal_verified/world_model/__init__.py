@@ -1,0 +1,41 @@
+"""The world model: what the gate protects and Theorem 1 speaks of.
+
+``ensemble`` (the paper's recurrent ensemble, ``EnsembleWorldModel``), ``linear`` (the
+linear-Gaussian model), ``learner`` (``WorldModelLearner``: its update, on primary data only, through a
+``GatedOptimizer``) and ``information_gain`` (the exploration bonus computed from the ensemble).
+Above the isolation core; below the agents and the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
+# Before the package was arranged in layers, ``amal_verified.world_model`` was today's ``ensemble``.
+_ENSEMBLE_NAMES = frozenset(
+    {
+        "DEFAULT_DECODER",
+        "DEFAULT_ENCODER",
+        "DEFAULT_GRU_HIDDEN",
+        "EnsembleGRU",
+        "EnsembleLinear",
+        "EnsembleWorldModel",
+        "WorldModelOutput",
+        "WorldModelSample",
+        "bootstrap_indices",
+        "member_generators",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _ENSEMBLE_NAMES:
+        raise AttributeError(f"module 'amal_verified.world_model' has no attribute {name!r}")
+    warnings.warn(
+        f"amal_verified.world_model.{name} moved to amal_verified.world_model.ensemble.{name}; "
+        "import it from there (or use amal_verified.EnsembleWorldModel)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module("amal_verified.world_model.ensemble"), name)

@@ -1,0 +1,321 @@
+"""Expected information gain (EIG) about world-model parameters: nested Monte Carlo estimators.
+
+The paper's Proposition 1 (Eq. 7) averages the likelihood over *policy* samples π^(k); the quantity
+that its own proof (Appendix A.1, Eq. 13) starts from, and the one an exploration bonus needs, is the
+expected information gain about the world-model parameters θ from observations o::
+
+    I(θ; o) = E_{p(θ) p(o|θ)} [ log p(o|θ) − log p(o) ],      p(o) = E_{p(θ)} [ p(o|θ) ].
+
+``p(o)`` is intractable, so it is replaced by an inner Monte Carlo average over K parameter samples
+(ensemble members or posterior samples) inside an outer average over M observations.
+
+Naming.  As in the paper, **M is the number of outer observations** o_j (θ_j ~ p(θ), o_j ~ p(o|θ_j))
+and **K the number of inner parameter samples** θ_k used to estimate log p(o_j).  Rainforth et al.
+(2018, "On nesting Monte Carlo estimators") use the opposite letters (N outer, M inner); Foster et al.
+(2019/2020, PCE) call the inner count L.
+
+Estimators (all return nats):
+
+* **NMC** (nested Monte Carlo)::
+
+      Î_NMC = (1/M) Σ_j [ log p(o_j|θ_j) − log (1/K) Σ_k p(o_j|θ_k) ],   θ_k ∉ {θ_j}.
+
+  Since log is concave, log of a mean of K likelihoods underestimates log p(o_j) on average, so the
+  estimator is biased **upward**; to leading order the bias is Var_θ[p(o|θ)/p(o)] / (2K), i.e. O(1/K)
+  (for the linear-Gaussian model θ ~ N(0, s²), o = θx + ε, ε ~ N(0, σ²) it is ≈ s²x²/(2σ²K)).  It is
+  consistent as K → ∞ but not a bound.
+* **PCE** (prior contrastive estimation, Foster et al.)::
+
+      Î_PCE = (1/M) Σ_j [ log p(o_j|θ_j) − log (1/(K+1)) (p(o_j|θ_j) + Σ_k p(o_j|θ_k)) ].
+
+  Including the generating θ_j among the K+1 contrastive terms makes E[Î_PCE] ≤ I (a lower bound,
+  bias **downward**, also O(1/K)), and every single term is ≤ log(K+1).
+
+Inner-sample regimes (``regime=``):
+
+* ``"fresh"``: K new inner samples for every outer observation.  Bias O(1/K), variance
+  ≈ Var[log p(o|θ)/p(o)] / M + O(1/(MK)) = O(1/M).  This is the setting of Proposition 1's claim.
+* ``"fixed"``: one set of K inner samples (one ensemble) shared by all M observations of a
+  replicate — what a trainer with a K-member ensemble computes.  The error of log p̂(o) is then
+  common to all j and does not average out: **the variance stops falling in M and floors** at a
+  level set by K alone (Var ≈ v/M + floor(K)).  Increasing M beyond ~v/floor buys nothing; only a
+  larger ensemble helps.  How the floor scales: p̂ is a normalised mixture, so the first-order error
+  ∫ p(o)(p(o) − p̂(o))/p(o) do is exactly 0 for every ensemble when the outer θ_j are drawn from the
+  prior; the floor comes from the second-order term (mean = the O(1/K) bias, spread O(1/K)), so it
+  falls like c/K² once K is large enough for the ratio p(o|θ)/p(o) to have light tails.  Measured
+  for the linear-Gaussian model (NMC, a = s²x²/σ²): a = 1, K = 8: ≈ 4.5e-3 (NOTES: 3.4e-3; the
+  spread across seeds is large, a = 1 is heavy-tailed); K²·floor ≈ 0.2 (a = 1), 0.04 (a = 1/3),
+  0.005 (a = 0.1) for K from 4 to 64.  It is not c/K as a first-order argument would suggest.
+
+For a Gaussian ensemble world model, :func:`gaussian_ensemble_eig` computes the information the next
+observation carries about which member is right, in the fixed-ensemble regime.
+
+No function here touches the global RNG: every random draw goes through the explicit
+``torch.Generator`` passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+
+from amal_verified.common.runtime_checks import checked
+
+__all__ = [
+    "Estimator",
+    "LogProb",
+    "ObservationSampler",
+    "PriorSampler",
+    "Regime",
+    "eig_from_log_likelihoods",
+    "gaussian_ensemble_eig",
+    "nmc_eig",
+    "pce_eig",
+]
+
+Estimator = Literal["nmc", "pce"]
+Regime = Literal["fresh", "fixed"]
+
+LogProb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``log_prob(o, theta)``: log p(o|θ), broadcasting ``o`` of shape ``(*batch, M, 1, *obs_event)``
+against ``theta`` of shape ``(*batch, M, K+1, *theta_event)`` to a result of shape ``(*batch, M, K+1)``."""
+
+PriorSampler = Callable[[tuple[int, ...], torch.Generator], torch.Tensor]
+"""``sample_prior(shape, generator)``: i.i.d. θ ~ p(θ) of shape ``(*shape, *theta_event)``."""
+
+ObservationSampler = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""``sample_obs(theta, generator)``: o ~ p(o|θ) for θ of shape ``(*batch, M, *theta_event)``,
+returning shape ``(*batch, M, *obs_event)``."""
+
+
+def _positive_int(value: int, name: str) -> None:
+    if isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def _check_batch_shape(batch_shape: tuple[int, ...]) -> None:
+    for size in batch_shape:
+        if isinstance(size, bool) or size < 1:
+            raise ValueError(f"batch_shape must be a tuple of ints >= 1, got {batch_shape!r}")
+
+
+def _check_leading(tensor: object, leading: tuple[int, ...], what: str) -> torch.Tensor:
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{what} must return a torch.Tensor, got {type(tensor).__name__}")
+    if tuple(tensor.shape[: len(leading)]) != leading:
+        raise ValueError(
+            f"{what} returned shape {tuple(tensor.shape)}, expected leading dimensions {leading}"
+        )
+    if not tensor.is_floating_point():
+        raise ValueError(f"{what} must return a floating-point tensor, got dtype {tensor.dtype}")
+    if torch.isnan(tensor).any():
+        raise ValueError(f"{what} returned NaN")
+    return tensor
+
+
+def _log_mean_exp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])
+
+
+@checked
+def eig_from_log_likelihoods(log_lik: torch.Tensor, estimator: Estimator) -> torch.Tensor:
+    """Reduce a log-likelihood matrix to an EIG estimate (nats), one per leading batch index.
+
+    ``log_lik`` has shape ``(*batch, M, K+1)``: ``log_lik[..., j, 0] = log p(o_j|θ_j)`` for the
+    parameter θ_j that generated o_j, and ``log_lik[..., j, 1:]`` are ``log p(o_j|θ_k)`` for the K
+    inner samples.  Returns shape ``batch``:
+
+    * ``"nmc"``: mean_j [col 0 − logmeanexp(cols 1..K)] (needs K ≥ 1; biased upward);
+    * ``"pce"``: mean_j [col 0 − logmeanexp(cols 0..K)] (K+1 terms; a lower bound in expectation).
+
+    Raises ``ValueError`` if the shape is wrong, any entry is NaN or +inf, or a generating-parameter
+    entry (column 0) is −inf (the observation is impossible under the parameter that produced it).
+    Inner columns may be −inf (zero likelihood).  Differentiable in ``log_lik``.
+    """
+    if log_lik.dim() < 2:
+        raise ValueError(f"log_lik must have shape (*batch, M, K+1), got {tuple(log_lik.shape)}")
+    if not log_lik.is_floating_point():
+        raise ValueError(f"log_lik must be floating point, got dtype {log_lik.dtype}")
+    m, k_plus_1 = log_lik.shape[-2], log_lik.shape[-1]
+    shape = tuple(log_lik.shape)
+    if m < 1:
+        raise ValueError(f"log_lik must have M >= 1 outer observations (dim -2), got shape {shape}")
+    if k_plus_1 < 2:
+        raise ValueError(
+            f"log_lik must have K >= 1 inner samples (dim -1 of size K+1 >= 2), got shape {shape}"
+        )
+    if torch.isnan(log_lik).any():
+        raise ValueError("log_lik (log_prob output) contains NaN")
+    if torch.isposinf(log_lik).any():
+        raise ValueError("log_lik (log_prob output) contains +inf")
+    own = log_lik[..., 0]
+    if torch.isneginf(own).any():
+        raise ValueError("log_lik[..., 0] (log p(o_j|θ_j) for the generating θ_j) contains -inf")
+    if estimator == "nmc":
+        log_marginal = _log_mean_exp(log_lik[..., 1:], dim=-1)
+    else:
+        log_marginal = _log_mean_exp(log_lik, dim=-1)
+    return (own - log_marginal).mean(dim=-1)
+
+
+def _log_likelihood_matrix(
+    log_prob: LogProb,
+    sample_prior: PriorSampler,
+    sample_obs: ObservationSampler,
+    outer: int,
+    inner: int,
+    generator: torch.Generator,
+    regime: Regime,
+    batch_shape: tuple[int, ...],
+) -> torch.Tensor:
+    _positive_int(outer, "outer (M)")
+    _positive_int(inner, "inner (K)")
+    _check_batch_shape(batch_shape)
+    nb = len(batch_shape)
+    # Inner samples first, so that in the "fixed" regime a replicate's ensemble does not depend on M.
+    inner_shape = (*batch_shape, outer, inner) if regime == "fresh" else (*batch_shape, 1, inner)
+    theta_inner = _check_leading(sample_prior(inner_shape, generator), inner_shape, "sample_prior")
+    outer_shape = (*batch_shape, outer)
+    theta_outer = _check_leading(sample_prior(outer_shape, generator), outer_shape, "sample_prior")
+    event = tuple(theta_outer.shape[nb + 1 :])
+    if tuple(theta_inner.shape[nb + 2 :]) != event:
+        inner_event = tuple(theta_inner.shape[nb + 2 :])
+        raise ValueError(f"sample_prior returned inconsistent event shapes: {inner_event} vs {event}")
+    obs = _check_leading(sample_obs(theta_outer, generator), outer_shape, "sample_obs")
+    theta_inner = theta_inner.expand(*batch_shape, outer, inner, *event)
+    thetas = torch.cat([theta_outer.unsqueeze(nb + 1), theta_inner], dim=nb + 1)
+    log_lik = log_prob(obs.unsqueeze(nb + 1), thetas)
+    expected = (*batch_shape, outer, inner + 1)
+    if not isinstance(log_lik, torch.Tensor) or tuple(log_lik.shape) != expected:
+        got = tuple(log_lik.shape) if isinstance(log_lik, torch.Tensor) else type(log_lik).__name__
+        raise ValueError(f"log_prob returned {got}, expected shape {expected} (*batch_shape, M, K+1)")
+    return log_lik
+
+
+@checked
+def nmc_eig(
+    log_prob: LogProb,
+    sample_prior: PriorSampler,
+    sample_obs: ObservationSampler,
+    *,
+    outer: int,
+    inner: int,
+    generator: torch.Generator,
+    regime: Regime = "fresh",
+    batch_shape: tuple[int, ...] = (),
+) -> torch.Tensor:
+    """Nested Monte Carlo estimate of I(θ; o) in nats, biased upward by O(1/K).
+
+    For each of ``outer`` = M observations: θ_j ~ p(θ), o_j ~ p(o|θ_j); log p(o_j) is estimated by
+    log (1/K) Σ_k p(o_j|θ_k) over ``inner`` = K samples θ_k ~ p(θ) that do **not** include θ_j.
+    Returns a tensor of shape ``batch_shape``: independent replicates (e.g. seeds), computed in one
+    vectorised pass (memory ∝ prod(batch_shape)·M·(K+1)).
+
+    ``regime="fresh"``: new θ_1..θ_K for every j; bias O(1/K), variance O(1/M).
+    ``regime="fixed"``: one θ_1..θ_K per replicate shared by all j (an ensemble); bias O(1/K) but the
+    variance stops falling like 1/M and floors at a K-dependent level (≈ c/K² for large K, see the
+    module docstring).
+
+    Random draws use only ``generator`` (inner samples are drawn before outer ones, so a replicate's
+    fixed ensemble is the same for every M given the same generator state).  See the module
+    docstring for the callables' shape contracts; violations raise ``ValueError`` naming the callable.
+    """
+    log_lik = _log_likelihood_matrix(
+        log_prob, sample_prior, sample_obs, outer, inner, generator, regime, batch_shape
+    )
+    return eig_from_log_likelihoods(log_lik, "nmc")
+
+
+@checked
+def pce_eig(
+    log_prob: LogProb,
+    sample_prior: PriorSampler,
+    sample_obs: ObservationSampler,
+    *,
+    outer: int,
+    inner: int,
+    generator: torch.Generator,
+    regime: Regime = "fresh",
+    batch_shape: tuple[int, ...] = (),
+) -> torch.Tensor:
+    """Prior contrastive estimate of I(θ; o) in nats: a lower bound in expectation, bias O(1/K).
+
+    As :func:`nmc_eig`, but log p(o_j) is estimated over the K+1 parameters {θ_j, θ_1..θ_K}
+    (the generating θ_j included), so E[result] ≤ I(θ; o) and each term is ≤ log(K+1).
+    Same arguments, regimes, shapes and errors as :func:`nmc_eig`.
+    """
+    log_lik = _log_likelihood_matrix(
+        log_prob, sample_prior, sample_obs, outer, inner, generator, regime, batch_shape
+    )
+    return eig_from_log_likelihoods(log_lik, "pce")
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@checked
+def gaussian_ensemble_eig(
+    means: torch.Tensor,
+    stds: torch.Tensor,
+    *,
+    num_samples: int,
+    generator: torch.Generator,
+    estimator: Estimator = "pce",
+) -> torch.Tensor:
+    """Information gain (nats) of the next observation about a Gaussian ensemble's members, per input.
+
+    ``means`` and ``stds`` have shape ``(K, B, D)``: member k predicts o ~ N(means[k, b],
+    diag(stds[k, b]²)) for the b-th (state, action) pair.  The members are treated as K fixed
+    samples of θ with a uniform prior (the "fixed ensemble" regime).  For each b, ``num_samples``
+    observations are drawn from **every** member (stratified over members: K·num_samples outer
+    draws), reparameterised, so the result is differentiable in ``means`` and ``stds``.  Returns
+    shape ``(B,)``.
+
+    * ``"pce"`` (default): mean over j, o ~ member j of log p(o|j) − log (1/K) Σ_k p(o|k), the sum
+      running over all K members.  With a uniform prior over members this mixture *is* the exact
+      marginal, so this is an unbiased Monte Carlo estimate of I(member; o) — the information the
+      observation carries about which member is right.  It lies in [0, ln K]: 0 when all members
+      agree, → ln K as they become separable.  Read as an estimate of the EIG about a continuous θ
+      of which the members are posterior samples, it is the PCE lower bound (K−1 contrastive terms).
+    * ``"nmc"``: leave-one-out, log p(o|j) − log (1/(K−1)) Σ_{k≠j} p(o|k) (needs K ≥ 2).  The NMC
+      estimate of the EIG about a continuous θ; biased upward, unbounded (it grows without limit as
+      members separate), and ≥ the PCE value for every sample.
+
+    ``num_samples`` only reduces the Monte Carlo noise over o (variance O(1/(K·num_samples))); as
+    estimates of the continuous-θ EIG, the error from having only K members does not shrink with it.
+    The result carries gradients; detach it before using it as a reward.  Memory is
+    O(num_samples·K²·B·D).  Raises ``ValueError`` for mismatched or non-3-D shapes, non-finite
+    means, stds that are not finite and > 0, ``num_samples`` < 1, or ``"nmc"`` with K < 2.
+    """
+    _positive_int(num_samples, "num_samples")
+    if means.dim() != 3:
+        raise ValueError(f"means must have shape (K, B, D), got {tuple(means.shape)}")
+    if stds.shape != means.shape:
+        raise ValueError(f"stds must have the shape of means {tuple(means.shape)}, got {tuple(stds.shape)}")
+    if not means.is_floating_point() or not stds.is_floating_point():
+        raise ValueError(f"means and stds must be floating point, got {means.dtype} and {stds.dtype}")
+    k, b, d = means.shape
+    if k < 1 or d < 1:
+        raise ValueError(f"means must have K >= 1 members and D >= 1 dimensions, got {tuple(means.shape)}")
+    if estimator == "nmc" and k < 2:
+        raise ValueError(f"estimator='nmc' (leave-one-out) needs K >= 2 members, got K={k}")
+    if not torch.isfinite(means).all():
+        raise ValueError("means contains NaN or inf")
+    if not torch.isfinite(stds).all() or not (stds > 0).all():
+        raise ValueError("stds must be finite and > 0")
+    noise = torch.randn((num_samples, k, b, d), generator=generator, dtype=means.dtype, device=means.device)
+    obs = means.unsqueeze(0) + stds.unsqueeze(0) * noise  # (N, K_j, B, D): obs[:, j] ~ member j
+    # log p(obs[n, j, b] | member k): broadcast (N, K_j, 1, B, D) against (1, 1, K_k, B, D).
+    z = (obs.unsqueeze(2) - means.unsqueeze(0).unsqueeze(0)) / stds.unsqueeze(0).unsqueeze(0)
+    log_lik = (-0.5 * z.square() - torch.log(stds).unsqueeze(0).unsqueeze(0) - _HALF_LOG_2PI).sum(dim=-1)
+    own = torch.diagonal(log_lik, dim1=1, dim2=2)  # (N, B, K_j)
+    if estimator == "pce":
+        log_marginal = _log_mean_exp(log_lik, dim=2)  # (N, K_j, B)
+    else:
+        eye = torch.eye(k, dtype=torch.bool, device=means.device).view(1, k, k, 1)
+        log_marginal = torch.logsumexp(log_lik.masked_fill(eye, -math.inf), dim=2) - math.log(k - 1)
+    gain = own.permute(0, 2, 1) - log_marginal  # (N, K_j, B)
+    return gain.mean(dim=(0, 1))

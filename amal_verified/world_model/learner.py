@@ -1,0 +1,424 @@
+"""One world-model update (paper Eq. 3), shared by the trainer and by ``amal certify``.
+
+:class:`WorldModelLearner` owns the ensemble world model, its optimizer and the two random streams
+the update consumes (the batch sampler and the members' bootstrap generators).  One call to
+:meth:`WorldModelLearner.update` is::
+
+    batch  = D_P.sample(batch_size, generator=<world-model/batches>)          # primary data only
+    idx    = bootstrap_indices(batch_size, <world-model/bootstrap/k> for each member k)
+    loss   = Σ_k NLL_k(batch[idx_k]) + 0.01 · Σ_k log-std bound penalty_k     # Eq. 1 / Eq. 3
+    GatedOptimizer(Adam).step()                                                # refuses aux-derived grads
+
+and returns the facts the ledger records: the batch digest (indices and contents), the parameter
+digest after the step and the labels the loss carried.
+
+Options of :class:`WorldModelSpec` beyond the paper's defaults (which they leave bit for bit unchanged),
+all going through the same update, gate, primary buffer and ledger digests:
+
+- ``model="linear-gaussian"``: :class:`~amal_verified.world_model.linear.LinearGaussianWorldModel`,
+  ``[s', r] ~ N(W [s, a, 1], I)`` in float64, trained on its mean NLL (a least-squares loss) without
+  bootstrapping (it is one model: ``members=1``);
+- ``optimizer="sgd"``: plain gradient descent ``θ ← θ − lr · ∇loss`` (``torch.optim.SGD``, no momentum)
+  instead of Adam;
+- ``weight_decay=λ``: the loss gains ``(λ / 2) Σ ‖θ‖²`` over every parameter (L2, the same gradient as
+  torch's coupled ``weight_decay``, not AdamW's decoupled decay);
+- ``full_batch=True``: every update uses every transition of the primary buffer once, in storage order
+  (rows ``0 .. len−1``; ``indices`` in the digest are ``0 .. len−1``) instead of ``batch_size`` rows
+  drawn with replacement; ``batch_size`` is then unused.
+
+With all four (linear-Gaussian, SGD, ``weight_decay > 0``, full batch) an update is one step of gradient
+descent on a fixed μ-strongly convex, L-smooth objective (μ, L: see the linear model's docstring):
+the setting of the paper's Theorem 2.  :meth:`WorldModelLearner.full_batch_loss` evaluates that
+objective without stepping.
+
+Because the update reads nothing but the primary buffer, the learner's own state and its own
+streams, replaying it in a fresh process from the recorded primary data alone reproduces every
+digest bit for bit — that replay is the run's certificate (Theorem 1).  This module therefore
+imports no environment, policy or auxiliary-agent code.
+
+``unsafe_mix=True`` is the paper's "standard MARL" baseline, for comparison only: each batch is
+drawn from ``D_P ∪ D_A`` (rows split between primary and auxiliary data in proportion to their sizes;
+with ``full_batch`` every row of ``D_P`` and then of each ``D_A^i``) and the optimizer is **not**
+gated.  Its runs cannot certify.
+
+The world model sees one transition per sequence (``T = 1``, GRU state starting at zero): Eq. 1 is a
+Markov model ``p(s', r | s, a)``, the supported tasks are fully observed, and one-step sequences cost
+a sixteenth of the paper's 16-step windows.  Discrete actions are fed one-hot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal, final, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from amal_verified.common.rng_streams import RunStreams
+from amal_verified.common.runtime_checks import checked
+from amal_verified.isolation.buffers import AuxBuffer, Batch, PrimaryBuffer
+from amal_verified.isolation.escapes import declassify
+from amal_verified.isolation.gate import GatedOptimizer
+from amal_verified.isolation.labels import Label
+from amal_verified.isolation.tagging import label_of
+from amal_verified.record.ledger import batch_digest, state_digest
+from amal_verified.world_model.ensemble import (
+    DEFAULT_DECODER,
+    DEFAULT_ENCODER,
+    DEFAULT_GRU_HIDDEN,
+    EnsembleWorldModel,
+    WorldModelOutput,
+    bootstrap_indices,
+    member_generators,
+)
+from amal_verified.world_model.linear import LinearGaussianWorldModel
+
+__all__ = [
+    "MODELS",
+    "OPTIMIZERS",
+    "ModelName",
+    "OptimizerName",
+    "WorldModelLearner",
+    "WorldModelSpec",
+    "WorldModelUpdate",
+]
+
+BOUND_PENALTY: Final = 0.01
+_STATE_FORMAT: Final = 1
+ModelName = Literal["ensemble", "linear-gaussian"]
+OptimizerName = Literal["adam", "sgd"]
+MODELS: Final[tuple[str, ...]] = get_args(ModelName)
+OPTIMIZERS: Final[tuple[str, ...]] = get_args(OptimizerName)
+# Options added after the paper's configuration, with the defaults that reproduce it.  ``to_json`` leaves
+# them out while they hold these values, so the documents (and config digests) of default runs are
+# unchanged; ``from_json`` fills them in.
+_OPTION_DEFAULTS: Final[dict[str, Any]] = {
+    "model": "ensemble",
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "full_batch": False,
+}
+# Fields of the recurrent ensemble that the linear-Gaussian model has no use for.
+_ENSEMBLE_ONLY: Final[dict[str, Any]] = {
+    "shared_trunk": False,
+    "encoder_sizes": DEFAULT_ENCODER,
+    "gru_hidden": DEFAULT_GRU_HIDDEN,
+    "decoder_sizes": DEFAULT_DECODER,
+}
+
+
+@final
+@dataclass(frozen=True)
+class WorldModelSpec:
+    """Everything that determines a world-model learner besides the run seed.
+
+    ``action_dim`` is the number of actions for a discrete task (actions are one-hot encoded) and
+    the action dimension otherwise.  Defaults are the paper's (Table 1, §6.3).  ``model``,
+    ``optimizer``, ``weight_decay`` and ``full_batch`` are described in the module docstring;
+    ``model="linear-gaussian"`` needs ``members=1`` and the ensemble-only fields (``shared_trunk``,
+    ``encoder_sizes``, ``gru_hidden``, ``decoder_sizes``) at their defaults.  Bad values raise
+    ``ValueError`` naming the field.
+    """
+
+    obs_dim: int
+    action_dim: int
+    discrete: bool
+    members: int = 20
+    lr: float = 3e-4
+    batch_size: int = 256
+    shared_trunk: bool = False
+    encoder_sizes: tuple[int, ...] = DEFAULT_ENCODER
+    gru_hidden: int = DEFAULT_GRU_HIDDEN
+    decoder_sizes: tuple[int, ...] = DEFAULT_DECODER
+    model: ModelName = "ensemble"
+    optimizer: OptimizerName = "adam"
+    weight_decay: float = 0.0
+    full_batch: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("obs_dim", "action_dim", "members", "batch_size", "gru_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"WorldModelSpec.{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, float | int) and 0.0 < self.lr < float("inf")):
+            raise ValueError(f"WorldModelSpec.lr must be a finite positive number, got {self.lr!r}")
+        for name, choices in (("model", MODELS), ("optimizer", OPTIMIZERS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"WorldModelSpec.{name} must be one of {', '.join(map(repr, choices))}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not (isinstance(wd, float | int) and 0.0 <= wd < float("inf")):
+            raise ValueError(f"WorldModelSpec.weight_decay must be a finite number >= 0, got {wd!r}")
+        if not isinstance(self.full_batch, bool):
+            raise ValueError(f"WorldModelSpec.full_batch must be True or False, got {self.full_batch!r}")
+        if self.model == "linear-gaussian":
+            if self.members != 1:
+                raise ValueError(
+                    f"WorldModelSpec.members must be 1 with model='linear-gaussian' (a single model, "
+                    f"not an ensemble), got {self.members}"
+                )
+            for name, default in _ENSEMBLE_ONLY.items():
+                if getattr(self, name) != default:
+                    raise ValueError(
+                        f"WorldModelSpec.{name} configures the recurrent ensemble and has no effect with "
+                        f"model='linear-gaussian': leave it at its default {default!r}"
+                    )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists); options at their defaults are left out (see above)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in asdict(self).items()
+            if k not in _OPTION_DEFAULTS or v != _OPTION_DEFAULTS[k]
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WorldModelSpec:
+        """Inverse of :meth:`to_json`; ``ValueError`` naming unknown or missing keys."""
+        fields = set(cls.__dataclass_fields__)
+        unknown, missing = set(data) - fields, {"obs_dim", "action_dim", "discrete"} - set(data)
+        if unknown or missing:
+            raise ValueError(
+                f"world-model spec: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
+            )
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+@final
+@dataclass(frozen=True)
+class WorldModelUpdate:
+    """What one update did: the ledger's record fields plus the loss (a float, primary-derived)."""
+
+    index: int
+    loss: float
+    batch_digest: str
+    param_digest: str
+    labels: tuple[str, ...]
+
+
+@final
+class WorldModelLearner:
+    """The world model with its optimizer and random streams (see the module docstring).
+
+    The streams are claimed from ``streams`` under the names ``world-model/init``,
+    ``world-model/batches`` and ``world-model/bootstrap`` (whatever the configuration uses of them);
+    nothing else in a run may claim them.
+    """
+
+    @checked
+    def __init__(self, spec: WorldModelSpec, streams: RunStreams, *, unsafe_mix: bool = False) -> None:
+        self.spec: Final = spec
+        self.unsafe_mix: Final = unsafe_mix
+        init = streams.torch_generator("world-model/init")
+        self.model: Final[EnsembleWorldModel | LinearGaussianWorldModel] = (
+            EnsembleWorldModel(
+                spec.obs_dim,
+                spec.action_dim,
+                members=spec.members,
+                generator=init,
+                encoder_sizes=spec.encoder_sizes,
+                gru_hidden=spec.gru_hidden,
+                decoder_sizes=spec.decoder_sizes,
+                shared_trunk=spec.shared_trunk,
+            )
+            if spec.model == "ensemble"
+            else LinearGaussianWorldModel(spec.obs_dim, spec.action_dim, generator=init)
+        )
+        inner: torch.optim.Optimizer = (
+            torch.optim.Adam(self.model.parameters(), lr=spec.lr)
+            if spec.optimizer == "adam"
+            else torch.optim.SGD(self.model.parameters(), lr=spec.lr)
+        )
+        self.optimizer: Final[torch.optim.Optimizer] = (
+            inner if unsafe_mix else GatedOptimizer(inner, names=self.model)
+        )
+        self._batches: Final = streams.torch_generator("world-model/batches")
+        self._members: Final = member_generators(streams.int_seed("world-model/bootstrap"), spec.members)
+        self.updates = 0
+
+    # ------------------------------------------------------------------ inputs
+
+    def encode_action(self, action: Tensor) -> Tensor:
+        """``(B,)`` int64 actions → one-hot floats (discrete); ``(B, A)`` floats unchanged (continuous)."""
+        if self.spec.discrete:
+            return F.one_hot(action.long(), self.spec.action_dim).to(torch.float32)
+        return action.to(torch.float32)
+
+    def _batch(self, primary: PrimaryBuffer, aux: Sequence[AuxBuffer]) -> Batch:
+        if self.spec.full_batch:
+            return _whole(primary, [] if not self.unsafe_mix else [b for b in aux if len(b)])
+        size = self.spec.batch_size
+        if not self.unsafe_mix:
+            return primary.sample(size, generator=self._batches)
+        # D_P ∪ D_A, uniformly over all stored transitions: the ablation's data, never the default.
+        sizes = [len(primary), *(len(b) for b in aux)]
+        picks = torch.randint(0, sum(sizes), (size,), generator=self._batches)
+        owner = torch.searchsorted(torch.tensor(sizes).cumsum(0), picks, right=True)
+        counts = torch.bincount(owner, minlength=len(sizes)).tolist()
+        buffers: list[PrimaryBuffer | AuxBuffer] = [primary, *aux]
+        parts = [b.sample(c, generator=self._batches) for b, c in zip(buffers, counts, strict=True) if c]
+        return Batch(
+            **{
+                name: torch.cat([getattr(p, name) for p in parts])
+                for name in ("obs", "action", "reward", "next_obs", "done", "indices")
+            }
+        )
+
+    # ------------------------------------------------------------------ update
+
+    def update(self, primary: PrimaryBuffer, aux: Sequence[AuxBuffer] = ()) -> WorldModelUpdate:
+        """One gradient step of Eq. 3 on a batch of ``primary`` (see the module docstring).
+
+        ``aux`` is read only by the ``unsafe_mix`` ablation.  Raises ``ValueError`` if the primary
+        buffer is empty and :class:`~amal_verified.isolation.errors.IsolationViolation` (from the gate, before
+        any parameter changes) if the loss depends on auxiliary data.
+        """
+        batch = self._batch(primary, aux)
+        loss = self._loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # The sources this update read: its gradients' labels (which the gate checks and which follow
+        # primary data onto the protected parameters) joined with the loss's own.
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"]]
+        read = Label.join_all([label_of(loss), *(label_of(g) for g in grads if g is not None)])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.updates += 1
+        labels = tuple(sorted(str(s) for s in read.sources))
+        with declassify(reason="the world-model loss is logged, never fed back into training"):
+            loss_value = float(loss.detach())
+        digest = batch_digest(
+            batch.indices, batch.obs, batch.action, batch.reward, batch.next_obs, batch.done
+        )
+        return WorldModelUpdate(
+            index=self.updates,
+            loss=loss_value,
+            batch_digest=digest,
+            param_digest=self.param_digest(),
+            labels=labels,
+        )
+
+    def _loss(self, batch: Batch) -> Tensor:
+        model = self.model
+        if isinstance(model, LinearGaussianWorldModel):
+            out = model(batch.obs, self.encode_action(batch.action))
+            loss = model.nll(out, batch.next_obs, batch.reward).sum()
+        else:
+            idx = bootstrap_indices(len(batch), self._members)
+            obs = batch.obs.unsqueeze(1)
+            action = self.encode_action(batch.action).unsqueeze(1)
+            out = model(obs[idx], action[idx])
+            nll = model.nll(out, batch.next_obs.unsqueeze(1)[idx], batch.reward.unsqueeze(1)[idx])
+            loss = nll.sum() + BOUND_PENALTY * model.log_std_bound_penalty().sum()
+        if self.spec.weight_decay:
+            squares = torch.stack([p.square().sum().to(loss.dtype) for p in model.parameters()])
+            loss = loss + 0.5 * self.spec.weight_decay * squares.sum()
+        return loss
+
+    def full_batch_loss(self, primary: PrimaryBuffer) -> float:
+        """The objective the next update minimises, at the current parameters, without stepping.
+
+        Only for configurations whose update is deterministic gradient descent on a fixed objective
+        (``model="linear-gaussian"``, ``full_batch=True``); ``ValueError`` otherwise.  Reads ``primary``
+        exactly as :meth:`update` does and changes nothing.
+        """
+        if self.spec.model != "linear-gaussian" or not self.spec.full_batch or self.unsafe_mix:
+            raise ValueError(
+                "full_batch_loss needs model='linear-gaussian' and full_batch=True (without the unsafe "
+                "ablation): other configurations draw a random batch or bootstrap for every update"
+            )
+        with torch.no_grad():
+            loss = self._loss(self._batch(primary, ()))
+        with declassify(reason="the world-model objective is reported, never fed back into training"):
+            return float(loss)
+
+    def param_digest(self) -> str:
+        """SHA-256 of the world model's ``state_dict`` (parameters and buffers)."""
+        return state_digest(self.model.state_dict())
+
+    @torch.no_grad()
+    def predict(self, obs: Tensor, action: Tensor) -> WorldModelOutput:
+        """Every member's one-step prediction for ``obs (B, obs_dim)`` and actions as stored in buffers.
+
+        Shapes of the result are ``(K, B, 1, ·)``
+        (see :class:`~amal_verified.world_model.ensemble.WorldModelOutput`;
+        ``K = 1`` and float64 for the linear-Gaussian model).
+        """
+        if isinstance(self.model, LinearGaussianWorldModel):
+            linear: WorldModelOutput = self.model(obs, self.encode_action(action))
+            return linear
+        out: WorldModelOutput = self.model(obs.unsqueeze(1), self.encode_action(action).unsqueeze(1))
+        return out
+
+    @torch.no_grad()
+    def prediction_nll(self, prediction: WorldModelOutput, next_obs: Tensor, reward: Tensor) -> Tensor:
+        """Each member's mean NLL of ``next_obs (B, obs_dim)`` and ``reward (B,)`` under ``prediction``
+        (from :meth:`predict` on the same rows): shape ``(K,)``, whichever model the spec selects."""
+        if isinstance(self.model, LinearGaussianWorldModel):
+            linear: Tensor = self.model.nll(prediction, next_obs, reward)
+            return linear
+        nll: Tensor = self.model.nll(prediction, next_obs.unsqueeze(1), reward.unsqueeze(1))
+        return nll
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer state, update count and both streams' generator states."""
+        return {
+            "format": _STATE_FORMAT,
+            "spec": self.spec.to_json(),
+            "unsafe_mix": self.unsafe_mix,
+            "updates": self.updates,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "batches": self._batches.get_state(),
+            "members": [g.get_state() for g in self._members],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; ``ValueError`` (and nothing changed) for another configuration."""
+        if state.get("format") != _STATE_FORMAT:
+            raise ValueError(f"world-model learner state has format {state.get('format')!r}, expected 1")
+        if WorldModelSpec.from_json(state["spec"]) != self.spec or state["unsafe_mix"] != self.unsafe_mix:
+            raise ValueError("world-model learner state belongs to a different configuration")
+        members = state["members"]
+        if len(members) != len(self._members):
+            raise ValueError(
+                f"state has {len(members)} member generators, the model has {len(self._members)}"
+            )
+        snapshot = {k: v.clone() for k, v in self.model.state_dict().items()}
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            self.model.load_state_dict(snapshot)
+            raise ValueError(f"world-model learner state does not fit the model: {exc}") from exc
+        self._batches.set_state(state["batches"])
+        for g, s in zip(self._members, members, strict=True):
+            g.set_state(s)
+        self.updates = int(state["updates"])
+
+
+def _whole(primary: PrimaryBuffer, aux: Sequence[AuxBuffer]) -> Batch:
+    """Every stored transition of ``primary`` (then of each ``aux`` buffer), in storage order.
+
+    Read through the buffers' ``state_dict``, whose rows ``[0, len)`` are copies tagged with the
+    buffer's source, like :meth:`~amal_verified.isolation.buffers.PrimaryBuffer.sample`'s.  ``ValueError`` if
+    ``primary`` is empty.
+    """
+    if len(primary) == 0:
+        raise ValueError(
+            f"{type(primary).__name__}(source={primary.source.name!r}): the buffer is empty; "
+            "add transitions first"
+        )
+    states = [b.state_dict() for b in (primary, *aux)]
+    fields = ("obs", "action", "reward", "next_obs", "done")
+    return Batch(
+        **{name: torch.cat([s[name] for s in states]) for name in fields},
+        indices=torch.cat([torch.arange(s["size"], dtype=torch.int64) for s in states]),
+    )

@@ -1,0 +1,622 @@
+"""The isolation core on code users write: never a crash, PyTorch's own arithmetic, labels that survive
+processes and files, protected optimizer state and buffers, atomic refusals, parameter provenance."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+import amal_verified as av
+from amal_verified.isolation.labels import Label, Source, SourceKind
+
+REPO = Path(__file__).resolve().parents[2]
+P = Label.of(SourceKind.PRIMARY, "real-env")
+A = Label.of(SourceKind.AUX, "aux-1")
+
+
+def prim(*shape: int) -> torch.Tensor:
+    return av.primary(torch.randn(*shape), source="real-env")
+
+
+def auxd(*shape: int) -> torch.Tensor:
+    return av.aux(torch.randn(*shape), source="aux-1")
+
+
+def plain_values(t: torch.Tensor) -> torch.Tensor:
+    """The values of ``t`` as a plain tensor (comparing tracked aux values would record an escape)."""
+    return t.elem if isinstance(t, av.TaggedTensor) else t
+
+
+def gated(module: torch.nn.Module, opt: type[torch.optim.Optimizer] = torch.optim.Adam) -> av.GatedOptimizer:
+    return av.GatedOptimizer(opt(module.parameters(), lr=1e-2), names=module)
+
+
+def aux_trained(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` after one plain Adam step on auxiliary data (its parameters now depend on it)."""
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    module(auxd(4, module.in_features)).sum().backward()  # type: ignore[operator]
+    opt.step()
+    opt.zero_grad()
+    return module
+
+
+# -- 1. never crash, never change arithmetic ------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["primary", "aux"])
+def test_assigning_tagged_data_to_param_data_does_not_crash(source: str) -> None:
+    model = torch.nn.Linear(3, 2)
+    value = prim(2, 3) if source == "primary" else auxd(2, 3)
+    model.weight.data = value
+    assert isinstance(model.weight, torch.nn.Parameter)
+    assert dict(model.named_parameters())["weight"] is model.weight
+    assert av.label_of(model.weight) == av.label_of(value)
+    assert av.label_of(model(torch.randn(4, 3))) == av.label_of(value)  # the call reads its parameters
+    if source == "aux":  # plain operations on the parameter alone keep the label (parameters_to_vector)
+        assert av.label_of(torch.nn.utils.parameters_to_vector(model.parameters())) == av.label_of(value)
+
+
+def test_vector_to_parameters_of_aux_data_into_a_protected_model_is_refused() -> None:
+    wm = torch.nn.Linear(3, 2)
+    opt = gated(wm)
+    before = [plain_values(p).clone() for p in wm.parameters()]
+    vec = av.aux(torch.randn(8), source="aux-1")  # an evolution strategy's candidate
+    with pytest.raises(av.IsolationViolation, match=r"assigning weight\.data.*aux:aux-1"):
+        torch.nn.utils.vector_to_parameters(vec, wm.parameters())
+    assert all(torch.equal(b, plain_values(p)) for b, p in zip(before, wm.parameters(), strict=True))
+    F.mse_loss(wm(prim(4, 3)), prim(4, 2)).backward()
+    opt.step()  # nothing auxiliary reached the world model
+
+
+def test_parameters_laundered_through_a_vector_do_not_reach_the_world_model() -> None:
+    """An aux-trained model's parameters flattened by plain operations (``parameters_to_vector``) and
+    written into the world model are refused: the flattening keeps their label."""
+    wm = torch.nn.Linear(3, 2)
+    opt = gated(wm)
+    helper = torch.nn.Linear(3, 2)
+    helper.weight.data = auxd(2, 3)  # a model whose parameters were trained on auxiliary data
+    flat = torch.nn.utils.parameters_to_vector(helper.parameters())
+    with pytest.raises(av.IsolationViolation, match="aux:aux-1"):
+        torch.nn.utils.vector_to_parameters(flat, wm.parameters())
+    F.mse_loss(wm(prim(4, 3)), prim(4, 2)).backward()
+    opt.step()
+
+
+def _wgan_gp_and_hvp(tag: str | None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[Label]]:
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    eps = torch.rand(8, 1, generator=g)
+    if tag == "primary":
+        real = av.primary(real, source="real-env")
+    elif tag == "aux":
+        real = av.aux(real, source="aux-1")
+    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad_x,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    penalty = ((grad_x.norm(2, dim=1) - 1) ** 2).mean()
+    (critic(fake).mean() + 10 * penalty).backward()
+    grads = [plain_values(p.grad).clone() for p in critic.parameters() if p.grad is not None]
+    labels = [av.label_of(p.grad) for p in critic.parameters() if p.grad is not None]
+    params = list(critic.parameters())
+    x = torch.randn(3, 4, generator=g)
+    if tag == "aux":
+        x = av.aux(x, source="aux-1")
+    first = torch.autograd.grad(critic(x).pow(2).sum(), params, create_graph=True)
+    hvp = torch.autograd.grad(sum(f.sum() for f in first), params)
+    return grads, [plain_values(h).clone() for h in hvp], labels + [av.label_of(h) for h in hvp]
+
+
+@pytest.mark.parametrize("tag", ["primary", "aux"])
+def test_higher_order_gradients_are_pytorchs_own_and_labelled(tag: str) -> None:
+    """Gradient penalties (WGAN-GP) and Hessian-vector products through tracked module calls."""
+    plain_grads, plain_hvp, _ = _wgan_gp_and_hvp(None)
+    grads, hvp, labels = _wgan_gp_and_hvp(tag)
+    assert all(torch.equal(a, b) for a, b in zip(plain_grads, grads, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(plain_hvp, hvp, strict=True))
+    # The penalty reaches every parameter but the last bias (the input gradient does not depend on it).
+    assert [label.has_aux for label in labels[: len(grads)]] == [tag == "aux"] * 3 + [False]
+    if tag == "aux":
+        assert all(label.has_aux for label in labels[len(grads) :])
+
+
+def test_an_aux_gradient_penalty_is_refused() -> None:
+    critic = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    opt = gated(critic)
+    mixed = auxd(6, 4).requires_grad_(True)
+    (grad_x,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    assert grad_x.requires_grad and av.label_of(grad_x).has_aux
+    (critic(prim(6, 4)).mean() + ((grad_x.norm(2, dim=1) - 1) ** 2).mean()).backward()
+    with pytest.raises(av.IsolationViolation):
+        opt.step()
+
+
+def test_maml_inner_step_through_functional_call() -> None:
+    from torch.func import functional_call
+
+    def meta_grads(tag: bool) -> tuple[list[torch.Tensor], list[Label]]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        g = torch.Generator().manual_seed(2)
+        support, query = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+        if tag:
+            support, query = av.primary(support, source="real-env"), av.aux(query, source="aux-1")
+        params = dict(model.named_parameters())
+        inner = functional_call(model, params, (support,)).pow(2).mean()
+        grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+        fast = {k: v - 0.1 * gr for (k, v), gr in zip(params.items(), grads, strict=True)}
+        functional_call(model, fast, (query,)).pow(2).mean().backward()
+        return [plain_values(p.grad).clone() for p in model.parameters()], [
+            av.label_of(p.grad) for p in model.parameters()
+        ]
+
+    plain_grads, _ = meta_grads(False)
+    grads, labels = meta_grads(True)
+    assert all(torch.equal(a, b) for a, b in zip(plain_grads, grads, strict=True))
+    assert all(label.has_aux for label in labels)
+
+
+def test_a_failed_call_leaves_tracking_consistent() -> None:
+    """A KeyboardInterrupt (which skips PyTorch's always-called hooks) or a failing torch.func
+    transform in one call does not change how later calls are tracked."""
+    from torch.func import functional_call, grad
+
+    class Interrupted(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = torch.nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.inner(x)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Interrupted()(auxd(2, 3))
+    model = torch.nn.Linear(3, 3)
+    gated(model)
+    with pytest.raises(RuntimeError):
+        grad(lambda p, x: functional_call(model, p, (x,)).sum())(dict(model.named_parameters()), prim(2, 4))
+    out = model(prim(2, 3))
+    assert av.label_of(out) is P
+    out.sum().backward()
+    assert model.weight.grad is not None and av.label_of(model.weight.grad) is P
+
+
+def test_a_users_global_module_hooks_see_every_call_nested_in_a_tracked_call() -> None:
+    """Nested calls skip the library's hooks (they owe them nothing), never another library's."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = prim(5, 3)
+    seen_before: list[str] = []
+    seen_after: list[str] = []
+    pre = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda m, args: seen_before.append(type(m).__name__)
+    )
+    post = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, args, out: seen_after.append(type(m).__name__)
+    )
+    try:
+        out = model(x)
+    finally:
+        pre.remove()
+        post.remove()
+    assert seen_before == ["Sequential", "Linear", "ReLU", "Linear"]
+    assert sorted(seen_after) == sorted(seen_before)
+    assert av.label_of(out) is P
+    local: list[str] = []
+    handle = model[2].register_forward_hook(lambda m, args, out: local.append("last"))
+    try:
+        assert av.label_of(model(x)) is P
+    finally:
+        handle.remove()
+    assert local == ["last"]
+
+
+def test_a_module_called_in_another_thread_during_a_tracked_call_is_tracked() -> None:
+    """Which calls are nested is decided per thread: a call another thread makes while a tracked
+    call runs here is tracked on its own."""
+    import threading
+
+    features = torch.cat([prim(4, 3), prim(4, 3)])  # primary-only: a plain tensor, labelled memory
+    assert type(features) is torch.Tensor and av.label_of(features) is P
+    other = torch.nn.Linear(3, 2)
+    results: list[torch.Tensor] = []
+
+    class Outer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = torch.nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            worker = threading.Thread(target=lambda: results.append(other(features)))
+            worker.start()
+            worker.join()
+            return self.inner(x)
+
+    out = Outer()(auxd(2, 3))
+    assert av.label_of(out).has_aux
+    assert av.label_of(results[0]) is P
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (0, 3), (3, 5)])
+def test_an_out_target_labelled_mid_operation_keeps_the_operations_result(shape: tuple[int, int]) -> None:
+    """``torch.svd(..., out=)`` transposes ``V`` in place after writing it: the caller's plain out
+    tensors, labelled auxiliary by the write, end with exactly plain PyTorch's values and strides,
+    and are tracked from their first use."""
+    x = torch.randn(*shape)
+    expected = torch.svd(x, out=(torch.empty(0), torch.empty(0), torch.empty(0)))
+    outs = (torch.empty(0), torch.empty(0), torch.empty(0))
+    torch.svd(av.aux(x.clone(), source="aux-1"), out=outs)
+    for want, got in zip(expected, outs, strict=True):
+        assert got.shape == want.shape and got.stride() == want.stride()
+        assert isinstance(got, av.AuxData)  # tracked from here on
+        assert torch.equal(want, got.elem)
+    assert av.label_of(outs[0] * 2) is A
+
+
+def test_untagged_compiled_model_is_plain_pytorch() -> None:
+    """Once tagged data has flowed, an unrelated torch.compile'd model has no graph break and gives
+    the bits it gives in a process that never imported the library."""
+    script = textwrap.dedent(
+        """
+        import sys, warnings
+        import torch
+        warnings.simplefilter("ignore")
+        if sys.argv[1] == "lib":
+            import amal_verified as av
+            torch.nn.Linear(3, 3)(av.primary(torch.randn(2, 3))).sum().backward()
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 8))
+        x = torch.randn(4, 8)
+        explained = torch._dynamo.explain(m)(x)
+        print(explained.graph_break_count, torch.compile(m)(x).sum().item().hex())
+        """
+    )
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", script, side], capture_output=True, text=True, check=True, cwd=REPO
+        ).stdout.split()
+        for side in ("plain", "lib")
+    ]
+    assert outputs[0] == outputs[1]
+    assert outputs[1][0] == "0"
+
+
+def test_compiled_code_on_tagged_data_is_tracked() -> None:
+    """A torch.compile'd world model called on auxiliary data is refused at the gated step, and a
+    compiled function keeps its input's auxiliary label."""
+    script = textwrap.dedent(
+        """
+        import warnings
+        import torch
+        import amal_verified as av
+        warnings.simplefilter("ignore")
+        m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        opt = av.GatedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1))
+        before = [p.detach().clone() for p in m.parameters()]
+        x = av.aux(torch.randn(5, 4), source="sim")
+        torch.compile(m)(x).sum().backward()
+        try:
+            opt.step()
+            print("stepped")
+        except av.IsolationViolation:
+            print("refused", all(torch.equal(a, p) for a, p in zip(before, m.parameters())))
+        f = torch.compile(lambda a, b: (a * 2 + b).sin().sum())
+        print(av.label_of(f(x, torch.randn(5, 4))).aux_sources)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout.split("\n")
+    assert out[0] == "refused True"
+    assert "sim" in out[1]
+
+
+def test_no_bare_assert_in_the_isolation_core() -> None:
+    core = sorted((REPO / "amal_verified" / "isolation").rglob("*.py"))
+    assert len(core) > 15
+    for path in core:
+        tree = ast.parse(path.read_text())
+        asserts = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]
+        assert not asserts, f"{path.name}: assert statements at lines {asserts}"
+
+
+# -- 2. leaks in users' code -------------------------------------------------------------------------
+
+
+class _Mixed(Dataset[torch.Tensor]):
+    def __init__(self) -> None:
+        self.primary = prim(8, 3)
+        self.aux = auxd(8, 3)
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.primary[i] if i < 8 else self.aux[i - 8]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dataloader_batches_keep_their_labels_row_by_row(workers: int) -> None:
+    loader = DataLoader(
+        _Mixed(), batch_size=16, num_workers=workers, multiprocessing_context="spawn" if workers else None
+    )
+    (batch,) = list(loader)
+    assert isinstance(batch, av.TaggedTensor)
+    assert av.label_of(batch) == P | A
+    assert av.label_of(batch[:8]) is P and av.label_of(batch[8:]) is A
+    wm = torch.nn.Linear(3, 3)
+    opt = gated(wm)
+    F.mse_loss(wm(batch), batch).backward()
+    with pytest.raises(av.IsolationViolation):
+        opt.step()
+    opt.zero_grad()
+    F.mse_loss(wm(batch[:8]), batch[:8]).backward()
+    opt.step()
+
+
+def test_labels_survive_multiprocessing_queues() -> None:
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    written = torch.zeros(3)
+    written.add_(auxd(3))  # a plain tensor whose memory now holds aux data
+    queue.put((prim(2), auxd(2), written))
+    received = queue.get()
+    assert [av.label_of(t) for t in received] == [P, A, A]
+
+
+def test_labels_survive_pickle_deepcopy_and_torch_save(tmp_path: Path) -> None:
+    values = {"p": prim(3), "a": auxd(2, 2), "rows": torch.cat([prim(2, 2), auxd(2, 2)])}
+    for copied in (pickle.loads(pickle.dumps(values)), copy.deepcopy(values)):
+        assert {k: av.label_of(v) for k, v in copied.items()} == {"p": P, "a": A, "rows": P | A}
+        assert av.label_of(copied["rows"][:2]) is P
+    path = tmp_path / "tagged.pt"
+    torch.save(values, path)
+    loaded = torch.load(path, weights_only=True)
+    assert {k: av.label_of(v) for k, v in loaded.items()} == {"p": P, "a": A, "rows": P | A}
+    assert av.label_of(loaded["rows"][2:]) is A
+    assert torch.equal(plain_values(loaded["a"]), plain_values(values["a"]))
+
+
+def test_a_gated_model_trained_on_primary_data_saves_as_plain_pytorch(tmp_path: Path) -> None:
+    """Primary provenance is not written to files: anyone loads the world model without the library."""
+    wm = torch.nn.Linear(3, 3)
+    opt = gated(wm)
+    x = prim(4, 3)
+    F.mse_loss(wm(x), x).backward()
+    opt.step()
+    assert av.label_of(wm.weight) is P
+    path = tmp_path / "wm.pt"
+    torch.save({"model": wm.state_dict(), "optimizer": opt.state_dict()}, path)
+    script = (
+        "import sys, torch; d = torch.load(sys.argv[1], weights_only=True); "
+        "print(type(d['model']['weight']).__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "Tensor"
+
+
+def test_aux_written_into_optimizer_state_is_refused_before_anything_changes() -> None:
+    wm = torch.nn.Linear(3, 3)
+    opt = gated(wm)
+    x = prim(4, 3)
+    F.mse_loss(wm(x), x).backward()
+    opt.step()
+    exp_avg = opt.state[wm.weight]["exp_avg"]
+    with pytest.raises(av.IsolationViolation, match="optimizer state"):
+        exp_avg.add_(auxd(3, 3))
+    opt.state[wm.weight]["exp_avg"] = av.aux(exp_avg.clone(), source="aux-1")  # replaced outright
+    F.mse_loss(wm(x), x).backward()
+    before = [plain_values(p).clone() for p in wm.parameters()]
+    state_before = copy.deepcopy(opt.state_dict())
+    with pytest.raises(av.IsolationViolation, match=r"state\['exp_avg'\]"):
+        opt.step()
+    assert all(torch.equal(b, plain_values(p)) for b, p in zip(before, wm.parameters(), strict=True))
+    assert str(opt.state_dict()) == str(state_before)
+
+
+def test_optimizer_load_state_dict_of_aux_derived_state_is_refused() -> None:
+    wm, other = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    opt = gated(wm)
+    aux_opt = torch.optim.Adam(other.parameters(), lr=1e-2)
+    other(auxd(4, 3)).sum().backward()
+    aux_opt.step()
+    before = str(opt.state_dict())
+    with pytest.raises(av.IsolationViolation, match="load_state_dict"):
+        opt.load_state_dict(aux_opt.state_dict())
+    assert str(opt.state_dict()) == before
+
+
+def test_module_load_state_dict_is_atomic_and_raises_isolation_violation() -> None:
+    wm = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    gated(wm)
+    incoming = {k: v.detach().clone() + 1 for k, v in wm.state_dict().items()}
+    incoming["1.weight"] = av.aux(incoming["1.weight"], source="aux-1")
+    before = {k: plain_values(v).clone() for k, v in wm.state_dict().items()}
+    with pytest.raises(av.IsolationViolation, match=r"1\.weight"):
+        wm.load_state_dict(incoming)
+    assert all(torch.equal(before[k], plain_values(v)) for k, v in wm.state_dict().items())
+
+
+class _Normalised(torch.nn.Module):
+    """A world model with a running normaliser (registered buffers, no parameters of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(3))
+        self.body = torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                self.mean.lerp_(x.mean(0), 0.1)
+        out: torch.Tensor = self.body(x - self.mean)
+        return out
+
+
+def test_protected_buffers_refuse_aux_writes_and_calls_that_would_change_them() -> None:
+    wm = _Normalised()
+    gated(wm)
+    with pytest.raises(av.IsolationViolation, match="protected buffer mean"):
+        wm.mean.add_(auxd(3))
+    before = wm.mean.clone()
+    with pytest.raises(av.IsolationViolation, match="restored"):
+        wm(auxd(5, 3))
+    assert torch.equal(wm.mean, before)
+    wm.eval()
+    assert av.label_of(wm(auxd(5, 3))).has_aux  # evaluating on auxiliary data is fine
+    wm.train()
+    wm(prim(5, 3))
+    assert av.label_of(wm.mean) is P
+
+
+def test_polyak_and_ema_from_an_aux_trained_model_are_refused() -> None:
+    online = aux_trained(torch.nn.Linear(3, 3))
+    assert av.label_of(online.weight) is A
+    target = torch.nn.Linear(3, 3)
+    gated(target)
+    param, target_param = online.weight, target.weight
+    with pytest.raises(av.IsolationViolation):  # CleanRL
+        target_param.data.copy_(0.005 * param.data + 0.995 * target_param.data)
+    with pytest.raises(av.IsolationViolation), torch.no_grad():  # Stable-Baselines3's polyak_update
+        torch.add(target_param.data.mul(0.995), param.data, alpha=0.005, out=target_param.data)
+    with pytest.raises(av.IsolationViolation), torch.no_grad():  # foreach
+        torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), 0.005)
+    assert not any(av.label_of(p).has_aux for p in target.parameters())
+
+
+def test_distillation_from_an_aux_trained_teacher_is_refused() -> None:
+    teacher = aux_trained(torch.nn.Linear(3, 3))
+    student = torch.nn.Linear(3, 3)
+    opt = gated(student)
+    x = prim(5, 3)
+    with torch.no_grad():
+        soft = teacher(x)
+    assert av.label_of(soft) == P | A
+    F.mse_loss(student(x), soft).backward()
+    with pytest.raises(av.IsolationViolation):
+        opt.step()
+
+
+def test_protecting_parameters_initialised_from_aux_values_is_refused() -> None:
+    source = aux_trained(torch.nn.Linear(3, 3))
+    wm = torch.nn.Linear(3, 3)
+    wm.load_state_dict(source.state_dict())
+    with pytest.raises(av.IsolationViolation, match="Nothing was protected"):
+        gated(wm)
+
+
+def test_a_protected_parameter_stays_primary_as_long_as_the_gate_holds() -> None:
+    wm = torch.nn.Linear(3, 3)
+    opt = gated(wm)
+    for _ in range(3):
+        x = prim(4, 3)
+        F.mse_loss(wm(x), x).backward()
+        opt.step()
+        opt.zero_grad()
+        assert all(av.label_of(p) is P for p in wm.parameters())
+
+
+def test_sources_of_a_label_are_named_in_order() -> None:
+    assert list(P | A) == sorted([Source(SourceKind.PRIMARY, "real-env"), Source(SourceKind.AUX, "aux-1")])
+
+
+def test_a_module_that_returns_its_input_keeps_the_gradient_label() -> None:
+    """Identity and Dropout(0) return the tensor they were given: the gradient leaving them keeps
+    the label it arrived with (the case of a Transformer decoder's attention output projection)."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerDecoderLayer(4, 2, dim_feedforward=8, dropout=0.0)
+    layer(auxd(3, 2, 4), prim(3, 2, 4)).sum().backward()
+    assert all(p.grad is not None and av.label_of(p.grad).has_aux for p in layer.parameters())
+    x = auxd(3, 4)
+    assert torch.nn.Identity()(x) is x
+
+
+@pytest.mark.parametrize("load", ["copy_", "deepcopy"])
+def test_state_of_an_optimizer_stepped_on_aux_data_keeps_its_label_when_copied(load: str) -> None:
+    other = torch.nn.Linear(3, 3)
+    other_opt = torch.optim.Adam(other.parameters(), lr=1e-2)
+    other(auxd(4, 3)).sum().backward()
+    other_opt.step()
+    exp_avg = other_opt.state[other.weight]["exp_avg"]
+    assert av.label_of(exp_avg) is A and av.label_of(exp_avg.clone()) is A
+    assert not av.label_of(other_opt.state[other.weight]["step"]).has_aux  # a count, not data
+    wm = torch.nn.Linear(3, 3)
+    opt = gated(wm)
+    x = prim(4, 3)
+    F.mse_loss(wm(x), x).backward()
+    opt.step()
+    opt.zero_grad()
+    state = opt.state[wm.weight]["exp_avg"]
+    copied = copy.deepcopy(other_opt.state_dict())
+    load_aux = {"copy_": lambda: state.copy_(exp_avg), "deepcopy": lambda: opt.load_state_dict(copied)}[load]
+    with pytest.raises(av.IsolationViolation):
+        load_aux()
+
+
+def test_torch_func_transforms_on_tagged_data_keep_pytorchs_graph() -> None:
+    from torch.func import grad, vmap
+
+    model = torch.nn.Linear(3, 1)
+    x = torch.randn(4, 3)
+    for data in (x, prim(4, 3), auxd(4, 3)):
+        g = grad(lambda z: model(z).sum())(data)
+        assert g.requires_grad  # connected to the parameters, as without the library
+    tagged = auxd(4, 3)
+    per_row = vmap(grad(lambda z: torch.tanh(model(z)).sum()))(tagged)
+    expected = vmap(grad(lambda z: torch.tanh(model(z)).sum()))(plain_values(tagged).clone())
+    assert torch.equal(plain_values(per_row), expected)
+
+
+# -- 6. precision, stated ------------------------------------------------------------------------
+
+
+def test_rows_of_a_concatenation_keep_their_labels() -> None:
+    p, a = prim(4, 3), auxd(2, 3)
+    batch = torch.cat([p, a])
+    assert av.label_of(batch) == P | A
+    assert av.label_of(batch[:4]) is P and av.label_of(batch[4:]) is A
+    assert av.label_of(batch[3:5]) == P | A  # a view spanning both keeps both
+    assert av.label_of(torch.stack([p, p, p])[1]) is P
+    assert av.label_of(batch.clone()[:4]) is P and av.label_of(batch.double()[4:]) is A
+    batch[:4] = a[:1].expand(4, 3)  # an overwrite replaces the label of the rows it covers
+    assert av.label_of(batch[:4]) is A
+    wm = torch.nn.Linear(3, 3)
+    opt = gated(wm)
+    mixed = torch.cat([prim(4, 3), auxd(2, 3)])
+    F.mse_loss(wm(mixed[:4]), mixed[:4]).backward()
+    opt.step()  # primary rows only: accepted
+    opt.zero_grad()
+    F.mse_loss(wm(mixed), mixed).backward()
+    with pytest.raises(av.IsolationViolation):
+        opt.step()
+
+
+def test_a_model_called_on_primary_rows_inside_a_call_on_mixed_data_is_tracked_on_its_own() -> None:
+    class Agent(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.world_model = torch.nn.Linear(3, 3)
+            self.policy = torch.nn.Linear(3, 1)
+
+        def forward(self, batch: torch.Tensor, n: int) -> torch.Tensor:
+            prediction = self.world_model(batch[:n])
+            return (prediction - batch[:n]).pow(2).mean() + self.policy(batch).pow(2).mean()
+
+    agent = Agent()
+    opt = av.GatedOptimizer(torch.optim.SGD(agent.world_model.parameters(), lr=0.1), names=agent.world_model)
+    agent(torch.cat([prim(4, 3), auxd(2, 3)]), 4).backward()
+    assert av.label_of(agent.policy.weight.grad).has_aux
+    opt.step()  # the world model saw primary rows only

@@ -1,0 +1,52 @@
+"""Smoke test for ``benchmarks/small_model_overhead.py --quick``.
+
+Runs the harness end to end (a plain and a gated worker, each a fresh process, for the
+world-model update and the whole SAC step at batch 32 and 256) and checks that it completes,
+prints the CPU-time and wall-time ratios of every configuration, that the plain side never
+imported ``amal_verified`` and that gated and plain training end with bit-identical parameters.
+No timing is asserted: timings on shared machines are noise.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "small_model_overhead.py"
+
+
+@pytest.mark.slow
+def test_small_model_overhead_quick(tmp_path: Path) -> None:
+    summary_file = tmp_path / "summary.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(summary_file)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    for workload in ("wm", "sac"):
+        for batch in (32, 256):
+            assert f"CPU ratio ({workload}, batch {batch}):" in proc.stdout
+            assert f"wall ratio ({workload}, batch {batch}):" in proc.stdout
+    assert "plain workers never imported amal_verified: yes" in proc.stdout
+    assert "parameters: bit-identical between plain and gated in every configuration" in proc.stdout
+
+    summary = json.loads(summary_file.read_text())
+    configs = {(c["workload"], c["batch"]): c for c in summary["configs"]}
+    assert sorted(configs) == [("sac", 32), ("sac", 256), ("wm", 32), ("wm", 256)]
+    for config in configs.values():
+        assert config["cpu_ratio"] > 0
+        assert config["wall_ratio"] > 0
+        assert config["params_identical"] is True
+        assert config["plain_never_imported_amal"] is True
+        assert sorted(w["side"] for w in config["workers"]) == ["gated", "plain"]
+        assert len({w["param_sha256"] for w in config["workers"]}) == 1
+        assert not any(w["amal_imported"] for w in config["workers"] if w["side"] == "plain")
