@@ -14,7 +14,7 @@ it compiles, differs from the reference, and mutants with identical sources are
 generated once.  Mutant ids (``<function>.<operator>.<n>``) are stable as long
 as ``reference.py`` does not change.
 
-Operators (:data:`OPERATORS`), and the issue's three named classes
+Operators (:data:`OPERATORS`), and the three named classes
 (:data:`NAMED_CLASSES`) they belong to:
 
 * ``inverted-check``: a condition negated (``if c`` → ``if not c``, each operand
@@ -80,7 +80,7 @@ TARGET_FUNCTIONS: tuple[str, ...] = (
 """The gate-decision path: the gate, its lattice, and the label functions its inputs come from."""
 
 NAMED_CLASSES: tuple[str, ...] = ("dropped-join-term", "inverted-check", "label-by-name")
-"""The mutant classes issue 4 names: dropped join term, inverted check, label compared by name."""
+"""The named mutant classes: dropped join term, inverted check, label compared by name."""
 
 OPERATORS: tuple[str, ...] = (
     *NAMED_CLASSES,
@@ -142,7 +142,7 @@ class Mutant:
 
     @property
     def named_class(self) -> str | None:
-        """The issue's class this mutant belongs to, if any."""
+        """The named class this mutant belongs to, if any."""
         return self.operator if self.operator in NAMED_CLASSES else None
 
     @property

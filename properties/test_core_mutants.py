@@ -65,7 +65,7 @@ def mutants() -> list[cm.CoreMutant]:
 
 
 def test_mutants_apply_to_the_current_core_and_cover_every_named_class(mutants: list[cm.CoreMutant]) -> None:
-    """Generation succeeded (no ``StaleMutant``); ids are unique; the issue's classes are all there."""
+    """Generation succeeded (no ``StaleMutant``); ids are unique; the named classes are all there."""
     ids = [m.id for m in mutants]
     assert len(set(ids)) == len(ids)
     assert len({m.source for m in mutants}) == len(mutants), "two mutants are the same program"

@@ -1,4 +1,4 @@
-"""Mutation analysis of the reference model's gate decision (issue 4, point 5).
+"""Mutation analysis of the reference model's gate decision.
 
 Every mutant that ``properties/_mutants.py`` generates from the gate-decision path
 of ``amal_verified/isolation/reference.py`` (dropped join term, inverted check, label compared
@@ -23,7 +23,7 @@ What runs where:
 
 * default profile (CI): Hypothesis on *every* mutant (in-process, no shrinking: the
   first failing example is the detail); meanwhile one CrossHair process checks
-  :func:`ci_crosshair_subset` -- for each of the issue's three named classes, its
+  :func:`ci_crosshair_subset` -- for each of the three named classes, its
   first mutant in each of ``join``, ``has_aux`` and ``gate_decision`` (5 mutants) --
   on the first law that exercises the mutated function, and CrossHair itself must
   kill those.  About 6 s of CPU.
@@ -496,7 +496,7 @@ def test_the_property_suite_holds_on_the_reference() -> None:
     assert hypothesis_kill(reference) is None
 
 
-def test_mutants_cover_the_gate_path_and_the_issue_classes(mutants: list[Mutant]) -> None:
+def test_mutants_cover_the_gate_path_and_the_named_classes(mutants: list[Mutant]) -> None:
     assert len({m.id for m in mutants}) == len(mutants)
     assert len({m.source for m in mutants}) == len(mutants), "two mutants are the same program"
     assert {m.function for m in mutants} == set(_mutants.TARGET_FUNCTIONS)

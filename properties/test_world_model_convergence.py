@@ -1,4 +1,4 @@
-"""Theorem 2, as corrected, on the trainer's own world-model update (issue 4, point 2).
+"""Theorem 2, as corrected, on the trainer's own world-model update.
 
 The update under test is :meth:`amal_verified.world_model.learner.WorldModelLearner.update` -- the one the
 trainer and ``amal certify`` call: primary buffer → loss → ``GatedOptimizer`` step → ledger digests --

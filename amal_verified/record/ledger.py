@@ -105,6 +105,7 @@ from typing import Any, Final
 
 import torch
 
+from amal_verified._version import __version__
 from amal_verified.common.durable_io import fsync_dir
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.labels import Label
@@ -326,9 +327,7 @@ def state_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 
 def _versions() -> tuple[str, str]:
-    import amal_verified
-
-    return amal_verified.__version__, str(torch.__version__)
+    return __version__, str(torch.__version__)
 
 
 @dataclass(frozen=True)

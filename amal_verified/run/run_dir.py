@@ -30,7 +30,7 @@ from typing import Any, Final, final
 
 import torch
 
-from amal_verified import __version__
+from amal_verified._version import __version__
 from amal_verified.record.checkpoint import load_checkpoint, save_checkpoint
 from amal_verified.record.ledger import Ledger, LedgerRecord, RunHeader, verify
 from amal_verified.record.primary_log import PrimaryDataLog

@@ -8,8 +8,7 @@ That these checks can fail is shown by the mutation analysis in
 ``properties/test_gate_mutants.py``: copies of the specification with one
 expression of the gate-decision path mutated (an inverted gate check, a dropped
 join term, a label compared by name, ...) must each be killed, by a CrossHair
-counterexample on these laws or by a Hypothesis property (it replaces the
-hand-written broken copies this file used to check).
+counterexample on these laws or by a Hypothesis property.
 
 Runtime on two cores: about 27 s (two CrossHair processes in parallel, ~54 s of
 CPU).

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from amal_tools.bench.isolation import real_transitions
+from amal_tools.bench.held_out import real_transitions
 from amal_tools.bench.naive_predictors import (
     NAIVE_ERRORS_FILE,
     NaiveErrors,

@@ -2,7 +2,7 @@
 
 A next-observation MSE of 24.9 means nothing on its own.  For each (task, seed) the report sets the
 world models' errors beside the errors of two predictors that learn nothing, computed on the *same*
-held-out real transitions (:func:`~amal_tools.bench.isolation.real_transitions`, a function of
+held-out real transitions (:func:`~amal_tools.bench.held_out.real_transitions`, a function of
 ``(env_id, seed, count)``, the set every run of that seed was scored on):
 
 - ``no_change_next_obs_mse``: predict ``s' = s``.  The world model predicts the change ``s' − s``
@@ -34,6 +34,7 @@ from typing import Any, Final, final
 import torch
 from torch import Tensor
 
+from amal_tools.bench.held_out import real_transitions
 from amal_tools.bench.records import RunRecord
 from amal_tools.bench.tasks import task_by_name
 from amal_verified.common.runtime_checks import checked
@@ -98,7 +99,7 @@ class NaiveErrors:
 @checked
 def measure_naive_errors(env_id: str, transitions: Mapping[str, Tensor]) -> NaiveErrors:
     """The three naive-predictor errors (module docstring) of ``transitions`` (``obs``, ``next_obs``
-    ``(n, obs_dim)`` and ``reward`` ``(n,)``, as :func:`~amal_tools.bench.isolation.real_transitions`
+    ``(n, obs_dim)`` and ``reward`` ``(n,)``, as :func:`~amal_tools.bench.held_out.real_transitions`
     returns them); ``ValueError`` for missing fields, mismatched shapes or non-finite values."""
     missing = [k for k in ("obs", "next_obs", "reward") if k not in transitions]
     if missing:
@@ -196,8 +197,6 @@ def update_naive_errors(
     measured again.  Each measurement regenerates the held-out transitions (seconds per task); the file is
     rewritten atomically after each, so an interruption loses nothing already measured.
     """
-    from amal_tools.bench.isolation import real_transitions
-
     known = load_naive_errors(path)
     todo = sorted(
         (task, seed, env_id, count)
