@@ -16,7 +16,7 @@ import dataclasses
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,25 +40,75 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose epilog may be computed only when its help is shown."""
+
+    def __init__(self, *args: Any, epilog_factory: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epilog_factory = epilog_factory
+
+    def format_help(self) -> str:
+        """The help text, with the epilog computed on first use."""
+        if self._epilog_factory is not None and self.epilog is None:
+            self.epilog = self._epilog_factory()
+        return super().format_help()
+
+
+def _configuration_fields_help() -> str:
+    from amal_verified.run.config import field_descriptions
+
+    lines = ["configuration fields (--set KEY=VALUE, or keys of the --config file): KEY = default"]
+    for name, (accepts, default, meaning) in field_descriptions().items():
+        lines.append(f"  {name} = {json.dumps(default)}")
+        lines.append(f"      {meaning} ({accepts})")
+    return "\n".join(lines)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amal",
         description="amal_verified: auxiliary agents explore; world models learn from primary data only.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = commands.add_parser(
         "demo", help="show the gate refusing leaks and accepting clean world-model updates"
     )
     demo.add_argument("--seed", type=int, default=0, help="seed for data collection and initialisation")
 
-    train = commands.add_parser("train", help="train an AMAL agent (world model gated to primary data)")
-    train.add_argument("--env", default="CartPole-v1", help="gymnasium environment id (default CartPole-v1)")
-    train.add_argument("--steps", type=int, default=None, help="primary environment steps (default 20000)")
-    train.add_argument("--seed", type=int, default=0, help="run seed: every random stream derives from it")
-    train.add_argument(
-        "--out", required=True, type=Path, help="run directory (new, or existing with --resume)"
+    train = commands.add_parser(
+        "train",
+        help="train an AMAL agent (world model gated to primary data)",
+        description=(
+            "Train an AMAL agent. The run's configuration is TrainConfig's defaults, then the fields in\n"
+            "--config FILE, then --env/--steps/--seed/--unsafe-mix and --set KEY=VALUE (a flag and --set\n"
+            "of one field must agree). It is checked before anything is built; --print-config shows it.\n"
+            "The fields are listed below."
+        ),
+        epilog_factory=_configuration_fields_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument(
+        "--env",
+        default=None,
+        help="env_id: gymnasium id (default CartPole-v1), or MODULE:ID (imports MODULE, which registers ID)",
+    )
+    train.add_argument("--steps", type=int, default=None, help="total_steps: primary environment steps")
+    train.add_argument("--seed", type=int, default=None, help="seed: every random stream derives from it")
+    train.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON file of configuration fields, or a run's config.json (its train section)",
+    )
+    train.add_argument(
+        "--out", type=Path, default=None, help="run directory (new, or existing with --resume); required"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint, as configured (only --steps may change)",
+    )
     train.add_argument(
         "--unsafe-mix",
         action="store_true",
@@ -71,7 +121,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=[],
         type=_parse_override,
         metavar="KEY=VALUE",
-        help="override a configuration field (see amal_verified.run.config.TrainConfig); repeatable",
+        help="set a configuration field (listed below; none for None, true/false); repeatable",
+    )
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resulting configuration as JSON (valid --config input) and exit without training",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
 
@@ -199,43 +254,76 @@ def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return run_bench_command(args, argv)
 
 
-def _coerce(field: dataclasses.Field[Any], raw: str) -> Any:
-    kind = str(field.type)
-    if raw.lower() == "none" and "None" in kind:
-        return None
-    if kind.startswith("bool"):
-        if raw.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"--set {field.name}: expected true or false, got {raw!r}")
-        return raw.lower() in ("true", "1")
-    if kind.startswith("int"):
-        return int(raw)
-    if kind.startswith("float"):
-        return float(raw)
-    return raw
+# The flags that set a configuration field, by field.
+_FIELD_FLAGS: Final = {
+    "env_id": "--env",
+    "total_steps": "--steps",
+    "seed": "--seed",
+    "unsafe_mix": "--unsafe-mix",
+}
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from amal_verified.run.config import TrainConfig
+    """The run's TrainConfig: defaults < --config file < flags and --set (flag and --set of one field
+    must agree).  Imports neither torch nor the environments."""
+    from amal_verified.run.config import TrainConfig, parse_field, read_config_file
 
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    values: dict[str, Any] = {"env_id": args.env, "seed": args.seed, "unsafe_mix": args.unsafe_mix}
-    if args.steps is not None:
-        values["total_steps"] = args.steps
+    values: dict[str, Any] = {} if args.config is None else read_config_file(args.config)
+    flags = {
+        "env_id": args.env,
+        "total_steps": args.steps,
+        "seed": args.seed,
+        "unsafe_mix": args.unsafe_mix or None,
+    }
+    given = {name: value for name, value in flags.items() if value is not None}
+    settings: dict[str, Any] = {}
     for key, raw in args.overrides:
-        if key not in fields:
-            raise ValueError(f"--set {key}: no such configuration field (known: {', '.join(sorted(fields))})")
-        values[key] = _coerce(fields[key], raw)
-    return TrainConfig(**values)
+        try:
+            settings[key] = parse_field(key, raw)
+        except ValueError as exc:
+            raise ValueError(f"--set {key}={raw}: {exc}") from None
+    for name in given.keys() & settings.keys():
+        if given[name] != settings[name]:
+            flag = _FIELD_FLAGS[name]
+            raise ValueError(
+                f"{flag} and --set {name} disagree ({given[name]!r}, {settings[name]!r}): give one"
+            )
+    return TrainConfig.from_json({**values, **given, **settings})
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.resume:
+        conflicting = [
+            flag
+            for flag, given in (
+                ("--config", args.config is not None),
+                ("--set", bool(args.overrides)),
+                ("--env", args.env is not None),
+                ("--seed", args.seed is not None),
+                ("--unsafe-mix", args.unsafe_mix),
+                ("--print-config", args.print_config),
+            )
+            if given
+        ]
+        if conflicting:
+            raise ValueError(
+                f"--resume continues the run as it was configured; drop {', '.join(conflicting)} "
+                "(only --steps may change, to extend the run)"
+            )
+    else:
+        config = _train_config(args)  # checked before the trainer (torch, environments) is imported
+        if args.print_config:
+            print(json.dumps(dataclasses.asdict(config), indent=1))
+            return 0
+    if args.out is None:
+        raise ValueError("--out DIRECTORY is required: where the run is written (or resumed from)")
     from amal_verified.run.trainer import Trainer
 
     progress = not args.no_progress and sys.stderr.isatty()
     if args.resume:
         trainer = Trainer.resume(args.out, progress=progress, total_steps=args.steps)
     else:
-        trainer = Trainer.create(_train_config(args), args.out, progress=progress)
+        trainer = Trainer.create(config, args.out, progress=progress)
     if trainer.config.unsafe_mix:
         print("WARNING: --unsafe-mix ablation: the world model trains on auxiliary data, ungated.")
     metrics = trainer.run()
@@ -353,9 +441,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(min(2, torch.get_num_threads()))
         return 0 if run_demo(seed=args.seed) else 1
-    from amal_verified.record.checkpoint import CheckpointError
-    from amal_verified.record.ledger import LedgerError
-
     handlers = {"train": _train, "evaluate": _evaluate, "certify": _certify, "audit": _audit}
     try:
         if args.command == "report":
@@ -363,16 +448,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return _bench(args, sys.argv[1:] if argv is None else argv)
         return handlers[args.command](args)
-    except (
-        ValueError,
-        FileExistsError,
-        FileNotFoundError,
-        CheckpointError,
-        LedgerError,
-        ToolingMissing,
-    ) as exc:
-        print(f"amal {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except ModuleNotFoundError as exc:
         extra = _EXTRA_OF.get((exc.name or "").partition(".")[0])
         if extra is None:
@@ -383,6 +458,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except Exception as exc:
+        if not _is_input_error(exc):
+            raise
+        print(f"amal {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_input_error(exc: Exception) -> bool:
+    """Bad usage or input (exit 2): a ``ValueError``, a missing or existing path, a damaged checkpoint
+    or ledger, missing tooling."""
+    kinds: list[type[Exception]] = [ValueError, FileExistsError, FileNotFoundError, ToolingMissing]
+    # The checkpoint's and the ledger's modules import torch: their errors exist only once they are loaded.
+    for module, name in (
+        ("amal_verified.record.checkpoint", "CheckpointError"),
+        ("amal_verified.record.ledger", "LedgerError"),
+    ):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            kinds.append(getattr(loaded, name))
+    return isinstance(exc, tuple(kinds))
 
 
 # Modules of the optional dependencies (pyproject.toml's extras), by the extra that brings them.
@@ -392,6 +487,7 @@ _EXTRA_OF: Final = {
     "minigrid": "rl",
     "tensorboard": "rl",
     "rich": "rl",
+    "pydantic": "rl",
     "hypothesis": "audit",
     "stable_baselines3": "sb3",
 }

@@ -50,7 +50,22 @@ trading market and the news stream never terminate, they only truncate).  It is 
 for a state within float32 rounding of a threshold.  KeyCorridor, the combinatorial tasks and the
 other MuJoCo tasks have no rule (``termination=None``, ``model_rollouts=False``).
 
-Unknown ids and ids with unsupported spaces raise ``ValueError`` naming the supported ids.
+Custom environments
+-------------------
+``env_id`` may be gymnasium's ``MODULE:ID`` (e.g. ``my_pkg.envs:MyEnv-v0``): :func:`make_env` and
+:func:`task_info` import ``MODULE``, which registers ``ID`` (``gymnasium.register``), then make
+``ID``.  A run's configuration keeps the whole string, so resuming, ``amal evaluate`` and the
+auxiliary environments import the module again.  An id registered by a package already imported
+is used as it is.  A custom environment is a best-effort id: its :class:`TaskInfo` comes from its
+spaces and registration — ``obs_dim`` is the size of its (flattened) ``Box`` observations;
+``Discrete(n)`` actions (starting at 0) give ``discrete=True``, ``action_dim=n``; a 1-D ``Box`` with
+finite bounds gives ``action_dim`` and the bounds; ``max_episode_steps`` is the registration's (else
+the environment's ``max_steps`` attribute), ``solved_return`` the registration's
+``reward_threshold``; there is no termination rule.
+
+Errors: an unknown id (with the nearest registered id, found by :mod:`difflib`), a ``MODULE`` that
+cannot be imported or does not register ``ID``, and unsupported spaces raise a one-line
+``ValueError`` naming the supported ids.
 
 MuJoCo warnings: recent MuJoCo releases warn, when compiling gymnasium's HalfCheetah XML,
 that its ``settotalmass`` compiler attribute is deprecated, and MuJoCo's default handler
@@ -64,7 +79,9 @@ left to MuJoCo's handler.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
+import importlib
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -301,8 +318,44 @@ def _register_extras() -> None:
 def _unsupported(env_id: str, why: str) -> ValueError:
     return ValueError(
         f"{why}. Supported environment ids: {', '.join(SUPPORTED_ENVS)} (other gymnasium ids with "
-        f"Box observations and Discrete or 1-D Box actions work on a best-effort basis)"
+        f"Box observations and Discrete or 1-D Box actions work on a best-effort basis; an id that a "
+        f"package registers on import is written MODULE:ID, e.g. my_pkg.envs:MyEnv-v0)"
     )
+
+
+def _nearest_id(name: str) -> str | None:
+    by_lower = {registered.lower(): registered for registered in gym.registry}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    return by_lower[close[0]] if close else None
+
+
+def _registered_id(env_id: str) -> str:
+    """The registered gymnasium id that ``env_id`` names (importing ``MODULE`` for ``MODULE:ID``)."""
+    _register_extras()
+    module, colon, name = env_id.partition(":")
+    if not colon:
+        module, name = "", env_id
+    elif not module or not name or ":" in name:
+        raise ValueError(f"environment id {env_id!r}: expected ID or MODULE:ID, e.g. my_pkg.envs:MyEnv-v0")
+    else:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(
+                f"environment id {env_id!r}: cannot import {module!r} ({exc}); install its package or put "
+                "it on PYTHONPATH"
+            ) from None
+        except Exception as exc:  # the module's own code failed while registering
+            raise ValueError(
+                f"environment id {env_id!r}: importing {module!r} raised {type(exc).__name__}: {exc}"
+            ) from None
+    if name in gym.registry:
+        return name
+    nearest = _nearest_id(name)
+    hint = f" (did you mean {nearest!r}?)" if nearest is not None else ""
+    if module:
+        raise _unsupported(env_id, f"unknown environment id {name!r}: {module!r} does not register it{hint}")
+    raise _unsupported(env_id, f"unknown environment id {env_id!r}{hint}")
 
 
 def _is_minigrid_space(space: gym.Space[Any]) -> bool:
@@ -318,12 +371,10 @@ def make_env(env_id: str, **make_kwargs: Any) -> gym.Env[Any, Any]:
     unknown id or unsupported spaces.  See the module docstring for the observation layout
     and the reproducibility contract.
     """
-    _register_extras()
-    if env_id not in gym.registry:
-        raise _unsupported(env_id, f"unknown environment id {env_id!r}")
+    registered = _registered_id(env_id)
     try:
-        with _mujoco_warnings_as_python(env_id):
-            env: gym.Env[Any, Any] = gym.make(env_id, **make_kwargs)
+        with _mujoco_warnings_as_python(registered):
+            env: gym.Env[Any, Any] = gym.make(registered, **make_kwargs)
     except Exception as exc:  # gymnasium raises many kinds (missing dependency, bad kwargs, ...)
         raise _unsupported(env_id, f"cannot make {env_id!r}: {type(exc).__name__}: {exc}") from None
     try:
@@ -383,12 +434,13 @@ def _task_info(env_id: str) -> TaskInfo:
         max_steps = spec.max_episode_steps if spec is not None else None
         if max_steps is None and isinstance(getattr(base, "max_steps", None), int):
             max_steps = int(base.max_steps)  # minigrid and the library's own tasks end themselves
-        solved = _SOLVED_RETURN.get(env_id)
+        registered = _registered_id(env_id)
+        solved = _SOLVED_RETURN.get(registered)
         if solved is None and spec is not None and spec.reward_threshold is not None:
             solved = float(spec.reward_threshold)
         if solved is not None and not math.isfinite(solved):
             solved = None
-        termination = _termination(env_id, base)
+        termination = _termination(registered, base)
         return TaskInfo(
             env_id=env_id,
             obs_dim=obs_dim,

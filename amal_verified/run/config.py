@@ -1,12 +1,30 @@
 """The configuration of a training run, its world-model update schedule and its run-directory layout.
 
-This module is shared by the trainer and by ``amal certify``; like :mod:`amal_verified.world_model.learner`
-it imports no environment, policy or auxiliary-agent code.
+This module is shared by the trainer, by ``amal certify`` and by the command line; it imports no
+torch, environment, policy or auxiliary-agent code, so ``amal train`` checks a configuration before it
+loads the trainer (file names and JSON helpers re-exported from :mod:`amal_verified.record.files` are
+loaded when first used).
 
 Defaults are the paper's Table 1 where it gives a value (learning rates 3e-4, batch 256, buffer
 10^6, γ 0.99, λ 0.3, N = 16 auxiliary agents, CEM population 100 with elite fraction 0.2, M = 100,
 K = 20).  Everything the paper leaves open (when to update what, how much imagined data the policy
 sees) is a named field below with the reason for its default.
+
+Validation
+----------
+:class:`TrainConfig` is a pydantic (v2) dataclass in strict mode: each field's type, bounds and
+meaning are declared with the field (``Annotated[type, Field(ge=..., description=...)]``) and checked
+at construction, then :meth:`TrainConfig.__post_init__` checks the rules that relate fields.  Every
+violation raises one ``ValueError`` line naming the field, the value given and what is expected
+(several violations: one line, ``;``-separated).  Strict mode takes values as written: ``True`` is
+not an integer, ``"3"`` is not a number, ``1`` is not a boolean; all numbers are finite.  Number
+fields keep an integer as given (``int | float``), so :meth:`TrainConfig.to_json` reproduces a stored
+document exactly, and with it the ledger's configuration digest.  The declarations also give the
+command line its field list (:func:`field_descriptions`) and its ``--set KEY=VALUE`` parsing
+(:func:`parse_field`, pydantic's string mode).  pydantic rather than hand-written checks: the rules
+sit next to the fields they constrain, the field list, help text and checks cannot drift apart, and
+the class stays a dataclass (``dataclasses.fields``, ``asdict``, ``replace``, keyword construction,
+frozen attributes).
 
 World-model update schedule
 ---------------------------
@@ -18,33 +36,44 @@ what lets ``amal certify`` replay update ``u`` on the recorded primary data with
 
 Run directory
 -------------
-``config.json`` (this configuration, canonical JSON), ``ledger.jsonl`` (hash-chained world-model
-updates), ``data/`` (the primary transitions, in chunks, with ``manifest.json``), ``checkpoint.pt``
-(the latest checkpoint), ``run.json`` (status, ledger head and count, updated atomically with every
-checkpoint), ``metrics.csv`` and ``tensorboard/`` (logs), ``certificate.json`` (written by ``amal
-certify``), and ``UNSAFE_MIX`` (present only for the ablation).
+``config.json`` (the document ``{"format", "train", "world_model", "unsafe_mix"}``, canonical JSON;
+``train`` is :meth:`TrainConfig.to_json`), ``ledger.jsonl`` (hash-chained world-model updates),
+``data/`` (the primary transitions, in chunks, with ``manifest.json``), ``checkpoint.pt`` (the latest
+checkpoint), ``run.json`` (status, ledger head and count, updated atomically with every checkpoint),
+``metrics.csv`` and ``tensorboard/`` (logs), ``certificate.json`` (written by ``amal certify``), and
+``UNSAFE_MIX`` (present only for the ablation).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Final, Literal, final
+import difflib
+import functools
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, fields
+from types import NoneType, UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union, final, get_args, get_origin
 
-from amal_verified.record.files import (
-    CERTIFICATE_FILENAME,
-    CHECKPOINT_FILENAME,
-    CONFIG_FILENAME,
-    DATA_DIRNAME,
-    MANIFEST_FILENAME,
-    RUN_FILENAME,
-    UNSAFE_MARKER_FILENAME,
-    read_json,
-    write_json_atomic,
-)
-from amal_verified.record.ledger import config_digest
-from amal_verified.world_model.learner import MODELS, OPTIMIZERS, ModelName, OptimizerName
+import annotated_types
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+
+from amal_verified.common.runtime_checks import checked
+
+if TYPE_CHECKING:
+    from amal_verified.record.files import (
+        CERTIFICATE_FILENAME,
+        CHECKPOINT_FILENAME,
+        CONFIG_FILENAME,
+        DATA_DIRNAME,
+        MANIFEST_FILENAME,
+        RUN_FILENAME,
+        UNSAFE_MARKER_FILENAME,
+        read_json,
+        write_json_atomic,
+    )
 
 __all__ = [
     "CERTIFICATE_FILENAME",
@@ -52,15 +81,53 @@ __all__ = [
     "CONFIG_FILENAME",
     "DATA_DIRNAME",
     "MANIFEST_FILENAME",
+    "RUN_DOCUMENT_FORMAT",
     "RUN_FILENAME",
     "UNSAFE_MARKER_FILENAME",
+    "ModelName",
+    "OptimizerName",
     "TrainConfig",
     "document_digest",
+    "field_descriptions",
+    "parse_field",
     "primary_count_at_update",
+    "read_config_file",
     "read_json",
     "updates_completed_by",
     "write_json_atomic",
 ]
+
+_FROM_RECORD_FILES: Final = frozenset(
+    {
+        "CERTIFICATE_FILENAME",
+        "CHECKPOINT_FILENAME",
+        "CONFIG_FILENAME",
+        "DATA_DIRNAME",
+        "MANIFEST_FILENAME",
+        "RUN_FILENAME",
+        "UNSAFE_MARKER_FILENAME",
+        "read_json",
+        "write_json_atomic",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    # The run directory's names and JSON helpers live in amal_verified.record.files, which imports torch.
+    if name in _FROM_RECORD_FILES:
+        from amal_verified.record import files
+
+        return getattr(files, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+ModelName = Literal["ensemble", "linear-gaussian"]
+"""The world-model learner's models (:data:`amal_verified.world_model.learner.MODELS`)."""
+OptimizerName = Literal["adam", "sgd"]
+"""The world-model learner's optimizers (:data:`amal_verified.world_model.learner.OPTIMIZERS`)."""
+
+RUN_DOCUMENT_FORMAT: Final = "amal_verified.run.config/1"
+"""The ``format`` of a run's ``config.json`` document."""
 
 # Fields added after the first runs, with their defaults (see TrainConfig.to_json).
 _LATER_FIELDS: Final[dict[str, Any]] = {
@@ -71,151 +138,139 @@ _LATER_FIELDS: Final[dict[str, Any]] = {
     "wm_full_batch": False,
 }
 
+_STRICT: Final = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
+
 
 @final
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TrainConfig:
-    """A training run.  Construct with keywords; invalid values raise ``ValueError`` naming the field."""
+    """A training run.  Construct with keywords; invalid values raise a one-line ``ValueError`` naming
+    the field, the value and what is expected (see the module docstring)."""
 
-    env_id: str = "CartPole-v1"
-    total_steps: int = 20_000
-    seed: int = 0
+    env_id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="gymnasium environment id, or module:id (imports module, which registers id)",
+        ),
+    ] = "CartPole-v1"
+    total_steps: Annotated[int, Field(ge=1, description="primary environment steps of the run")] = 20_000
+    seed: Annotated[int, Field(ge=0, description="run seed: every random stream derives from it")] = 0
     # --- Table 1 -------------------------------------------------------------------------------
-    wm_lr: float = 3e-4
-    policy_lr: float = 3e-4
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    gamma: float = 0.99
-    info_weight: float = 0.3
-    num_aux_agents: int = 16
-    cem_population: int = 100
-    cem_elite_fraction: float = 0.2
-    mi_outer_samples: int = 100
-    ensemble_size: int = 20
+    wm_lr: Annotated[int | float, Field(gt=0, description="world-model learning rate")] = 3e-4
+    policy_lr: Annotated[int | float, Field(gt=0, description="policy (SAC) learning rate")] = 3e-4
+    batch_size: Annotated[int, Field(ge=1, description="world-model and policy batch size")] = 256
+    buffer_size: Annotated[int, Field(ge=1, description="primary replay buffer capacity")] = 1_000_000
+    gamma: Annotated[int | float, Field(ge=0, le=1, description="discount factor γ")] = 0.99
+    info_weight: Annotated[
+        int | float, Field(ge=0, description="λ: weight of the information-gain bonus in the reward (Eq. 6)")
+    ] = 0.3
+    num_aux_agents: Annotated[
+        int, Field(ge=1, description="N: auxiliary agents (the best candidates of each CEM generation)")
+    ] = 16
+    cem_population: Annotated[int, Field(ge=1, description="CEM population per generation")] = 100
+    cem_elite_fraction: Annotated[
+        int | float, Field(ge=0, le=1, description="fraction of the CEM population kept as elites")
+    ] = 0.2
+    mi_outer_samples: Annotated[
+        int, Field(ge=1, description="M: outer samples of the information-gain estimator")
+    ] = 100
+    ensemble_size: Annotated[int, Field(ge=1, description="K: world-model ensemble members")] = 20
     # --- world model ---------------------------------------------------------------------------
-    shared_trunk: bool = False
-    wm_hidden_scale: float = 1.0  # 1.0 = the paper's widths; tests use smaller models
-    learning_starts: int = 1_000
-    wm_train_every: int = 250
-    wm_updates_per_round: int = 25
-    eig_estimator: Literal["pce", "nmc"] = "pce"
+    shared_trunk: Annotated[bool, Field(description="ensemble members share one encoder trunk")] = False
+    wm_hidden_scale: Annotated[
+        int | float, Field(gt=0, description="world-model layer widths relative to the paper's (1.0)")
+    ] = 1.0
+    learning_starts: Annotated[
+        int, Field(ge=1, description="primary transitions before the first world-model round")
+    ] = 1_000
+    wm_train_every: Annotated[
+        int, Field(ge=1, description="primary steps between world-model update rounds")
+    ] = 250
+    wm_updates_per_round: Annotated[int, Field(ge=1, description="world-model updates per round")] = 25
+    eig_estimator: Annotated[
+        Literal["pce", "nmc"],
+        Field(description="information-gain estimator: prior contrastive (pce) or nested Monte Carlo (nmc)"),
+    ] = "pce"
     # The learner's options beyond the paper's configuration (WorldModelSpec's model, optimizer,
     # weight_decay and full_batch; see amal_verified.world_model.learner).  wm_model="linear-gaussian" with
     # wm_optimizer="sgd", wm_weight_decay > 0 and wm_full_batch=True is the strongly convex configuration
     # in which the corrected Theorem 2 applies.  Left out of to_json at their defaults.
-    wm_model: ModelName = "ensemble"
-    wm_optimizer: OptimizerName = "adam"
-    wm_weight_decay: float = 0.0
-    wm_full_batch: bool = False
+    wm_model: Annotated[
+        ModelName, Field(description="world model: the paper's ensemble, or one linear-Gaussian model")
+    ] = "ensemble"
+    wm_optimizer: Annotated[OptimizerName, Field(description="world-model optimizer")] = "adam"
+    wm_weight_decay: Annotated[
+        int | float, Field(ge=0, description="world-model L2 weight decay (> 0: strongly convex with sgd)")
+    ] = 0.0
+    wm_full_batch: Annotated[
+        bool, Field(description="world-model updates use every primary transition stored, not a batch")
+    ] = False
     # --- policy --------------------------------------------------------------------------------
-    policy_hidden: int = 256
-    policy_tau: float | None = None  # None: 0.02 for discrete actions, 0.005 for continuous (see policy.py)
-    random_steps: int = 1_000
-    policy_updates_per_step: int = 1
-    real_ratio: float = 1.0  # no imagined data by default: measured slower on Pendulum (README)
-    aux_ratio: float = 0.0  # policy batches without aux rows by default: measured on CartPole (README)
-    rollout_batch: int = 1_000
-    rollout_length: int = 1
-    imagined_rounds_kept: int = 4
+    policy_hidden: Annotated[int, Field(ge=1, description="policy and critic hidden width")] = 256
+    policy_tau: Annotated[
+        int | float | None,
+        Field(
+            gt=0, le=1, description="critic Polyak rate; None: 0.02 for discrete actions, 0.005 continuous"
+        ),
+    ] = None
+    random_steps: Annotated[int, Field(ge=0, description="primary steps with uniformly random actions")] = (
+        1_000
+    )
+    policy_updates_per_step: Annotated[
+        int, Field(ge=0, description="policy updates per primary step (after learning_starts)")
+    ] = 1
+    real_ratio: Annotated[
+        int | float,
+        Field(ge=0, le=1, description="real rows in a policy batch; the rest imagined (default 1: none)"),
+    ] = 1.0  # no imagined data by default: measured slower on Pendulum (README)
+    aux_ratio: Annotated[
+        int | float, Field(ge=0, le=1, description="auxiliary rows among a policy batch's real rows")
+    ] = 0.0  # policy batches without aux rows by default: measured on CartPole (README)
+    rollout_batch: Annotated[int, Field(ge=1, description="start states of imagined rollouts per round")] = (
+        1_000
+    )
+    rollout_length: Annotated[int, Field(ge=1, description="steps of each imagined rollout")] = 1
+    imagined_rounds_kept: Annotated[
+        int, Field(ge=1, description="rounds of imagined rollouts the imagined buffer holds")
+    ] = 4
     # --- auxiliary agents ----------------------------------------------------------------------
-    aux_hidden: int = 32
-    aux_buffer_size: int = 100_000
-    aux_obs_noise: float | None = None  # None: the environment's default perturbation
+    aux_hidden: Annotated[int, Field(ge=1, description="auxiliary (CEM) policy hidden width")] = 32
+    aux_buffer_size: Annotated[int, Field(ge=1, description="each auxiliary agent's buffer capacity")] = (
+        100_000
+    )
+    aux_obs_noise: Annotated[
+        int | float | None,
+        Field(ge=0, description="auxiliary observation-noise std; None: the environment's default"),
+    ] = None
     # The auxiliary side's own seed: its streams (cem, cem/probes, aux/<i>/*) derive from it instead of
     # ``seed``, so auxiliary randomness can vary while the primary side stays fixed.  None: ``seed``.
-    aux_seed: int | None = None
-    cem_every: int = 1_000
-    cem_beta: float = 1.0
-    cem_std_floor: float = 0.02
-    probe_states: int = 256
+    aux_seed: Annotated[
+        int | None, Field(ge=0, description="seed of the auxiliary side's random streams; None: seed")
+    ] = None
+    cem_every: Annotated[int, Field(ge=1, description="primary steps between CEM generations")] = 1_000
+    cem_beta: Annotated[int | float, Field(ge=0, description="β: CEM fitness weight (Eq. 5)")] = 1.0
+    cem_std_floor: Annotated[int | float, Field(gt=0, description="variance floor of the CEM update")] = 0.02
+    probe_states: Annotated[
+        int, Field(ge=1, description="primary states on which CEM candidates are scored")
+    ] = 256
     # --- run -----------------------------------------------------------------------------------
-    unsafe_mix: bool = False
-    eval_every: int = 2_000
-    eval_episodes: int = 10
-    log_every: int = 500
-    checkpoint_every: int = 5_000
-    threads: int = 1
+    unsafe_mix: Annotated[
+        bool, Field(description="ABLATION ONLY: world model on primary and auxiliary data, ungated")
+    ] = False
+    eval_every: Annotated[int, Field(ge=1, description="primary steps between evaluations")] = 2_000
+    eval_episodes: Annotated[int, Field(ge=1, description="episodes per evaluation")] = 10
+    log_every: Annotated[int, Field(ge=1, description="primary steps between log rows")] = 500
+    checkpoint_every: Annotated[int, Field(ge=1, description="primary steps between checkpoints")] = 5_000
+    threads: Annotated[int, Field(ge=1, description="torch intra-op threads")] = 1
 
     def __post_init__(self) -> None:
-        positive = (
-            "total_steps",
-            "batch_size",
-            "buffer_size",
-            "num_aux_agents",
-            "cem_population",
-            "mi_outer_samples",
-            "ensemble_size",
-            "wm_train_every",
-            "wm_updates_per_round",
-            "policy_hidden",
-            "rollout_batch",
-            "rollout_length",
-            "imagined_rounds_kept",
-            "aux_hidden",
-            "aux_buffer_size",
-            "cem_every",
-            "probe_states",
-            "eval_every",
-            "eval_episodes",
-            "log_every",
-            "checkpoint_every",
-            "threads",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.aux_seed is not None and (
-            isinstance(self.aux_seed, bool) or not isinstance(self.aux_seed, int) or self.aux_seed < 0
-        ):
-            raise ValueError(f"aux_seed must be None or a non-negative integer, got {self.aux_seed!r}")
-        for name in ("seed", "learning_starts", "random_steps", "policy_updates_per_step"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        for name in ("wm_lr", "policy_lr", "wm_hidden_scale"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-        for name in ("gamma", "cem_elite_fraction", "real_ratio", "aux_ratio"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-        for name in ("info_weight", "cem_beta", "cem_std_floor"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0.0):
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        if self.cem_std_floor == 0.0:
-            raise ValueError("cem_std_floor must be > 0 (the variance floor of the CEM update)")
-        if self.policy_tau is not None and not 0.0 < self.policy_tau <= 1.0:
-            raise ValueError(f"policy_tau must be None or lie in (0, 1], got {self.policy_tau!r}")
-        if self.aux_obs_noise is not None and not (
-            math.isfinite(self.aux_obs_noise) and self.aux_obs_noise >= 0
-        ):
-            raise ValueError(f"aux_obs_noise must be None or a finite value >= 0, got {self.aux_obs_noise!r}")
-        if self.eig_estimator not in ("pce", "nmc"):
-            raise ValueError(f"eig_estimator must be 'pce' or 'nmc', got {self.eig_estimator!r}")
-        self._check_world_model_options()
+        """The rules relating fields (each field's own type and bounds are checked before)."""
         if self.num_aux_agents > self.cem_population:
             raise ValueError(
                 f"num_aux_agents ({self.num_aux_agents}) cannot exceed cem_population "
                 f"({self.cem_population}): the auxiliary agents are the best candidates of a CEM generation"
             )
-        if self.learning_starts < 1:
-            raise ValueError("learning_starts must be at least 1: the world model needs primary data")
-        if not self.env_id:
-            raise ValueError("env_id must be a gymnasium environment id")
-
-    def _check_world_model_options(self) -> None:
-        if self.wm_model not in MODELS:
-            raise ValueError(f"wm_model must be one of {MODELS}, got {self.wm_model!r}")
-        if self.wm_optimizer not in OPTIMIZERS:
-            raise ValueError(f"wm_optimizer must be one of {OPTIMIZERS}, got {self.wm_optimizer!r}")
-        wd = self.wm_weight_decay
-        if isinstance(wd, bool) or not (isinstance(wd, float | int) and math.isfinite(wd) and wd >= 0.0):
-            raise ValueError(f"wm_weight_decay must be a finite number >= 0, got {wd!r}")
-        if not isinstance(self.wm_full_batch, bool):
-            raise ValueError(f"wm_full_batch must be True or False, got {self.wm_full_batch!r}")
         if self.wm_model != "linear-gaussian":
             return
         # A single linear model: no ensemble to size or shape, no member disagreement to reward, no
@@ -249,10 +304,9 @@ class TrainConfig:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_json`; unknown keys raise ``ValueError`` (missing keys take defaults)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown configuration keys {unknown}")
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a configuration must be a mapping of field names to values, got {data!r}")
+        _check_known(data)
         return cls(**dict(data))
 
     # ------------------------------------------------------------------ schedule
@@ -262,6 +316,187 @@ class TrainConfig:
         """The primary-transition count at which the first world-model round runs."""
         every = self.wm_train_every
         return -(-self.learning_starts // every) * every
+
+
+# ---------------------------------------------------------------------------------------- errors
+
+_FIELDS: Final[dict[str, FieldInfo]] = getattr(TrainConfig, "__pydantic_fields__")  # noqa: B009
+
+
+def _check_known(names: Mapping[str, Any]) -> None:
+    unknown = sorted(set(names) - set(_FIELDS))
+    if unknown:
+        nearest = {
+            name: close[0]
+            for name in unknown
+            if (close := difflib.get_close_matches(name, list(_FIELDS), n=1))
+        }
+        if len(unknown) == 1 and nearest:
+            hint = f" (did you mean {nearest[unknown[0]]!r}?)"
+        elif nearest:
+            hint = f" (did you mean {', '.join(f'{v!r} for {k!r}' for k, v in nearest.items())}?)"
+        else:
+            hint = ""
+        raise ValueError(f"unknown configuration keys {unknown}{hint}; amal train --help lists the fields")
+
+
+def _bound(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@functools.cache
+def _expected(name: str) -> str:
+    """What field ``name`` accepts, in words (its type and bounds)."""
+    info = _FIELDS[name]
+    annotation = info.annotation
+    members = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
+    optional = NoneType in members
+    members.discard(NoneType)
+    prefix = "None or " if optional else ""
+    if get_origin(annotation) is Literal:
+        return prefix + " or ".join(repr(choice) for choice in get_args(annotation))
+    if members == {bool}:
+        return prefix + "true or false"
+    if members == {str}:
+        return prefix + "a non-empty string"
+    integer = members == {int}
+    lower: tuple[str, Any] | None = None
+    upper: tuple[str, Any] | None = None
+    for constraint in info.metadata:
+        if isinstance(constraint, annotated_types.Ge):
+            lower = ("[", constraint.ge)
+        elif isinstance(constraint, annotated_types.Gt):
+            lower = ("(", constraint.gt)
+        elif isinstance(constraint, annotated_types.Le):
+            upper = ("]", constraint.le)
+        elif isinstance(constraint, annotated_types.Lt):
+            upper = (")", constraint.lt)
+    kind = "integer" if integer else "number"
+    if lower is not None and upper is not None:
+        return f"{prefix}a {kind} in {lower[0]}{_bound(lower[1])}, {_bound(upper[1])}{upper[0]}"
+    finite = "" if integer else "finite "
+    if lower == ("[", 1) and integer:
+        return prefix + "a positive integer"
+    if lower == ("[", 0):
+        return prefix + ("a non-negative integer" if integer else "a finite number >= 0")
+    if lower == ("(", 0):
+        return prefix + f"a {finite}positive {kind}"
+    return prefix + f"a {finite}{kind}"
+
+
+def _one_line(exc: ValidationError) -> str:
+    """pydantic's report as one line: each field named with its value and what it accepts."""
+    problems: list[str] = []
+    named: set[str] = set()
+    unknown: dict[str, Any] = {}
+    for error in exc.errors():
+        location = error["loc"]
+        if not location:  # a rule relating fields (__post_init__) raised
+            cause = error.get("ctx", {}).get("error")
+            problems.append(str(cause) if cause is not None else error["msg"])
+            continue
+        name = str(location[0])
+        if error["type"] == "unexpected_keyword_argument":
+            unknown[name] = error["input"]
+        elif name in _FIELDS and name not in named:
+            named.add(name)
+            problems.append(f"{name} must be {_expected(name)}, got {error['input']!r}")
+        elif name not in _FIELDS:
+            problems.append(f"{name}: {error['msg']}")
+    if unknown:
+        try:
+            _check_known(unknown)
+        except ValueError as unknown_keys:
+            problems.append(str(unknown_keys))
+    return "; ".join(problems)
+
+
+def _one_line_errors(init: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(init)
+    def __init__(self: TrainConfig, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise ValueError(_one_line(exc)) from None
+
+    return __init__
+
+
+# pydantic raises ValidationError (a multi-line ValueError); the configuration's contract is one line.
+setattr(TrainConfig, "__init__", _one_line_errors(TrainConfig.__init__))  # noqa: B010
+
+
+# ---------------------------------------------------------------------------------------- the command line
+
+
+@checked
+def field_descriptions() -> dict[str, tuple[str, Any, str]]:
+    """Every field, in declaration order: ``name -> (what it accepts, default, meaning)``."""
+    return {
+        f.name: (_expected(f.name), f.default, _FIELDS[f.name].description or "") for f in fields(TrainConfig)
+    }
+
+
+@functools.cache
+def _string_adapter(name: str) -> TypeAdapter[Any]:
+    info = _FIELDS[name]
+    annotation: Any = info.annotation
+    if info.metadata:
+        annotation = Annotated.__class_getitem__((annotation, *info.metadata))  # type: ignore[attr-defined]
+    return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False))
+
+
+@checked
+def parse_field(name: str, text: str) -> Any:
+    """The value of field ``name`` written as ``text`` (``--set name=text``), checked against the field's
+    type and bounds: integers and numbers in decimal, booleans as true/false (also 1/0, yes/no),
+    ``none`` (or ``null``) for a field that may be None.
+
+    Raises a one-line ``ValueError`` for an unknown field (naming the nearest one) or a value the field
+    does not accept (naming the field, the text and what is expected).
+    """
+    _check_known({name: text})
+    if text.strip().lower() in ("none", "null") and NoneType in get_args(_FIELDS[name].annotation):
+        return None
+    try:
+        return _string_adapter(name).validate_strings(text.strip())
+    except ValidationError:
+        raise ValueError(f"{name} must be {_expected(name)}, got {text!r}") from None
+
+
+@checked
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The configuration fields in the JSON file ``path``: a JSON object of :class:`TrainConfig` fields
+    (any subset; the others keep their defaults), or a run's ``config.json`` (its ``train`` section).
+
+    The values are returned as written (validate with :meth:`TrainConfig.from_json`, after any
+    overrides).  Raises a one-line ``ValueError`` naming the file for a missing file, invalid JSON, an
+    unsupported document format or unknown keys.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except FileNotFoundError:
+        raise ValueError(f"configuration file {os.fspath(path)} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"configuration file {os.fspath(path)} is not valid JSON ({exc})") from None
+    if isinstance(data, dict) and "format" in data:
+        if data["format"] != RUN_DOCUMENT_FORMAT or not isinstance(data.get("train"), dict):
+            raise ValueError(
+                f"configuration file {os.fspath(path)}: a run document must have format "
+                f"{RUN_DOCUMENT_FORMAT!r} and a 'train' object, got format {data['format']!r}"
+            )
+        data = data["train"]
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"configuration file {os.fspath(path)} must hold a JSON object of configuration fields "
+            "(or be a run's config.json)"
+        )
+    try:
+        _check_known(data)
+    except ValueError as exc:
+        raise ValueError(f"configuration file {os.fspath(path)}: {exc}") from None
+    return data
 
 
 def primary_count_at_update(config: TrainConfig, update: int) -> int:
@@ -291,4 +526,6 @@ def document_digest(document: Mapping[str, Any]) -> str:
     updates happen, never what any of them computes, and a resumed run may be extended.
     """
     train = {k: v for k, v in document.get("train", {}).items() if k != "total_steps"}
+    from amal_verified.record.ledger import config_digest
+
     return config_digest({**document, "train": train})
