@@ -1,4 +1,5 @@
-"""The integrations in examples/integrations/: CleanRL-style PPO and a Stable-Baselines3 callback.
+"""The integrations in examples/integrations/: CleanRL-style PPO and the Stable-Baselines3 example script
+(amal_verified.integrations.sb3 itself is tested in tests/integrations/).
 
 Each trains on a tiny budget, its world model passes the differential audit, and the leaky variants
 are refused (by the gate) or fail the audit; the CleanRL script's `# amal` lines are the whole
@@ -225,6 +226,7 @@ def test_sb3_world_model_passes_the_audit_and_the_leaky_callback_fails_it(sb3: M
     ("argv", "message"),
     [
         (["--wm-batch-size", "0"], "--wm-batch-size must be at least 1"),
+        (["--n-envs", "0"], "--n-envs must be at least 1"),
         (["--aux-envs", "-2"], "--aux-envs must be 0 or more"),
         (["--aux-gravity-scale", "inf"], "--aux-gravity-scale must be a positive number"),
         (["--wm-batch-size", "100", "--buffer-size", "50"], "must not exceed --buffer-size"),
