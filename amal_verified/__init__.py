@@ -16,8 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from amal_verified import _old_paths
-
-__version__ = "0.1.0"
+from amal_verified._version import __version__ as __version__
 
 _old_paths.install()
 
@@ -49,6 +48,9 @@ _EXPORTS = {
     "Trainer": "amal_verified.run.trainer",
     "certify_run": "amal_verified.run.certify",
     "Certificate": "amal_verified.run.certify",
+    "evaluate_run": "amal_verified.run.evaluate",
+    "load_policy": "amal_verified.run.trained_policy",
+    "TrainedPolicy": "amal_verified.run.trained_policy",
     "EnsembleWorldModel": "amal_verified.world_model.ensemble",
     "WorldModelLearner": "amal_verified.world_model.learner",
     "RunStreams": "amal_verified.common.rng_streams",
@@ -73,6 +75,7 @@ __all__ = [
     "TaggedTensor",
     "TaggingError",
     "TrainConfig",
+    "TrainedPolicy",
     "Trainer",
     "WorldModelLearner",
     "aux",
@@ -81,8 +84,10 @@ __all__ = [
     "declassifications",
     "declassify",
     "escapes",
+    "evaluate_run",
     "is_strict",
     "label_of",
+    "load_policy",
     "primary",
     "set_strict",
 ]
@@ -105,6 +110,8 @@ if TYPE_CHECKING:
     from amal_verified.isolation.tagging import AuxData, PrimaryData, TaggedTensor, aux, label_of, primary
     from amal_verified.run.certify import Certificate, certify_run
     from amal_verified.run.config import TrainConfig
+    from amal_verified.run.evaluate import evaluate_run
+    from amal_verified.run.trained_policy import TrainedPolicy, load_policy
     from amal_verified.run.trainer import Trainer
     from amal_verified.world_model.ensemble import EnsembleWorldModel
     from amal_verified.world_model.learner import WorldModelLearner

@@ -27,17 +27,22 @@ to build a run's primary-only world model.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, final
 
 import torch
 
-from amal_verified import __version__
+from amal_verified._version import __version__
 from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.buffers import PrimaryBuffer
@@ -55,7 +60,7 @@ from amal_verified.run.config import (
 )
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec, WorldModelUpdate
 
-__all__ = ["Certificate", "PrimaryReplay", "certify_run"]
+__all__ = ["Certificate", "PrimaryReplay", "certify_run", "process_has_run_state"]
 
 # Modules whose presence in the certifying process would mean the replay could have used them.
 FORBIDDEN_MODULES: Final = (
@@ -104,20 +109,83 @@ class Certificate:
         }
 
 
-def certify_run(run_dir: str | Path, *, write: bool = True, progress: Any = None) -> Certificate:
+@checked
+def certify_run(
+    run_dir: str | Path,
+    *,
+    write: bool = True,
+    progress: bool | Callable[[int, int], object] | None = None,
+    fresh_process: bool | None = None,
+) -> Certificate:
     """Replay and check every world-model update of the run in ``run_dir`` (see the module docstring).
 
-    Writes ``certificate.json`` into the run directory when ``write``.  ``progress``, if given, is
-    called as ``progress(done, total)`` after each update.  Never raises for a bad run directory:
-    every problem found is in the result.
+    Writes ``certificate.json`` into the run directory when ``write``.  ``progress`` is ``True`` for a
+    report on standard error (:class:`~amal_verified.run.logs.ConsoleProgress`: a bar on a terminal,
+    plain lines otherwise), or a callable called as ``progress(done, total)`` after each update.
+    Never raises for a bad run directory: every problem found is in the result.
+
+    The process contract: the replay speaks for the run only in a process that has loaded none of
+    :data:`FORBIDDEN_MODULES` and tagged no data (such a process could have used auxiliary-side code,
+    and its global state — label tracking, recorded escapes, torch's deterministic and thread
+    settings — is not a fresh process's).  ``fresh_process`` says where the replay runs:
+
+    - ``None`` (default): here if this process is clean in that sense (as ``amal certify``'s is), else
+      in a fresh child Python process (``sys.executable``, importing this same package), whose
+      certificate is returned and, with ``write``, written by the child; progress is relayed.  So a
+      script or notebook that has just trained a run certifies it with a plain ``certify_run(run_dir)``;
+    - ``True``: always in a fresh child process;
+    - ``False``: always here.  A forbidden module loaded here is then a problem of the result, and
+      such a result is never written (it describes this process, not the run).
+
+    A replay here leaves torch's deterministic-algorithms and thread settings as it found them.
+    ``RuntimeError`` (one line) if a child process ends without a certificate.
     """
-    start = time.perf_counter()
+    from amal_verified.run.logs import ConsoleProgress
+
     path = Path(run_dir)
+    owned = ConsoleProgress("amal certify", "updates") if progress is True else None
+    report: Callable[[int, int], object] | None = None
+    if owned is not None:
+        report = owned
+    elif callable(progress):
+        report = progress
+    try:
+        if fresh_process is None:
+            fresh_process = process_has_run_state()
+        if fresh_process:
+            return _certify_in_child(path, write=write, progress=report)
+        return _certify_here(path, write=write, progress=report)
+    finally:
+        if owned is not None:
+            owned.close()
+
+
+def process_has_run_state() -> bool:
+    """Whether this process has loaded a module of :data:`FORBIDDEN_MODULES` or tagged data (so that
+    :func:`certify_run` replays in a fresh child process)."""
+    if any(m in sys.modules for m in FORBIDDEN_MODULES):
+        return True
+    hooks = sys.modules.get("amal_verified.isolation._engine.global_hooks")
+    return hooks is not None and bool(hooks.is_active())
+
+
+def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], object] | None) -> Certificate:
+    start = time.perf_counter()
     problems: list[str] = []
-    checked = 0
+    replayed = 0
     in_ledger = 0
     transitions = 0
     unsafe = False
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    environment = {
+        "amal_verified": __version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": str(threads),
+    }
     try:
         document = read_json(path / CONFIG_FILENAME, "run configuration")
         config = TrainConfig.from_json(document["train"])
@@ -145,36 +213,109 @@ def certify_run(run_dir: str | Path, *, write: bool = True, progress: Any = None
                 "replay from primary data alone is expected to fail"
             )
         if all(p.startswith("this run is an --unsafe-mix") for p in problems):
-            checked = _replay(config, spec, stream.tensors, stream.count, result.records, problems, progress)
+            environment["threads"] = str(config.threads)
+            replayed = _replay(config, spec, stream.tensors, stream.count, result.records, problems, progress)
     except (ValueError, KeyError, TypeError) as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.set_num_threads(threads)
     loaded = tuple(m for m in FORBIDDEN_MODULES if m in sys.modules)
     if loaded:
         problems.append(f"the certifying process had auxiliary-side modules loaded: {', '.join(loaded)}")
-    ok = not problems and checked == in_ledger and in_ledger > 0
+    ok = not problems and replayed == in_ledger and in_ledger > 0
     if not problems and in_ledger == 0:
         problems.append("the ledger holds no world-model update: nothing to certify")
     cert = Certificate(
         run_dir=str(path),
         ok=ok,
-        updates_checked=checked,
+        updates_checked=replayed,
         updates_in_ledger=in_ledger,
         primary_transitions=transitions,
         unsafe_mix=unsafe,
         problems=tuple(problems),
         forbidden_modules_loaded=loaded,
         seconds=time.perf_counter() - start,
-        environment={
-            "amal_verified": __version__,
-            "torch": str(torch.__version__),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "threads": str(torch.get_num_threads()),
-        },
+        environment=environment,
     )
-    if write and path.is_dir():
+    if write and not loaded and path.is_dir():
         write_json_atomic(path / CERTIFICATE_FILENAME, cert.to_json())
     return cert
+
+
+# The child process's entry and the lines it writes on its standard output.
+_CHILD_CODE: Final = "from amal_verified.run.certify import _child_main; _child_main()"
+_PROGRESS_LINE: Final = "amal-certify-progress"
+_RESULT_LINE: Final = "amal-certify-result"
+
+
+def _child_main() -> None:
+    """Entry of the child process: ``RUN_DIR write|no-write progress|no-progress`` in ``sys.argv``."""
+    run_dir, write, report = sys.argv[1], sys.argv[2] == "write", sys.argv[3] == "progress"
+
+    def relay(done: int, total: int) -> None:
+        print(f"{_PROGRESS_LINE} {done} {total}", flush=True)
+
+    cert = _certify_here(Path(run_dir), write=write, progress=relay if report else None)
+    print(f"{_RESULT_LINE} {json.dumps(dataclasses.asdict(cert))}", flush=True)
+
+
+def _certify_in_child(
+    path: Path, *, write: bool, progress: Callable[[int, int], object] | None
+) -> Certificate:
+    if not sys.executable:
+        raise RuntimeError(
+            "certify_run: cannot start a fresh Python process (sys.executable is empty); "
+            f"run `amal certify {path}` from a shell instead"
+        )
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    args = [
+        sys.executable,
+        "-c",
+        _CHILD_CODE,
+        str(path),
+        "write" if write else "no-write",
+        "progress" if progress is not None else "no-progress",
+    ]
+    fields: dict[str, Any] | None = None
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as errors:
+        child = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, text=True, env=env
+        )
+        stdout = child.stdout
+        assert stdout is not None
+        try:
+            for line in stdout:
+                kind, _, rest = line.rstrip("\n").partition(" ")
+                if kind == _PROGRESS_LINE and progress is not None:
+                    done, total = (int(v) for v in rest.split())
+                    progress(done, total)
+                elif kind == _RESULT_LINE:
+                    fields = json.loads(rest)
+            code = child.wait()
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            stdout.close()
+        if code != 0 or fields is None:
+            errors.seek(0)
+            lines = [ln.strip() for ln in errors.read().splitlines() if ln.strip()]
+            raise RuntimeError(
+                f"certify_run: the replay process for {path} exited with code {code} without a "
+                f"certificate ({lines[-1] if lines else 'no error output'}); run `amal certify {path}` "
+                "to see its full output"
+            )
+    return Certificate(
+        **{
+            **fields,
+            "problems": tuple(fields["problems"]),
+            "forbidden_modules_loaded": tuple(fields["forbidden_modules_loaded"]),
+        }
+    )
 
 
 @final
@@ -243,7 +384,7 @@ def _replay(
     available: int,
     records: Any,
     problems: list[str],
-    progress: Any,
+    progress: Callable[[int, int], object] | None,
 ) -> int:
     replay = PrimaryReplay(config, spec, data, available)
     checked = 0

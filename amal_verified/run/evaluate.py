@@ -22,34 +22,43 @@ import torch
 
 from amal_verified.agents.env_runner import run_episodes
 from amal_verified.common.rng_streams import RunStreams
+from amal_verified.common.runtime_checks import checked
 from amal_verified.envs import make_env, task_info
-from amal_verified.record.checkpoint import load_checkpoint
-from amal_verified.run.config import CHECKPOINT_FILENAME, CONFIG_FILENAME, TrainConfig, read_json
-from amal_verified.run.trainer import make_policy
+from amal_verified.run.config import CONFIG_FILENAME, read_json
+from amal_verified.run.trained_policy import policy_from_state, read_run_checkpoint
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
 
 __all__ = ["evaluate_run"]
 
 
+@checked
 def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) -> dict[str, Any]:
-    """Evaluate the latest checkpoint of the run in ``run_dir`` (see the module docstring)."""
+    """Evaluate the latest checkpoint of the run in ``run_dir`` (see the module docstring).
+
+    Returns the report as a JSON-ready dict: ``returns``, ``mean_return``, ``std_return``,
+    ``solved_return``, ``step``, ``unsafe_mix`` and ``world_model`` (``next_obs_mse``,
+    ``reward_mse``, ``nll_per_member_mean``, ``finite``).  ``ValueError`` (one line) for a bad
+    ``episodes`` or a missing or unreadable run directory.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be positive, got {episodes}")
     path = Path(run_dir)
-    document = read_json(path / CONFIG_FILENAME, "run configuration")
-    config = TrainConfig.from_json(document["train"])
-    spec = WorldModelSpec.from_json(document["world_model"])
-    state = load_checkpoint(path / CHECKPOINT_FILENAME)
+    config, state = read_run_checkpoint(path, restore=True)
+    try:
+        spec = WorldModelSpec.from_json(read_json(path / CONFIG_FILENAME, "run configuration")["world_model"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path / CONFIG_FILENAME} holds no world-model specification ({exc})") from None
+    policy = policy_from_state(path, config, state, seed=0)  # acts deterministically: its stream is unused
     torch.set_num_threads(config.threads)
     task = task_info(config.env_id)
     env = make_env(config.env_id)
-    streams = RunStreams(config.seed)
-    # The policy's generator is unused: evaluation acts deterministically.
-    policy = make_policy(config, task, env, torch.Generator().manual_seed(0))
-    policy.load_state_dict(state["policy"])
-    learner = WorldModelLearner(spec, streams, unsafe_mix=config.unsafe_mix)
+    learner = WorldModelLearner(spec, RunStreams(config.seed), unsafe_mix=config.unsafe_mix)
     learner.load_state_dict(state["learner"])
-    run = run_episodes(policy.act, env, np.random.default_rng(seed), episodes, record=True)
+
+    def act(obs: torch.Tensor, *, deterministic: bool) -> torch.Tensor:
+        return torch.as_tensor(policy.act(obs, deterministic=deterministic))
+
+    run = run_episodes(act, env, np.random.default_rng(seed), episodes, record=True)
     assert run.transitions is not None
     returns = run.returns
     rew_t = torch.as_tensor(run.transitions["reward"])

@@ -1,9 +1,18 @@
-"""Training logs: ``metrics.csv``, TensorBoard scalars and a live progress bar.
+"""Training logs: ``metrics.csv``, TensorBoard scalars and progress reports.
 
 Every logged row has the same columns (:data:`COLUMNS`); a value not measured yet is left empty in
-the CSV and skipped in TensorBoard.  An ``--unsafe-mix`` run says so everywhere: an ``unsafe_mix``
-column in every CSV row, the TensorBoard tag prefix ``UNSAFE-MIX/``, and the progress bar's
+the CSV and skipped in TensorBoard.  TensorBoard tags are grouped by what they measure
+(:data:`TENSORBOARD_TAGS`): ``train/`` (the primary agent: returns, speed, SAC losses), ``eval/``
+(evaluation episodes), ``world_model/`` (its loss, updates and information gain) and ``aux/`` (the
+auxiliary population).  An ``--unsafe-mix`` run says so everywhere: an ``unsafe_mix`` column in every
+CSV row, the TensorBoard tag prefix ``UNSAFE-MIX/`` before the group, and the progress report's
 isolation field.  On resume, CSV rows written after the checkpoint are dropped (they are redone).
+
+Progress goes to standard error.  On a terminal it is a live bar; anywhere else (``tee``, ``nohup``,
+a batch scheduler, a notebook) it is plain timestamped lines, one at the first report, then at most one
+every ``line_interval`` seconds, and one at the end, each with the step, the rate, the elapsed time,
+the ETA and (for training) the latest returns.  :class:`ConsoleProgress` is the same report for any
+``progress(done, total)`` callback, such as :func:`~amal_verified.run.certify.certify_run`'s.
 """
 
 from __future__ import annotations
@@ -11,15 +20,19 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Final, final
+from typing import IO, Final, Protocol, cast, final, runtime_checkable
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-__all__ = ["COLUMNS", "RunLogger"]
+from amal_verified.common.runtime_checks import checked
+
+__all__ = ["COLUMNS", "TENSORBOARD_TAGS", "ConsoleProgress", "RunLogger", "TextStream"]
 
 COLUMNS: Final = (
     "step",
@@ -39,17 +52,117 @@ COLUMNS: Final = (
     "isolation",
     "unsafe_mix",
 )
+TENSORBOARD_TAGS: Final = {
+    "steps_per_s": "train/steps_per_s",
+    "episode_return": "train/episode_return",
+    "critic_loss": "train/critic_loss",
+    "actor_loss": "train/actor_loss",
+    "alpha": "train/alpha",
+    "eval_return": "eval/return",
+    "wm_loss": "world_model/loss",
+    "wm_updates": "world_model/updates",
+    "info_gain": "world_model/info_gain",
+    "imagined_info_gain": "world_model/imagined_info_gain",
+    "aux_fitness": "aux/fitness",
+    "aux_dropped_nonfinite": "aux/dropped_nonfinite",
+}
+"""The TensorBoard tag of each numeric column (an ``--unsafe-mix`` run prefixes ``UNSAFE-MIX/``)."""
 CSV_FILENAME: Final = "metrics.csv"
 TENSORBOARD_DIRNAME: Final = "tensorboard"
+DEFAULT_LINE_INTERVAL: Final = 10.0
+"""Seconds between two plain progress lines (the first and the last are always written)."""
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "—" if value is None or not math.isfinite(value) else format(value, spec)
+@runtime_checkable
+class TextStream(Protocol):
+    """Where progress is reported: anything with ``write(str)`` and ``flush()`` (``sys.stderr``, a file)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def _fmt(value: float | None, spec: str, missing: str = "—") -> str:
+    return missing if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    whole = max(0, round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def _is_terminal(stream: TextStream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+@final
+class _Lines:
+    """Plain progress lines for ``label``: ``done/total`` with rate, elapsed time and ETA, rate-limited."""
+
+    def __init__(
+        self,
+        stream: TextStream,
+        label: str,
+        unit: str,
+        total: int,
+        start_done: int,
+        interval: float,
+        start: float | None = None,
+    ) -> None:
+        self._stream: Final = stream
+        self._label: Final = label
+        self._unit: Final = unit
+        self.total = total
+        self._start_done: Final = start_done
+        self._interval: Final = interval
+        self._start: Final = time.perf_counter() if start is None else start
+        self._last: float | None = None
+        self._last_done: int | None = None
+
+    def report(self, done: int, details: str = "", *, force: bool = False) -> None:
+        now = time.perf_counter()
+        finished = done >= self.total
+        due = self._last is None or now - self._last >= self._interval
+        if not (force or finished or due) or (finished and self._last_done == done):
+            return
+        elapsed = now - self._start
+        rate = (done - self._start_done) / elapsed if elapsed > 0 else math.nan
+        eta = (self.total - done) / rate if rate > 0 else (0.0 if finished else None)
+        percent = 100.0 * done / self.total if self.total > 0 else 100.0
+        line = (
+            f"{self._label} {time.strftime('%Y-%m-%d %H:%M:%S')} {self._unit} {done}/{self.total} "
+            f"({percent:.0f}%) | {_fmt(rate, '.1f', '-')} {self._unit}/s | elapsed {_clock(elapsed)} "
+            f"| ETA {_clock(eta)}"
+        )
+        self._stream.write(line + (f" | {details}" if details else "") + "\n")
+        self._stream.flush()
+        self._last, self._last_done = now, done
+
+
+def _bar(label: str, stream: TextStream, total: int, completed: int) -> tuple[Progress, TaskID]:
+    progress = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=Console(file=cast(IO[str], stream)),
+        refresh_per_second=4,
+    )
+    progress.start()
+    return progress, progress.add_task(label, total=total, completed=completed, info="")
 
 
 @final
 class RunLogger:
-    """Writes rows to CSV and TensorBoard, and drives the progress bar (if ``progress``)."""
+    """Writes rows to CSV and TensorBoard and, if ``progress``, reports progress on ``stream``.
+
+    ``stream`` (standard error when ``None``) gets a live bar when it is a terminal and plain lines
+    (see the module docstring) otherwise.
+    """
 
     def __init__(
         self,
@@ -59,6 +172,8 @@ class RunLogger:
         unsafe_mix: bool,
         progress: bool,
         resume_step: int | None = None,
+        stream: TextStream | None = None,
+        line_interval: float = DEFAULT_LINE_INTERVAL,
     ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -75,24 +190,18 @@ class RunLogger:
             self._csv.writeheader()
             self._file.flush()
         self._tb = SummaryWriter(str(self._run_dir / TENSORBOARD_DIRNAME), purge_step=resume_step)
-        self._progress: Progress | None = None
-        self._task = None
+        self._bar: tuple[Progress, TaskID] | None = None
+        self._lines: _Lines | None = None
+        self._latest: dict[str, float | None] = {}
         self._start = time.perf_counter()
         self._start_step = resume_step or 0
         self.isolation = "UNSAFE-MIX (ablation, no gate)" if unsafe_mix else "gated"
         if progress:
-            self._progress = Progress(
-                TextColumn("[bold]amal train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[info]}"),
-                refresh_per_second=4,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(
-                "train", total=total_steps, completed=self._start_step, info=""
-            )
+            out = sys.stderr if stream is None else stream
+            if _is_terminal(out):
+                self._bar = _bar("amal train", out, total_steps, self._start_step)
+            else:
+                self._lines = _Lines(out, "amal train", "steps", total_steps, self._start_step, line_interval)
 
     @staticmethod
     def _truncate_after(path: Path, step: int) -> None:
@@ -114,12 +223,29 @@ class RunLogger:
         return (step - self._start_step) / elapsed if elapsed > 0 else 0.0
 
     def advance(self, step: int) -> None:
-        """Move the progress bar to ``step``."""
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, completed=step)
+        """Report progress at ``step`` (the bar moves; a plain line is written if one is due)."""
+        if self._bar is not None:
+            self._bar[0].update(self._bar[1], completed=step)
+        if self._lines is not None:
+            self._lines.report(step, self._summary(plain=True))
+
+    def _summary(self, *, plain: bool) -> str:
+        m = self._latest
+        missing = "-" if plain else "—"
+        sep = " | " if plain else " · "
+        parts = [
+            f"return {_fmt(m.get('episode_return'), '.1f', missing)} "
+            f"(eval {_fmt(m.get('eval_return'), '.1f', missing)})",
+            f"WM loss {_fmt(m.get('wm_loss'), '.3f', missing)}",
+            f"IG {_fmt(m.get('info_gain'), '.3f', missing)}",
+            self.isolation,
+        ]
+        if not plain:
+            parts.insert(0, f"{_fmt(m.get('steps_per_s'), '.0f')} steps/s")
+        return sep.join(parts)
 
     def log(self, step: int, metrics: Mapping[str, float | None]) -> None:
-        """Write one row (missing columns empty) and refresh the progress bar's summary."""
+        """Write one row (missing columns empty) and report progress with its values."""
         unknown = set(metrics) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown metric columns {sorted(unknown)}")
@@ -132,28 +258,88 @@ class RunLogger:
         self._csv.writerow(row)
         self._file.flush()
         for name, value in metrics.items():
-            if value is not None and math.isfinite(value) and name != "step":
-                self._tb.add_scalar(self._prefix + name, value, step)
-        if self._progress is not None and self._task is not None:
-            info = (
-                f"{_fmt(metrics.get('steps_per_s'), '.0f')} steps/s · "
-                f"return {_fmt(metrics.get('episode_return'), '.1f')} "
-                f"(eval {_fmt(metrics.get('eval_return'), '.1f')}) · "
-                f"WM loss {_fmt(metrics.get('wm_loss'), '.3f')} · "
-                f"IG {_fmt(metrics.get('info_gain'), '.3f')} · {self.isolation}"
-            )
-            self._progress.update(self._task, completed=step, info=info)
+            tag = TENSORBOARD_TAGS.get(name)
+            if tag is not None and value is not None and math.isfinite(value):
+                self._tb.add_scalar(self._prefix + tag, value, step)
+        self._latest = dict(metrics)
+        if self._bar is not None:
+            self._bar[0].update(self._bar[1], completed=step, info=self._summary(plain=False))
+        if self._lines is not None:
+            self._lines.report(step, self._summary(plain=True))
 
     def close(self) -> None:
         """Flush and close everything (idempotent)."""
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        if self._bar is not None:
+            self._bar[0].stop()
+            self._bar = None
+        self._lines = None
         self._tb.close()
         if not self._file.closed:
             self._file.close()
 
     def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@checked
+@final
+class ConsoleProgress:
+    """A ``progress(done, total)`` callback that reports on ``stream`` (standard error when ``None``).
+
+    A live bar when ``stream`` is a terminal, plain lines otherwise (see the module docstring), under
+    ``label``, counting ``unit``.  :meth:`close` (or leaving a ``with`` block) ends the report; it is
+    idempotent.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        unit: str,
+        *,
+        stream: TextStream | None = None,
+        line_interval: float = DEFAULT_LINE_INTERVAL,
+    ) -> None:
+        if not (math.isfinite(line_interval) and line_interval >= 0.0):
+            raise ValueError(f"line_interval must be a finite number of seconds >= 0, got {line_interval}")
+        self._label: Final = label
+        self._unit: Final = unit
+        self._stream: Final = sys.stderr if stream is None else stream
+        self._interval: Final = line_interval
+        self._terminal: Final = _is_terminal(self._stream)
+        self._bar: tuple[Progress, TaskID] | None = None
+        self._lines: _Lines | None = None
+        self._closed = False
+        self._created: Final = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        """Report ``done`` of ``total``."""
+        if self._closed:
+            return
+        if self._terminal:
+            if self._bar is None:
+                self._bar = _bar(self._label, self._stream, total, 0)
+            self._bar[0].update(self._bar[1], total=total, completed=done)
+            return
+        if self._lines is None:
+            self._lines = _Lines(
+                self._stream, self._label, self._unit, total, 0, self._interval, self._created
+            )
+        self._lines.total = total
+        self._lines.report(done)
+
+    def close(self) -> None:
+        """End the report: the bar stops (plain lines need no ending)."""
+        self._closed = True
+        if self._bar is not None:
+            self._bar[0].stop()
+            self._bar = None
+
+    def __enter__(self) -> ConsoleProgress:
         return self
 
     def __exit__(
