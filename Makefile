@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit quick-report report audit bench bench-quick bench-full clean
+.PHONY: demo test test-fast lint typecheck unit quick-report report audit bench bench-quick bench-full clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or run: make PYTHON=python3 ..."; exit 1; }
@@ -39,6 +39,11 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests properties -m "not mutation"
+
+# The unit tests without the slow, end-to-end ones (training runs in subprocesses, benchmarks' smoke
+# runs, CrossHair, torch.compile): under two minutes on one core. `make test` runs everything.
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -m "not slow" -q
 
 # The compliance report CI builds: every proof obligation, default Hypothesis profile, no timing runs.
 quick-report: $(STAMP)

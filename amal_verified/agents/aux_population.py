@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from amal_verified.agents.aux_env import make_aux_env
+from amal_verified.agents.aux_env import DEFAULT_PHYSICS, make_aux_env
 from amal_verified.agents.cem import CEM, FlatMLPPolicy, behaviour, fitness
 from amal_verified.agents.env_runner import EnvRunner
 from amal_verified.common.rng_streams import RunStreams
@@ -81,9 +81,12 @@ class AuxPopulation:
         self.params: Tensor = self.policy.init_params(num_agents, generator=cem_generator)
         self.fitness: Tensor | None = None
         noise: dict[str, Any] = {} if obs_noise is None else {"obs_noise": obs_noise}
+        # A task with no default physics perturbation (a user's own environment) gets observation
+        # noise only: its auxiliary data still differ from the primary stream, and stay labelled aux.
+        physics = DEFAULT_PHYSICS.get(task.env_id, {})
         self.runners: Final = tuple(
             EnvRunner(
-                make_aux_env(task.env_id, seed=streams.int_seed(f"aux/{i}/env"), **noise),
+                make_aux_env(task.env_id, seed=streams.int_seed(f"aux/{i}/env"), physics=physics, **noise),
                 streams.numpy_generator(f"aux/{i}/episodes"),
             )
             for i in range(num_agents)

@@ -128,7 +128,9 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the resulting configuration as JSON (valid --config input) and exit without training",
     )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
+    train.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or lines (logs still written)"
+    )
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run's policy and world model on the real env")
     evaluate.add_argument("run_dir", type=Path)
@@ -319,7 +321,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError("--out DIRECTORY is required: where the run is written (or resumed from)")
     from amal_verified.run.trainer import Trainer
 
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = not args.no_progress
     if args.resume:
         trainer = Trainer.resume(args.out, progress=progress, total_steps=args.steps)
     else:
@@ -359,7 +361,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _certify(args: argparse.Namespace) -> int:
     from amal_verified.run.certify import certify_run
 
-    cert = certify_run(args.run_dir)
+    cert = certify_run(args.run_dir, progress=not args.quiet)
     verdict = "CERTIFIED" if cert.ok else "NOT CERTIFIED"
     if not args.quiet:
         print(

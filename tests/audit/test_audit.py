@@ -321,6 +321,7 @@ def _pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_plugin_audits_a_trainer_in_a_five_line_test(tmp_path: Path) -> None:
     (tmp_path / "test_user.py").write_text(
         textwrap.dedent(
@@ -344,6 +345,7 @@ def test_plugin_audits_a_trainer_in_a_five_line_test(tmp_path: Path) -> None:
     assert "amal_verified audit" in out and "variants/s" in out
 
 
+@pytest.mark.slow
 def test_plugin_amal_target_fixture_skips_without_the_option(tmp_path: Path) -> None:
     (tmp_path / "test_target.py").write_text("def test_t(amal_target):\n    assert amal_target.name\n")
     skipped = _pytest(tmp_path, "-rs")
@@ -390,6 +392,7 @@ def test_a_file_target_may_import_its_sibling_modules(tmp_path: Path, monkeypatc
     assert str(tmp_path) not in sys.path
 
 
+@pytest.mark.slow
 def test_the_theorem1_property_runs_against_the_given_target(tmp_path: Path) -> None:
     test_file = ROOT / "properties" / "test_theorem1_user_target.py"
     prop = f"{test_file}::test_world_model_of_the_target_ignores_auxiliary_inputs"

@@ -14,6 +14,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_demo_scenarios_all_behave_as_expected() -> None:
     out = run("-m", "amal_verified.cli", "demo")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -21,6 +22,7 @@ def test_demo_scenarios_all_behave_as_expected() -> None:
     assert out.stdout.count("expected refused, refused") == 4
 
 
+@pytest.mark.slow
 def test_gated_example_trains_and_refuses_the_leak_variant() -> None:
     clean = run("examples/gated_world_model.py", "--steps", "500")
     assert clean.returncode == 0, clean.stderr

@@ -8,7 +8,6 @@ import itertools
 import json
 import sys
 import textwrap
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,15 +155,8 @@ def test_a_custom_environment_trains_from_the_command_line(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from amal_verified.agents import aux_env
-
     module, prefix = env_module
     env_id = f"{module}:{prefix}Walk-v0"
-    # The auxiliary population takes each id's default physics perturbation from DEFAULT_PHYSICS, which
-    # knows only the library's ids: this environment's auxiliary copies get observation noise only.
-    monkeypatch.setattr(
-        aux_env, "DEFAULT_PHYSICS", types.MappingProxyType({**aux_env.DEFAULT_PHYSICS, env_id: {}})
-    )
     tiny = {
         "total_steps": 40,
         "learning_starts": 20,

@@ -263,6 +263,7 @@ def test_an_out_target_labelled_mid_operation_keeps_the_operations_result(shape:
     assert av.label_of(outs[0] * 2) is A
 
 
+@pytest.mark.slow
 def test_untagged_compiled_model_is_plain_pytorch() -> None:
     """Once tagged data has flowed, an unrelated torch.compile'd model has no graph break and gives
     the bits it gives in a process that never imported the library."""
@@ -291,6 +292,7 @@ def test_untagged_compiled_model_is_plain_pytorch() -> None:
     assert outputs[1][0] == "0"
 
 
+@pytest.mark.slow
 def test_compiled_code_on_tagged_data_is_tracked() -> None:
     """A torch.compile'd world model called on auxiliary data is refused at the gated step, and a
     compiled function keeps its input's auxiliary label."""

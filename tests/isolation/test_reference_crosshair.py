@@ -80,6 +80,7 @@ def test_obligations_cover_the_bounds_the_module_declares() -> None:
     assert len(reference.NI_LABELS) == 2 ** len(bounds.noninterference_sources)
 
 
+@pytest.mark.slow
 def test_every_obligation_is_confirmed_over_all_paths() -> None:
     lines = _obligation_lines(REFERENCE.read_text())
     assert set(SEPARATE) <= set(lines)

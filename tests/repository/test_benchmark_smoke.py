@@ -46,6 +46,7 @@ def test_gate_overhead_quick(tmp_path: Path) -> None:
     assert len({w["param_sha256"] for w in summary["workers"]}) == 1
 
 
+@pytest.mark.slow
 def test_audit_throughput_quick(tmp_path: Path) -> None:
     rows_file = tmp_path / "rows.json"
     target = f"{ROOT / 'examples' / 'audit_target_example.py'}:train"

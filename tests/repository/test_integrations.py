@@ -111,6 +111,7 @@ def test_cleanrl_amal_diff_is_at_most_seven_added_lines_and_is_the_readme_diff()
     assert summary.splitlines() == changed, "the top-level README shows the same added lines"
 
 
+@pytest.mark.slow
 def test_cleanrl_gated_script_trains_and_refuses_the_leak() -> None:
     clean = run(CLEANRL, *TINY_PPO)
     assert clean.returncode == 0, clean.stderr
@@ -121,6 +122,7 @@ def test_cleanrl_gated_script_trains_and_refuses_the_leak() -> None:
     assert "Nothing was changed." in leak.stderr
 
 
+@pytest.mark.slow
 def test_cleanrl_ungated_original_runs_and_trains_silently_on_the_leak(ungated: Path) -> None:
     for extra in ((), ("--leak",)):
         out = run(ungated, *TINY_PPO, *extra)
@@ -175,6 +177,7 @@ def test_cleanrl_auxiliary_data_reaches_the_agent_but_not_the_world_model(
     assert compare(wm_with, wm_without) == ()
 
 
+@pytest.mark.slow
 def test_cleanrl_world_model_passes_the_audit(cleanrl: ModuleType, cleanrl_inputs: Inputs) -> None:
     primary, aux = cleanrl_inputs
     assert_noninterference(cleanrl.train_world_model, primary, aux, max_examples=25)
@@ -197,6 +200,7 @@ def test_cleanrl_leak_is_refused_gated_and_fails_the_audit_ungated(
 # ---------------------------------------------------------------------------------- Stable-Baselines3
 
 
+@pytest.mark.slow
 def test_sb3_callback_trains_beside_sac_and_its_run_passes_the_audit() -> None:
     out = run(SB3, *TINY_SAC, "--wm-gradient-steps", "5", "--audit-examples", "5")
     assert out.returncode == 0, out.stderr
@@ -205,6 +209,7 @@ def test_sb3_callback_trains_beside_sac_and_its_run_passes_the_audit() -> None:
     assert "PASSED" in out.stdout
 
 
+@pytest.mark.slow
 def test_sb3_replay_reproduces_the_live_world_model(sb3: ModuleType, one_thread: None) -> None:
     model, callback = sb3.train(sb3.parse_args(sb3.EXAMPLE_ARGV), record=True)
     primary, aux = callback.recording()
@@ -214,6 +219,7 @@ def test_sb3_replay_reproduces_the_live_world_model(sb3: ModuleType, one_thread:
     assert compare(snapshot(callback.world_model), snapshot(replayed)) == ()
 
 
+@pytest.mark.slow
 def test_sb3_world_model_passes_the_audit_and_the_leaky_callback_fails_it(sb3: ModuleType) -> None:
     primary, aux = sb3.amal_example_inputs()
     assert_noninterference(sb3.replay_world_model, primary, aux, max_examples=25)

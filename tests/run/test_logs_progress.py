@@ -164,10 +164,6 @@ def _amal(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.xfail(
-    reason="needs the CLI to pass progress=not args.no_progress (the logger chooses bar or lines)",
-    strict=False,
-)
 def test_amal_train_and_certify_with_stderr_piped_report_progress_lines(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = [arg for k, v in TINY_SETTINGS.items() for arg in ("--set", f"{k}={v}")]
