@@ -24,6 +24,7 @@ def test_an_old_path_is_the_module_at_its_new_place(old: str, new: str) -> None:
     assert aliased is module
 
 
+@pytest.mark.slow
 def test_old_paths_work_in_a_fresh_interpreter() -> None:
     script = (
         "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"

@@ -354,6 +354,7 @@ def test_plugin_amal_target_fixture_skips_without_the_option(tmp_path: Path) -> 
     assert given_target.returncode == pytest.ExitCode.OK and "1 passed" in given_target.stdout
 
 
+@pytest.mark.slow
 def test_an_invalid_target_option_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
     done = _pytest(tmp_path, str(ROOT / "properties"), "--amal-target=amal_nowhere:train")
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr

@@ -66,6 +66,7 @@ def test_help_lists_every_field_with_its_default_and_meaning(capsys: pytest.Capt
     assert "--config FILE" in text and "--set KEY=VALUE" in text
 
 
+@pytest.mark.slow
 def test_help_from_a_real_process() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "amal_verified.cli", "train", "--help"],
@@ -155,6 +156,7 @@ def test_out_is_required_to_train(capsys: pytest.CaptureFixture[str]) -> None:
     assert _error_line(capsys).startswith("--out DIRECTORY is required")
 
 
+@pytest.mark.slow
 def test_a_runs_config_json_configures_the_same_run(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -173,3 +175,11 @@ def test_a_runs_config_json_configures_the_same_run(
     capsys.readouterr()
     assert (second / "config.json").read_bytes() == document.read_bytes()
     assert main(["certify", str(second), "--quiet"]) == 0
+
+
+def test_the_readmes_one_minute_configuration_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    smoke = Path(__file__).resolve().parents[2] / "examples" / "configs" / "smoke.json"
+    assert main(["train", "--config", str(smoke), "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {**printed, **json.loads(smoke.read_text())}
+    assert TrainConfig.from_json(printed).total_steps == 1500

@@ -149,6 +149,7 @@ def test_the_command_line_names_the_nearest_id(capsys: pytest.CaptureFixture[str
     )
 
 
+@pytest.mark.slow
 def test_a_custom_environment_trains_from_the_command_line(
     env_module: tuple[str, str],
     capsys: pytest.CaptureFixture[str],

@@ -389,6 +389,7 @@ def digests():
 """
 
 
+@pytest.mark.slow
 def test_trajectories_identical_in_a_fresh_process() -> None:
     """A checkpoint is usually restored by another process: trajectories must not depend on it."""
     import json

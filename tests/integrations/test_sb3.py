@@ -27,6 +27,9 @@ import amal_verified as av
 from amal_verified.integrations.sb3 import GatedWorldModelCallback, Transitions, replay_world_model
 from amal_verified.record.checkpoint import load_checkpoint, save_checkpoint
 
+# End to end: each test trains SB3 agents beside a gated world model.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 ENV_ID = "Pendulum-v1"
 EPISODE = 30  # short episodes, so that a few hundred steps end several of them in every environment

@@ -347,7 +347,7 @@ class _Mixed(Dataset[torch.Tensor]):
         return self.primary[i] if i < 8 else self.aux[i - 8]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_dataloader_batches_keep_their_labels_row_by_row(workers: int) -> None:
     loader = DataLoader(
         _Mixed(), batch_size=16, num_workers=workers, multiprocessing_context="spawn" if workers else None

@@ -100,6 +100,7 @@ def test_repeated_escape_counts_without_rewarning() -> None:
     assert record.count == 3
 
 
+@pytest.mark.slow
 def test_strict_mode_from_environment_variable() -> None:
     import subprocess
     import sys

@@ -73,12 +73,14 @@ def test_core_dependencies_are_torch_numpy_and_beartype_only() -> None:
     assert names == ["beartype", "numpy", "torch"]
 
 
+@pytest.mark.slow
 def test_the_core_works_without_the_optional_dependencies() -> None:
     done = _blocked_run(CORE_USE.format(optional=OPTIONAL))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["refused", "optional modules imported: []"]
 
 
+@pytest.mark.slow
 def test_the_command_line_names_the_missing_extra() -> None:
     done = _blocked_run(
         "from amal_verified.cli import main; import sys; "

@@ -99,7 +99,7 @@ def one_thread() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------ CleanRL
 
 
-def test_cleanrl_amal_diff_is_at_most_seven_added_lines_and_is_the_readme_diff() -> None:
+def test_cleanrl_amal_diff_is_at_most_seven_added_lines_and_is_the_readmes_diff() -> None:
     diff = amal_diff()
     changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
     assert 1 <= len(changed) <= 7
@@ -107,8 +107,10 @@ def test_cleanrl_amal_diff_is_at_most_seven_added_lines_and_is_the_readme_diff()
     readme = (INTEGRATIONS / "README.md").read_text()
     blocks = re.findall(r"```diff\n(.*?)```", readme, flags=re.DOTALL)
     assert blocks == [diff], "examples/integrations/README.md must show the diff this test computes"
-    (summary,) = re.findall(r"```diff\n(.*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL)
-    assert summary.splitlines() == changed, "the top-level README shows the same added lines"
+    words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
+    top = " ".join((REPO / "README.md").read_text().split())
+    assert f"{words[len(changed)]} added lines" in top, "the top-level README counts the same added lines"
+    assert "(examples/integrations/)" in top
 
 
 @pytest.mark.slow

@@ -122,6 +122,7 @@ def test_main_rejects_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert "invalid choice: 'runtime'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_script_runs_from_the_repository_root() -> None:
     done = subprocess.run(
         [sys.executable, "examples/leaks/03_shared_encoder.py"],

@@ -127,6 +127,7 @@ def test_console_progress_is_a_bar_on_a_terminal_and_checks_its_interval() -> No
         ConsoleProgress("amal certify", "updates", line_interval=-1.0)
 
 
+@pytest.mark.slow
 def test_training_with_progress_and_stderr_piped_writes_plain_lines(tmp_path: Path) -> None:
     settings = ", ".join(f"{k}={v!r}" for k, v in TINY_SETTINGS.items())
     code = (
@@ -164,6 +165,7 @@ def _amal(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_amal_train_and_certify_with_stderr_piped_report_progress_lines(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     overrides = [arg for k, v in TINY_SETTINGS.items() for arg in ("--set", f"{k}={v}")]

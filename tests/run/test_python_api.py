@@ -146,6 +146,7 @@ def test_sampled_actions_come_from_the_policys_own_seeded_stream(cartpole: tuple
     )
 
 
+@pytest.mark.slow
 def test_load_policy_builds_no_environment_and_no_auxiliary_agent(cartpole: tuple[Path, av.Trainer]) -> None:
     run_dir, _ = cartpole
     code = (
@@ -226,6 +227,7 @@ def test_evaluate_run_at_top_level_matches_the_loaded_policy(cartpole: tuple[Pat
 # ---------------------------------------------------------------------------------------- certify
 
 
+@pytest.mark.slow
 def test_certify_in_the_training_process_replays_in_a_fresh_process(
     cartpole: tuple[Path, av.Trainer],
 ) -> None:
@@ -240,6 +242,7 @@ def test_certify_in_the_training_process_replays_in_a_fresh_process(
     assert written["verdict"] == "CERTIFIED" and written["updates_checked"] == 4
 
 
+@pytest.mark.slow
 def test_a_replay_in_a_process_that_trained_never_overwrites_the_certificate(
     cartpole: tuple[Path, av.Trainer],
 ) -> None:
@@ -252,6 +255,7 @@ def test_a_replay_in_a_process_that_trained_never_overwrites_the_certificate(
     assert (run_dir / "certificate.json").read_bytes() == good
 
 
+@pytest.mark.slow
 def test_certify_in_a_clean_process_runs_there_and_restores_torch_settings(
     cartpole: tuple[Path, av.Trainer],
 ) -> None:
@@ -273,6 +277,7 @@ def test_certify_in_a_clean_process_runs_there_and_restores_torch_settings(
     assert result.stdout.split() == ["True", "False", "3"]
 
 
+@pytest.mark.slow
 def test_a_failed_child_process_raises_one_line(
     cartpole: tuple[Path, av.Trainer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -287,6 +292,7 @@ def test_a_failed_child_process_raises_one_line(
     assert after == before
 
 
+@pytest.mark.slow
 def test_certify_with_progress_true_reports_plain_lines_off_a_terminal(
     cartpole: tuple[Path, av.Trainer], capsys: pytest.CaptureFixture[str]
 ) -> None:

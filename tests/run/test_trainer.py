@@ -21,6 +21,9 @@ from amal_verified.run.certify import certify_run
 from amal_verified.run.config import TrainConfig, primary_count_at_update, updates_completed_by
 from amal_verified.run.trainer import DeterminismError, Trainer
 
+# End to end: every test trains (and most certify) a run.
+pytestmark = pytest.mark.slow
+
 TINY: dict[str, Any] = {
     "env_id": "CartPole-v1",
     "total_steps": 400,
@@ -147,7 +150,6 @@ def test_other_seed_gives_another_run(reference_run: Path, tmp_path: Path) -> No
     assert final_state_digests(other)["world_model"] != final_state_digests(reference_run)["world_model"]
 
 
-@pytest.mark.slow
 def test_world_model_ignores_aux_agents_when_the_primary_stream_is_fixed(
     reference_run: Path, tmp_path: Path
 ) -> None:
@@ -165,7 +167,6 @@ def test_world_model_ignores_aux_agents_when_the_primary_stream_is_fixed(
 # ---------------------------------------------------------------------------------------- resume
 
 
-@pytest.mark.slow
 def test_resume_continues_bit_for_bit(reference_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "resumed"
     train(run_dir, total_steps=200)
@@ -175,7 +176,6 @@ def test_resume_continues_bit_for_bit(reference_run: Path, tmp_path: Path) -> No
     assert final_state_digests(run_dir) == final_state_digests(reference_run)
 
 
-@pytest.mark.slow
 def test_crash_after_checkpoint_redoes_identical_records(
     reference_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -221,7 +221,6 @@ def test_resume_refuses_an_edited_configuration(tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 
 
-@pytest.mark.slow
 def test_resume_refuses_a_ledger_record_that_does_not_recompute(tmp_path: Path) -> None:
     run_dir = tmp_path / "edited"
     trainer = Trainer.create(tiny(total_steps=400, checkpoint_every=200), run_dir)
@@ -244,7 +243,6 @@ def test_resume_refuses_a_ledger_record_that_does_not_recompute(tmp_path: Path) 
         Trainer.resume(run_dir).run()
 
 
-@pytest.mark.slow
 def test_killed_process_resumes_to_the_same_run(reference_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
     args = [f"--set={k}={v}" for k, v in TINY.items() if k not in ("env_id", "total_steps")]

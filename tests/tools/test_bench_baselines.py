@@ -29,6 +29,9 @@ from amal_tools.bench.baselines import (
 from amal_tools.bench.evaluation import TrainedPolicy, evaluate_policy, make_task_env
 from amal_tools.bench.tasks import Shift, TaskSpec
 
+# End to end: each test trains a baseline.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("stable_baselines3")
 
 PENDULUM = TaskSpec(

@@ -37,6 +37,9 @@ from amal_verified.run.config import TrainConfig
 from amal_verified.run.trainer import Trainer
 from amal_verified.world_model.learner import WorldModelLearner
 
+# End to end: the fixtures train runs and replay them.
+pytestmark = pytest.mark.slow
+
 TINY: dict[str, Any] = {
     "env_id": "CartPole-v1",
     "total_steps": 300,

@@ -24,6 +24,9 @@ from amal_tools.compliance.schema import ReportSchemaError, validate_report
 from amal_verified import cli
 from amal_verified.record.ledger import canonical_json
 
+# End to end: each test builds (part of) a compliance report.
+pytestmark = pytest.mark.slow
+
 SMT_FILE = '''
 """Obligations for the report tests."""
 import z3
@@ -135,6 +138,7 @@ def test_every_list_sorted(xs):
 
 CONFTEST = """
 from hypothesis import settings
+
 settings.register_profile("audit", max_examples=50)
 
 def pytest_addoption(parser):
