@@ -143,6 +143,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     certify.add_argument("run_dir", type=Path)
     certify.add_argument("--quiet", action="store_true", help="print only the verdict")
+    where = certify.add_mutually_exclusive_group()
+    where.add_argument(
+        "--certificate",
+        type=Path,
+        metavar="FILE",
+        help="write the certificate to FILE (default: RUN_DIR/certificate.json), e.g. for a read-only run",
+    )
+    where.add_argument("--no-write", action="store_true", help="print the verdict only; write no certificate")
 
     audit = commands.add_parser(
         "audit",
@@ -328,7 +336,20 @@ def _train(args: argparse.Namespace) -> int:
         trainer = Trainer.create(config, args.out, progress=progress)
     if trainer.config.unsafe_mix:
         print("WARNING: --unsafe-mix ablation: the world model trains on auxiliary data, ungated.")
-    metrics = trainer.run()
+    from amal_verified.run.stop_signals import RunInterrupted
+
+    try:
+        metrics = trainer.run()
+    except RunInterrupted as stopped:
+        print(f"amal train: {stopped}", file=sys.stderr)
+        return stopped.exit_code
+    except KeyboardInterrupt:
+        print(
+            f"amal train: interrupted at step {trainer.step} before a safe point; it resumes from its last "
+            f"checkpoint with: amal train --resume --out {args.out}",
+            file=sys.stderr,
+        )
+        return 130
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     marker = " [UNSAFE-MIX ablation]" if trainer.config.unsafe_mix else ""
     print(f"trained {trainer.step} primary steps in {args.out}{marker}: {json.dumps(shown)}")
@@ -359,9 +380,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _certify(args: argparse.Namespace) -> int:
+    from amal_verified.record.files import CERTIFICATE_FILENAME, write_json_atomic
     from amal_verified.run.certify import certify_run
 
-    cert = certify_run(args.run_dir, progress=not args.quiet)
+    cert = certify_run(args.run_dir, write=False, progress=not args.quiet)
     verdict = "CERTIFIED" if cert.ok else "NOT CERTIFIED"
     if not args.quiet:
         print(
@@ -372,6 +394,17 @@ def _certify(args: argparse.Namespace) -> int:
         for problem in cert.problems:
             print(f"  problem: {problem}")
     print(f"{verdict}: {args.run_dir}" + (" — Theorem 1 holds for this run" if cert.ok else ""))
+    if not args.no_write and args.run_dir.is_dir():
+        target = args.certificate or args.run_dir / CERTIFICATE_FILENAME
+        try:
+            write_json_atomic(target, cert.to_json())
+        except OSError as exc:
+            print(
+                f"amal certify: error: cannot write the certificate to {target}: {exc.strerror or exc}; "
+                "write it elsewhere with --certificate FILE",
+                file=sys.stderr,
+            )
+            return 2
     return 0 if cert.ok else 1
 
 
@@ -450,6 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             return _bench(args, sys.argv[1:] if argv is None else argv)
         return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print(f"amal {args.command}: interrupted", file=sys.stderr)
+        return 130
     except ModuleNotFoundError as exc:
         extra = _EXTRA_OF.get((exc.name or "").partition(".")[0])
         if extra is None:
@@ -459,6 +495,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"[{extra}] extra: pip install 'amal_verified[{extra}]'",
             file=sys.stderr,
         )
+        return 2
+    except OSError as exc:
+        if isinstance(exc, FileExistsError | FileNotFoundError) or exc.errno is None:
+            print(f"amal {args.command}: error: {exc}", file=sys.stderr)
+        else:  # a file-system fault: disk full, read-only, permissions
+            where = f" {exc.filename}:" if exc.filename else ""
+            print(f"amal {args.command}: error:{where} {exc.strerror}", file=sys.stderr)
         return 2
     except Exception as exc:
         if not _is_input_error(exc):

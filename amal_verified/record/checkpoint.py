@@ -46,9 +46,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import pickle
 import secrets
+import shutil
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,6 +74,8 @@ NDARRAY_MARKER: Final = "__amal_verified_ndarray__"
 _MARKERS: Final = frozenset({TAGGED_MARKER, NDARRAY_MARKER})
 
 _ATOMS: Final = (type(None), bool, int, float, complex, str, bytes)
+# Free space below which a failed write is reported as a full disk.
+_FULL_BELOW: Final = 1 << 20
 _SIMPLE: Final = frozenset({*_ATOMS, torch.Size, torch.dtype, torch.device})
 
 
@@ -114,7 +118,8 @@ def _convert(obj: Any, where: str, seen: set[int]) -> Any:
         if obj.dtype.hasobject or not obj.dtype.isnative:
             raise CheckpointError(f"{where}: numpy array of dtype {obj.dtype} cannot be checkpointed")
         try:
-            data = torch.from_numpy(np.ascontiguousarray(obj)).clone()
+            # np.array, not np.ascontiguousarray: the latter makes a 0-d array 1-d.
+            data = torch.from_numpy(np.array(obj, order="C", copy=True))
         except TypeError as e:
             raise CheckpointError(f"{where}: numpy array of dtype {obj.dtype}: {e}") from e
         return {NDARRAY_MARKER: 1, "data": data}
@@ -275,7 +280,10 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any], *,
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(converted, f)
+            try:
+                torch.save(converted, f)
+            except RuntimeError as exc:  # torch's writer reports a failed write without its cause
+                raise _write_failure(directory, target, exc) from exc
             f.flush()
             os.fsync(f.fileno())
         if verify:
@@ -286,6 +294,13 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any], *,
             tmp.unlink()
         raise
     fsync_dir(directory)
+
+
+def _write_failure(directory: Path, target: Path, exc: RuntimeError) -> OSError:
+    """The ``OSError`` a failed ``torch.save`` stands for: the disk is full, or another I/O error."""
+    if shutil.disk_usage(directory).free < _FULL_BELOW:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    return OSError(errno.EIO, f"{os.strerror(errno.EIO)} ({exc})", str(target))
 
 
 @checked

@@ -6,8 +6,9 @@ checkpoint the transitions collected since the previous one are written as one *
 ``weights_only``-loadable) holding plain tensors ``obs``, ``action``, ``reward``, ``next_obs``,
 ``terminated`` for transitions ``[first, end)`` (0-based), and ``data/manifest.json`` is rewritten
 atomically with every chunk's file name, range, row count and SHA-256.  Chunks are written before the
-checkpoint that refers to them, so a checkpoint never points to missing data; a chunk written by a
-run killed before its checkpoint is rewritten identically when the run resumes.
+checkpoint that refers to them, so a checkpoint never points to missing data; chunks written after
+the checkpoint a run resumes from are dropped and written again by the resumed run
+(:meth:`PrimaryDataLog.drop_chunks_after_manifest`).
 
 :func:`load_primary_stream` reads the chunks back for a replay and names every problem it finds: a
 file missing, changed (SHA-256 differs from the manifest), unreadable, or out of order (ranges not
@@ -79,6 +80,20 @@ class PrimaryDataLog:
                 np.array(next_obs, dtype=np.float32),
                 np.array(terminated, dtype=np.bool_),
             )
+        )
+
+    def drop_chunks_after_manifest(self) -> None:
+        """Continue from this log's manifest (a checkpoint's): delete the chunk files that start at or
+        after its end -- written by an attempt that failed or was interrupted after that checkpoint,
+        and recorded again by the resumed run -- and rewrite ``manifest.json`` to match.  Chunk files
+        before its end that it does not list are left for ``amal certify`` to name."""
+        listed = {str(c["file"]) for c in self._chunks}
+        for path in sorted(self._dir.glob("primary-*.pt")):
+            match = _CHUNK_NAME.fullmatch(path.name)
+            if path.name not in listed and match is not None and int(match[1]) >= self.flushed:
+                path.unlink()
+        write_json_atomic(
+            self._dir / MANIFEST_FILENAME, {"format": _MANIFEST_FORMAT, "chunks": self.manifest}
         )
 
     def flush(self) -> None:

@@ -8,8 +8,10 @@ record per world-model update), ``data/`` (the primary transitions, :mod:`~amal_
 
 Contracts:
 
-- :meth:`RunDirectory.create` refuses a non-empty directory; if building the run fails,
-  :meth:`RunDirectory.discard` removes what was created.
+- :meth:`RunDirectory.prepare` makes a new run appear atomically: it is built in a hidden sibling
+  directory -- configuration, empty ledger, the checkpoint at step 0 and ``run.json`` -- and renamed
+  into place only when complete, so a run killed while it was being created leaves no half-made
+  directory behind (at most the hidden one), and every run directory can be resumed.
 - :meth:`RunDirectory.save_checkpoint` flushes the primary data and syncs the ledger *before* it
   atomically replaces ``checkpoint.pt``: a checkpoint never refers to data or ledger records that are
   not on disk.
@@ -17,14 +19,18 @@ Contracts:
   checkpoint's ledger head against the ledger before anything is changed; the records written after
   the checkpoint are kept to be recomputed, and :meth:`record_update` refuses a recomputation that
   differs (:class:`DeterminismError`).
-- :meth:`keep_evidence_of_failure` leaves, after an error, every update recorded so far certifiable.
+- :meth:`keep_evidence_of_failure` leaves, after an error, every update recorded so far checkable.
+  A resumed run drops the data chunks written after its checkpoint (the evidence of an attempt that
+  failed or was interrupted): it records those transitions again, and recomputes and checks the
+  ledger records that depend on them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -71,19 +77,50 @@ class RunDirectory:
         self.document: Final = document
         self.ledger = ledger
         self.data_log = data_log
+        self.checkpoint_step: int | None = None
         self._redo: dict[int, LedgerRecord] = {}
 
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, path: str | Path, document: dict[str, Any], seed: int) -> RunDirectory:
-        """A new, empty run directory for the configuration ``document`` (refuses a non-empty one)."""
-        path = Path(path)
-        if path.exists() and any(path.iterdir()):
+    def prepare(
+        cls,
+        path: str | Path,
+        document: dict[str, Any],
+        seed: int,
+        initialise: Callable[[RunDirectory], None],
+    ) -> Path:
+        """Create the run directory ``path`` (it must not exist, or be empty) atomically.
+
+        ``initialise`` receives the directory while it is still hidden, and must write the
+        configuration, the checkpoint at step 0 and the status; the ledger is closed afterwards and
+        the directory renamed to ``path``.  On any failure nothing is left at ``path``.
+        """
+        target = Path(path)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise FileExistsError(
-                f"{path} is not empty: choose a new --out directory, or resume the run in it with --resume"
+                f"{target} is not empty: choose a new --out directory, or resume the run in it with --resume"
             )
-        path.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        hidden = target.parent / f".{target.name}.creating-{os.getpid()}"
+        shutil.rmtree(hidden, ignore_errors=True)
+        files = cls.create(hidden, document, seed)
+        try:
+            initialise(files)
+            files.close()
+            if target.exists():
+                target.rmdir()  # empty, checked above
+            os.replace(hidden, target)
+        except BaseException:
+            files.discard()
+            raise
+        return target
+
+    @classmethod
+    def create(cls, path: str | Path, document: dict[str, Any], seed: int) -> RunDirectory:
+        """A new run directory at ``path``, which must not exist yet (see :meth:`prepare`)."""
+        path = Path(path)
+        path.mkdir()
         try:
             digest = document_digest(document)
             header = RunHeader(digest[:16], seed, digest, __version__, str(torch.__version__))
@@ -152,11 +189,13 @@ class RunDirectory:
                     "the ledger does not contain the checkpoint's head record: it was cut or replaced"
                 )
             run_dir = cls(path, document, ledger, PrimaryDataLog(path, manifest=list(state["data_manifest"])))
+            run_dir.checkpoint_step = int(state["step"])
         except BaseException:
             ledger.close()
             raise
         # Records written after the checkpoint are recomputed and must come out identical.
         run_dir._redo = {r.step: r for r in records[count:]}
+        run_dir.data_log.drop_chunks_after_manifest()
         return run_dir
 
     def rewrite_config(self) -> None:
@@ -192,16 +231,22 @@ class RunDirectory:
             **run_state,
         }
         save_checkpoint(self.path / CHECKPOINT_FILENAME, payload)
+        self.checkpoint_step = step
 
     def write_status(
         self, status: str, *, step: int, total_steps: int, updates: int, unsafe_mix: bool
     ) -> None:
-        """Atomically replace ``run.json``: the status and the counts an observer reads."""
+        """Atomically replace ``run.json``: the status and the counts an observer reads.
+
+        ``status`` is ``running``, ``complete``, ``interrupted`` (stopped by a signal) or ``failed``
+        (stopped by an error); an interrupted or failed run resumes from ``checkpoint_step``.
+        """
         write_json_atomic(
             self.path / RUN_FILENAME,
             {
                 "status": status,
                 "step": step,
+                "checkpoint_step": self.checkpoint_step,
                 "total_steps": total_steps,
                 "ledger_head": self.ledger.head,
                 "ledger_count": len(self.ledger.records()),
@@ -212,16 +257,16 @@ class RunDirectory:
         )
 
     def keep_evidence_of_failure(
-        self, *, step: int, total_steps: int, updates: int, unsafe_mix: bool
+        self, status: str, *, step: int, total_steps: int, updates: int, unsafe_mix: bool
     ) -> None:
-        """After an error: flush the primary data and sync the ledger, so every world-model update
-        recorded so far can still be certified, and mark the run ``failed`` (resumable from its last
-        checkpoint).  Errors here are secondary and must not hide the one being raised."""
+        """After an error or a second interrupt: flush the primary data and sync the ledger, so every
+        world-model update recorded so far stays checkable, and mark the run ``status`` (resumable
+        from its last checkpoint).  Errors here are secondary and must not hide the one being raised."""
         with contextlib.suppress(Exception):
             self.data_log.flush()
             self.ledger.sync()
             self.write_status(
-                "failed", step=step, total_steps=total_steps, updates=updates, unsafe_mix=unsafe_mix
+                status, step=step, total_steps=total_steps, updates=updates, unsafe_mix=unsafe_mix
             )
 
     def close(self) -> None:

@@ -51,10 +51,18 @@ from amal_verified.isolation.tagging import primary
 from amal_verified.run.config import TrainConfig
 from amal_verified.run.logs import RunLogger
 from amal_verified.run.run_dir import DeterminismError, RunDirectory
+from amal_verified.run.stop_signals import RunInterrupted, StopSignals
 from amal_verified.world_model.ensemble import DEFAULT_DECODER, DEFAULT_ENCODER, DEFAULT_GRU_HIDDEN
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
 
-__all__ = ["DeterminismError", "Trainer", "make_policy", "run_config_document", "world_model_spec"]
+__all__ = [
+    "DeterminismError",
+    "RunInterrupted",
+    "Trainer",
+    "make_policy",
+    "run_config_document",
+    "world_model_spec",
+]
 
 
 def world_model_spec(config: TrainConfig, task: TaskInfo) -> WorldModelSpec:
@@ -192,20 +200,20 @@ class Trainer:
 
     @classmethod
     def create(cls, config: TrainConfig, run_dir: str | Path, *, progress: bool = False) -> Trainer:
-        """Start a new run in ``run_dir`` (created; it must not exist or be empty)."""
-        task = task_info(config.env_id)
-        files = RunDirectory.create(
-            run_dir, run_config_document(config, world_model_spec(config, task)), config.seed
-        )
-        try:
-            trainer = cls(config, files, progress=progress)
-        except BaseException:
-            files.discard()
-            raise
-        trainer._open_logs(None)
-        files.write_config(unsafe_mix=config.unsafe_mix)
-        trainer._write_status("running")
-        return trainer
+        """Start a new run in ``run_dir`` (it must not exist, or be empty).
+
+        The directory appears complete or not at all (:meth:`RunDirectory.prepare`): with its
+        configuration and a checkpoint at step 0, from which the run then continues as a resumed run
+        does -- so a run stopped at any moment after this returns can be resumed.
+        """
+        document = run_config_document(config, world_model_spec(config, task_info(config.env_id)))
+
+        def initialise(files: RunDirectory) -> None:
+            files.write_config(unsafe_mix=config.unsafe_mix)
+            cls(config, files, progress=False).save_checkpoint()
+
+        path = RunDirectory.prepare(run_dir, document, config.seed, initialise)
+        return cls.resume(path, progress=progress)
 
     @classmethod
     def resume(
@@ -236,18 +244,30 @@ class Trainer:
 
         ``after_step``, if given, is called with the trainer after every primary step (the benchmark
         evaluates the policy there); it must not change the trainer's state.
+
+        SIGINT and SIGTERM stop the run at the end of the current step: it checkpoints, is marked
+        ``interrupted`` and raises :class:`RunInterrupted` (a ``KeyboardInterrupt``); a second signal
+        stops it at once, and it resumes from its previous checkpoint.  Any other error marks it
+        ``failed``, resumable from its last checkpoint.
         """
-        try:
-            while self.step < self.config.total_steps:
-                self.train_step()
-                if after_step is not None:
-                    after_step(self)
-        except BaseException:
-            self.files.keep_evidence_of_failure(**self._counts())
-            raise
-        finally:
-            self.logger.close()
-            self.files.close()
+        with StopSignals() as stop:
+            try:
+                while self.step < self.config.total_steps:
+                    self.train_step()
+                    if after_step is not None:
+                        after_step(self)
+                    if stop.requested is not None and self.step < self.config.total_steps:
+                        self.save_checkpoint(interrupted=True)
+                        raise RunInterrupted(self.step, stop.requested, self.run_dir)
+            except RunInterrupted:
+                raise
+            except BaseException as exc:
+                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                self.files.keep_evidence_of_failure(status, **self._counts())
+                raise
+            finally:
+                self.logger.close()
+                self.files.close()
         return dict(self._metrics)
 
     def train_step(self) -> None:
@@ -411,10 +431,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, *, complete: bool = False) -> None:
-        """Checkpoint the run (primary data and ledger first, see :class:`RunDirectory`)."""
+    def save_checkpoint(self, *, complete: bool = False, interrupted: bool = False) -> None:
+        """Checkpoint the run (primary data and ledger first, see :class:`RunDirectory`) and mark it
+        ``complete``, ``interrupted`` or ``running``."""
         self.files.save_checkpoint(self.step, self.state_dict())
-        self._write_status("complete" if complete else "running")
+        self._write_status("complete" if complete else "interrupted" if interrupted else "running")
 
     def _counts(self) -> dict[str, Any]:
         return {

@@ -313,3 +313,12 @@ def test_non_dict_checkpoint_refused(tmp_path: Path) -> None:
     torch.save([1, 2], path)
     with pytest.raises(CheckpointError, match="not a dict"):
         load_checkpoint(path)
+
+
+def test_numpy_arrays_keep_their_shape_zero_dimensional_ones_too(tmp_path: Path) -> None:
+    arrays = [np.asarray(3), np.asarray(1.5, dtype=np.float32), np.asarray(True), np.zeros((2, 0)), np.ones(4)]
+    save_checkpoint(tmp_path / "c.pt", {"arrays": arrays})
+    loaded = load_checkpoint(tmp_path / "c.pt")["arrays"]
+    assert [a.shape for a in loaded] == [a.shape for a in arrays]
+    assert [a.dtype for a in loaded] == [a.dtype for a in arrays]
+    assert all(np.array_equal(a, b) for a, b in zip(loaded, arrays, strict=True))
