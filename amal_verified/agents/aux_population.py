@@ -14,7 +14,9 @@ Algorithm 1 made concrete:
   perturbation wrapper (:func:`~amal_verified.agents.aux_env.make_aux_env`) — and writes only to its own
   :class:`~amal_verified.isolation.buffers.AuxBuffer` (source ``aux-<i>``).  Transitions are added in batches
   of ``flush_every`` steps (one validated ``add`` per agent instead of one per step: a buffer's
-  checks cost ~0.4 ms per call); the pending rows are part of the checkpointed state.
+  checks have a fixed cost per call, which batching shares among the rows; measurements:
+  ``benchmarks/README.md``, "Design measurements quoted by the code"); the pending rows are part of
+  the checkpointed state.
 
 Random streams, each with one owner: ``cem`` (the search distribution and the initial agents),
 ``cem/probes`` (which primary states form a generation's probe set), ``aux/<i>/env`` and

@@ -32,7 +32,7 @@ How it is verified
 Every public function states its contract as PEP 316 ``pre:`` / ``post:``
 lines, and every lattice law is the postcondition of a ``law_*`` obligation.
 CrossHair cannot exhaust the paths of a function that receives a *symbolic*
-``frozenset`` (measured: it never reports confirmation, even with
+``frozenset`` (it does not report confirmation, even with
 ``len(label) <= 3`` in the precondition), so the public functions carry a
 ``crosshair: off`` directive and are verified through the obligations: each
 obligation takes small integers, bounded by its ``pre:`` conditions, that index
@@ -117,8 +117,9 @@ _NO_NAMES: Final[frozenset[str]] = frozenset()
 
 # Code that runs under CrossHair builds sets with operators and ``BOTTOM.union(...)``, never
 # with the ``set``/``frozenset``/``dict`` constructors: CrossHair swaps those for containers
-# that can hold symbolic values, and comparing them costs milliseconds.  Contracts are kept
-# to operators and loops for the same reason (each contracted call costs ~4 ms under analysis).
+# that can hold symbolic values, and comparing them is slow.  Contracts are kept to operators
+# and loops for the same reason: a contracted call is costly under analysis (measurements:
+# benchmarks/README.md, "Design measurements quoted by the code").
 
 
 def is_label(value: object) -> bool:

@@ -57,11 +57,12 @@ Each :meth:`Ledger.append` hands the complete line to the kernel with
 unbuffered ``os.write`` before it returns, so killing the *process* never loses
 an appended record.  With ``sync_every=1`` (default) it then calls
 ``os.fsync``: when ``append`` returns, the record survives an OS crash or power
-loss.  Measured on the project's machine (ext4 on a virtual disk): 4.0 ms per
-append with ``sync_every=1``, 0.13 ms with ``sync_every=100`` (hashing, JSON
-and ``write`` alone).  The fsync cost depends on the storage (tmpfs: none;
-local SSD: ~0.1-2 ms; network storage: more); next to a world-model step of
-~250 ms even 4 ms is under 2 %.  With ``sync_every=n > 1`` the file is fsync'd after every
+loss.  The fsync dominates the cost of an append (hashing, JSON and ``write``
+are cheap next to it) and depends on the storage (none on tmpfs, more on
+network storage); in a training run each record follows a world-model update,
+which costs far more than an fsync, hence the default (measurements:
+``benchmarks/README.md``, "Design measurements quoted by the code").  With
+``sync_every=n > 1`` the file is fsync'd after every
 ``n``-th append, and by :meth:`Ledger.sync` and :meth:`Ledger.close`.
 Guarantee: after an OS crash or power loss, every record appended before the
 last completed fsync is intact; at most the ``n - 1`` records appended after it

@@ -223,10 +223,10 @@ class TrainConfig:
     real_ratio: Annotated[
         int | float,
         Field(ge=0, le=1, description="real rows in a policy batch; the rest imagined (default 1: none)"),
-    ] = 1.0  # no imagined data by default: measured slower on Pendulum (README)
+    ] = 1.0  # no imagined data by default: the early world model is too inexact (benchmarks/README.md)
     aux_ratio: Annotated[
         int | float, Field(ge=0, le=1, description="auxiliary rows among a policy batch's real rows")
-    ] = 0.0  # policy batches without aux rows by default: measured on CartPole (README)
+    ] = 0.0  # no aux rows by default: aux environments are other MDPs (benchmarks/README.md)
     rollout_batch: Annotated[int, Field(ge=1, description="start states of imagined rollouts per round")] = (
         1_000
     )

@@ -92,8 +92,9 @@ def world_model_spec(config: TrainConfig, task: TaskInfo) -> WorldModelSpec:
 def policy_tau(config: TrainConfig, task: TaskInfo) -> float:
     """The critic's Polyak rate: ``config.policy_tau``, else 0.02 (discrete) or 0.005 (continuous).
 
-    Measured with plain SAC (``benchmarks/sac_baseline.py``): on CartPole-v1, τ = 0.005 leaves too few
-    effective Bellman backups in 20k updates (return 171); τ = 0.02 reaches 500 with both seeds tried.
+    With discrete actions, τ = 0.005 leaves the critic too few effective Bellman backups (≈ τ·updates) in
+    runs of tens of thousands of updates (measurements with plain SAC, ``benchmarks/sac_baseline.py``:
+    ``benchmarks/README.md``, "Design measurements quoted by the code").
     """
     if config.policy_tau is not None:
         return config.policy_tau

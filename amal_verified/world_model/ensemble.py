@@ -32,30 +32,17 @@ Contracts:
 Full members or K heads on a shared trunk
 -----------------------------------------
 ``shared_trunk=True`` shares the encoder and GRU between members (one set of weights, run once) and keeps a
-separate decoder and Gaussian head per member. Measured on the paper's sizes (obs 17, action 6, batch 256,
-sequence 16), one thread (``torch.set_num_threads(1)``), one training step (forward, NLL, ``backward()``,
-Adam ``step()``), median of 6 steps after 2 warm-up steps, two runs, 2-core machine shared with other jobs
-(load 2-4, so ±10-30 %), torch 2.13 CPU:
-
-=========  ======================  ============  =============
-members K  full members (default)  shared trunk  full / shared
-=========  ======================  ============  =============
-1          222 ms                  --            --
-5          1170-1710 ms            460-515 ms    ≈ 2.5×
-20         5180-5400 ms            1840-1860 ms  ≈ 2.8×
-=========  ======================  ============  =============
-
-A no-grad forward: K=5 410-620 ms full, 165-200 ms shared; K=20 1.6-1.8 s full, 0.7-0.75 s shared.
-Parameters: 545,352 per full member (K=5: 2.73 M, K=20: 10.9 M); the shared trunk is 404,352 shared plus
-141,000 per member (K=5: 1.11 M, K=20: 3.22 M). For reference, one ``nn.GRU`` model of the same
-architecture (``benchmarks/paper_world_model.py``) takes 232 ms per step on the same machine: full members
-cost K single models (≈ 230-260 ms per member), i.e. batching removes the Python loop over members but
-gives no speed-up on CPU at these sizes, where each member's matrix products already keep one core busy.
+separate decoder and Gaussian head per member, so it has fewer parameters and runs the trunk once instead of
+``K`` times. Parameters: 545,352 per full member (K=5: 2.73 M, K=20: 10.9 M); the shared trunk is 404,352
+shared plus 141,000 per member (K=5: 1.11 M, K=20: 3.22 M). Full members cost about ``K`` single models of
+the same architecture: batching removes the Python loop over members but gives no speed-up on CPU at the
+paper's sizes, where each member's matrix products already keep one core busy (measurements:
+``benchmarks/README.md``, "Design measurements quoted by the code").
 
 The default is **full members** (``shared_trunk=False``): the ensemble's disagreement is what the paper's
 information-gain term measures (Proposition 1 averages over world-model samples θ), and members that share
-an encoder and GRU can only disagree through their decoders (expected to understate epistemic
-uncertainty; not measured here). The shared trunk's saving also holds only when members share their input
+an encoder and GRU can only disagree through their decoders (expected, not verified, to understate
+epistemic uncertainty). The shared trunk's saving also holds only when members share their input
 batch: with bootstrapped per-member batches (``(K, B, T, ·)`` inputs) the trunk runs on ``K·B`` rows, as
 many as full members. Choose ``shared_trunk=True`` when a cheaper predictive mean is what is needed.
 """
@@ -326,7 +313,7 @@ class EnsembleWorldModel(nn.Module):
     Construct with an explicit ``generator`` (e.g. ``torch.Generator().manual_seed(seed)``): the
     initial parameters are a function of its state alone, and the global RNG is never used.
     ``shared_trunk=True`` shares the encoder and GRU between members (see the module docstring for the
-    measured trade-off; full members are the default).
+    trade-off; full members are the default).
 
     Call ``model(obs, action, hidden)``: ``obs (B, T, obs_dim)`` and ``action (B, T, action_dim)``, both
     floating with the model's dtype, shared by all members; or ``(K, B, T, ·)`` to give each member its

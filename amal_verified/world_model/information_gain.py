@@ -42,10 +42,9 @@ Inner-sample regimes (``regime=``):
   larger ensemble helps.  How the floor scales: p̂ is a normalised mixture, so the first-order error
   ∫ p(o)(p(o) − p̂(o))/p(o) do is exactly 0 for every ensemble when the outer θ_j are drawn from the
   prior; the floor comes from the second-order term (mean = the O(1/K) bias, spread O(1/K)), so it
-  falls like c/K² once K is large enough for the ratio p(o|θ)/p(o) to have light tails.  Measured
-  for the linear-Gaussian model (NMC, a = s²x²/σ²): a = 1, K = 8: ≈ 4.5e-3 (NOTES: 3.4e-3; the
-  spread across seeds is large, a = 1 is heavy-tailed); K²·floor ≈ 0.2 (a = 1), 0.04 (a = 1/3),
-  0.005 (a = 0.1) for K from 4 to 64.  It is not c/K as a first-order argument would suggest.
+  falls like c/K² once K is large enough for the ratio p(o|θ)/p(o) to have light tails, not like
+  c/K as a first-order argument would suggest (measured floors of the linear-Gaussian model:
+  ``benchmarks/README.md``, "Design measurements quoted by the code").
 
 For a Gaussian ensemble world model, :func:`gaussian_ensemble_eig` computes the information the next
 observation carries about which member is right, in the fixed-ensemble regime.

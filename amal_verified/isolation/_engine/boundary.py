@@ -1,7 +1,9 @@
 """Module-boundary tracking: a module call on labelled data runs as plain PyTorch inside.
 
-Tracking every aten operation through Python costs 10-50 µs per operation, so
-module calls are tracked at their boundary.  When a module is called (outside
+Tracking every aten operation through Python is expensive next to the small
+operations a model runs (measurements: ``benchmarks/README.md``, "Design
+measurements quoted by the code"), so module calls are tracked at their
+boundary.  When a module is called (outside
 any other tracked call) and its positional inputs or its own state carry
 labels:
 
