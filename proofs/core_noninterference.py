@@ -17,8 +17,9 @@ lacks an auxiliary source bit for bit the same, labels are no coarser than the R
 and tagged calls compute what plain calls compute; the four operators where this fails today are
 listed there (``KNOWN_FAILURES``, each checked to still fail). And the audit is adequate for the
 torch implementation, not only for its specification: every non-equivalent mutant of the isolation
-core (``amal_verified/{_dispatch,_boundary,_grad_labels,_label_store,_protection,gate,_transfer,
-tagged}.py``) makes ``pytest properties/`` fail.
+core (``amal_verified/isolation/``: ``gate.py``, ``tagging.py`` and the engine's ``dispatch``,
+``boundary``, ``grad_labels``, ``label_store``, ``protection``, ``optimizer_steps``,
+``parameter_data`` and ``transfer``) makes ``pytest properties/`` fail.
 
 Assumptions.
 
@@ -45,14 +46,16 @@ from amal_tools.compliance.obligation import Check, Kind, Method, Obligation
 _CORE = tuple(
     f"amal_verified/{name}.py"
     for name in (
-        "_dispatch",
-        "_boundary",
-        "_grad_labels",
-        "_label_store",
-        "_protection",
-        "gate",
-        "_transfer",
-        "tagged",
+        "isolation/_engine/dispatch",
+        "isolation/_engine/boundary",
+        "isolation/_engine/grad_labels",
+        "isolation/_engine/label_store",
+        "isolation/_engine/protection",
+        "isolation/_engine/optimizer_steps",
+        "isolation/_engine/parameter_data",
+        "isolation/_engine/transfer",
+        "isolation/gate",
+        "isolation/tagging",
     )
 )
 

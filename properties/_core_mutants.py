@@ -391,7 +391,7 @@ AST_TARGETS: dict[str, tuple[str, ...]] = {
     "isolation/_engine/grad_labels": ("attribute", "_BeforeAccumulation.__call__"),
     "isolation/_engine/label_store": ("label_of_plain", "write_label", "Rows.over", "Rows.write"),
     "isolation/_engine/protection": ("protected_memory",),
-    "isolation/_engine/transfer": ("_labelled_reduce_ex", "_apply_spec"),
+    "isolation/_engine/transfer": ("_labelled_reduce_ex", "apply_spec"),
     "isolation/tagging": ("_tag",),
 }
 """The label and gate decisions: where a negated condition or a dropped join changes a label."""

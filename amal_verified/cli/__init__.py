@@ -180,8 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "Run every obligation's checks (z3, CrossHair, Hypothesis properties, measurements, the replay "
             "certificate) and write report.json (canonical, schema-validated), report.md, report.html, plots "
             "and an in-toto statement into --out. The full report (default) uses the audit Hypothesis "
-            "profile and runs timing measurements (about 25 min on 2 cores with --jobs 2); --quick is what "
-            "CI runs (about 2 min)."
+            "profile and runs timing measurements; --quick is what CI runs."
         ),
     )
     report.add_argument("--out", required=True, type=Path, help="report directory (new or empty)")

@@ -44,7 +44,7 @@ depends on the machine and its load."""
 
 _T = TypeVar("_T")
 
-_BENCH_HINT: Final = "install the benchmark extra: pip install -e '.[bench]'"
+_BENCH_HINT: Final = "install the repository's tooling (it brings OR-Tools): pip install -e tools"
 # Routing costs are integers: distances in the unit square are multiplied by this and rounded.
 ROUTING_SCALE: Final = 1_000_000
 # Clustered points: 3..7 centres uniform in [0.1, 0.9]², Gaussian offsets with this std, clipped.

@@ -214,9 +214,9 @@ def reference_solution(
     The fleet has as many vehicles as :func:`heuristic_solution` uses routes, plus one.  Stops
     after ``solution_limit`` solutions (deterministic: the same routes on every machine) or
     ``time_limit_s`` seconds (machine-dependent; ``method`` then ends in ``"(time-limited)"``),
-    whichever comes first.  The defaults take about 12 s for 100 customers on a loaded 2-core
-    machine.  ``optimal`` is always False.  Raises ``ModuleNotFoundError`` naming the ``bench``
-    extra without OR-Tools.
+    whichever comes first (the time each takes: ``benchmarks/README.md``, "Design measurements
+    quoted by the code").  ``optimal`` is always False.  Raises ``ModuleNotFoundError`` saying how
+    to install OR-Tools without it.
     """
     if not time_limit_s > 0.0:
         raise ValueError(f"time_limit_s must be > 0, got {time_limit_s}")

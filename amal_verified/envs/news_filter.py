@@ -54,9 +54,8 @@ and takes the action with the higher expected reward (Bayes-optimal given that k
 primary stream; not calibrated for synthetic articles); :func:`informed_return` is its episode
 return, the benchmark's "optimal" level: the oracle is out of reach (the informed filter scores
 about 86 % of the oracle's random-normalised return, so "90 % of optimal" against it would be
-unreachable for any filter).  Over seeds 0–19 (default kwargs) the
-mean returns (mean F1) are: oracle +47.9 (1.0), informed +34.3 (0.87), uniformly random −38.9
-(0.31), always drop −12.0 (0), always keep −63.5 (0.39).
+unreachable for any filter; each policy's level over seeds: ``benchmarks/README.md``, "Design
+measurements quoted by the code").
 
 Distribution shift (the benchmark's robustness evaluation): ``drift_rate`` (finite, 0 ≤
 ``drift_rate`` ≤ 50), ``source_mix`` (6 finite non-negative weights, positive sum),

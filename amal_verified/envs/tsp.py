@@ -174,9 +174,9 @@ def reference_solution(
 
     Stops after ``solution_limit`` solutions (deterministic: the same tour on every machine) or
     ``time_limit_s`` seconds (machine-dependent; ``method`` then ends in ``"(time-limited)"``),
-    whichever comes first.  The defaults take about 45 s for 200 cities on a loaded 2-core
-    machine.  ``optimal`` is always False (no proof).  Raises ``ModuleNotFoundError`` naming the
-    ``bench`` extra without OR-Tools.
+    whichever comes first (the time each takes: ``benchmarks/README.md``, "Design measurements
+    quoted by the code").  ``optimal`` is always False (no proof).  Raises ``ModuleNotFoundError``
+    saying how to install OR-Tools without it.
     """
     if not time_limit_s > 0.0:
         raise ValueError(f"time_limit_s must be > 0, got {time_limit_s}")

@@ -146,9 +146,9 @@ def test_fixed_ensemble_variance_floors() -> None:
     fixed = {m: _run(nmc_eig, model, m=m, k=k, reps=reps, seed=7, regime="fixed") for m in (512, 4096)}
     fresh = _run(nmc_eig, model, m=4096, k=k, reps=reps, seed=8, regime="fresh")
     ratio = fixed[512].var().item() / fixed[4096].var().item()
-    assert ratio < 2.5, ratio  # measured 1.2–1.55 over seeds; with fresh inner samples ≈ 8
+    assert ratio < 2.5, ratio  # a floor: with fresh inner samples the ratio would be ≈ 8
     assert fixed[4096].var().item() > 10 * fresh.var().item()
-    # The floor is about c/K with c = O(a); NOTES measured ≈ 3.4e-3 at K = 8.
+    # The floor is about c/K² with c = O(a) (world_model/information_gain.py).
     assert 1e-3 < fixed[4096].var().item() < 1e-2
     # The fixed-ensemble estimator has the same O(1/K) bias on average over ensembles.
     assert fixed[4096].mean().item() > model.truth
@@ -159,9 +159,8 @@ def test_fixed_ensemble_floor_shrinks_like_one_over_k_squared() -> None:
 
     p̂(o) = (1/K) Σ_k p(o|θ_k) is a normalised density, so the first-order error term
     ∫ p(o) (p(o) − p̂(o))/p(o) do vanishes for every ensemble; what is left is the second-order
-    term whose mean is the a/(2K) bias and whose spread over ensembles is O(1/K).  Measured slopes
-    of log Var vs log K over K ∈ {8, 16, 32}: −1.9 … −2.7 (NMC) over seeds.  The control variate
-    removes the outer-sampling noise so the floor itself is measured.
+    term whose mean is the a/(2K) bias and whose spread over ensembles is O(1/K).  The control
+    variate removes the outer-sampling noise so the floor itself is what the slope is fitted to.
     """
     model = LinearGaussian(1.0, math.sqrt(0.2), 1.0)
     ks = [8, 16, 32]

@@ -83,7 +83,7 @@ def _import_sb3() -> Any:
         import stable_baselines3
     except ImportError as exc:  # pragma: no cover - the integrations extra is installed in CI
         raise ImportError(
-            "the PPO/SAC/TD3/PBT baselines need Stable-Baselines3: pip install 'amal_verified[integrations]'"
+            "the PPO/SAC/TD3/PBT baselines need Stable-Baselines3: pip install 'amal_verified[sb3]'"
         ) from exc
     return stable_baselines3
 
