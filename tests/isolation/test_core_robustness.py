@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import io
 import pickle
 import subprocess
 import sys
@@ -497,6 +498,33 @@ def test_polyak_and_ema_from_an_aux_trained_model_are_refused() -> None:
     with pytest.raises(av.IsolationViolation), torch.no_grad():  # foreach
         torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), 0.005)
     assert not any(av.label_of(p).has_aux for p in target.parameters())
+
+
+@pytest.mark.parametrize("via", ["data", "foreach"])
+def test_polyak_from_an_aux_trained_model_restored_from_a_checkpoint_is_refused(via: str) -> None:
+    online = aux_trained(torch.nn.Linear(3, 3))
+    buffer = io.BytesIO()
+    torch.save(online.state_dict(), buffer)
+    buffer.seek(0)
+    restored = torch.nn.Linear(3, 3)  # resumed in a fresh instance: PyTorch copies the labelled
+    restored.load_state_dict(torch.load(buffer))  # values into its parameters below Python
+    target = torch.nn.Linear(3, 3)
+    gated(target)
+    before = [p.detach().clone() for p in target.parameters()]
+
+    @torch.no_grad()
+    def soft_update() -> None:
+        if via == "data":
+            for dst, src in zip(target.parameters(), restored.parameters(), strict=True):
+                dst.data.mul_(0.9).add_(src.data, alpha=0.1)
+        else:
+            torch._foreach_lerp_(list(target.parameters()), list(restored.parameters()), 0.1)
+
+    with pytest.raises(av.IsolationViolation, match="protected parameter"):
+        soft_update()
+    assert not any(av.label_of(p).has_aux for p in target.parameters())
+    if via == "foreach":  # one operation, refused before it writes
+        assert all(torch.equal(p, q) for p, q in zip(target.parameters(), before, strict=True))
 
 
 def test_distillation_from_an_aux_trained_teacher_is_refused() -> None:

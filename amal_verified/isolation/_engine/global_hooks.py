@@ -17,7 +17,8 @@ pays nothing.  Once active:
 - ``Module.load_state_dict`` first checks that no auxiliary-labelled value is
   about to be copied into protected memory, so a refused load writes nothing
   (PyTorch would otherwise write the entries before the refused one and turn
-  the refusal into a ``RuntimeError``);
+  the refusal into a ``RuntimeError``), and afterwards makes the parameters and
+  buffers it filled with auxiliary data tracked;
 - pickling carries labels (``transfer``), rebuilt by :func:`rebuild_tagged` and
   :func:`rebuild_from` (registered with ``torch.serialization.add_safe_globals`` when this module is
   imported, also under the names files written before the package's layering used).
@@ -35,7 +36,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 
 from amal_verified.isolation._engine import boundary, optimizer_steps, parameter_data, protection, transfer
 from amal_verified.isolation._engine import label_store as store
-from amal_verified.isolation._engine.dispatch import TaggedTensor
+from amal_verified.isolation._engine.dispatch import TaggedTensor, track_in_place
 from amal_verified.isolation.errors import IsolationViolation
 from amal_verified.isolation.labels import Label
 
@@ -68,11 +69,29 @@ def _guard_load_state_dict() -> None:
 
     @functools.wraps(original)
     def load_state_dict(self: torch.nn.Module, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
-        if not torch.compiler.is_compiling():
-            _refuse_protected_loads(self, state_dict)
-        return original(self, state_dict, *args, **kwargs)
+        if torch.compiler.is_compiling():
+            return original(self, state_dict, *args, **kwargs)
+        _refuse_protected_loads(self, state_dict)
+        result = original(self, state_dict, *args, **kwargs)
+        _track_loaded_aux_state(self)
+        return result
 
     torch.nn.Module.load_state_dict = load_state_dict  # type: ignore[method-assign]
+
+
+def _track_loaded_aux_state(module: torch.nn.Module) -> None:
+    """Parameters and buffers that a load filled with auxiliary data become tracked: PyTorch copied
+    into them below Python, so nothing else would make plain operations on them alone
+    (``torch._foreach_lerp_`` of a Polyak update) see the label."""
+    if not store.counters.aux:
+        return
+    for value in module.state_dict(keep_vars=True).values():
+        if (
+            isinstance(value, torch.Tensor)
+            and not isinstance(value, TaggedTensor)
+            and store.label_of_plain(value).has_aux
+        ):
+            track_in_place(value)
 
 
 def _refuse_protected_loads(module: Any, state_dict: Any) -> None:

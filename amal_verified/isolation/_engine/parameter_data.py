@@ -2,7 +2,11 @@
 
 A protected parameter refuses auxiliary-labelled memory before taking it; any other parameter that
 takes such memory is made tracked, so that no plain operation on it (``parameters_to_vector``) drops
-the label.  Reading ``.data`` is PyTorch's own getter.
+the label.  Reading ``.data`` is PyTorch's own getter, after making a parameter whose memory holds
+auxiliary data tracked: its ``.data`` is then a tracked alias, so that a soft update written through
+``.data`` (``target.data.mul_(1 - tau).add_(source.data, alpha=tau)``) is seen -- also when the
+label reached the parameter's memory where no Python code ran (``load_state_dict`` copying a
+labelled checkpoint into a fresh model).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import torch
 
 from amal_verified.isolation._engine import label_store as store
 from amal_verified.isolation._engine import protection as _protection
-from amal_verified.isolation._engine.dispatch import track_in_place
+from amal_verified.isolation._engine.dispatch import TaggedTensor, track_in_place
 from amal_verified.isolation._engine.refusals import violation
 
 __all__ = ["install_parameter_data_guard"]
@@ -22,6 +26,8 @@ _TENSOR_DATA: Final[Any] = vars(torch._C.TensorBase)["data"]  # the C getter and
 
 
 def _parameter_data(self: torch.Tensor) -> torch.Tensor:
+    if store.counters.aux and not isinstance(self, TaggedTensor) and store.label_of_plain(self).has_aux:
+        track_in_place(self)
     data: torch.Tensor = _TENSOR_DATA.__get__(self)
     return data
 
