@@ -81,7 +81,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
-from hypothesis import event, given, note, settings
+from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -1170,6 +1170,15 @@ def _warm_up() -> None:
     run_program(program, AuxValues("noise", 0))
 
 
+# Checked on every run, whatever else is drawn: a policy trained on auxiliary actions, restored from
+# its checkpoint into a fresh instance (labels copied below Python), averaged into the world model
+# through ``.data``.
+_RESTORED_POLICY_AVERAGED_IN = Program(
+    Config((), "shared", "head", "adam", "adam", "none", 0),
+    (TrainPolicy("p", "a"), Checkpoint("policy"), Polyak("policy->wm", "data"), Backward(), StepWM()),
+)
+
+
 def test_generated_programs_are_noninterfering_and_live(evidence: Any) -> None:
     """Soundness and liveness over generated programs; records which DSL features were exercised."""
     _warm_up()
@@ -1177,6 +1186,7 @@ def test_generated_programs_are_noninterfering_and_live(evidence: Any) -> None:
 
     @settings(max_examples=_EXAMPLES)
     @given(program=programs(), aux=aux_pairs())
+    @example(program=_RESTORED_POLICY_AVERAGED_IN, aux=(AuxValues("noise", 0), AuxValues("noise", 1)))
     def check(program: Program, aux: tuple[AuxValues, AuxValues]) -> None:
         outcome = check_program(program, aux)
         for feature in features_of(program, outcome):

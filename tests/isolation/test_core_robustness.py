@@ -527,6 +527,18 @@ def test_polyak_from_an_aux_trained_model_restored_from_a_checkpoint_is_refused(
         assert all(torch.equal(p, q) for p, q in zip(target.parameters(), before, strict=True))
 
 
+def test_reading_data_of_a_parameter_whose_memory_holds_aux_data_tracks_it() -> None:
+    source = torch.nn.Linear(3, 3)
+    with torch.no_grad():
+        source.weight.detach().copy_(av.aux(torch.randn(3, 3), source="aux-0"))  # through an alias
+    assert type(source.weight) is torch.nn.Parameter  # the owner itself was not seen
+    target = torch.nn.Linear(3, 3)
+    gated(target)
+    with pytest.raises(av.IsolationViolation, match="protected parameter"):
+        target.weight.data.add_(source.weight.data, alpha=0.1)
+    assert isinstance(source.weight, torch.nn.Parameter) and av.label_of(source.weight).has_aux
+
+
 def test_distillation_from_an_aux_trained_teacher_is_refused() -> None:
     teacher = aux_trained(torch.nn.Linear(3, 3))
     student = torch.nn.Linear(3, 3)
