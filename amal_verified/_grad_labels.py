@@ -100,7 +100,11 @@ class _BeforeAccumulation:
         if pending is None:
             return None
         label, origin = pending
-        if isinstance(grad, TaggedTensor) or not label.has_aux:
+        if not label._aux:
+            if type(grad) is not torch.Tensor or not store.label_fresh(grad, label, origin):
+                store.write_label(grad, label, origin)
+            return None
+        if isinstance(grad, TaggedTensor):
             store.write_label(grad, label, origin)
             return None
         return tracked(grad, label, origin)

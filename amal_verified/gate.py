@@ -171,6 +171,23 @@ def _unwrap_grads(params: Iterable[torch.Tensor]) -> Swapped:
     return swapped
 
 
+def _grad_labels_unwrapped(params: Iterable[torch.Tensor], swapped: Swapped) -> list[Label]:
+    """The labels of the parameters' gradients (EMPTY where there is none), giving the wrapped
+    optimizer plain gradients as :func:`_unwrap_grads` does (appended to ``swapped``)."""
+    labels: list[Label] = []
+    for p in params:
+        g = p.grad
+        if g is None:
+            labels.append(EMPTY)
+            continue
+        labels.append(store.label_of_plain(g))
+        if type(g) is not torch.Tensor and isinstance(g, TaggedTensor):
+            alias = plain(g)
+            p.grad = alias
+            swapped.append((p, g, alias))
+    return labels
+
+
 def _rewrap_grads(swapped: Swapped) -> None:
     for p, g, alias in swapped:
         if p.grad is alias:
@@ -432,8 +449,7 @@ class GatedOptimizer(torch.optim.Optimizer):
         args: tuple[Any, ...] = ()
         labels: list[Label] = []
         if closure is None:
-            labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
-            swapped.extend(_unwrap_grads(params))
+            labels = _grad_labels_unwrapped(params, swapped)
         else:
             saved = _save(params, inner.state)
 
