@@ -100,11 +100,7 @@ class _BeforeAccumulation:
         if pending is None:
             return None
         label, origin = pending
-        if not label._aux:
-            if type(grad) is not torch.Tensor or not store.label_fresh(grad, label, origin):
-                store.write_label(grad, label, origin)
-            return None
-        if isinstance(grad, TaggedTensor):
+        if isinstance(grad, TaggedTensor) or not label._aux:
             store.write_label(grad, label, origin)
             return None
         return tracked(grad, label, origin)
