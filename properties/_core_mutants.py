@@ -375,7 +375,9 @@ AST_TARGETS: dict[str, tuple[str, ...]] = {
     ),
     "isolation/_engine/dispatch": (
         "_label_of_args",
+        "_label_of_parts",
         "_dispatch",
+        "_wrap_plain_fresh",
         "_wrap_fresh",
         "_written_targets",
         "_dispatch_write",
@@ -389,9 +391,15 @@ AST_TARGETS: dict[str, tuple[str, ...]] = {
         "_tag_output",
     ),
     "isolation/_engine/grad_labels": ("attribute", "_BeforeAccumulation.__call__"),
-    "isolation/_engine/label_store": ("label_of_plain", "write_label", "Rows.over", "Rows.write"),
+    "isolation/_engine/label_store": (
+        "label_of_plain",
+        "label_fresh",
+        "write_label",
+        "Rows.over",
+        "Rows.write",
+    ),
     "isolation/_engine/protection": ("protected_memory",),
-    "isolation/_engine/transfer": ("_labelled_reduce_ex", "_apply_spec"),
+    "isolation/_engine/transfer": ("_labelled_reduce_ex", "apply_spec"),
     "isolation/tagging": ("_tag",),
 }
 """The label and gate decisions: where a negated condition or a dropped join changes a label."""
