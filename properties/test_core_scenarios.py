@@ -16,7 +16,10 @@ Routes:
   the world model trained on those rows: a write into rows joins into them;
 - a learnt plain tensor (a temperature: protected, but not an ``nn.Parameter``, so its ``.data`` is
   not guarded at the assignment) swapped through ``.data`` for auxiliary memory, then stepped on a
-  primary-only gradient: only the gate's reading of the parameter's own memory sees it.
+  primary-only gradient: only the gate's reading of the parameter's own memory sees it;
+- memory tagged a second time: ``primary()`` of memory that holds auxiliary data is refused (the
+  user trains on the untagged tensor, whose memory keeps its label), and rows of a buffer tagged
+  auxiliary through a view leave its other rows primary.
 """
 
 from __future__ import annotations
@@ -114,10 +117,32 @@ def plain_tensor_swapped_through_data(aux: torch.Tensor, leak: bool) -> list[tor
     return [temperature.detach().clone()]
 
 
+def memory_tagged_again(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(4)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    replay = torch.cat([torch.randn(4, 3, generator=g), aux])  # fresh memory, rows 4-7 auxiliary values
+    av.aux(replay[4:], source="sim")  # a view: only its rows become auxiliary
+    if leak:
+        rows = aux.clone()
+        av.aux(rows, source="sim")  # the whole of its memory
+    else:
+        rows = replay[:4]
+    try:
+        x = av.primary(rows, source="real")  # refused for memory that holds auxiliary data
+    except av.TaggingError:
+        x = rows  # the user carries on with the untagged tensor
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
     "plain tensor swapped through .data": (plain_tensor_swapped_through_data, (3,)),
+    "memory tagged again": (memory_tagged_again, (4, 3)),
 }
 
 

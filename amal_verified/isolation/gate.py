@@ -56,7 +56,7 @@ from amal_verified.isolation._engine import grad_labels as _grad_labels
 from amal_verified.isolation._engine import label_store as store
 from amal_verified.isolation._engine import optimizer_steps
 from amal_verified.isolation._engine import protection as _protection
-from amal_verified.isolation._engine.dispatch import NO_DISPATCH
+from amal_verified.isolation._engine.dispatch import NO_DISPATCH, TaggedTensor, plain
 from amal_verified.isolation._engine.global_hooks import ensure_active
 from amal_verified.isolation._engine.optimizer_steps import Swapped, all_params, rewrap_grads, unwrap_grads
 from amal_verified.isolation._engine.refusals import Refused, named_tensors_in, tensors_in, violation
@@ -107,6 +107,24 @@ _STATE_HINT = (
     "optimizer state and parameters of a gated model must come from its own primary-data steps; "
     "load a checkpoint saved from gated training, or re-create the optimizer."
 )
+
+
+def _grad_labels_unwrapped(params: Iterable[torch.Tensor], swapped: Swapped) -> list[Label]:
+    """The labels of the parameters' gradients (EMPTY where there is none), giving the wrapped
+    optimizer plain gradients as :func:`~amal_verified.isolation._engine.optimizer_steps.unwrap_grads`
+    does (appended to ``swapped``)."""
+    labels: list[Label] = []
+    for p in params:
+        g = p.grad
+        if g is None:
+            labels.append(EMPTY)
+            continue
+        labels.append(store.label_of_plain(g))
+        if type(g) is not torch.Tensor and isinstance(g, TaggedTensor):
+            alias = plain(g)
+            p.grad = alias
+            swapped.append((p, g, alias))
+    return labels
 
 
 def _forwarded(name: str) -> Any:
@@ -366,8 +384,7 @@ class GatedOptimizer(torch.optim.Optimizer):
         args: tuple[Any, ...] = ()
         labels: list[Label] = []
         if closure is None:
-            labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
-            swapped.extend(unwrap_grads(params))
+            labels = _grad_labels_unwrapped(params, swapped)
         else:
             saved = _save(params, inner.state)
 

@@ -29,6 +29,9 @@ class SourceKind(enum.Enum):
     AUX = "aux"
 
 
+_AUX: Final = SourceKind.AUX  # a global lookup; reading an Enum member off its class runs Python code
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -154,7 +157,7 @@ class Label:
 
     @staticmethod
     def of(kind: SourceKind, name: str) -> Label:
-        singletons = _aux_singletons if kind is SourceKind.AUX else _primary_singletons
+        singletons = _aux_singletons if kind is _AUX else _primary_singletons
         found = singletons.get(name)
         if found is None:
             found = Label((Source(kind, name),))

@@ -41,12 +41,15 @@ class _LabelView(torch._C._TensorMeta):
     """Makes ``isinstance`` reflect a tagged tensor's *current* label."""
 
     def __instancecheck__(cls, instance: object) -> bool:
-        if type(instance) is _TrackedOnFirstUse:
-            track_in_place(instance)
-        if not isinstance(instance, TaggedTensor):
-            return False
+        if type(instance) is not TaggedTensor:
+            if type(instance) is _TrackedOnFirstUse:
+                track_in_place(instance)
+            if not isinstance(instance, TaggedTensor):
+                return False
         label = store.label_of_plain(instance)
-        return label.has_aux if cls is AuxData else label.is_primary_only
+        if cls is AuxData:
+            return bool(label._aux)
+        return bool(label.sources) and not label._aux
 
 
 @final
@@ -71,8 +74,13 @@ def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
     if x.is_meta:
         raise TaggingError("a meta tensor holds no data to tag; tag the real tensor")
     new = Label.of(kind, source)
-    existing = store.label_of_plain(x)
     ensure_active()
+    if type(x) is torch.Tensor and store.label_fresh(x, new):
+        # A plain tensor over memory that held no label (what a replay buffer's sample() returns).
+        if x.requires_grad:  # a differentiable alias: gradients reach x unchanged
+            return x.as_subclass(TaggedTensor)
+        return torch.Tensor._make_subclass(TaggedTensor, x)
+    existing = store.label_of_plain(x)
     if existing._aux and kind is SourceKind.PRIMARY:
         if declassifying() is None:
             raise TaggingError(

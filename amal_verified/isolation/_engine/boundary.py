@@ -57,6 +57,7 @@ from types import FrameType
 from typing import Any
 
 import torch
+from torch.utils.hooks import RemovableHandle as _RemovableHandle
 
 from amal_verified.isolation._engine import grad_labels as _grad_labels
 from amal_verified.isolation._engine import label_store as store
@@ -255,7 +256,7 @@ class _OutputHook:
                 origin = store.origin_of(grad)
                 frame.origin = origin
         label = frame.label.join(grad_label)
-        if label.has_aux:
+        if label._aux:
             node = torch._C._current_autograd_node()
             if self.leaf is not None:
                 params = [self.leaf]
@@ -291,6 +292,8 @@ def _state_labels(module: torch.nn.Module, labels: set[Label], protected: list[t
     scan_attributes = store.counters.labelled_state > 0
     label_attr = store._LABEL
     protected_attr = _protection._ATTR
+    parameter_type = torch.nn.Parameter
+    tensor_type = torch.Tensor
     for sub in _modules_of(module):
         tensors: list[Any] = [*sub._parameters.values(), *sub._buffers.values()]
         if scan_attributes:
@@ -304,12 +307,12 @@ def _state_labels(module: torch.nn.Module, labels: set[Label], protected: list[t
                 # so only operation-by-operation tracking labels them.
                 tracked_state = True
             kind = type(t)
-            if kind is torch.nn.Parameter or kind is torch.Tensor:
+            if kind is parameter_type or kind is tensor_type:
                 try:
                     storage = t.untyped_storage()
                 except (RuntimeError, NotImplementedError):
                     continue  # no memory of its own: nothing labelled, nothing protected
-                if kind is torch.nn.Parameter:
+                if kind is parameter_type:
                     info = getattr(storage, protected_attr, None)
                     if info is not None and info.ref() is t:
                         protected.append(t)
@@ -323,7 +326,7 @@ def _state_labels(module: torch.nn.Module, labels: set[Label], protected: list[t
                 label = store.label_of_plain(t)
             if label is EMPTY:
                 continue
-            untracked_aux = label.has_aux and not isinstance(t, TaggedTensor)
+            untracked_aux = label._aux and not isinstance(t, TaggedTensor)
             if untracked_aux and _protection.protection_of(t) is None and track_in_place(t):
                 tracked_state = True
             labels.add(label)
@@ -355,6 +358,8 @@ def _input_labels(value: Any, found: set[Label]) -> tuple[bool, bool]:
 def _buffer_versions(module: torch.nn.Module) -> list[tuple[list[torch.Tensor], list[int]]]:
     groups = []
     for sub in _modules_of(module):
+        if not sub._buffers:
+            continue
         own = [b for b in sub._buffers.values() if b is not None]
         if own:
             groups.append((own, [b._version for b in own]))
@@ -365,7 +370,7 @@ def _unwrap_input(value: Any, frame: _Frame) -> Any:
     if isinstance(value, TaggedTensor):
         alias = plain(value)
         if alias.requires_grad and torch.is_grad_enabled():
-            alias.register_hook(_InputHook(frame))
+            _register_hook(alias, _InputHook(frame))
             node = alias.grad_fn
             if node is not None:
                 frame.input_nodes.add(int(node._sequence_nr()))
@@ -418,7 +423,7 @@ class _CallScopedHooks(collections.OrderedDict[int, Any]):
         if frame is None or len(self) != 1:
             return len(self) > 0
         owner = frame.py_frame
-        if owner is None or _is_compiling():
+        if owner is None:
             return True
         caller = sys._getframe(1)
         if caller is owner:
@@ -426,6 +431,8 @@ class _CallScopedHooks(collections.OrderedDict[int, Any]):
         if caller is state.nested_caller:
             state.nested_caller = None  # the other registry, tested in the same expression
             return False
+        if _is_compiling():
+            return True
         walk: FrameType | None = caller.f_back
         while walk is not None:
             if walk is owner:
@@ -491,7 +498,7 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
     frame = _Frame(label, type(module).__name__)
     if params:
         frame.params = tuple(params)
-    if label.has_aux:
+    if label._aux:
         frame.origin = f"{frame.module_name} called on data labelled {label!r} at {user_call_site(2)}"
         frame.protected_buffers = _snapshot_protected_buffers(module)
     if torch.is_grad_enabled():
@@ -533,7 +540,8 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
     frame.py_frame = frame.call_frame = None
     if frame.label is EMPTY:
         return None  # an untracked call
-    _refuse_protected_buffer_changes(frame)
+    if frame.protected_buffers:
+        _refuse_protected_buffer_changes(frame)
     for group, versions in frame.buffer_versions:
         # Some kernels (native_batch_norm) update buffers without bumping their version
         # counter; a submodule whose state changed at all has all its state depend on S.
@@ -548,6 +556,8 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
     try:
         if output is None:
             return None
+        if type(output) is torch.Tensor:
+            return _tag_output(output, frame)
         return _map_output(output, lambda t: _tag_output(t, frame), module)
     finally:
         # What backward needs stays (label, protected parameters, input node numbers); tensors the
@@ -603,13 +613,35 @@ def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
     label = existing if existing is not EMPTY else frame.label  # an input passed through keeps its label
     label = store.write_label(t, label, frame.origin)
     if not t.requires_grad:
-        return torch.Tensor._make_subclass(TaggedTensor, t) if label.has_aux else t
-    out: torch.Tensor = t.as_subclass(TaggedTensor) if label.has_aux else t
+        return torch.Tensor._make_subclass(TaggedTensor, t) if label._aux else t
+    out: torch.Tensor = t.as_subclass(TaggedTensor) if label._aux else t
     leaf = t if t.grad_fn is None else None
     if leaf is not None:
         _grad_labels.ensure_hook(leaf)
-    t.register_hook(_OutputHook(frame, leaf))
+    _register_hook(t, _OutputHook(frame, leaf))
     return out
+
+
+def _register_hook(t: torch.Tensor, hook: Any) -> None:
+    """``t.register_hook(hook)``, without the handle (nothing removes these hooks).
+
+    For a plain tensor, the steps ``Tensor.register_hook`` takes (the hook dictionary, its
+    registration with the autograd node, a key from the handles' counter), without its checks: the
+    caller only hooks tensors that require grad and have no ``__torch_function__``.
+    """
+    if type(t) is not torch.Tensor:
+        t.register_hook(hook)
+        return
+    hooks = t._backward_hooks
+    if hooks is None:
+        hooks = collections.OrderedDict()
+        t._backward_hooks = hooks
+        grad_fn = t.grad_fn
+        if grad_fn is not None:
+            grad_fn._register_hook_dict(t)
+    key = _RemovableHandle.next_id
+    _RemovableHandle.next_id = key + 1
+    hooks[key] = hook
 
 
 def _input_nodes(frame: _Frame) -> set[int]:

@@ -146,6 +146,7 @@ class OpInfo:
     """What the dispatcher needs to know about one aten overload, computed once from its schema."""
 
     __slots__ = (
+        "call",
         "copies",
         "escape_kind",
         "is_foreach",
@@ -161,6 +162,8 @@ class OpInfo:
     def __init__(self, func: torch._ops.OpOverload) -> None:
         schema = func._schema
         packet = func.overloadpacket
+        # The C++ operator itself (what OpOverload.__call__ calls, without its Python frame).
+        self.call: Callable[..., Any] = func._op if type(func) is torch._ops.OpOverload else func
         self.name = f"aten.{packet.__name__}"
         self.neutral = packet in _NEUTRAL_PACKETS
         self.metadata = packet in _METADATA_PACKETS
@@ -303,6 +306,21 @@ def _label_of_args(values: Sequence[Any] | Any) -> Label:
                     if found is not EMPTY:
                         label = label.join(found)
     return label
+
+
+def _label_of_parts(parts: Sequence[Any]) -> tuple[Label, bool]:
+    """The join of the tensors' labels in a list of operands, and whether two of them differ."""
+    label = first = None
+    mixed = False
+    for x in parts:
+        if isinstance(x, torch.Tensor):
+            found = store.label_of_plain(x)
+            if first is None:
+                label = first = found
+            elif found is not first:
+                mixed = True
+                label = label.join(found)  # type: ignore[union-attr]
+    return (EMPTY if label is None else label), mixed
 
 
 def plain(t: torch.Tensor) -> torch.Tensor:
@@ -577,36 +595,61 @@ def _dispatch(func: torch._ops.OpOverload, args: Sequence[Any], kwargs: dict[str
         info = op_info(func)
     if info.is_view:  # the label is the memory's, which the view shares
         with NO_DISPATCH():
-            out = func(*args, **kwargs)
+            out = info.call(*args, **kwargs)
         return _wrap_view(out)
     if info.metadata:
         with NO_DISPATCH():
-            return func(*args, **kwargs)
+            return info.call(*args, **kwargs)
     if info.neutral:
         with NO_DISPATCH():
-            out = func(*args, **kwargs)
+            out = info.call(*args, **kwargs)
         return _wrap_neutral(out)
-    label = _label_of_args(args)
+    mixed = True  # whether the inputs of a concatenation may carry different labels
+    if info.rows and args and type(args[0]) in (list, tuple):
+        # cat / stack (Tensor[] tensors, int dim): the list holds every positional tensor
+        label, mixed = _label_of_parts(args[0])
+    else:
+        label = _label_of_args(args)
     if kwargs:
         label = label.join(_label_of_args(kwargs.values()))
-    origin = _origin(info, args, kwargs) if label.has_aux else None
+    origin = _origin(info, args, kwargs) if label._aux else None
     if info.written:
         return _dispatch_write(func, info, args, kwargs, label, origin)
 
     with NO_DISPATCH():
-        out = func(*args, **kwargs)
+        out = info.call(*args, **kwargs)
     if info.is_foreach:
         return _wrap_foreach(out, args, kwargs, origin)
-    if info.rows and label is not EMPTY and type(out) is torch.Tensor:
-        return _wrap_rows(out, args, kwargs, label, origin)
-    if info.copies and label is not EMPTY and type(out) is torch.Tensor and _copy_rows(args[0], out):
-        return torch.Tensor._make_subclass(TaggedTensor, out) if label._aux else out
+    if type(out) is torch.Tensor and label is not EMPTY:
+        if info.rows and mixed:
+            return _wrap_rows(out, args, kwargs, label, origin)
+        if info.copies and _copy_rows(args[0], out):
+            return torch.Tensor._make_subclass(TaggedTensor, out) if label._aux else out
+        return _wrap_plain_fresh(out, label, origin)
     if isinstance(out, torch.Tensor):
         return _wrap_fresh(out, label, origin)
     if type(out) is tuple or type(out) is list:
         return type(out)(_wrap_fresh(o, label, origin) if isinstance(o, torch.Tensor) else o for o in out)
     if out is not None:
         record_escape(info.escape_kind, label)
+    return out
+
+
+def _wrap_plain_fresh(out: torch.Tensor, label: Label, origin: str | None) -> torch.Tensor:
+    """:func:`_wrap_fresh` of a plain tensor and a non-empty label."""
+    try:
+        storage = out.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return _wrap_fresh(out, label, origin)  # type: ignore[no-any-return]
+    if getattr(storage, store._LABEL, None) is None:  # fresh memory: the whole of it
+        store.counters.tagged = True
+        setattr(storage, store._LABEL, label)
+        if label._aux:
+            store._record_origin(storage, label, origin)
+    else:
+        label = store.write_label(out, label, origin)
+    if label._aux or torch._C._current_autograd_node() is not None:
+        return torch.Tensor._make_subclass(TaggedTensor, out)
     return out
 
 

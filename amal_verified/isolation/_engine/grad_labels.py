@@ -100,7 +100,7 @@ class _BeforeAccumulation:
         if pending is None:
             return None
         label, origin = pending
-        if isinstance(grad, TaggedTensor) or not label.has_aux:
+        if isinstance(grad, TaggedTensor) or not label._aux:
             store.write_label(grad, label, origin)
             return None
         return tracked(grad, label, origin)
