@@ -12,25 +12,13 @@ import importlib
 import warnings
 from typing import Any
 
-# Before the package was arranged in layers, ``amal_verified.world_model`` was today's ``ensemble``.
-_ENSEMBLE_NAMES = frozenset(
-    {
-        "DEFAULT_DECODER",
-        "DEFAULT_ENCODER",
-        "DEFAULT_GRU_HIDDEN",
-        "EnsembleGRU",
-        "EnsembleLinear",
-        "EnsembleWorldModel",
-        "WorldModelOutput",
-        "WorldModelSample",
-        "bootstrap_indices",
-        "member_generators",
-    }
-)
+# The names of ``ensemble``, read from the package (the import path they had before the layering), are
+# forwarded with a DeprecationWarning.
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _ENSEMBLE_NAMES:
+    ensemble = importlib.import_module("amal_verified.world_model.ensemble")
+    if name.startswith("__") or name not in ensemble.__all__:
         raise AttributeError(f"module 'amal_verified.world_model' has no attribute {name!r}")
     warnings.warn(
         f"amal_verified.world_model.{name} moved to amal_verified.world_model.ensemble.{name}; "
@@ -38,4 +26,4 @@ def __getattr__(name: str) -> Any:
         DeprecationWarning,
         stacklevel=2,
     )
-    return getattr(importlib.import_module("amal_verified.world_model.ensemble"), name)
+    return getattr(ensemble, name)

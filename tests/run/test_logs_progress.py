@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _tiny_runs import TINY as TINY_RUN
 
 from amal_verified.run.logs import TENSORBOARD_TAGS, ConsoleProgress, RunLogger
 
@@ -22,28 +23,10 @@ CERTIFY_LINE = re.compile(
     r"^amal certify \d{4}-\d\d-\d\d \d\d:\d\d:\d\d updates (\d+)/(\d+) \(\d+%\) \| [\d.]+ updates/s \| "
     r"elapsed \d+:\d\d:\d\d \| ETA \d+:\d\d:\d\d$"
 )
-# A tiny CartPole run (test_trainer.py's smallest configuration, 300 steps), as ``--set`` overrides.
-TINY_SETTINGS = {
-    "learning_starts": 150,
-    "random_steps": 150,
-    "wm_train_every": 100,
-    "wm_updates_per_round": 2,
-    "ensemble_size": 3,
-    "wm_hidden_scale": 0.0625,
-    "num_aux_agents": 3,
-    "cem_population": 8,
-    "cem_every": 100,
+# A tiny CartPole run (300 steps), as ``--set`` overrides.
+TINY_SETTINGS = {k: v for k, v in TINY_RUN.items() if k not in ("env_id", "total_steps")} | {
     "eval_every": 300,
-    "eval_episodes": 1,
-    "log_every": 100,
     "checkpoint_every": 300,
-    "rollout_batch": 32,
-    "batch_size": 32,
-    "policy_hidden": 16,
-    "buffer_size": 5000,
-    "aux_buffer_size": 2000,
-    "probe_states": 16,
-    "mi_outer_samples": 6,
 }
 
 

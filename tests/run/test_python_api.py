@@ -13,36 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _tiny_runs import TINY as TINY_RUN
 
 import amal_verified as av
 from amal_verified.run import certify as certify_module
 from amal_verified.run import trained_policy
 
-# The smallest configuration that trains, checkpoints and certifies (test_trainer.py's TINY).
-TINY: dict[str, Any] = {
+# The smallest configuration that trains, checkpoints and certifies, over 300 steps.
+TINY: dict[str, Any] = {k: v for k, v in TINY_RUN.items() if k != "env_id"} | {
     "total_steps": 300,
-    "learning_starts": 150,
-    "random_steps": 150,
-    "wm_train_every": 100,
-    "wm_updates_per_round": 2,
-    "ensemble_size": 3,
-    "wm_hidden_scale": 0.0625,
-    "num_aux_agents": 3,
-    "cem_population": 8,
-    "cem_every": 100,
     "eval_every": 300,
-    "eval_episodes": 1,
-    "log_every": 100,
     "checkpoint_every": 300,
-    "rollout_batch": 32,
-    "batch_size": 32,
-    "policy_hidden": 16,
-    "buffer_size": 5_000,
-    "aux_buffer_size": 2_000,
-    "probe_states": 16,
-    "mi_outer_samples": 6,
-    "real_ratio": 0.5,
-    "aux_ratio": 0.1,
 }
 
 
