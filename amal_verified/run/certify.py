@@ -28,6 +28,7 @@ to build a run's primary-only world model.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import platform
@@ -89,15 +90,22 @@ class Certificate:
     forbidden_modules_loaded: tuple[str, ...]
     seconds: float
     environment: Mapping[str, str] = field(default_factory=dict)
+    ledger_head: str | None = None
+    config_digest: str | None = None
+    checked_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The content of ``certificate.json``."""
+        """The content of ``certificate.json``: what was checked (the ledger's head and the
+        configuration's digest, which tie it to one run), against what, by which code, when."""
         return {
-            "format": "amal_verified.certificate/1",
+            "format": "amal_verified.certificate/2",
             "claim": "Theorem 1 (pathwise isolation): every world-model update of this run is reproduced "
             "bit for bit from the recorded primary data alone",
             "ok": self.ok,
             "verdict": "CERTIFIED" if self.ok else "NOT CERTIFIED",
+            "ledger_head": self.ledger_head,
+            "config_digest": self.config_digest,
+            "checked_at": self.checked_at,
             "updates_checked": self.updates_checked,
             "updates_in_ledger": self.updates_in_ledger,
             "primary_transitions": self.primary_transitions,
@@ -181,11 +189,15 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
     threads = torch.get_num_threads()
     environment = {
         "amal_verified": __version__,
+        "code_commit": _code_commit(),
         "torch": str(torch.__version__),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "threads": str(threads),
     }
+    head: str | None = None
+    digest: str | None = None
+    checked_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     try:
         document = read_json(path / CONFIG_FILENAME, "run configuration")
         config = TrainConfig.from_json(document["train"])
@@ -200,7 +212,9 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
         result = verify(path, expected_count=int(status["ledger_count"]), expected_head=status["ledger_head"])
         problems += [f"ledger: {p}" for p in result.problems]
         in_ledger = len(result.records)
-        if result.header is not None and result.header.config_digest != document_digest(document):
+        head = result.head
+        digest = document_digest(document)
+        if result.header is not None and result.header.config_digest != digest:
             problems.append(
                 f"{CONFIG_FILENAME}: does not match the configuration digest in the ledger header"
             )
@@ -237,10 +251,35 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
         forbidden_modules_loaded=loaded,
         seconds=time.perf_counter() - start,
         environment=environment,
+        ledger_head=head,
+        config_digest=digest,
+        checked_at=checked_at,
     )
     if write and not loaded and path.is_dir():
         write_json_atomic(path / CERTIFICATE_FILENAME, cert.to_json())
     return cert
+
+
+def _code_commit() -> str:
+    """The git commit of the certifying code when it runs from a checkout that tracks it (with
+    ``-dirty`` when the package differs from that commit), else ``"unknown"``."""
+    package = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(package), *args], capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    if not git("ls-files", "--", "__init__.py"):  # not a checkout, or one that does not track this code
+        return "unknown"
+    commit = git("rev-parse", "HEAD")
+    if commit is None or len(commit) != 40:
+        return "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--", ".") else "")
 
 
 # The child process's entry and the lines it writes on its standard output.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -437,3 +439,76 @@ def test_aux_seed_varies_the_auxiliary_side_only(tmp_path: Path) -> None:
     assert "aux_seed" not in tiny().to_json() and tiny(aux_seed=3).to_json()["aux_seed"] == 3
     with pytest.raises(ValueError, match="aux_seed must be None or a non-negative integer"):
         tiny(aux_seed=-1)
+
+
+def _forge_last_record(run_dir: Path, **fields: Any) -> int:
+    """Replace the ledger's last record by one with ``fields`` changed, correctly chained, and point
+    ``run.json`` at it: only the replay's comparison can tell."""
+    from amal_verified.record.ledger import Ledger
+
+    path = run_dir / "ledger.jsonl"
+    lines = path.read_text().splitlines()
+    last = json.loads(lines[-1])
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    ledger = Ledger.open(run_dir)
+    values = {
+        "batch": last["batch_digest"],
+        "params": last["param_digest"],
+        "labels": list(last["labels"]),
+    }
+    values.update(fields)
+    ledger.append(last["step"], values["batch"], values["params"], values["labels"])
+    head = ledger.head
+    ledger.close()
+    status = json.loads((run_dir / "run.json").read_text())
+    status["ledger_head"] = head
+    (run_dir / "run.json").write_text(json.dumps(status))
+    return int(last["step"])
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        ({"batch": "0" * 64}, "batch digest"),
+        ({"params": "f" * 64}, "parameter digest"),
+        ({"labels": ["primary:real-env", "aux:aux-0"]}, "labels"),
+    ],
+)
+def test_certify_compares_every_field_of_the_last_update(
+    reference_run: Path, tmp_path: Path, changed: dict[str, Any], named: str
+) -> None:
+    run_dir = _copy(reference_run, tmp_path / "run")
+    last = _forge_last_record(run_dir, **changed)
+    cert = certify_run(run_dir, write=False, fresh_process=True)
+    assert not cert.ok
+    assert [p for p in cert.problems if p.startswith(f"update {last}: ")] == [
+        p for p in cert.problems if named in p
+    ], cert.problems
+    assert any(p.startswith(f"update {last}: {named} differ") for p in cert.problems), cert.problems
+
+
+def test_the_certificate_names_the_run_and_the_code_it_checked(reference_run: Path, tmp_path: Path) -> None:
+    from amal_verified.record.ledger import verify
+    from amal_verified.run.config import document_digest
+
+    run_dir = _copy(reference_run, tmp_path / "run")
+    done = amal("certify", str(run_dir), "--quiet")
+    assert done.returncode == 0, done.stdout + done.stderr
+    certificate = json.loads((run_dir / "certificate.json").read_text())
+    assert certificate["format"] == "amal_verified.certificate/2" and certificate["ok"] is True
+    assert (
+        certificate["ledger_head"]
+        == verify(run_dir).head
+        == json.loads((run_dir / "run.json").read_text())["ledger_head"]
+    )
+    assert certificate["config_digest"] == document_digest(json.loads((run_dir / "config.json").read_text()))
+    checked_at = datetime.datetime.fromisoformat(certificate["checked_at"])
+    assert (
+        checked_at.tzinfo is not None
+        and abs(datetime.datetime.now(datetime.UTC) - checked_at).total_seconds() < 600
+    )
+    commit = certificate["environment"]["code_commit"]
+    repo = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    assert commit == "unknown" or commit.removesuffix("-dirty") == repo
