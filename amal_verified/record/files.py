@@ -20,7 +20,10 @@ __all__ = [
     "CONFIG_FILENAME",
     "DATA_DIRNAME",
     "MANIFEST_FILENAME",
+    "METRICS_FILENAME",
+    "RUN_DIRECTORY_ENTRIES",
     "RUN_FILENAME",
+    "TENSORBOARD_DIRNAME",
     "UNSAFE_MARKER_FILENAME",
     "read_json",
     "write_json_atomic",
@@ -33,6 +36,23 @@ DATA_DIRNAME: Final = "data"
 MANIFEST_FILENAME: Final = "manifest.json"
 CERTIFICATE_FILENAME: Final = "certificate.json"
 UNSAFE_MARKER_FILENAME: Final = "UNSAFE_MIX"
+# The training logs (written by ``amal_verified.run.logs``).
+METRICS_FILENAME: Final = "metrics.csv"
+TENSORBOARD_DIRNAME: Final = "tensorboard"
+# Everything a run directory may hold at its top level: ``amal certify`` names anything else.
+RUN_DIRECTORY_ENTRIES: Final = frozenset(
+    {
+        CONFIG_FILENAME,
+        RUN_FILENAME,
+        CHECKPOINT_FILENAME,
+        DATA_DIRNAME,
+        CERTIFICATE_FILENAME,
+        UNSAFE_MARKER_FILENAME,
+        METRICS_FILENAME,
+        TENSORBOARD_DIRNAME,
+        "ledger.jsonl",
+    }
+)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

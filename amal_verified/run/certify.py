@@ -47,6 +47,7 @@ from amal_verified._version import __version__
 from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.buffers import PrimaryBuffer
+from amal_verified.record.files import DATA_DIRNAME, MANIFEST_FILENAME, RUN_DIRECTORY_ENTRIES
 from amal_verified.record.ledger import verify
 from amal_verified.record.primary_log import load_primary_stream
 from amal_verified.run.config import (
@@ -57,6 +58,7 @@ from amal_verified.run.config import (
     document_digest,
     primary_count_at_update,
     read_json,
+    updates_completed_by,
     write_json_atomic,
 )
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec, WorldModelUpdate
@@ -209,6 +211,12 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
                 f"{RUN_FILENAME}: the run is not complete (status {status.get('status')!r} at step "
                 f"{status.get('step')}); resume it with `amal train --resume --out {path}` first"
             )
+        elif status.get("step") != config.total_steps:
+            problems.append(
+                f"{RUN_FILENAME}: a complete run of {config.total_steps} steps says it ended at step "
+                f"{status.get('step')}"
+            )
+        problems += _unknown_files(path)
         result = verify(path, expected_count=int(status["ledger_count"]), expected_head=status["ledger_head"])
         problems += [f"ledger: {p}" for p in result.problems]
         in_ledger = len(result.records)
@@ -221,6 +229,18 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
         stream = load_primary_stream(path)
         problems += [f"data/{p.file}: {p.message}" for p in stream.problems]
         transitions = stream.count
+        recorded_steps = status.get("step")
+        if isinstance(recorded_steps, int) and not stream.problems:
+            if transitions != recorded_steps:
+                problems.append(
+                    f"data/: {transitions} primary transitions recorded for a run at step {recorded_steps}"
+                )
+            implied = updates_completed_by(config, recorded_steps)
+            if in_ledger != implied:
+                problems.append(
+                    f"ledger: {in_ledger} world-model updates recorded, the configuration implies {implied} "
+                    f"after {recorded_steps} primary steps (records cut or added)"
+                )
         if unsafe:
             problems.append(
                 "this run is an --unsafe-mix ablation: its world model trained on auxiliary data, so "
@@ -258,6 +278,24 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
     if write and not loaded and path.is_dir():
         write_json_atomic(path / CERTIFICATE_FILENAME, cert.to_json())
     return cert
+
+
+def _unknown_files(path: Path) -> list[str]:
+    """Entries of the run directory, and of its data directory, that no run writes."""
+    found = [
+        f"{entry.name}: unknown file in the run directory (a run writes no such file); remove it"
+        for entry in sorted(path.iterdir())
+        if entry.name not in RUN_DIRECTORY_ENTRIES
+    ]
+    data = path / DATA_DIRNAME
+    if data.is_dir():
+        found += [
+            f"data/{entry.name}: unknown file in the data directory; remove it"
+            for entry in sorted(data.iterdir())
+            if entry.name != MANIFEST_FILENAME
+            and not (entry.name.startswith("primary-") and entry.suffix == ".pt")
+        ]
+    return found
 
 
 def _code_commit() -> str:

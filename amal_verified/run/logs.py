@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from amal_verified.common.runtime_checks import checked
+from amal_verified.record.files import METRICS_FILENAME, TENSORBOARD_DIRNAME
 
 __all__ = ["COLUMNS", "TENSORBOARD_TAGS", "ConsoleProgress", "RunLogger", "TextStream"]
 
@@ -67,8 +68,7 @@ TENSORBOARD_TAGS: Final = {
     "aux_dropped_nonfinite": "aux/dropped_nonfinite",
 }
 """The TensorBoard tag of each numeric column (an ``--unsafe-mix`` run prefixes ``UNSAFE-MIX/``)."""
-CSV_FILENAME: Final = "metrics.csv"
-TENSORBOARD_DIRNAME: Final = "tensorboard"
+CSV_FILENAME: Final = METRICS_FILENAME
 DEFAULT_LINE_INTERVAL: Final = 10.0
 """Seconds between two plain progress lines (the first and the last are always written)."""
 

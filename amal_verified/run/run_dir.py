@@ -43,6 +43,7 @@ from amal_verified.record.primary_log import PrimaryDataLog
 from amal_verified.run.config import (
     CHECKPOINT_FILENAME,
     CONFIG_FILENAME,
+    DATA_DIRNAME,
     RUN_FILENAME,
     UNSAFE_MARKER_FILENAME,
     TrainConfig,
@@ -196,7 +197,16 @@ class RunDirectory:
         # Records written after the checkpoint are recomputed and must come out identical.
         run_dir._redo = {r.step: r for r in records[count:]}
         run_dir.data_log.drop_chunks_after_manifest()
+        run_dir._drop_unfinished_writes()
         return run_dir
+
+    def _drop_unfinished_writes(self) -> None:
+        """Delete the temporary files of atomic writes that a killed process left (``.NAME[.x].tmp``):
+        none of them was renamed into place, so nothing refers to them."""
+        for directory in (self.path, self.path / DATA_DIRNAME):
+            for leftover in directory.glob(".*.tmp"):
+                if leftover.is_file():
+                    leftover.unlink()
 
     def rewrite_config(self) -> None:
         """Write ``config.json`` again (a resumed run whose length was changed)."""

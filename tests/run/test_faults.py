@@ -234,3 +234,16 @@ def test_a_read_only_run_is_refused_in_one_line_and_certifies_elsewhere(tmp_path
         written = amal("certify", str(run_dir), "--quiet", "--certificate", str(elsewhere))
         assert written.returncode == 0, written.stderr
         assert json.loads(elsewhere.read_text())["ok"] is True
+
+
+def test_a_resumed_run_drops_the_temporary_files_of_unfinished_writes(
+    reference: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    trainer = Trainer.create(tiny(), run_dir)
+    trainer.logger.close()
+    trainer.files.close()
+    for leftover in (run_dir / ".checkpoint.pt.0123456789ab.tmp", run_dir / "data" / ".manifest.json.tmp"):
+        leftover.write_bytes(b"cut short")  # what a process killed in the middle of a write leaves
+    _resumes_to_the_reference(run_dir, reference)
+    assert not list(run_dir.glob(".*.tmp")) and not list((run_dir / "data").glob(".*.tmp"))

@@ -512,3 +512,31 @@ def test_the_certificate_names_the_run_and_the_code_it_checked(reference_run: Pa
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
     ).stdout.strip()
     assert commit == "unknown" or commit.removesuffix("-dirty") == repo
+
+
+def test_certify_names_unknown_files(reference_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy(reference_run, tmp_path / "run")
+    (run_dir / "notes.txt").write_text("left here")
+    (run_dir / "data" / "extra.bin").write_bytes(b"\0")
+    problems = certify_run(run_dir, write=False, fresh_process=True).problems
+    assert any(p.startswith("notes.txt: unknown file in the run directory") for p in problems), problems
+    assert any(p.startswith("data/extra.bin: unknown file in the data directory") for p in problems), problems
+
+
+def test_certify_refuses_a_ledger_cut_by_its_last_round_with_run_json_edited_to_match(
+    reference_run: Path, tmp_path: Path
+) -> None:
+    from amal_verified.record.ledger import verify
+
+    run_dir = _copy(reference_run, tmp_path / "run")
+    config = tiny()
+    path = run_dir / "ledger.jsonl"
+    lines = path.read_text().splitlines()
+    kept = lines[: len(lines) - config.wm_updates_per_round]
+    path.write_text("\n".join(kept) + "\n")
+    status = json.loads((run_dir / "run.json").read_text())
+    status["ledger_count"] = len(kept) - 1
+    status["ledger_head"] = verify(run_dir).head
+    (run_dir / "run.json").write_text(json.dumps(status))
+    problems = certify_run(run_dir, write=False, fresh_process=True).problems
+    assert any("the configuration implies" in p and "records cut or added" in p for p in problems), problems
