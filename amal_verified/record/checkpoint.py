@@ -237,9 +237,27 @@ def from_checkpointable(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------- files
 
 
+def _damaged_entry(path: Path) -> str | None:
+    """The first entry of the checkpoint's zip archive whose CRC-32 does not match its data (a bit
+    flipped on disk; ``torch.load`` does not check them), or ``None``.  Files that are not readable
+    zip archives are left to ``torch.load``, whose error names them."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return None
+
+
 def _load_raw(path: Path, shown: Path) -> Any:
     from amal_verified.isolation._engine import global_hooks  # noqa: F401  (registers the rebuilding of labelled tensors)
 
+    damaged = _damaged_entry(path)
+    if damaged is not None:
+        raise CheckpointError(
+            f"checkpoint {shown} is damaged: {damaged} does not match the checksum stored with it; restore "
+            "the file from a copy (a run resumes only from an intact checkpoint)",
+            path=shown,
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:

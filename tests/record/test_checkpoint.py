@@ -323,3 +323,13 @@ def test_numpy_arrays_keep_their_shape_zero_dimensional_ones_too(tmp_path: Path)
     assert [a.shape for a in loaded] == [a.shape for a in arrays]
     assert [a.dtype for a in loaded] == [a.dtype for a in arrays]
     assert all(np.array_equal(a, b) for a, b in zip(loaded, arrays, strict=True))
+
+
+def test_a_bit_flipped_on_disk_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"weights": torch.arange(4096, dtype=torch.float32)})
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10  # inside the tensor's bytes, which dominate the file
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"is damaged: .* does not match the checksum"):
+        load_checkpoint(path)
