@@ -47,11 +47,13 @@ from amal_verified._version import __version__
 from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.buffers import PrimaryBuffer
+from amal_verified.record.checkpoint import CheckpointError, load_checkpoint
 from amal_verified.record.files import DATA_DIRNAME, MANIFEST_FILENAME, RUN_DIRECTORY_ENTRIES
-from amal_verified.record.ledger import verify
+from amal_verified.record.ledger import LedgerRecord, state_digest, verify
 from amal_verified.record.primary_log import load_primary_stream
 from amal_verified.run.config import (
     CERTIFICATE_FILENAME,
+    CHECKPOINT_FILENAME,
     CONFIG_FILENAME,
     RUN_FILENAME,
     TrainConfig,
@@ -249,6 +251,8 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
         if all(p.startswith("this run is an --unsafe-mix") for p in problems):
             environment["threads"] = str(config.threads)
             replayed = _replay(config, spec, stream.tensors, stream.count, result.records, problems, progress)
+            if not problems and replayed == in_ledger and in_ledger > 0:
+                problems += _final_model_problems(path, result.records[-1])
     except (ValueError, KeyError, TypeError) as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:
@@ -278,6 +282,25 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
     if write and not loaded and path.is_dir():
         write_json_atomic(path / CERTIFICATE_FILENAME, cert.to_json())
     return cert
+
+
+def _final_model_problems(path: Path, last: LedgerRecord) -> list[str]:
+    """The world model a user takes from the run (the final checkpoint's) must be the one the last
+    certified update produced: its parameter digest is the ledger's last."""
+    try:
+        state = load_checkpoint(path / CHECKPOINT_FILENAME, restore=False)
+    except CheckpointError as exc:
+        return [f"{CHECKPOINT_FILENAME}: {exc}"]
+    learner = state.get("learner")
+    model = learner.get("model") if isinstance(learner, Mapping) else None
+    if not isinstance(model, Mapping):
+        return [f"{CHECKPOINT_FILENAME}: holds no world model"]
+    if state_digest(model) != last.param_digest:
+        return [
+            f"{CHECKPOINT_FILENAME}: its world model is not the one the last certified update (update "
+            f"{last.step}) produced: the model a user would deploy from this run was changed"
+        ]
+    return []
 
 
 def _unknown_files(path: Path) -> list[str]:

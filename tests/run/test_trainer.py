@@ -540,3 +540,18 @@ def test_certify_refuses_a_ledger_cut_by_its_last_round_with_run_json_edited_to_
     (run_dir / "run.json").write_text(json.dumps(status))
     problems = certify_run(run_dir, write=False, fresh_process=True).problems
     assert any("the configuration implies" in p and "records cut or added" in p for p in problems), problems
+
+
+def test_certify_refuses_a_changed_final_world_model(reference_run: Path, tmp_path: Path) -> None:
+    from amal_verified.record.checkpoint import save_checkpoint
+
+    run_dir = _copy(reference_run, tmp_path / "run")
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    name, tensor = next(iter(state["learner"]["model"].items()))
+    state["learner"]["model"][name] = tensor + 1e-3  # the model a user would deploy, changed
+    save_checkpoint(run_dir / "checkpoint.pt", state)
+    problems = certify_run(run_dir, write=False, fresh_process=True).problems
+    assert any(
+        p.startswith("checkpoint.pt: its world model is not the one the last certified update")
+        for p in problems
+    )
