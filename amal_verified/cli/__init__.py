@@ -183,7 +183,14 @@ def _build_parser() -> argparse.ArgumentParser:
             "profile and runs timing measurements; --quick is what CI runs."
         ),
     )
-    report.add_argument("--out", required=True, type=Path, help="report directory (new or empty)")
+    report.add_argument("--out", type=Path, help="report directory (new or empty)")
+    report.add_argument(
+        "--check",
+        type=Path,
+        metavar="DIR",
+        help="build nothing: compare the file digests the report in DIR recorded with this checkout and "
+        "list what changed since (exit 1 on drift)",
+    )
     report.add_argument(
         "--quick", action="store_true", help="CI report: default Hypothesis profile, no timing measurements"
     )
@@ -409,6 +416,19 @@ def _certify(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _require_tooling("report")
+    if args.check is not None:
+        if args.out is not None:
+            raise ValueError("--check reads an existing report; drop --out")
+        from amal_tools.compliance.discovery import default_proofs_dir
+        from amal_tools.compliance.drift import report_drift
+
+        root = (args.proofs or default_proofs_dir()).resolve().parent
+        drift = report_drift(args.check, root)
+        for line in drift.lines():
+            print(line)
+        return 0 if drift.ok else 1
+    if args.out is None:
+        raise ValueError("--out DIRECTORY is required: where the report is written (or --check DIR)")
     from amal_tools.compliance.discovery import default_proofs_dir
     from amal_tools.compliance.runner import ReportOptions, build_report
 

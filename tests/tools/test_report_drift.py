@@ -1,0 +1,56 @@
+"""`amal report --check DIR`: which files a report checked have changed since it was built."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from amal_tools.compliance.drift import report_drift
+
+from amal_verified.cli import main
+
+
+def _report(directory: Path, root: Path, files: list[str]) -> Path:
+    digests = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in files}
+    directory.mkdir()
+    (directory / "report.json").write_text(
+        json.dumps(
+            {"git": {"commit": "a" * 40, "dirty": False}, "obligations": [{"id": "ob", "files": digests}]}
+        )
+    )
+    return directory
+
+
+def test_an_unchanged_tree_has_no_drift_and_a_changed_one_names_each_file(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "pkg").mkdir(parents=True)
+    for name in ("pkg/a.py", "pkg/b.py", "pkg/c.py"):
+        (root / name).write_text(name)
+    report = _report(tmp_path / "report", root, ["pkg/a.py", "pkg/b.py", "pkg/c.py"])
+    assert report_drift(report, root).ok
+    (root / "pkg/a.py").write_text("changed")
+    (root / "pkg/b.py").unlink()
+    drift = report_drift(report, root)
+    assert [(d.obligation, d.file, d.change) for d in drift.drifted] == [
+        ("ob", "pkg/a.py", "changed"),
+        ("ob", "pkg/b.py", "missing"),
+    ]
+    assert drift.lines()[0].startswith(f"report built at commit {'a' * 40}; 3 checked files: 2 changed")
+
+
+def test_the_command_line_exits_1_on_drift_and_2_without_a_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    report = _report(tmp_path / "report", repo, ["README.md"])
+    assert main(["report", "--check", str(report)]) == 0
+    assert "none changed since" in capsys.readouterr().out
+    data = json.loads((report / "report.json").read_text())
+    data["obligations"][0]["files"]["README.md"] = "0" * 64
+    (report / "report.json").write_text(json.dumps(data))
+    assert main(["report", "--check", str(report)]) == 1
+    assert "ob: README.md changed" in capsys.readouterr().out
+    assert main(["report", "--check", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
