@@ -54,3 +54,15 @@ def test_the_command_line_exits_1_on_drift_and_2_without_a_report(
     assert "ob: README.md changed" in capsys.readouterr().out
     assert main(["report", "--check", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_report_names_no_path_of_the_machine_that_built_it(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "report"
+    assert main(["report", "--quick", "--only", "theorem2-as-stated", "--out", str(out)]) == 0
+    for name in ("report.json", "report.md", "report.html", "report.intoto.json"):
+        text = (out / name).read_text()
+        assert str(tmp_path) not in text and str(repo) not in text, name
+    report = json.loads((out / "report.json").read_text())
+    assert report["command"].endswith("--out $REPORT")
+    assert any("$REPORT/logs/" in c for o in report["obligations"] for c in o["commands"])

@@ -205,6 +205,38 @@ def _obligation_record(
     }
 
 
+def _without_out(command: str, out: Path) -> str:
+    """``command`` with the report directory it names written ``$REPORT``."""
+    for form in sorted({str(out), str(out.resolve())}, key=len, reverse=True):
+        command = command.replace(form, "$REPORT")
+    return command
+
+
+def _portable_commands(
+    obligations: list[dict[str, Any]], *, out: Path, staging: Path, root: Path
+) -> Callable[[str], str]:
+    """Commands as anyone can run them from the checkout: paths under the report directory start with
+    ``$REPORT``, paths under the checkout are relative to it; no path of the building machine stays."""
+    prefixes = [
+        (str(staging.resolve()) + os.sep, "$REPORT/"),
+        (str(out.resolve()) + os.sep, "$REPORT/"),
+        (str(root.resolve()) + os.sep, ""),
+    ]
+
+    def portable(text: str) -> str:
+        for prefix, replacement in prefixes:
+            text = text.replace(prefix, replacement)
+        return text
+
+    for obligation in obligations:
+        obligation["commands"] = [portable(c) for c in obligation.get("commands", [])]
+        for check in obligation.get("checks", []):
+            if check.get("command") is not None:
+                check["command"] = portable(check["command"])
+            check["argv"] = [portable(a) for a in check.get("argv", [])]
+    return portable
+
+
 def _plots(report: dict[str, Any], staging: Path) -> tuple[list[dict[str, Any]], list[str]]:
     from amal_tools.compliance.plots import PLOTTERS, PlotError, draw
 
@@ -322,6 +354,7 @@ def _run(
         )
         for e in entries
     ]
+    portable = _portable_commands(obligations, out=options.out, staging=staging, root=options.root)
     summary = {v.value: 0 for v in Verdict}
     for ob in obligations:
         summary[ob["verdict"]] += 1
@@ -329,7 +362,7 @@ def _run(
         "schema": SCHEMA_ID,
         "generated_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "mode": "quick" if options.quick else "full",
-        "command": options.command,
+        "command": portable(_without_out(options.command, options.out)),
         "git": git,
         "tools": tool_versions(),
         "platform": platform_info(),
