@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -173,78 +172,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    report = commands.add_parser(
-        "report",
-        help="run the proof obligations (proofs/) and write the compliance report",
-        description=(
-            "Run every obligation's checks (z3, CrossHair, Hypothesis properties, measurements, the replay "
-            "certificate) and write report.json (canonical, schema-validated), report.md, report.html, plots "
-            "and an in-toto statement into --out. The full report (default) uses the audit Hypothesis "
-            "profile and runs timing measurements; --quick is what CI runs."
-        ),
-    )
-    report.add_argument("--out", type=Path, help="report directory (new or empty)")
-    report.add_argument(
-        "--check",
-        type=Path,
-        metavar="DIR",
-        help="build nothing: compare the file digests the report in DIR recorded with this checkout and "
-        "list what changed since (exit 1 on drift)",
-    )
-    report.add_argument(
-        "--quick", action="store_true", help="CI report: default Hypothesis profile, no timing measurements"
-    )
-    report.add_argument(
-        "--only", action="append", default=[], metavar="ID", help="run only this obligation; repeatable"
-    )
-    report.add_argument("--jobs", type=int, default=1, help="checks run in parallel (default 1)")
-    report.add_argument(
-        "--hypothesis-seed", type=int, default=0, help="seed of the full report's Hypothesis runs (default 0)"
-    )
-    report.add_argument(
-        "--proofs", type=Path, default=None, help="proofs directory (default: proofs/ of this checkout)"
-    )
-    bench = commands.add_parser(
-        "bench",
-        help="run the paper's evaluation framework (§6.1) and write RESULTS.md",
-        description=(
-            "Train every (method, task, seed) cell, measure levels, isolation, reality gap, robustness "
-            "under shift and the performance ratios, and write RESULTS.md with plots into --out. "
-            "--quick (default) takes minutes; --full takes hours and resumes where it stopped."
-        ),
-    )
-    mode = bench.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--quick", dest="mode", action="store_const", const="quick", help="quick mode (default)"
-    )
-    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="full mode (hours)")
-    bench.set_defaults(mode="quick")
-    bench.add_argument("--tasks", nargs="+", metavar="TASK", help="task names (default: the mode's suite)")
-    bench.add_argument("--methods", nargs="+", metavar="METHOD", help="methods (default: all)")
-    bench.add_argument(
-        "--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="run seeds (default 0 1 2)"
-    )
-    bench.add_argument("--jobs", type=_positive_int, default=1, help="cells trained in parallel (default 1)")
-    bench.add_argument("--budget", type=_positive_int, default=None, help="override every task's step budget")
-    bench.add_argument(
-        "--eval-episodes", type=_positive_int, default=None, help="override evaluation episodes per point"
-    )
-    bench.add_argument(
-        "--out", type=Path, default=None, help="results directory (default bench-results/MODE)"
-    )
-    bench.add_argument(
-        "--results", type=Path, default=None, help="where to write RESULTS.md (default OUT/RESULTS.md)"
-    )
-    bench.add_argument("--no-ratios", action="store_true", help="skip the performance ratios")
-    bench.add_argument(
-        "--keep-runs",
-        action="store_true",
-        help="keep each cell's run directory in OUT/work/ (for amal certify)",
-    )
-    bench.add_argument(
-        "--report-only", action="store_true", help="rewrite RESULTS.md from OUT's records without training"
-    )
-    bench.add_argument("--list", action="store_true", help="list tasks and methods, then exit")
+    tooling = _tooling_commands()
+    for name, summary in _TOOLING.items():
+        command = tooling.get(name)
+        if command is None:
+            # Without the tooling every argument is accepted, so that running it says what to install.
+            missing = commands.add_parser(
+                name,
+                help=f"{summary} (repository tooling: pip install -e tools)",
+                prefix_chars="\0",
+                add_help=False,
+            )
+            missing.add_argument("arguments", nargs="*", help=argparse.SUPPRESS)
+        else:
+            sub = commands.add_parser(name, help=command.help, description=command.description)
+            command.add_arguments(sub)
     return parser
 
 
@@ -252,22 +194,27 @@ class ToolingMissing(RuntimeError):
     """``amal bench`` / ``amal report`` without the repository tooling installed."""
 
 
-def _require_tooling(command: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("amal_tools") is None:
-        raise ToolingMissing(
-            f"amal {command} is repository tooling, not part of the installed library: from a checkout of "
-            "the repository run `pip install -e tools` (or `make test`), then `amal "
-            f"{command}` there"
-        )
+# Subcommands that the repository's tooling (the distribution in tools/) adds, found through the
+# entry-point group ``amal_verified.commands``: the library never imports the tooling by name.
+_TOOLING: Final = {
+    "report": "run the proof obligations (proofs/) and write the compliance report",
+    "bench": "run the paper's evaluation framework (§6.1) and write RESULTS.md",
+}
 
 
-def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    _require_tooling("bench")
-    from amal_tools.bench.command import run_bench_command
+def _tooling_commands() -> dict[str, Any]:
+    """The installed tooling's subcommands by name (objects with ``help``, ``description``,
+    ``add_arguments(parser)`` and ``run(args, argv)``)."""
+    from importlib.metadata import entry_points
 
-    return run_bench_command(args, argv)
+    found: dict[str, Any] = {}
+    for ep in entry_points(group="amal_verified.commands"):
+        if ep.name in _TOOLING:
+            try:
+                found[ep.name] = ep.load()
+            except ImportError:  # registered, but not importable here: as if not installed
+                continue
+    return found
 
 
 # The flags that set a configuration field, by field.
@@ -414,44 +361,6 @@ def _certify(args: argparse.Namespace) -> int:
     return 0 if cert.ok else 1
 
 
-def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    _require_tooling("report")
-    if args.check is not None:
-        if args.out is not None:
-            raise ValueError("--check reads an existing report; drop --out")
-        from amal_tools.compliance.discovery import default_proofs_dir
-        from amal_tools.compliance.drift import report_drift
-
-        root = (args.proofs or default_proofs_dir()).resolve().parent
-        drift = report_drift(args.check, root)
-        for line in drift.lines():
-            print(line)
-        return 0 if drift.ok else 1
-    if args.out is None:
-        raise ValueError("--out DIRECTORY is required: where the report is written (or --check DIR)")
-    from amal_tools.compliance.discovery import default_proofs_dir
-    from amal_tools.compliance.runner import ReportOptions, build_report
-
-    proofs = (args.proofs or default_proofs_dir()).resolve()
-    options = ReportOptions(
-        out=args.out.resolve(),
-        proofs_dir=proofs,
-        root=proofs.parent,
-        quick=args.quick,
-        only=tuple(args.only),
-        jobs=args.jobs,
-        hypothesis_seed=args.hypothesis_seed,
-        command=shlex.join(["amal", *argv]),
-    )
-    outcome = build_report(options, progress=lambda line: print(line, flush=True))
-    summary = ", ".join(f"{n} {v}" for v, n in outcome.report["summary"].items() if n)
-    print(f"report written to {args.out}: {summary}")
-    if not outcome.ok:
-        violated = [o["id"] for o in outcome.report["obligations"] if o["verdict"] == "violated"]
-        print(f"VIOLATED: {', '.join(violated)} (see report.md)")
-    return 0 if outcome.ok else 1
-
-
 def _audit(args: argparse.Namespace) -> int:
     from amal_verified.audit import check_noninterference, load_target
 
@@ -497,10 +406,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if run_demo(seed=args.seed) else 1
     handlers = {"train": _train, "evaluate": _evaluate, "certify": _certify, "audit": _audit}
     try:
-        if args.command == "report":
-            return _report(args, sys.argv[1:] if argv is None else argv)
-        if args.command == "bench":
-            return _bench(args, sys.argv[1:] if argv is None else argv)
+        if args.command in _TOOLING:
+            command = _tooling_commands().get(args.command)
+            if command is None:
+                raise ToolingMissing(
+                    f"amal {args.command} is repository tooling, not part of the installed library: from a "
+                    f"checkout of the repository run `pip install -e tools` (or `make test`), then `amal "
+                    f"{args.command}` there"
+                )
+            code: int = command.run(args, sys.argv[1:] if argv is None else argv)
+            return code
         return handlers[args.command](args)
     except KeyboardInterrupt:
         print(f"amal {args.command}: interrupted", file=sys.stderr)
