@@ -207,7 +207,9 @@ def test_quick_bench_smoke_runs_resumes_and_reports(
     assert "--report-only" not in again.split("## How to reproduce")[1].split("```")[1]
 
 
-def test_a_sitting_cut_short_is_still_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sitting_cut_short_is_still_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from amal_tools.bench import command
 
     def interrupted(plan: BenchPlan) -> None:
@@ -225,10 +227,9 @@ def test_a_sitting_cut_short_is_still_recorded(tmp_path: Path, monkeypatch: pyte
         "--out",
         str(tmp_path),
     ]
-    with pytest.raises(KeyboardInterrupt):
-        main(argv)
-    with pytest.raises(KeyboardInterrupt):
-        main(argv)
+    assert main(argv) == 130  # Ctrl-C: one line, no traceback
+    assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines() == ["amal bench: interrupted"] * 2
     metadata = json.loads((tmp_path / "metadata.json").read_text())
     assert [s["end"] for s in metadata["sittings"]] == ["interrupted (no end recorded)"] * 2
     assert metadata["sittings"][0]["command"] == "amal bench " + " ".join(argv[1:])
