@@ -19,11 +19,14 @@ Routes:
   primary-only gradient: only the gate's reading of the parameter's own memory sees it;
 - memory tagged a second time: ``primary()`` of memory that holds auxiliary data is refused (the
   user trains on the untagged tensor, whose memory keeps its label), and rows of a buffer tagged
-  auxiliary through a view leave its other rows primary.
+  auxiliary through a view leave its other rows primary;
+- running statistics of an input normaliser computed on auxiliary data, saved with ``torch.save`` and
+  restored into a fresh normaliser: plain buffers keep their labels through pickling.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import torch
@@ -138,11 +141,35 @@ def memory_tagged_again(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def statistics_saved_and_restored(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    norm = torch.nn.BatchNorm1d(3)  # an input normaliser of its own, not the world model's
+    data = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    norm(data)  # running statistics: plain buffers whose memory now holds the data's label
+    saved = io.BytesIO()
+    torch.save(norm.state_dict(), saved)  # a checkpoint, as a resumed process would read it
+    saved.seek(0)
+    restored = torch.nn.BatchNorm1d(3).eval()
+    restored.load_state_dict(torch.load(saved))
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(restored(x)) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
     "plain tensor swapped through .data": (plain_tensor_swapped_through_data, (3,)),
     "memory tagged again": (memory_tagged_again, (4, 3)),
+    "statistics saved and restored": (statistics_saved_and_restored, (4, 3)),
 }
 
 
