@@ -15,30 +15,10 @@ import pytest
 from amal_verified.cli import main
 from amal_verified.run.config import TrainConfig, field_descriptions
 
-# A run of a few seconds (see tests/run/test_trainer.py for the tiny configurations).
-TINY: dict[str, Any] = {
-    "total_steps": 40,
-    "learning_starts": 20,
-    "random_steps": 20,
-    "wm_train_every": 20,
-    "wm_updates_per_round": 1,
-    "ensemble_size": 2,
-    "wm_hidden_scale": 0.0625,
-    "num_aux_agents": 2,
-    "cem_population": 4,
-    "cem_every": 20,
-    "eval_every": 40,
-    "eval_episodes": 1,
-    "log_every": 20,
-    "checkpoint_every": 40,
-    "batch_size": 8,
-    "policy_hidden": 8,
-    "buffer_size": 100,
-    "aux_buffer_size": 100,
-    "probe_states": 4,
-    "mi_outer_samples": 2,
-    "rollout_batch": 8,
-}
+# A run of a few seconds (training fields only; tests/configs/tiny_run.json).
+TINY: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "configs" / "tiny_run.json").read_text()
+)
 
 
 def _printed_config(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:

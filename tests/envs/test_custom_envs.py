@@ -158,31 +158,7 @@ def test_a_custom_environment_trains_from_the_command_line(
 ) -> None:
     module, prefix = env_module
     env_id = f"{module}:{prefix}Walk-v0"
-    tiny = {
-        "total_steps": 40,
-        "learning_starts": 20,
-        "random_steps": 20,
-        "wm_train_every": 20,
-        "wm_updates_per_round": 1,
-        "ensemble_size": 2,
-        "wm_hidden_scale": 0.0625,
-        "num_aux_agents": 2,
-        "cem_population": 4,
-        "cem_every": 20,
-        "eval_every": 40,
-        "eval_episodes": 1,
-        "log_every": 20,
-        "checkpoint_every": 40,
-        "batch_size": 8,
-        "policy_hidden": 8,
-        "buffer_size": 100,
-        "aux_buffer_size": 100,
-        "probe_states": 4,
-        "mi_outer_samples": 2,
-        "rollout_batch": 8,
-    }
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(tiny))
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny_run.json"  # a run of a few seconds
     run = tmp_path / "run"
     assert main(["train", "--env", env_id, "--config", str(config), "--out", str(run), "--no-progress"]) == 0
     assert f"trained 40 primary steps in {run}" in capsys.readouterr().out
