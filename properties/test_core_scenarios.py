@@ -185,7 +185,8 @@ def tagged_object_used_on(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
     features = aux.nan_to_num(0.0).clamp(-1.0, 1.0) if leak else torch.randn(4, 3, generator=g)
     if leak:
-        av.aux(features, source="sim")  # the returned tensor is dropped: features is what is used
+        tagged = av.aux(features, source="sim")  # the returned tensor is dropped: features is what is used
+        assert tagged is features, "aux() returns the object it made tracked"
     else:
         av.primary(features, source="real")
     x = features * 0.5 + 1.0

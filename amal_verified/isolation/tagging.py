@@ -117,9 +117,7 @@ def _tag_aux(x: torch.Tensor, label: Label) -> TaggedTensor:
         track_in_place(base)
     if isinstance(x, TaggedTensor) or track_in_place(x):
         return cast(TaggedTensor, x)  # track_in_place: a plain tensor is now tracked, the same object
-    if x.requires_grad:  # not swappable (a leaf held by a live graph): a differentiable alias
-        return x.as_subclass(TaggedTensor)
-    return torch.Tensor._make_subclass(TaggedTensor, x)
+    return x.as_subclass(TaggedTensor)  # not swappable (a functorch wrapper): a differentiable alias
 
 
 @checked
