@@ -269,6 +269,12 @@ def test_full_report_runs_the_timing_check_and_plots_its_evidence(tmp_path: Path
     assert [p["evidence"] for p in outcome.report["plots"]] == ["proposition3_costs"]
     assert (root / "full" / "plots" / "proposition3_costs.png").stat().st_size > 1000
     assert outcome.report["settings"]["hypothesis_profile"] == "audit"
+    # each plot sits in the section of the obligation whose evidence it draws, not at the end
+    md = (root / "full" / "report.md").read_text()
+    html = (root / "full" / "report.html").read_text()
+    assert md.index("## sorting") < md.index("](plots/proposition3_costs.png)") < md.index("## Reproduce")
+    assert "## Other plots" not in md and "Other plots" not in html
+    assert html.index('id="sorting"') < html.index("data:image/png;base64,") < html.index("<h2>Reproduce")
 
 
 def test_existing_output_and_unknown_ids_are_refused_before_anything_runs(tmp_path: Path) -> None:
