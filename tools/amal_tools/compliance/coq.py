@@ -136,10 +136,12 @@ def parse_axioms(assumptions: str) -> tuple[str, ...]:
 
 
 def _query(build: Path, module: str, theorem: str) -> tuple[str, str]:
+    # A file over the reals is queried with their notations in scope, so that its statements print
+    # as written (0 < mu, not Rlt (IZR Z0) mu); any other with the default scopes.
+    over_reals = "Reals" in (build / f"{module}.v").read_text(encoding="utf-8")
+    reals = "From Coq Require Import Reals.\nOpen Scope R_scope.\n" if over_reals else ""
     (build / "AmalQuery.v").write_text(
-        # Reals' notations, so that statements over ℝ print as written (0 < mu, not Rlt (IZR Z0) mu)
-        f"From Coq Require Import Reals.\nFrom {COQ_LOGICAL_ROOT} Require Import {module}.\n"
-        "Open Scope R_scope.\n"
+        f"From {COQ_LOGICAL_ROOT} Require Import {module}.\n{reals}"
         f'Redirect "amal_statement" Check {theorem}.\n'
         f'Redirect "amal_assumptions" Print Assumptions {theorem}.\n',
         encoding="utf-8",

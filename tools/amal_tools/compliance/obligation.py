@@ -102,7 +102,8 @@ class Check:
 
     ``files``: repository-relative paths of the code the check is about (the report records their
     sha256); the check's own file is always included.  ``axioms``: for a ``coq`` check, the axioms
-    ``Print Assumptions`` may name (any other fails the check); empty for every other method.
+    ``Print Assumptions`` may name, as it prints them (any other fails the check); empty for every
+    other method.
     ``quick``: part of the quick report (CI).  Only timing measurements may set ``quick=False``
     (they run alone, in the full report): anything else left out would let the quick report call
     an obligation discharged that was not.
