@@ -187,6 +187,7 @@ def test_verdicts_follow_the_methods(quick_report: tuple[Path, dict]) -> None:
     assert [c["verdict"] for c in sorting["checks"]] == ["tested", "not checked"]
     assert report["summary"] == {
         "proved": 2,
+        "proved (Coq)": 0,
         "tested": 0,
         "violated": 1,
         "paper claim refuted": 1,
