@@ -27,6 +27,7 @@ exceed all that to count.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -784,7 +785,7 @@ EXPECTED_OBLIGATIONS = {
 
 @pytest.mark.parametrize("module", sorted(EXPECTED_OBLIGATIONS))
 def test_obligation_targets_exist(module: str) -> None:
-    """Every check of these obligations names a function or a test class that exists."""
+    """Every check of these obligations names a function, a test class or a Coq theorem that exists."""
     obligation = _proof(module).OBLIGATION
     assert (obligation.id, obligation.kind) == EXPECTED_OBLIGATIONS[module]
     here = globals()
@@ -792,6 +793,12 @@ def test_obligation_targets_exist(module: str) -> None:
         if check.method is Method.SMT:
             file, _, function = check.target.rpartition(":")
             assert callable(getattr(load_proof_module(ROOT / file), function, None)), check.target
+        elif check.method is Method.COQ:
+            file, _, theorem = check.target.rpartition(":")
+            source = (ROOT / file).read_text(encoding="utf-8")
+            assert re.search(rf"^(Theorem|Lemma|Corollary) {re.escape(theorem)}\b", source, re.MULTILINE), (
+                check.target
+            )
         else:
             file, _, node = check.target.partition("::")
             assert (ROOT / file).resolve() == Path(__file__).resolve() and node in here, check.target
