@@ -1,10 +1,10 @@
 """Checking one theorem of the Coq development (``proofs/coq/``) with ``coqc``.
 
-The development is compiled from scratch in a scratch directory (the checked-out ``.v`` files are
-only read), in the order its ``_CoqProject`` lists the files, up to the file that holds the theorem.
+The file that holds the theorem and the files it requires are compiled from scratch in a scratch
+directory (the checked-out ``.v`` files are only read), in the order ``_CoqProject`` lists them.
 Then ``Check`` prints the theorem's exact statement and ``Print Assumptions`` every axiom it depends
-on.  The theorem is *proved (Coq)* iff every file compiles, no file contains ``Admitted`` or
-``admit``, and each axiom ``Print Assumptions`` names is one the check accepts (the standard
+on.  The theorem is *proved (Coq)* iff these files compile, no file of the development contains
+``Admitted`` or ``admit``, and each axiom ``Print Assumptions`` names is one the check accepts (the standard
 library's axioms of the real numbers, for theorems over ℝ).  Without ``coqc`` on ``PATH`` nothing is
 checked and the outcome says how to install Coq.
 """
@@ -44,6 +44,9 @@ principle of omniscience for decidable predicates on ℕ, and dependent function
 A theorem over ℝ depends on them; a theorem about labels and programs depends on none."""
 _CLOSED: Final = "Closed under the global context"
 _ADMITTED = re.compile(r"\b(Admitted|admit)\b")
+_REQUIRE = re.compile(
+    rf"From\s+{COQ_LOGICAL_ROOT}\s+Require\s+(?:Import\s+|Export\s+)?(?P<modules>[\w\s]+?)\.(?:\s|$)"
+)
 _TARGET = re.compile(r"^(?P<file>.+\.v):(?P<theorem>[A-Za-z_][A-Za-z0-9_']*)$")
 
 
@@ -94,15 +97,35 @@ def project_files(coq_dir: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip().endswith(".v") and not line.startswith("-")]
 
 
+def _requires(source: str) -> set[str]:
+    """The files of the development that ``source`` requires (``From AmalVerified Require ...``)."""
+    found: set[str] = set()
+    for match in _REQUIRE.finditer(source):
+        found.update(f"{module}.v" for module in match["modules"].split())
+    return found
+
+
+def _closure(coq_dir: Path, files: list[str], target: str) -> set[str]:
+    needed, todo = set(), [target]
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            if name not in files:
+                raise CoqError(f"{name} is not listed in {coq_dir / '_CoqProject'}")
+            needed.add(name)
+            todo.extend(_requires((coq_dir / name).read_text(encoding="utf-8")))
+    return needed
+
+
 def compile_development(coq_dir: Path, build: Path, upto: str | None = None) -> list[str]:
-    """Copy the ``.v`` files of ``coq_dir`` to ``build`` and compile them in ``_CoqProject`` order,
-    stopping after ``upto`` (a file name) if given; the files compiled.  :class:`CoqError` with
-    ``coqc``'s output if one does not compile, or if ``upto`` is not in the project."""
+    """Copy the ``.v`` files of ``coq_dir`` to ``build`` and compile them in ``_CoqProject`` order:
+    all of them, or only ``upto`` (a file name) and the files it requires, directly or not.  Returns
+    the files compiled; :class:`CoqError` with ``coqc``'s output if one does not compile, or if a
+    file is not listed in ``_CoqProject``."""
     files = project_files(coq_dir)
-    if upto is not None and upto not in files:
-        raise CoqError(f"{upto} is not listed in {coq_dir / '_CoqProject'}")
+    needed = set(files) if upto is None else _closure(coq_dir, files, upto)
     compiled: list[str] = []
-    for name in files:
+    for name in (f for f in files if f in needed):
         shutil.copy2(coq_dir / name, build / name)
         done = subprocess.run(
             ["coqc", "-q", "-Q", ".", COQ_LOGICAL_ROOT, name],
@@ -114,8 +137,6 @@ def compile_development(coq_dir: Path, build: Path, upto: str | None = None) -> 
         if done.returncode != 0:
             raise CoqError(f"coqc {name} failed:\n{done.stdout}{done.stderr}")
         compiled.append(name)
-        if name == upto:
-            break
     return compiled
 
 
