@@ -37,9 +37,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict amal_verified tools/amal_tools
 
-# The Coq development (proofs/coq, README there): compiled in _CoqProject's order, in place. Without coqc
-# it says how to install Coq and stops, unless AMAL_REQUIRE_COQ is unset (the report then shows the Coq
-# checks "not checked"); CI sets it, so CI fails when the proofs do not compile or Coq is missing.
+# The Coq development (proofs/coq; proofs/README.md): compiled in _CoqProject's order, in place; fails if a
+# file does not compile. Without coqc it says how to install Coq, and fails if AMAL_REQUIRE_COQ is set (CI
+# sets it); otherwise it goes on, and the report shows the Coq checks "not checked".
 COQ_DIR := proofs/coq
 COQ_INSTALL := apt-get install -y coq
 coq:
