@@ -12,12 +12,16 @@
       (inputs [[A]] for the in-place write),
     - [gate|P|Q|protected|refused], where [P], [Q] are a label or [none] (no
       gradient) and [protected], [refused] are sets of names,
+    - [gated_step|P|Q|protected|bool]: whether the gated step of the language of
+      [Isolation.v] (the one Theorem 1 is proved for) refuses, for parameters [p]
+      and [q] with empty labels, gradients labelled [P] and [Q] (or none), and the
+      protected parameters with a gradient in the gated optimizer,
 
     labels written as their sources in the universe's order, comma-separated
     ([kind:name]). *)
 
 From Coq Require Import Bool List String.
-From AmalVerified Require Import Labels.
+From AmalVerified Require Import Labels Isolation.
 Import ListNotations.
 Local Open Scope string_scope.
 
@@ -32,7 +36,7 @@ Fixpoint subsets (l : list source) : list label :=
 
 Definition all_labels : list label := subsets universe.
 
-Definition canon (l : label) : label := filter (fun s => mem s l) universe.
+Definition canon (l : label) : label := filter (fun s => Labels.mem s l) universe.
 
 Definition show_source (s : source) : string :=
   (match skind s with Primary => "primary:" | Aux => "aux:" end) ++ sname s.
@@ -84,6 +88,29 @@ Definition gate_lines : list string :=
                      ++ sep (gate_decision (grads_of cp cq) prot)) protected_sets)
     (pairs grad_choices).
 
-Definition vectors : list string := lattice_lines ++ gate_lines.
+(** The language of [Isolation.v] on a memory of four locations: parameters [p] (0)
+    and [q] (1), their gradients (2, 3); values play no part in the decision. *)
+Definition step_memory (cp cq : option label) : Isolation.mem unit :=
+  fun l => match l with
+           | 2 => Cell unit tt (match cp with Some g => g | None => [] end)
+           | 3 => Cell unit tt (match cq with Some g => g | None => [] end)
+           | _ => Cell unit tt []
+           end%nat.
+
+Definition step_updates (cp cq : option label) (prot : list string) : list (loc * loc) :=
+  (if existsb (String.eqb "p") prot then match cp with Some _ => [(0, 2)] | None => [] end else [])
+  ++ (if existsb (String.eqb "q") prot then match cq with Some _ => [(1, 3)] | None => [] end else []).
+
+Definition language_refuses (cp cq : option label) (prot : list string) : bool :=
+  step_refused unit unit (fun _ _ => tt) (fun _ => true) (step_memory cp cq) true tt
+               (step_updates cp cq prot) [].
+
+Definition step_lines : list string :=
+  flat_map (fun '(cp, cq) =>
+    map (fun prot => "gated_step|" ++ show_choice cp ++ "|" ++ show_choice cq ++ "|" ++ sep prot ++ "|"
+                     ++ show_bool (language_refuses cp cq prot)) protected_sets)
+    (pairs grad_choices).
+
+Definition vectors : list string := lattice_lines ++ gate_lines ++ step_lines.
 
 Redirect "vectors" Compute vectors.

@@ -3,7 +3,9 @@
 ``proofs/coq/vectors.txt`` holds what Coq computes (``proofs/coq/Vectors.v``) for the lattice
 (join, order, auxiliary test and part, operation and in-place labels) on every pair of the 8 labels
 over ``primary:a``, ``aux:a``, ``aux:b``, and for the gate decision on two parameters (each without
-a gradient or with any of the 8 labels) and every protected subset.  The first test checks
+a gradient or with any of the 8 labels) and every protected subset, and whether the gated step of
+the program language Theorem 1 is proved for (``Isolation.v``) refuses in the same cases: it must
+refuse exactly when ``reference.gate_decision`` refuses some parameter.  The first test checks
 ``reference.py`` against every line; the second checks that the stored lines are what Coq computes
 from the current development (it needs ``coqc``; with ``AMAL_REQUIRE_COQ`` set, as in CI, a missing
 ``coqc`` fails instead of skipping).  With the lemmas of ``Labels.v`` this is the chain
@@ -35,6 +37,7 @@ EXPECTED_COUNTS = {
     "op_label": 128,
     "inplace_label": 128,
     "gate": 324,
+    "gated_step": 324,
 }
 
 
@@ -78,6 +81,10 @@ def _reference_disagrees(line: str) -> str | None:
         grads = {n: _label(f) for n, f in zip(("p", "q"), fields[:2], strict=True) if f != "none"}
         got = reference.gate_decision(grads, _names(fields[2]))
         want = _names(fields[3])
+    elif kind == "gated_step":
+        grads = {n: _label(f) for n, f in zip(("p", "q"), fields[:2], strict=True) if f != "none"}
+        got = bool(reference.gate_decision(grads, _names(fields[2])))
+        want = _bool(fields[3])
     else:
         return f"unknown vector kind {kind!r}"
     return None if got == want else f"{line}: reference.py gives {got!r}"
