@@ -116,6 +116,12 @@ OBLIGATION = Obligation(
             files=_COQ_FILES,
         ),
         Check(
+            "Coq: noninterference when initial memories also differ in auxiliary-labelled values",
+            Method.COQ,
+            f"{_COQ}:run_from_noninterference",
+            files=_COQ_FILES,
+        ),
+        Check(
             "Coq: Theorem 1 for any number of steps, auxiliary agents and auxiliary data",
             Method.COQ,
             f"{_COQ}:theorem1_isolation",

@@ -289,6 +289,27 @@ Proof.
   - split; [apply exec_noninterference; auto | apply exec_clean; auto].
 Qed.
 
+(** Runs from any initial memory. *)
+Fixpoint run_from (m0 : mem) (data : nat -> stepdata) (n : nat) : mem :=
+  match n with
+  | 0 => m0
+  | S t => exec (data t) (run_from m0 data t) (body t)
+  end.
+
+Lemma run_is_run_from : forall data n, run data n = run_from init data n.
+Proof. intros data n; induction n as [|t IH]; simpl; [reflexivity | rewrite IH; reflexivity]. Qed.
+
+(** Noninterference with every input varying: two runs whose initial memories differ only
+    where the label has an auxiliary source (equal labels everywhere), and whose data differ
+    only on auxiliary sources, agree after any number of steps wherever the label has no
+    auxiliary source. *)
+Theorem run_from_noninterference : forall m1 m2 d1 d2,
+  loweq m1 m2 -> data_agree_on_primary d1 d2 -> forall n, loweq (run_from m1 d1 n) (run_from m2 d2 n).
+Proof.
+  intros m1 m2 d1 d2 Hm Hd n; induction n as [|t IH]; simpl; auto.
+  apply exec_noninterference; auto.
+Qed.
+
 (** Noninterference of whole runs: after any number of steps, every location whose label
     has no auxiliary source holds the same value in two runs whose data differ only on
     auxiliary sources (any number of auxiliary agents, any auxiliary data). *)
