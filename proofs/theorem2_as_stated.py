@@ -21,7 +21,8 @@ Machine-checked in Coq (``proofs/coq/Theorem2.v``, over an abstract real inner-p
 the class given by its gradient characterisations): the paper's statement is false
 (``paper_statement_false``), with the counterexample above computed (``counterexample_mu1_L10_eta0195``),
 and on the whole class, not only on quadratics, the stated rate holds for every start and every t iff
-η ≤ (2L − μ)/L² (``stated_rate_threshold``).
+η ≤ (2L − μ)/L² (``stated_rate_threshold``); on ℝ, for every f with μ ≤ f'' ≤ L, the "if" direction
+with no other premise (``proofs/coq/OneDim.v``, which also uses the excluded middle).
 
 Discharged also by: the z3 counterexample (the refutation), the z3 proof of the threshold, and Hypothesis
 properties that search generated strongly convex losses stepped through ``GatedOptimizer`` for a
@@ -32,7 +33,7 @@ from both sides on the quadratic with eigenvalue L.
 from __future__ import annotations
 
 import z3
-from amal_tools.compliance.coq import REALS_AXIOMS
+from amal_tools.compliance.coq import CLASSICAL_AXIOMS, REALS_AXIOMS
 from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
 from amal_tools.compliance.smt import prove, search
 
@@ -84,7 +85,11 @@ OBLIGATION = Obligation(
         "relative slack of 1e-9 plus a few roundings per step",
         "Coq: the class is given by μ-strong monotonicity, 1/L-co-coercivity and Nesterov 2.1.11 of the "
         "gradient on an abstract real inner-product space; the proofs depend on the axioms of Coq's "
-        "standard reals only: " + ", ".join(REALS_AXIOMS),
+        "standard reals only: "
+        + ", ".join(REALS_AXIOMS)
+        + " (on ℝ, with f'': also the excluded middle, "
+        + ", ".join(CLASSICAL_AXIOMS)
+        + ")",
     ),
     kind=Kind.REFUTATION,
     checks=(
@@ -105,6 +110,13 @@ OBLIGATION = Obligation(
             Method.COQ,
             f"{_COQ}:stated_rate_threshold",
             axioms=REALS_AXIOMS,
+        ),
+        Check(
+            "Coq: on ℝ, μ ≤ f'' ≤ L and η ≤ (2L−μ)/L² give the stated rate",
+            Method.COQ,
+            "proofs/coq/OneDim.v:one_dim_paper_rate_below_threshold",
+            files=("proofs/coq/_CoqProject", _COQ),
+            axioms=REALS_AXIOMS + CLASSICAL_AXIOMS,
         ),
         Check(
             "z3: a counterexample (μ, L, η) to eq. 12",

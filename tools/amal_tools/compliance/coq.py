@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "CLASSICAL_AXIOMS",
     "COQ_INSTALL",
     "COQ_LOGICAL_ROOT",
     "REALS_AXIOMS",
@@ -37,11 +38,16 @@ COQ_INSTALL: Final = "apt-get install -y coq  (Debian/Ubuntu: Coq 8.16 and its s
 COQ_LOGICAL_ROOT: Final = "AmalVerified"
 REALS_AXIOMS: Final = (
     "ClassicalDedekindReals.sig_forall_dec",
+    "ClassicalDedekindReals.sig_not_dec",
     "FunctionalExtensionality.functional_extensionality_dep",
 )
 """The axioms Coq's standard library builds its real numbers on (Coq 8.16, ``Reals``): the limited
-principle of omniscience for decidable predicates on ℕ, and dependent functional extensionality.
-A theorem over ℝ depends on them; a theorem about labels and programs depends on none."""
+principle of omniscience for decidable predicates on ℕ, the decidability of ¬¬P against ¬P, and
+dependent functional extensionality.  A theorem over ℝ depends on those its proof uses; a theorem
+about labels and programs depends on none."""
+CLASSICAL_AXIOMS: Final = ("Classical_Prop.classic",)
+"""The excluded middle, on which the standard library's mean value theorem (``MVT``) rests: a theorem
+that uses it depends on this axiom as well as on :data:`REALS_AXIOMS`."""
 _CLOSED: Final = "Closed under the global context"
 _ADMITTED = re.compile(r"\b(Admitted|admit)\b")
 _REQUIRE = re.compile(
