@@ -187,6 +187,7 @@ def test_verdicts_follow_the_methods(quick_report: tuple[Path, dict]) -> None:
     assert [c["verdict"] for c in sorting["checks"]] == ["tested", "not checked"]
     assert report["summary"] == {
         "proved": 2,
+        "proved (Coq)": 0,
         "tested": 0,
         "violated": 1,
         "paper claim refuted": 1,
@@ -314,6 +315,10 @@ def test_obligations_validate_their_fields() -> None:
         Check("c", Method.CROSSHAIR, "pkg.mod.f", quick=False)
     with pytest.raises(ValueError, match="same name"):
         Obligation("ok", "t", "p", "c", (), Kind.CLAIM, (check, check))
+    with pytest.raises(ValueError, match=r"proofs/coq/<File>\.v:<theorem>"):
+        Check("c", Method.COQ, "proofs/coq/Theorem2.v")
+    with pytest.raises(ValueError, match="only a coq check accepts axioms"):
+        Check("c", Method.SMT, "proofs/x.py:f", axioms=("Classical_Prop.classic",))
 
 
 @pytest.mark.parametrize(
@@ -326,6 +331,12 @@ def test_obligations_validate_their_fields() -> None:
         (Kind.REFUTATION, [Verdict.PROVED, Verdict.REFUTED], Verdict.REFUTED),
         (Kind.REFUTATION, [Verdict.TESTED], Verdict.VIOLATED),  # nothing exhibited a counterexample
         (Kind.REFUTATION, [Verdict.REFUTED, Verdict.VIOLATED], Verdict.VIOLATED),
+        (Kind.CLAIM, [Verdict.PROVED_COQ, Verdict.PROVED_COQ], Verdict.PROVED_COQ),
+        (Kind.CLAIM, [Verdict.PROVED, Verdict.PROVED_COQ], Verdict.PROVED),
+        (Kind.CLAIM, [Verdict.PROVED_COQ, Verdict.TESTED], Verdict.TESTED),
+        (Kind.CLAIM, [Verdict.PROVED_COQ, Verdict.NOT_CHECKED], Verdict.NOT_CHECKED),
+        (Kind.REFUTATION, [Verdict.PROVED_COQ, Verdict.TESTED], Verdict.REFUTED),  # a Coq refutation
+        (Kind.REFUTATION, [Verdict.PROVED_COQ, Verdict.NOT_CHECKED], Verdict.NOT_CHECKED),
     ],
 )
 def test_obligation_verdict_is_the_weakest_check(

@@ -98,6 +98,17 @@ def command_for(check: Check, work: Path, settings: RunSettings, root: Path) -> 
         ]
     if check.method is Method.CROSSHAIR:
         return [python, "-m", "crosshair", "check", _crosshair_target(check.target), *CROSSHAIR_FLAGS]
+    if check.method is Method.COQ:
+        accepted = [arg for axiom in check.axioms for arg in ("--accept-axiom", axiom)]
+        return [
+            python,
+            "-m",
+            "amal_tools.compliance.coq_entry",
+            check.target,
+            "--out",
+            str(work / "coq.json"),
+            *accepted,
+        ]
     command = [
         python,
         "-m",
@@ -201,6 +212,28 @@ def _smt_verdict(
     return Verdict.VIOLATED, "z3 returned unknown (neither proved nor refuted)", None, extra
 
 
+def _coq_verdict(code: int | None, log: str, work: Path) -> tuple[Verdict, str, str | None, dict[str, Any]]:
+    result = work / "coq.json"
+    if code != 0 or not result.exists():
+        return Verdict.VIOLATED, "the Coq check did not produce an outcome", _tail(log), {}
+    outcome = json.loads(result.read_text(encoding="utf-8"))
+    extra = {
+        "coq_theorem": outcome["theorem"],
+        "coq_file": outcome["file"],
+        "coq_statement": outcome["statement"],
+        "coq_assumptions": outcome["assumptions"],
+        "coq_axioms": outcome["axioms"],
+        "coq_accepted_axioms": outcome["accepted_axioms"],
+        "coqc_version": outcome["coqc_version"],
+    }
+    status, detail = outcome["status"], outcome["detail"]
+    if status == "proved":
+        return Verdict.PROVED_COQ, detail, None, extra
+    if status == "not checked":
+        return Verdict.NOT_CHECKED, detail, None, extra
+    return Verdict.VIOLATED, f"not proved in Coq: {_tail(detail)}", None, extra
+
+
 def _crosshair_verdict(kind: Kind, code: int | None, log: str) -> tuple[Verdict, str, str | None]:
     errors = [line for line in log.splitlines() if ": error:" in line]
     infos = [line for line in log.splitlines() if ": info:" in line]
@@ -249,6 +282,9 @@ def run_check(check: Check, kind: Kind, root: Path, work: Path, settings: RunSet
         return result
     if check.method is Method.SMT:
         result.verdict, result.detail, result.counterexample, extra = _smt_verdict(kind, code, log, work)
+        result.settings.update(extra)
+    elif check.method is Method.COQ:
+        result.verdict, result.detail, result.counterexample, extra = _coq_verdict(code, log, work)
         result.settings.update(extra)
     elif check.method is Method.CROSSHAIR:
         result.verdict, result.detail, result.counterexample = _crosshair_verdict(kind, code, log)
