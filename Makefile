@@ -43,6 +43,11 @@ typecheck: $(STAMP)
 COQ_DIR := proofs/coq
 COQ_INSTALL := apt-get install -y coq
 coq:
+	@if ! command -v coqc >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "coqc not found: installing Debian's Coq (running as root)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends coq >/dev/null \
+			|| { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends coq >/dev/null; }; \
+	fi
 	@if ! command -v coqc >/dev/null 2>&1; then \
 		echo "coqc not found: the Coq proofs are not checked. Install Coq 8.16: $(COQ_INSTALL)"; \
 		if [ -n "$$AMAL_REQUIRE_COQ" ]; then exit 1; fi; \
