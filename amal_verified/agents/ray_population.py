@@ -74,7 +74,7 @@ from amal_verified.common.rng_streams import RunStreams
 from amal_verified.envs import TaskInfo
 from amal_verified.isolation.buffers import PrimaryBuffer
 
-__all__ = ["INSTALL_HINT", "AuxBackendError", "RayAuxPopulation"]
+__all__ = ["INSTALL_HINT", "AgentGroupWorker", "AuxBackendError", "RayAuxPopulation", "check_chunk"]
 
 INSTALL_HINT: Final = "pip install 'amal_verified[distributed]'"
 _ROW_KEYS: Final = frozenset({"obs", "action", "reward", "next_obs", "terminated", "dropped", "state"})
@@ -478,8 +478,9 @@ class RayAuxPopulation:
         self._restarted[j] += 1
         if self._restarted[j] > self.restarts:
             raise AuxBackendError(
-                f"{self._name(j)} died {self._restarted[j]} times (ray_restarts={self.restarts}); the run "
-                "stops here and resumes from its last checkpoint (amal train --resume)"
+                f"{self._name(j)} died and has been replaced {self._restarted[j] - 1} times already "
+                f"(ray_restarts={self.restarts}); the run stops here and resumes from its last checkpoint "
+                "(amal train --resume)"
             )
         with contextlib.suppress(Exception):  # it is gone already
             self._ray.kill(self._actors[j])
@@ -506,57 +507,12 @@ class RayAuxPopulation:
     # ------------------------------------------------------------------ validation
 
     def _check(self, j: int, result: Any, steps: int) -> list[dict[str, Any]]:
-        group = self.groups[j]
-        if not isinstance(result, list) or len(result) != len(group):
-            raise AuxBackendError(
-                f"{self._name(j)} returned a malformed chunk: expected a list of {len(group)} agent "
-                f"results, got {type(result).__name__}"
-            )
-        task = self.task
-        for slot, agent in enumerate(result):
-            where = f"{self._name(j)} returned a malformed chunk (slot {slot})"
-            if not isinstance(agent, dict) or set(agent) != _ROW_KEYS:
-                keys = sorted(agent) if isinstance(agent, dict) else type(agent).__name__
-                raise AuxBackendError(f"{where}: expected the keys {sorted(_ROW_KEYS)}, got {keys}")
-            dropped = agent["dropped"]
-            if type(dropped) is not int or dropped < 0:
-                raise AuxBackendError(f"{where}: dropped must be a non-negative int, got {dropped!r}")
-            m = steps - dropped
-            action_shape: tuple[int, ...] = () if task.discrete else (task.action_dim,)
-            expected = {
-                "obs": ((m, task.obs_dim), "f"),
-                "next_obs": ((m, task.obs_dim), "f"),
-                "action": ((m, *action_shape), "i" if task.discrete else "f"),
-                "reward": ((m,), "f"),
-                "terminated": ((m,), "b"),
-            }
-            for name, (shape, kind) in expected.items():
-                value = agent[name]
-                if type(value) is not np.ndarray or value.shape != shape or value.dtype.kind != kind:
-                    got = (
-                        f"{value.dtype} array of shape {value.shape}"
-                        if isinstance(value, np.ndarray)
-                        else type(value).__name__
-                    )
-                    raise AuxBackendError(
-                        f"{where}: {name} must be a numpy array of shape {shape} (kind {kind!r}: one row per "
-                        f"step not dropped), got {got}"
-                    )
-                if kind == "f" and not bool(np.isfinite(value).all()):
-                    raise AuxBackendError(f"{where}: {name} has non-finite values")
-            if (
-                task.discrete
-                and m
-                and not (agent["action"].min() >= 0 and agent["action"].max() < task.action_dim)
-            ):
-                raise AuxBackendError(f"{where}: actions outside [0, {task.action_dim})")
-            self._check_states(j, [agent["state"]])
-        return result
+        return check_chunk(
+            result, task=self.task, agents=len(self.groups[j]), steps=steps, actor=self._name(j)
+        )
 
     def _check_states(self, j: int, states: Any) -> list[dict[str, Any]]:
-        if not isinstance(states, list) or not all(
-            isinstance(s, dict) and set(s) == _STATE_KEYS for s in states
-        ):
+        if not isinstance(states, list) or not all(_is_runner_state(s) for s in states):
             raise AuxBackendError(f"{self._name(j)} returned malformed runner states")
         return states
 
@@ -576,6 +532,61 @@ class RayAuxPopulation:
             )
             for r in range(obs.shape[0])
         ]
+
+
+def _is_runner_state(state: Any) -> bool:
+    return isinstance(state, dict) and set(state) == _STATE_KEYS
+
+
+def check_chunk(result: Any, *, task: TaskInfo, agents: int, steps: int, actor: str) -> list[dict[str, Any]]:
+    """``result`` if it is a well-formed chunk of ``steps`` steps of ``agents`` agents of ``task``,
+    else :class:`AuxBackendError` (one line naming ``actor`` and the slot): a list of one dict per
+    agent with exactly the keys ``obs``, ``next_obs`` (float ``(m, obs_dim)``), ``action`` (int64
+    ``(m,)`` in range, or float ``(m, action_dim)``), ``reward`` (float ``(m,)``), ``terminated``
+    (bool ``(m,)``), ``dropped`` (int ``d``, ``m + d == steps``) and ``state`` (a runner state);
+    numpy arrays only, float values finite."""
+    if not isinstance(result, list) or len(result) != agents:
+        raise AuxBackendError(
+            f"{actor} returned a malformed chunk: expected a list of {agents} agent results, "
+            f"got {type(result).__name__}" + (f" of {len(result)}" if isinstance(result, list) else "")
+        )
+    action_shape: tuple[int, ...] = () if task.discrete else (task.action_dim,)
+    for slot, agent in enumerate(result):
+        where = f"{actor} returned a malformed chunk (slot {slot})"
+        if not isinstance(agent, dict) or set(agent) != _ROW_KEYS:
+            keys = sorted(agent) if isinstance(agent, dict) else type(agent).__name__
+            raise AuxBackendError(f"{where}: expected the keys {sorted(_ROW_KEYS)}, got {keys}")
+        dropped = agent["dropped"]
+        if type(dropped) is not int or not 0 <= dropped <= steps:
+            raise AuxBackendError(f"{where}: dropped must be an int in [0, {steps}], got {dropped!r}")
+        m = steps - dropped
+        expected = {
+            "obs": ((m, task.obs_dim), "f"),
+            "next_obs": ((m, task.obs_dim), "f"),
+            "action": ((m, *action_shape), "i" if task.discrete else "f"),
+            "reward": ((m,), "f"),
+            "terminated": ((m,), "b"),
+        }
+        for name, (shape, kind) in expected.items():
+            value = agent[name]
+            if type(value) is not np.ndarray or value.shape != shape or value.dtype.kind != kind:
+                got = (
+                    f"{value.dtype} array of shape {value.shape}"
+                    if isinstance(value, np.ndarray)
+                    else type(value).__name__
+                )
+                raise AuxBackendError(
+                    f"{where}: {name} must be a numpy array of shape {shape} (kind {kind!r}; one row per "
+                    f"step not dropped), got {got}"
+                )
+            if kind == "f" and not bool(np.isfinite(value).all()):
+                raise AuxBackendError(f"{where}: {name} has non-finite values")
+        action = agent["action"]
+        if task.discrete and m and not (int(action.min()) >= 0 and int(action.max()) < task.action_dim):
+            raise AuxBackendError(f"{where}: actions outside [0, {task.action_dim})")
+        if not _is_runner_state(agent["state"]):
+            raise AuxBackendError(f"{where}: state is not a runner state")
+    return result
 
 
 class _ActorLost(Exception):
