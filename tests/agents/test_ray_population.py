@@ -150,6 +150,30 @@ def test_the_population_is_bit_for_bit_the_local_one_through_chunks_states_and_a
     )
 
 
+@pytest.mark.parametrize(("env_id", "hidden"), [("Humanoid-v5", 32), ("HalfCheetah-v5", 256)])
+def test_a_group_steps_its_agents_exactly_as_the_whole_population_does(env_id: str, hidden: int) -> None:
+    """Each agent alone in its group (in this process, no Ray) makes the rows it makes in the whole
+    population's step: for these observation and hidden sizes torch's batched kernels give other bits
+    for a batch of 1 than for a batch of 3, which the padding to the population's size avoids."""
+    settings = {**SETTINGS, "hidden": hidden}
+    local = AuxPopulation(task_info(env_id), RunStreams(0), **settings)
+    seeds = AuxPopulation(task_info(env_id), RunStreams(0), **settings, environments="remote").agent_seeds
+    policy = local.policy
+    spec = (policy.obs_dim, policy.action_dim, policy.hidden, policy.discrete, policy.action_scale)
+    groups = [AgentGroupWorker(local.environment, [seeds[i]], (i,), 3, spec, 1) for i in range(3)]
+    params = local.params * 4  # saturating agents: large actions, the last bits matter
+    local.params = params
+    for _ in range(4):
+        local.step()
+    pending = local.state_dict()["pending"]
+    for i, group in enumerate(groups):
+        (rows,) = group.run(params[[i]].numpy(), 4)
+        assert rows["dropped"] == 0
+        for name, column in zip(("obs", "action", "reward", "next_obs"), range(4), strict=True):
+            expected = np.stack([np.asarray(row[column]) for row in pending[i]])
+            assert np.array_equal(rows[name], expected.astype(rows[name].dtype)), (i, name)
+
+
 def test_a_ray_run_is_bit_for_bit_the_local_run_and_resumes_under_ray(
     ray_instance: ModuleType, tmp_path: Path
 ) -> None:
