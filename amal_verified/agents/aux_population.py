@@ -18,6 +18,12 @@ Algorithm 1 made concrete:
   ``benchmarks/README.md``, "Design measurements quoted by the code"); the pending rows are part of
   the checkpointed state.
 
+The environments are stepped in this process (``environments="local"``), or elsewhere
+(``environments="remote"``: no runners here; :attr:`AuxPopulation.agent_seeds` says what each agent's
+runner is built from, and the backend reports the steps with :meth:`AuxPopulation.add_steps`; see
+:mod:`amal_verified.agents.ray_population`).  Both give the same transitions bit for bit
+(:func:`step_runners` is the one step function).
+
 Random streams, each with one owner: ``cem`` (the search distribution and the initial agents),
 ``cem/probes`` (which primary states form a generation's probe set), ``aux/<i>/env`` and
 ``aux/<i>/episodes`` (agent ``i``'s environment and its episode seeds), ``aux/<i>/buffer`` (agent
