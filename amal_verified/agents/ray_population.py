@@ -32,8 +32,11 @@ What actors receive
 Determinism
     An actor computes its agents' actions in one batch of the whole population's size, its agents at
     their own rows and zeros elsewhere (see :func:`~amal_verified.agents.aux_population.step_runners`):
-    the same kernels as the in-process batch, hence the same bits.  Actors use the driver's torch
-    thread count with deterministic algorithms.
+    the same kernels as the in-process batch, hence the same bits.  (torch picks its batched kernels
+    by batch size, and which rows come out different from a smaller batch depends on their values:
+    measured, 4 of 16 rows at Humanoid's sizes, so no probe can show a smaller batch safe.)  The
+    price is a population-sized batch per actor and step.  Actors use the driver's torch thread
+    count with deterministic algorithms.
 State and faults
     Each chunk returns its runners' end states, so the driver always holds every actor's state at the
     last chunk boundary; :meth:`RayAuxPopulation.state_dict` is the in-process format (checkpoints are
