@@ -147,6 +147,7 @@ _LATER_FIELDS: Final[dict[str, Any]] = {
     "wm_optimizer": "adam",
     "wm_weight_decay": 0.0,
     "wm_full_batch": False,
+    "aux_flush_every": 25,
     **EXECUTION_FIELDS,
 }
 
@@ -260,6 +261,10 @@ class TrainConfig:
     aux_seed: Annotated[
         int | None, Field(ge=0, description="seed of the auxiliary side's random streams; None: seed")
     ] = None
+    aux_flush_every: Annotated[
+        int,
+        Field(ge=1, description="primary steps between additions of auxiliary transitions to their buffers"),
+    ] = 25  # batching shares the buffers' per-call checks; with aux_backend=ray, chunks end there
     cem_every: Annotated[int, Field(ge=1, description="primary steps between CEM generations")] = 1_000
     cem_beta: Annotated[int | float, Field(ge=0, description="β: CEM fitness weight (Eq. 5)")] = 1.0
     cem_std_floor: Annotated[int | float, Field(gt=0, description="variance floor of the CEM update")] = 0.02

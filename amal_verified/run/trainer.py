@@ -172,6 +172,7 @@ class Trainer:
             "hidden": config.aux_hidden,
             "buffer_size": config.aux_buffer_size,
             "obs_noise": config.aux_obs_noise,
+            "flush_every": config.aux_flush_every,
         }
         self.aux: AuxPopulation | RayAuxPopulation
         if config.aux_backend == "ray":
