@@ -44,6 +44,7 @@ from amal_verified.agents.aux_env import DEFAULT_PHYSICS, make_aux_env
 from amal_verified.agents.cem import CEM, FlatMLPPolicy, behaviour, fitness
 from amal_verified.agents.env_runner import EnvRunner
 from amal_verified.common.rng_streams import RunStreams
+from amal_verified.common.runtime_checks import checked
 from amal_verified.envs import TaskInfo
 from amal_verified.isolation.buffers import AuxBuffer, PrimaryBuffer
 
@@ -81,6 +82,7 @@ class AgentSeeds:
     episodes: Mapping[str, Any]
 
 
+@checked
 def make_runner(environment: AuxEnvSpec, seeds: AgentSeeds) -> EnvRunner:
     """Agent's environment runner: its perturbed environment, reset for its first episode."""
     generator = np.random.Generator(np.random.PCG64())

@@ -74,6 +74,7 @@ from amal_verified.agents.aux_population import (
 )
 from amal_verified.agents.cem import FlatMLPPolicy
 from amal_verified.common.rng_streams import RunStreams
+from amal_verified.common.runtime_checks import checked
 from amal_verified.envs import TaskInfo
 from amal_verified.isolation.buffers import PrimaryBuffer
 
@@ -240,6 +241,7 @@ class RayAuxPopulation:
     empty: the runners live in the actors) plus :meth:`close`.
     """
 
+    @checked
     def __init__(
         self,
         task: TaskInfo,
@@ -541,6 +543,7 @@ def _is_runner_state(state: Any) -> bool:
     return isinstance(state, dict) and set(state) == _STATE_KEYS
 
 
+@checked
 def check_chunk(result: Any, *, task: TaskInfo, agents: int, steps: int, actor: str) -> list[dict[str, Any]]:
     """``result`` if it is a well-formed chunk of ``steps`` steps of ``agents`` agents of ``task``,
     else :class:`AuxBackendError` (one line naming ``actor`` and the slot): a list of one dict per
