@@ -350,6 +350,8 @@ class RayAuxPopulation:
 
     def step(self) -> None:
         """Count one step of every agent: launch a chunk at its first step, collect it at its last."""
+        if self._closed:
+            raise RuntimeError("this auxiliary population was closed (its run ended): its actors are gone")
         k = self._clock()
         chunk = self._chunk
         if chunk is None:
