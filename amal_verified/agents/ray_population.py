@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,13 +117,21 @@ class _Session:
             if os.environ.get("RAY_ADDRESS"):
                 ray.init(log_to_driver=False, logging_level="ERROR")
             else:
-                ray.init(
-                    num_cpus=max(cpus, os.cpu_count() or 1),
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    logging_level="ERROR",
-                    configure_logging=False,
-                )
+                # Quiet: Ray's start-up notices (e.g. token authentication enabled for the local
+                # instance) are warnings of its "ray" logger, raised to errors for the start only.
+                log = logging.getLogger("ray")
+                level = log.level
+                log.setLevel(logging.ERROR)
+                try:
+                    ray.init(
+                        num_cpus=max(cpus, os.cpu_count() or 1),
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        logging_level="ERROR",
+                        configure_logging=False,
+                    )
+                finally:
+                    log.setLevel(level)
             cls.started = True
         cls.users += 1
         return ray
