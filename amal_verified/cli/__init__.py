@@ -106,7 +106,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its checkpoint, as configured (only --steps may change)",
+        help="continue the run in --out from its checkpoint, as configured (only --steps may change, and "
+        "--set of aux_backend and the ray_* fields)",
     )
     train.add_argument(
         "--unsafe-mix",
@@ -255,12 +256,16 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
+    execution: dict[str, Any] = {}
     if args.resume:
+        from amal_verified.run.config import EXECUTION_FIELDS, parse_field
+
+        fixed = [key for key, _ in args.overrides if key not in EXECUTION_FIELDS]
         conflicting = [
             flag
             for flag, given in (
                 ("--config", args.config is not None),
-                ("--set", bool(args.overrides)),
+                (f"--set {', '.join(fixed)}", bool(fixed)),
                 ("--env", args.env is not None),
                 ("--seed", args.seed is not None),
                 ("--unsafe-mix", args.unsafe_mix),
@@ -271,8 +276,14 @@ def _train(args: argparse.Namespace) -> int:
         if conflicting:
             raise ValueError(
                 f"--resume continues the run as it was configured; drop {', '.join(conflicting)} "
-                "(only --steps may change, to extend the run)"
+                "(only --steps may change, to extend the run, and --set of the execution fields "
+                f"{', '.join(EXECUTION_FIELDS)})"
             )
+        for key, raw in args.overrides:
+            try:
+                execution[key] = parse_field(key, raw)
+            except ValueError as exc:
+                raise ValueError(f"--set {key}={raw}: {exc}") from None
     else:
         config = _train_config(args)  # checked before the trainer (torch, environments) is imported
         if args.print_config:
@@ -284,7 +295,7 @@ def _train(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.resume:
-        trainer = Trainer.resume(args.out, progress=progress, total_steps=args.steps)
+        trainer = Trainer.resume(args.out, progress=progress, total_steps=args.steps, execution=execution)
     else:
         trainer = Trainer.create(config, args.out, progress=progress)
     if trainer.config.unsafe_mix:
