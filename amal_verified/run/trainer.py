@@ -435,8 +435,9 @@ class Trainer:
     def save_checkpoint(self, *, complete: bool = False, interrupted: bool = False) -> None:
         """Checkpoint the run (primary data and ledger first, see :class:`RunDirectory`) and mark it
         ``complete``, ``interrupted`` or ``running``."""
-        self.files.save_checkpoint(self.step, self.state_dict())
-        self._write_status("complete" if complete else "interrupted" if interrupted else "running")
+        status = "complete" if complete else "interrupted" if interrupted else "running"
+        self.files.save_checkpoint(self.step, self.state_dict(), status=status)
+        self._write_status(status)
 
     def _counts(self) -> dict[str, Any]:
         return {
