@@ -130,8 +130,17 @@ class Certificate:
     run_head: str | None = None
     checkpoint_digest: str | None = None
 
+    def _relative(self, problem: str) -> str:
+        """``problem`` naming the run directory's files relative to it (``$RUN_DIR`` for the directory
+        itself) when the run directory was given as an absolute path: a certificate names no path of
+        the machine that checked it."""
+        if not os.path.isabs(self.run_dir):
+            return problem
+        return problem.replace(self.run_dir + os.sep, "").replace(self.run_dir, "$RUN_DIR")
+
     def to_json(self) -> dict[str, Any]:
-        """The content of ``certificate.json``: what was checked (the run head -- the last checkpoint
+        """The content of ``certificate.json`` (paths of the run's files relative to the run
+        directory): what was checked (the run head -- the last checkpoint
         seal, which fixes the ledger head, data manifest, step count, status and checkpoint -- the
         ledger's head, the checkpoint's SHA-256 and the configuration's digest, which tie it to one
         run), against what, by which code, when."""
@@ -150,7 +159,7 @@ class Certificate:
             "updates_in_ledger": self.updates_in_ledger,
             "primary_transitions": self.primary_transitions,
             "unsafe_mix": self.unsafe_mix,
-            "problems": list(self.problems),
+            "problems": [self._relative(p) for p in self.problems],
             "forbidden_modules_loaded": list(self.forbidden_modules_loaded),
             "seconds": round(self.seconds, 3),
             "environment": dict(self.environment),

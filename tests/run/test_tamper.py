@@ -430,3 +430,14 @@ def test_without_cryptography_signing_names_the_extra_to_install(tmp_path: Path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "pip install 'amal_verified[sign]'" in done.stderr, done.stderr
     assert not os.path.exists(tmp_path / "key")
+
+
+def test_the_certificate_names_no_path_of_the_machine(finished: Path, tmp_path: Path) -> None:
+    run_dir = _copy(finished, tmp_path / "run").resolve()
+    status = json.loads((run_dir / "run.json").read_text())
+    status["status"] = "running"
+    (run_dir / "run.json").write_text(json.dumps(status))
+    done = amal("certify", str(run_dir), "--quiet")
+    assert done.returncode == 1, done.stdout + done.stderr
+    text = (run_dir / "certificate.json").read_text()
+    assert str(tmp_path.resolve()) not in text and "--resume --out $RUN_DIR" in text, text
