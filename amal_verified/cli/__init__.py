@@ -464,13 +464,16 @@ def _certify(args: argparse.Namespace) -> int:
 
             envelope = sign_statement(run_statement(document), args.sign)
         signed = _signed_path(target)
+        writing = target
         try:
             write_json_atomic(target, document)
             if envelope is not None:
+                writing = signed
                 write_json_atomic(signed, envelope)
         except OSError as exc:
+            what = "the certificate" if writing == target else "the signed envelope"
             print(
-                f"amal certify: error: cannot write the certificate to {target}: {exc.strerror or exc}; "
+                f"amal certify: error: cannot write {what} to {writing}: {exc.strerror or exc}; "
                 "write it elsewhere with --certificate FILE",
                 file=sys.stderr,
             )

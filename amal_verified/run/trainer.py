@@ -253,6 +253,10 @@ class Trainer:
         """
         with StopSignals() as stop:
             try:
+                if self.step >= self.config.total_steps:
+                    # Resumed from the final checkpoint of a process stopped before it marked the run
+                    # complete: that checkpoint was sealed as complete; say so in run.json too.
+                    self._write_status("complete")
                 while self.step < self.config.total_steps:
                     self.train_step()
                     if after_step is not None:

@@ -260,6 +260,16 @@ def test_a_seal_whose_checkpoint_never_landed_and_a_cut_seal_line_still_resume(
     assert certify_run(run_dir, write=False, fresh_process=True).ok
 
 
+def test_a_run_stopped_after_its_final_checkpoint_resumes_to_complete(finished: Path, tmp_path: Path) -> None:
+    run_dir = _copy(finished, tmp_path / "run")
+    status = json.loads((run_dir / "run.json").read_text())
+    # Killed after the final checkpoint replaced the previous one, before run.json said so.
+    (run_dir / "run.json").write_text(json.dumps({**status, "status": "running"}))
+    Trainer.resume(run_dir).run()
+    assert json.loads((run_dir / "run.json").read_text()) == status
+    assert certify_run(run_dir, write=False, fresh_process=True).ok
+
+
 def test_a_run_of_checkpoint_format_1_is_refused_naming_the_format(finished: Path, tmp_path: Path) -> None:
     run_dir = _copy(finished, tmp_path / "run")
     state = load_checkpoint(run_dir / "checkpoint.pt")
