@@ -296,6 +296,10 @@ class Trainer:
         """
         with StopSignals() as stop:
             try:
+                if self.step >= self.config.total_steps:
+                    # Resumed from the final checkpoint of a process stopped before it marked the run
+                    # complete: that checkpoint was sealed as complete; say so in run.json too.
+                    self._write_status("complete")
                 while self.step < self.config.total_steps:
                     self.train_step()
                     if after_step is not None:
@@ -490,8 +494,9 @@ class Trainer:
     def save_checkpoint(self, *, complete: bool = False, interrupted: bool = False) -> None:
         """Checkpoint the run (primary data and ledger first, see :class:`RunDirectory`) and mark it
         ``complete``, ``interrupted`` or ``running``."""
-        self.files.save_checkpoint(self.step, self.state_dict())
-        self._write_status("complete" if complete else "interrupted" if interrupted else "running")
+        status = "complete" if complete else "interrupted" if interrupted else "running"
+        self.files.save_checkpoint(self.step, self.state_dict(), status=status)
+        self._write_status(status)
 
     def _counts(self) -> dict[str, Any]:
         return {
