@@ -191,6 +191,7 @@ def test_verdicts_follow_the_methods(quick_report: tuple[Path, dict]) -> None:
         "tested": 0,
         "violated": 1,
         "paper claim refuted": 1,
+        "paper claim refuted (statistical)": 0,
         "not checked": 1,
     }
 
@@ -337,12 +338,31 @@ def test_obligations_validate_their_fields() -> None:
         (Kind.CLAIM, [Verdict.PROVED_COQ, Verdict.NOT_CHECKED], Verdict.NOT_CHECKED),
         (Kind.REFUTATION, [Verdict.PROVED_COQ, Verdict.TESTED], Verdict.REFUTED),  # a Coq refutation
         (Kind.REFUTATION, [Verdict.PROVED_COQ, Verdict.NOT_CHECKED], Verdict.NOT_CHECKED),
+        (Kind.REFUTATION, [Verdict.REFUTED_STATISTICAL, Verdict.TESTED], Verdict.REFUTED_STATISTICAL),
+        (Kind.REFUTATION, [Verdict.REFUTED_STATISTICAL, Verdict.REFUTED], Verdict.REFUTED),
+        (Kind.REFUTATION, [Verdict.REFUTED_STATISTICAL, Verdict.VIOLATED], Verdict.VIOLATED),
     ],
 )
 def test_obligation_verdict_is_the_weakest_check(
     kind: Kind, verdicts: list[Verdict], expected: Verdict
 ) -> None:
     assert obligation_verdict(kind, verdicts) is expected
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [(Method.MEASUREMENT, Verdict.REFUTED_STATISTICAL), (Method.HYPOTHESIS, Verdict.REFUTED)],
+)
+def test_a_refuting_measurement_is_a_statistical_refutation(
+    method: Method, expected: Verdict, tmp_path: Path
+) -> None:
+    from amal_tools.compliance.execution import _pytest_verdict
+
+    (tmp_path / "junit.xml").write_text('<testsuite tests="1" failures="0" errors="0" skipped="0"/>')
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / "counterexample.json").write_text('"variance floor 3.4e-3 at K = 8"')
+    verdict, detail, found = _pytest_verdict(Kind.REFUTATION, method, 0, "", tmp_path)
+    assert verdict is expected and found is not None and "3.4e-3" in found, detail
 
 
 def test_schema_admits_only_the_verdict_vocabulary(quick_report: tuple[Path, dict]) -> None:

@@ -173,7 +173,9 @@ def _junit_counts(path: Path) -> dict[str, int]:
     return counts
 
 
-def _pytest_verdict(kind: Kind, code: int | None, log: str, work: Path) -> tuple[Verdict, str, str | None]:
+def _pytest_verdict(
+    kind: Kind, method: Method, code: int | None, log: str, work: Path
+) -> tuple[Verdict, str, str | None]:
     counts = _junit_counts(work / "junit.xml")
     evidence = _read_evidence(work / "evidence")
     found = _counterexample_text(evidence)
@@ -190,6 +192,8 @@ def _pytest_verdict(kind: Kind, code: int | None, log: str, work: Path) -> tuple
     if counts["skipped"] or passed == 0:
         return Verdict.VIOLATED, f"no evidence: {summary} (a skipped or empty check proves nothing)", None
     if kind is Kind.REFUTATION and found is not None:
+        if method is Method.MEASUREMENT:
+            return Verdict.REFUTED_STATISTICAL, f"contradicting measurement recorded ({summary})", found
         return Verdict.REFUTED, f"counterexample recorded ({summary})", found
     return Verdict.TESTED, f"properties passed ({summary})", found
 
@@ -290,7 +294,8 @@ def run_check(check: Check, kind: Kind, root: Path, work: Path, settings: RunSet
         result.verdict, result.detail, result.counterexample = _crosshair_verdict(kind, code, log)
         result.settings["flags"] = list(CROSSHAIR_FLAGS)
     else:
-        result.verdict, result.detail, result.counterexample = _pytest_verdict(kind, code, log, work)
+        outcome = _pytest_verdict(kind, check.method, code, log, work)
+        result.verdict, result.detail, result.counterexample = outcome
         result.evidence = _read_evidence(work / "evidence")
         result.settings["hypothesis_profile"] = settings.hypothesis_profile
         result.settings["hypothesis_seed"] = (

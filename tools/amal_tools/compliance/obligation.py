@@ -12,11 +12,14 @@ process with an exact command an auditor can rerun, and derives verdicts:
   generated examples (``hypothesis``, ``measurement``, ``certificate``) give
   ``tested``; a failure gives ``violated``.  For an obligation of kind
   ``refutation`` (the paper's claim is false) a check passes by exhibiting a
-  counterexample, and gives ``paper claim refuted``.
+  counterexample, and gives ``paper claim refuted``; a ``measurement`` that
+  records contradicting evidence gives ``paper claim refuted (statistical)``.
 * an obligation's verdict is its weakest check's: any ``violated`` makes it
   ``violated``; a check not run leaves it ``not checked``; ``proved`` needs every
   check proved (``proved (Coq)`` if every check is a Coq proof); a refutation
-  needs a check that exhibits a counterexample or a Coq proof of the refutation.
+  needs a check that exhibits a counterexample or a Coq proof of the refutation
+  (then ``paper claim refuted``), or else a contradicting measurement (then
+  ``paper claim refuted (statistical)``).
   "Tested" is never reported as "proved".
 """
 
@@ -39,6 +42,11 @@ class Verdict(enum.Enum):
     TESTED = "tested"
     VIOLATED = "violated"
     REFUTED = "paper claim refuted"
+    """A counterexample to the paper's statement: found by a solver, checked by Coq, or a generated
+    case recorded verbatim."""
+    REFUTED_STATISTICAL = "paper claim refuted (statistical)"
+    """The paper's statement contradicted by a measurement (fitted slopes, estimated floors): evidence
+    against it, like *tested* for a claim, not a counterexample."""
     NOT_CHECKED = "not checked"
     """Only for checks the report did not run (timing measurements in the quick report; Coq checks
     where ``coqc`` is not installed) and the obligations they leave incomplete: never a pass."""

@@ -93,8 +93,9 @@ def obligation_verdict(kind: Kind, verdicts: list[Verdict]) -> Verdict:
     if Verdict.NOT_CHECKED in verdicts:
         return Verdict.NOT_CHECKED
     if kind is Kind.REFUTATION:
-        refuted = Verdict.REFUTED in verdicts or Verdict.PROVED_COQ in verdicts
-        return Verdict.REFUTED if refuted else Verdict.VIOLATED
+        if Verdict.REFUTED in verdicts or Verdict.PROVED_COQ in verdicts:
+            return Verdict.REFUTED
+        return Verdict.REFUTED_STATISTICAL if Verdict.REFUTED_STATISTICAL in verdicts else Verdict.VIOLATED
     if verdicts and all(v is Verdict.PROVED_COQ for v in verdicts):
         return Verdict.PROVED_COQ
     if verdicts and all(v in (Verdict.PROVED, Verdict.PROVED_COQ) for v in verdicts):

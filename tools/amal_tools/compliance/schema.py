@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from amal_tools.compliance.obligation import Verdict
+
 __all__ = ["SCHEMA", "SCHEMA_ID", "ReportSchemaError", "validate_report"]
 
 SCHEMA_ID: Final = "https://amal-verified.invalid/schemas/compliance-report/v1.json"
 
-_VERDICTS: Final = ["proved", "proved (Coq)", "tested", "violated", "paper claim refuted", "not checked"]
+_VERDICTS: Final = [v.value for v in Verdict]
 _SHA256: Final = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _DIGESTS: Final = {"type": "object", "additionalProperties": _SHA256}
 _VERSIONS: Final = {"type": "object", "additionalProperties": {"type": "string"}}
