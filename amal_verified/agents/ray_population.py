@@ -79,7 +79,14 @@ from amal_verified.common.runtime_checks import checked
 from amal_verified.envs import TaskInfo
 from amal_verified.isolation.buffers import PrimaryBuffer
 
-__all__ = ["INSTALL_HINT", "AgentGroupWorker", "AuxBackendError", "RayAuxPopulation", "check_chunk"]
+__all__ = [
+    "INSTALL_HINT",
+    "AgentGroupWorker",
+    "AuxBackendError",
+    "RayAuxPopulation",
+    "RaySession",
+    "check_chunk",
+]
 
 INSTALL_HINT: Final = "pip install 'amal_verified[distributed]'"
 _ROW_KEYS: Final = frozenset({"obs", "action", "reward", "next_obs", "terminated", "dropped", "state"})
@@ -102,8 +109,9 @@ def _ray() -> ModuleType:
 
 
 @final
-class _Session:
-    """The Ray connection of this process: made on first use (attached to ``RAY_ADDRESS``, or a local
+class RaySession:
+    """The Ray connection of this process (the auxiliary population and `amal bench --backend ray`
+    share it): made on first use (attached to ``RAY_ADDRESS``, or a local
     instance started), and shut down (disconnected from a cluster) when the last population using it
     closes; a connection the caller made before stays open."""
 
@@ -309,7 +317,7 @@ class RayAuxPopulation:
         self._restarted = [0] * len(self.groups)
         self._chunk: _Chunk | None = None
         self._closed = False
-        self._ray: ModuleType = _Session.open(cpus=max(1, len(self.groups)))
+        self._ray: ModuleType = RaySession.open(cpus=max(1, len(self.groups)))
         try:
             self._actors: list[Any] = [self._new_actor(j) for j in range(len(self.groups))]
             # Every agent's runner state at the last chunk boundary (here: as built).
@@ -397,7 +405,7 @@ class RayAuxPopulation:
         for actor in getattr(self, "_actors", []):
             with contextlib.suppress(Exception):  # an actor already gone is what close wants
                 self._ray.kill(actor)
-        _Session.close()
+        RaySession.close()
 
     # ------------------------------------------------------------------ chunks
 

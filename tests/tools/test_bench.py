@@ -290,3 +290,39 @@ def test_report_only_and_corrupt_metadata_get_clear_errors(
     (tmp_path / "metadata.json").write_text("{not json")
     assert main(argv) == 2
     assert f"{tmp_path / 'metadata.json'} is not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_cell_run_as_a_ray_task_gives_the_record_the_local_worker_gives(
+    tmp_path: Path, ray_instance: object
+) -> None:
+    argv = [
+        "bench", "--quick", "--tasks", "TSP-20", "--methods", "amal", "--seeds", "0", "--budget", "300",
+        "--eval-episodes", "1", "--no-ratios",
+    ]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "local")]) == 0
+    assert main([*argv, "--backend", "ray", "--jobs", "2", "--out", str(tmp_path / "ray")]) == 0
+    (local,) = load_records([tmp_path / "local" / "records"])
+    (remote,) = load_records([tmp_path / "ray" / "records"])
+    # everything but the measurements of time (train_seconds, when it finished, steps per second)
+    assert remote.curve == local.curve
+    assert remote.extras["isolation"] == local.extras["isolation"]
+    assert remote.extras["shift"] == local.extras["shift"]
+    assert remote.provenance["git_commit"] == local.provenance["git_commit"]
+    assert json.loads((tmp_path / "ray" / "levels.json").read_text()) == json.loads(
+        (tmp_path / "local" / "levels.json").read_text()
+    )
+    assert json.loads((tmp_path / "ray" / "metadata.json").read_text())["backend"] == "ray"
+
+
+def test_keep_runs_is_refused_with_the_ray_backend(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--keep-runs keeps run directories where cells train"):
+        BenchPlan(
+            mode="quick",
+            tasks=(task_by_name("TSP-20"),),
+            methods=("amal",),
+            seeds=(0,),
+            out=tmp_path,
+            keep_runs=True,
+            backend="ray",
+        )

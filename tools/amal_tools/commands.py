@@ -132,6 +132,12 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
         "--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="run seeds (default 0 1 2)"
     )
     bench.add_argument("--jobs", type=_positive_int, default=1, help="cells trained in parallel (default 1)")
+    bench.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where cells run: worker processes here (default), or Ray tasks (RAY_ADDRESS: a cluster)",
+    )
     bench.add_argument("--budget", type=_positive_int, default=None, help="override every task's step budget")
     bench.add_argument(
         "--eval-episodes", type=_positive_int, default=None, help="override evaluation episodes per point"

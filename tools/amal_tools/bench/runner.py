@@ -11,7 +11,9 @@
    (:mod:`amal_tools.bench.references`).  Written to ``<out>/levels.json`` as each one is
    measured (a reference solve can take minutes).
 2. **Cells** — every (method, task, seed) in a fresh worker process (``spawn``, one task per
-   process, one torch thread): train with :func:`~amal_tools.bench.methods.train_method`, then
+   process, one torch thread; or one Ray task each with ``backend="ray"``, on this machine or a
+   cluster, the records coming back to the driver: :mod:`amal_tools.bench.executors`): train with
+   :func:`~amal_tools.bench.methods.train_method`, then
    evaluate the final policy on the task's shifted environment (``extras["shift"]``).  Each cell
    writes ``<out>/records/<method>__<task>__<seed>.json`` when it finishes, with the commit of the
    code that produced it (``RunRecord.provenance``); a cell whose method finds it cannot run the
@@ -33,10 +35,8 @@ state.  Timing numbers (``train_seconds``, steps/s) are measurements and vary; r
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime
 import json
-import multiprocessing
 import os
 import shutil
 import traceback
@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, final
 
+from amal_tools.bench.executors import Backend, run_unordered
 from amal_tools.bench.methods import METHODS, not_applicable_reason
 from amal_tools.bench.records import RunRecord, load_records
 from amal_tools.bench.tasks import Mode, TaskSpec, task_by_name
@@ -96,6 +97,7 @@ class BenchPlan:
     eval_episodes: int | None = None
     ratios: bool = True
     keep_runs: bool = False
+    backend: Backend = "local"
 
     def __post_init__(self) -> None:
         if not self.tasks or not self.methods or not self.seeds:
@@ -107,6 +109,13 @@ class BenchPlan:
             raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
         if self.jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {self.jobs}")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
+        if self.backend == "ray" and self.keep_runs:
+            raise ValueError(
+                "--keep-runs keeps run directories where cells train; with --backend ray that is another "
+                "machine's scratch space: run the cells to keep with the local backend"
+            )
         for task in self.tasks:
             self.budget_of(task)
         if self.eval_episodes is not None and self.eval_episodes < 1:
@@ -244,6 +253,23 @@ def _run_cell(cell: Cell, mode: Mode, out: str, eval_episodes: int, keep_runs: b
         return "failed", detail
 
 
+def _run_cell_returning_files(cell: Cell, mode: Mode, eval_episodes: int) -> tuple[str, str, dict[str, str]]:
+    """:func:`_run_cell` in a scratch directory of the worker's machine; the files it wrote (record,
+    skipped or failed note) come back to the driver, which writes them into the results directory,
+    so that the results directory need not be shared with the machines that run cells (Ray)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="amal-bench-cell-") as scratch:
+        status, detail = _run_cell(cell, mode, scratch, eval_episodes, False)
+        root = Path(scratch)
+        files = {
+            str(path.relative_to(root)): path.read_text(encoding="utf-8")
+            for kind in (_RECORDS, _SKIPPED, _FAILED)
+            for path in sorted((root / kind).glob("*.json"))
+        }
+    return status, detail, files
+
+
 def _levels_cell(task_name: str, seed: int, episodes: int) -> tuple[str, int, dict[str, Any]]:
     import torch
 
@@ -251,12 +277,6 @@ def _levels_cell(task_name: str, seed: int, episodes: int) -> tuple[str, int, di
 
     torch.set_num_threads(1)
     return task_name, seed, task_level(task_by_name(task_name), seed=seed, episodes=episodes).to_json()
-
-
-def _pool(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
-    return concurrent.futures.ProcessPoolExecutor(
-        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
-    )
 
 
 @checked
@@ -275,22 +295,27 @@ def run_benchmark(plan: BenchPlan, *, log: Callable[[str], None] = print) -> Ben
     log(f"{len(plan.cells()) - len(todo)} of {len(plan.cells())} cells already done; running {len(todo)}")
     for stale in (plan.out / _FAILED / f"{c.key}.json" for c in todo):
         stale.unlink(missing_ok=True)
-    with _pool(plan.jobs) as pool:
-        futures = {
-            pool.submit(
-                _run_cell, c, plan.mode, str(plan.out), plan.episodes_of(task_by_name(c.task)), plan.keep_runs
-            ): c
-            for c in todo
-        }
-        for n, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-            cell = futures[future]
-            try:
-                status, detail = future.result()
-            except Exception as exc:  # the worker process died (e.g. out of memory)
-                status, detail = "failed", f"worker crashed: {type(exc).__name__}: {exc}"
-                _write_json(plan.out / _FAILED / f"{cell.key}.json", {"cell": cell.key, "traceback": detail})
-            last = detail.strip().splitlines()[-1] if status == "failed" and detail.strip() else ""
-            log(f"[{n}/{len(todo)}] {cell.key}: {status}{(' — ' + last) if last else ''}")
+    if plan.backend == "ray":
+        calls: list[tuple[Any, ...]] = [(c, plan.mode, plan.episodes_of(task_by_name(c.task))) for c in todo]
+        worker: Callable[..., Any] = _run_cell_returning_files
+    else:
+        out = str(plan.out)
+        calls = [(c, plan.mode, out, plan.episodes_of(task_by_name(c.task)), plan.keep_runs) for c in todo]
+        worker = _run_cell
+    finished = run_unordered(worker, calls, backend=plan.backend, jobs=plan.jobs)
+    for n, (args, result, error) in enumerate(finished, start=1):
+        cell = args[0]
+        if error is not None:  # the worker died (e.g. out of memory) or could not be reached
+            status, detail = "failed", f"worker crashed: {type(error).__name__}: {error}"
+            _write_json(plan.out / _FAILED / f"{cell.key}.json", {"cell": cell.key, "traceback": detail})
+        elif plan.backend == "ray":
+            status, detail, files = result
+            for name, text in files.items():
+                _write_json(plan.out / name, json.loads(text))
+        else:
+            status, detail = result
+        last = detail.strip().splitlines()[-1] if status == "failed" and detail.strip() else ""
+        log(f"[{n}/{len(todo)}] {cell.key}: {status}{(' — ' + last) if last else ''}")
     return collect(plan.out, plan.cells())
 
 
@@ -309,12 +334,12 @@ def _run_levels(plan: BenchPlan, tasks: set[str], log: Callable[[str], None]) ->
     if not wanted:
         return
     log(f"measuring random and reference levels for {len(wanted)} (task, seed) pairs")
-    with _pool(plan.jobs) as pool:
-        futures = [pool.submit(_levels_cell, *w) for w in wanted]
-        for future in concurrent.futures.as_completed(futures):
-            name, seed, level = future.result()
-            levels.setdefault(name, {})[str(seed)] = level
-            _write_json(path, levels)  # an interrupted sitting keeps every level already measured
+    for _, result, error in run_unordered(_levels_cell, wanted, backend=plan.backend, jobs=plan.jobs):
+        if error is not None:
+            raise error
+        name, seed, level = result
+        levels.setdefault(name, {})[str(seed)] = level
+        _write_json(path, levels)  # an interrupted sitting keeps every level already measured
 
 
 @checked
