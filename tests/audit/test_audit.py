@@ -426,7 +426,7 @@ def test_the_audit_runs_the_target_on_unlabelled_copies_of_labelled_memory() -> 
     """Inputs recorded from a gated run hold labelled memory (tagging is in place); the audit runs the
     target as an untagged codebase would, so its copies carry no label."""
     recorded = torch.randn(4, 3)
-    av.aux(recorded, source="sim")  # the recorded tensor stays a plain object; its memory is labelled
+    av.aux(recorded, source="sim")  # the recorded tensor is now tracked, its memory labelled
     seen: list[av.Label] = []
 
     def train(primary: dict[str, Any], aux: dict[str, torch.Tensor]) -> torch.nn.Module:

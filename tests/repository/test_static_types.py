@@ -80,10 +80,12 @@ def test_public_constructors_are_beartype_checked() -> None:
 
 def test_primary_refuses_memory_already_holding_aux_data() -> None:
     x = torch.zeros(3)
+    before = x.clone()  # memory of its own, copied before x was tagged
     av.aux(x, source="aux-1")
     with pytest.raises(av.TaggingError, match="declassify"):
         av.primary(x, source="real-env")
-    assert isinstance(av.primary(x.clone(), source="real-env"), av.PrimaryData)
+    assert isinstance(x.clone(), av.AuxData)  # aux() tracked x itself: copies of it are auxiliary data
+    assert isinstance(av.primary(before, source="real-env"), av.PrimaryData)
 
 
 def test_import_is_cheap_and_installs_nothing() -> None:
