@@ -146,10 +146,17 @@ class EnsembleGRU(nn.Module):
         self.bias_ih = nn.Parameter(_uniform((members, 1, 3 * hidden_size), bound, generator))
         self.bias_hh = nn.Parameter(_uniform((members, 1, 3 * hidden_size), bound, generator))
 
-    def forward(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        """``x``: ``(members, batch, time, input)``, ``h``: ``(members, batch, hidden)``.
+    def forward(self, x: Tensor, h: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``x``: ``(members, batch, time, input)``, ``h``: ``(members, batch, hidden)``, or ``None`` for
+        the zero initial state.
 
         Returns ``(outputs (members, batch, time, hidden), final hidden (members, batch, hidden))``.
+
+        With ``h=None`` the first step's recurrent product ``0 · weight_hh`` is not computed: its
+        result is ``bias_hh`` exactly, and ``weight_hh`` is linked in through a zero-width product so
+        that it still receives that step's gradient, zero (so an optimizer's per-parameter state
+        advances exactly as with the product).  Outputs, gradients and optimizer states are those of
+        the computation with an explicit zero ``h``, bit for bit (``tests/world_model``).
         """
         k, b, t, _ = x.shape
         hid = self.hidden_size
@@ -158,8 +165,17 @@ class EnsembleGRU(nn.Module):
         # allocate and zero a gradient the size of the whole sequence.
         steps = gi.reshape(k, b, t, 3 * hid).unbind(dim=2)
         outputs: list[Tensor] = []
+        first = h is None
+        if h is None:
+            h = x.new_zeros(()).expand(k, b, hid)
         for gi_t in steps:
-            gh = torch.baddbmm(self.bias_hh, h, self.weight_hh)
+            if first:
+                # A (K, 1, 0) × (K, 0, 3H) product is an exact zero that carries weight_hh's gradient.
+                link = torch.bmm(x.new_zeros((k, 1, 0)), self.weight_hh[:, :0, :])
+                gh = (self.bias_hh + link).expand(k, b, 3 * hid)
+                first = False
+            else:
+                gh = torch.baddbmm(self.bias_hh, h, self.weight_hh)
             i_r, i_z, i_n = gi_t.chunk(3, dim=-1)
             h_r, h_z, h_n = gh.chunk(3, dim=-1)
             r = torch.sigmoid(i_r + h_r)
@@ -407,17 +423,22 @@ class EnsembleWorldModel(nn.Module):
         if per_member:
             obs = obs.expand(k, b, t, o)
             action = action.expand(k, b, t, self.action_dim)
-        h0 = torch.zeros((), dtype=obs.dtype) if hidden is None else hidden
+        # hidden=None reaches the GRU as None: it skips the first step's product with a zero state.
+        h: Tensor | None
         if self.shared_trunk:
             # One trunk over all rows: (1, B, ...) when members share the input, (1, K·B, ...) otherwise.
             rows = k * b if per_member else b
             x_obs, x_act = obs.reshape(1, rows, t, o), action.reshape(1, rows, t, self.action_dim)
-            h = h0.expand(*((k, b) if per_member else (b,)), self.gru_hidden).reshape(
-                1, rows, self.gru_hidden
+            h = (
+                None
+                if hidden is None
+                else hidden.expand(*((k, b) if per_member else (b,)), self.gru_hidden).reshape(
+                    1, rows, self.gru_hidden
+                )
             )
         else:
             x_obs, x_act = obs.expand(k, b, t, o), action.expand(k, b, t, self.action_dim)
-            h = h0.expand(k, b, self.gru_hidden)
+            h = None if hidden is None else hidden.expand(k, b, self.gru_hidden)
         z = self.encoder(x_obs)
         seq, h_last = self.gru(torch.cat([z, x_act], dim=-1), h)
         seq = seq.reshape(-1, b, t, self.gru_hidden).expand(k, b, t, self.gru_hidden)

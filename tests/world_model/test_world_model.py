@@ -433,3 +433,49 @@ def test_members_are_batched_not_looped(shared_trunk: bool) -> None:
             model.nll(model(obs, act), nxt, rew).sum().backward()
         counts.append(mode.count)
     assert counts[1] == counts[2], counts
+
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().contiguous().view(torch.int32)
+
+
+@pytest.mark.parametrize("shared_trunk", [False, True])
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("per_member", [False, True])
+def test_zero_initial_state_skips_the_product_bit_for_bit(
+    shared_trunk: bool, steps: int, per_member: bool
+) -> None:
+    """``hidden=None`` (the GRU skips ``0 · weight_hh``) against an explicit zero state (it computes it):
+    every output bit, every gradient (``weight_hh``'s, zero for a one-step sequence, and ``bias_hh``'s,
+    which the first step still feeds), and parameters and Adam state after three steps."""
+    g = torch.Generator().manual_seed(3)
+    obs, act = torch.randn(B, steps, OBS, generator=g), torch.randn(B, steps, ACT, generator=g)
+    nxt, rew = torch.randn(B, steps, OBS, generator=g), torch.randn(B, steps, generator=g)
+    if per_member:
+        idx = bootstrap_indices(B, member_generators(4, K))
+        obs, act, nxt, rew = obs[idx], act[idx], nxt[idx], rew[idx]
+    models = [make(5, shared_trunk=shared_trunk, gru_hidden=16) for _ in range(2)]
+    optims = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in models]
+    for _ in range(3):
+        outs = [models[0](obs, act), models[1](obs, act, torch.zeros(B, 16))]
+        for field in ("next_obs_mean", "next_obs_log_std", "reward_mean", "reward_log_std", "final_hidden"):
+            assert torch.equal(_bits(getattr(outs[0], field)), _bits(getattr(outs[1], field))), field
+        for model, out, opt in zip(models, outs, optims, strict=True):
+            opt.zero_grad(set_to_none=True)
+            (model.nll(out, nxt, rew).sum() + 0.01 * model.log_std_bound_penalty().sum()).backward()
+        named = [dict(m.named_parameters()) for m in models]
+        for name, p in named[0].items():
+            q = named[1][name]
+            assert p.grad is not None and q.grad is not None, name
+            assert torch.equal(_bits(p.grad), _bits(q.grad)), name
+        assert bool(named[0]["gru.bias_hh"].grad.abs().sum() > 0)  # the skipped step still trains b_hh
+        if steps == 1:
+            assert not bool(named[0]["gru.weight_hh"].grad.any())
+        for opt in optims:
+            opt.step()
+    for p, q in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.equal(_bits(p), _bits(q))
+    states = [o.state_dict()["state"] for o in optims]
+    for i, st in states[0].items():
+        for key, value in st.items():
+            assert torch.equal(_bits(value.float()), _bits(states[1][i][key].float())), (i, key)
