@@ -255,8 +255,8 @@ def pce_eig(
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _PAIRWISE_CHUNK_ELEMENTS = 1 << 16
-"""``gaussian_ensemble_eig`` works on blocks of S states with K·K·S·D at most this (S ≥ 1): its pairwise
-(K, K, S, D) terms then take ≤ 512 KiB of float64, cache-sized (the fastest of 2¹⁴…2¹⁸ at K = 20, D = 18)."""
+"""``gaussian_ensemble_eig`` builds its pairwise terms for blocks of S states with K·K·S·D at most this
+(S ≥ 1): ≤ 512 KiB of float64 per (K, K, S, D) tensor, cache-sized (2¹⁵…2¹⁷ measured alike at K = 20)."""
 
 
 def _check_ensemble(
@@ -352,11 +352,12 @@ def gaussian_ensemble_eig(
     The first sum is one batched matrix product per state, (num_samples·K, D) × (D, K); the second
     one per (member j, state), (num_samples, D) × (D, K); W and Q do not depend on the sample and are
     built from the differences μ_k − μ_j.  The own term log p(o|j) is evaluated directly from δ/σ_j.
-    States are processed in blocks of S with K·K·S·D ≤ :data:`_PAIRWISE_CHUNK_ELEMENTS` (at least
-    one state), so the largest temporaries are (K, K, S, D) and (S, num_samples, K, K): no
-    (num_samples, K, K, B, D) or (K, K, B, D) tensor exists, and blocks stay cache-sized.  The
-    result is a deterministic function of the inputs and the generator state (bit for bit, on one
-    machine and thread count); the blocking can change its last bits, never more than rounding.
+    W and Q are built for blocks of S states with K·K·S·D ≤ :data:`_PAIRWISE_CHUNK_ELEMENTS` (at
+    least one state), so the largest temporaries are (K, K, S, D), (num_samples, K, B, D) and the
+    log-likelihood matrix (B, num_samples, K, K): no (num_samples, K, K, B, D) or (K, K, B, D)
+    tensor exists.  The result is a deterministic function of the inputs and the generator state
+    (bit for bit, on one machine and thread count); the blocking can change its last bits, never
+    more than rounding.
 
     **Agreement with the direct form** (:func:`gaussian_ensemble_eig_reference`).  Only differences
     enter (δ, μ_k − μ_j), never the means' absolute position, and each of the three sums has summands
@@ -375,44 +376,37 @@ def gaussian_ensemble_eig(
     arithmetic (u = 2⁻²⁴) loses this agreement altogether.
     """
     k, b, d = _check_ensemble(means, stds, num_samples, estimator)
-    eps = _draw_noise(means, num_samples, generator)
+    n = num_samples
+    eps = _draw_noise(means, n, generator)
     mu, sd = means.to(torch.float64), stds.to(torch.float64)  # (K, B, D)
-    block = max(1, _PAIRWISE_CHUNK_ELEMENTS // (k * k * d))
-    gains = [
-        _quadratic_form_gain(mu[:, i : i + block], sd[:, i : i + block], eps[:, :, i : i + block], estimator)
-        for i in range(0, b, block)
-    ]
-    return torch.cat(gains).to(means.dtype)
-
-
-def _quadratic_form_gain(
-    mu: torch.Tensor, sd: torch.Tensor, eps: torch.Tensor, estimator: Estimator
-) -> torch.Tensor:
-    """:func:`gaussian_ensemble_eig` on one block of states: ``mu``, ``sd`` ``(K, S, D)`` and ``eps``
-    ``(N, K, S, D)`` in float64 → gains ``(S,)`` (the docstring there gives the expansion)."""
-    n, k, s, d = eps.shape
-    mu, sd = mu.contiguous(), sd.contiguous()
-    delta = torch.addcmul(mu, sd, eps) - mu  # o − μ_j for o drawn from member j: (N, K_j, S, D)
+    delta = torch.addcmul(mu, sd, eps) - mu  # o − μ_j for o drawn from member j: (N, K_j, B, D)
     inv = sd.reciprocal()
-    log_norm = sd.log().sum(dim=-1) + d * _HALF_LOG_2PI  # Σ_d log σ_kd + (D/2) log 2π: (K, S)
-    own = -0.5 * (delta * inv).square_().sum(dim=-1) - log_norm  # log p(o|j): (N, K_j, S)
-    precision = inv.square()
-    by_last = mu.permute(1, 2, 0)  # (S, D, K_k)
-    diff = by_last - mu.unsqueeze(-1)  # μ_k − μ_j: (K_j, S, D, K_k)
-    weights = diff * precision.permute(1, 2, 0)  # W_jk
-    q = (weights * diff).sum(dim=2)  # Q_jk: (K_j, S, K_k)
-    bias = (-0.5 * q - log_norm.t()).reshape(k * s, 1, k)  # −½ Q_jk − Σ_d log σ_kd − (D/2) log 2π
-    # Σ_d δ_d W_jkd + bias: per member j and state, (N, D) × (D, K_k).
-    rows = delta.permute(1, 2, 0, 3).reshape(k * s, n, d)
-    cross = torch.baddbmm(bias, rows, weights.reshape(k * s, d, k)).view(k, s, n, k).permute(1, 2, 0, 3)
+    log_norm = sd.log().sum(dim=-1) + d * _HALF_LOG_2PI  # Σ_d log σ_kd + (D/2) log 2π: (K, B)
+    own = -0.5 * (delta * inv).square_().sum(dim=-1) - log_norm  # log p(o|j): (N, K_j, B)
+    # Member k last (small copies), so that the pairwise tensors below come out contiguous.
+    by_last = mu.permute(1, 2, 0).contiguous()  # (B, D, K_k)
+    precision_by_last = inv.square().permute(1, 2, 0).contiguous()  # a_k: (B, D, K_k)
     # −½ Σ_d a_kd δ_d²: per state, (N·K_j, D) × (D, K_k).
-    by_state = delta.square().reshape(n * k, s, d).transpose(0, 1)
-    squares = torch.bmm(by_state, (-0.5 * precision).permute(1, 2, 0)).view(s, n, k, k)
-    log_lik = squares.add_(cross)  # (S, N, K_j, K_k)
-    own_s = own.permute(2, 0, 1)  # (S, N, K_j)
+    by_state = delta.square().view(n * k, b, d).transpose(0, 1)
+    log_lik = torch.bmm(by_state, -0.5 * precision_by_last).view(b, n, k, k)  # (B, N, K_j, K_k)
+    # Σ_d δ_d W_jkd − ½ Q_jk − Σ_d log σ_kd − (D/2) log 2π: per member j and state, (N, D) × (D, K_k),
+    # the pairwise W and Q built for a block of states at a time.
+    by_member = delta.permute(1, 2, 0, 3)  # (K_j, B, N, D), a view
+    block = max(1, _PAIRWISE_CHUNK_ELEMENTS // (k * k * d))
+    parts: list[torch.Tensor] = []
+    for i in range(0, b, block):
+        diff = by_last[i : i + block] - mu[:, i : i + block].unsqueeze(-1)  # μ_k − μ_j: (K_j, S, D, K_k)
+        s = diff.shape[1]
+        weights = diff * precision_by_last[i : i + block]  # W_jk
+        q = (weights * diff).sum(dim=2)  # Q_jk: (K_j, S, K_k)
+        bias = (-0.5 * q - log_norm[:, i : i + block].t()).reshape(k * s, 1, k)
+        rows = by_member[:, i : i + block].reshape(k * s, n, d)
+        parts.append(torch.baddbmm(bias, rows, weights.reshape(k * s, d, k)).view(k, s, n, k))
     # In place on the product's output, which no backward formula reads: autograd-safe.
-    log_lik.diagonal(dim1=-2, dim2=-1).copy_(own_s)
-    return _reduce_gain(own_s, log_lik, estimator)
+    log_lik.add_(torch.cat(parts, dim=1).permute(1, 2, 0, 3))
+    own_b = own.permute(2, 0, 1)  # (B, N, K_j)
+    log_lik.diagonal(dim1=-2, dim2=-1).copy_(own_b)
+    return _reduce_gain(own_b, log_lik, estimator).to(means.dtype)
 
 
 @checked
