@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck unit quick-report report audit bench bench-quick bench-full clean
+.PHONY: demo test test-fast lint typecheck coq coq-vectors unit quick-report report audit bench bench-quick bench-full clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or run: make PYTHON=python3 ..."; exit 1; }
@@ -37,6 +37,30 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict amal_verified tools/amal_tools
 
+# The Coq development (proofs/coq; proofs/README.md): compiled in _CoqProject's order, in place; fails if a
+# file does not compile. Without coqc it says how to install Coq, and fails if AMAL_REQUIRE_COQ is set (CI
+# sets it); otherwise it goes on, and the report shows the Coq checks "not checked".
+COQ_DIR := proofs/coq
+COQ_INSTALL := apt-get install -y coq
+coq:
+	@if ! command -v coqc >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "coqc not found: installing Debian's Coq (running as root)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends coq >/dev/null \
+			|| { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends coq >/dev/null; }; \
+	fi
+	@if ! command -v coqc >/dev/null 2>&1; then \
+		echo "coqc not found: the Coq proofs are not checked. Install Coq 8.16: $(COQ_INSTALL)"; \
+		if [ -n "$$AMAL_REQUIRE_COQ" ]; then exit 1; fi; \
+	else \
+		cd $(COQ_DIR) && for f in $$(grep -E '^[^-].*\.v$$' _CoqProject); do \
+			echo "coqc $$f"; coqc -q -Q . AmalVerified $$f || exit 1; \
+		done; \
+	fi
+
+# Rewrite proofs/coq/vectors.txt (the lattice and gate decision as Coq computes them) from a fresh build.
+coq-vectors: coq $(STAMP)
+	$(BIN)/python -m amal_tools.compliance.coq_vectors $(COQ_DIR)/vectors.out > $(COQ_DIR)/vectors.txt
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests properties -m "not mutation"
 
@@ -55,7 +79,7 @@ REPORT_OUT ?= build/report-$(shell date +%Y%m%d-%H%M%S)
 report: $(STAMP)
 	$(BIN)/amal report --jobs 2 --out $(REPORT_OUT)
 
-test: lint typecheck unit quick-report
+test: lint typecheck coq unit quick-report
 
 audit: $(STAMP)
 	$(BIN)/python -m pytest properties --hypothesis-profile=audit
@@ -77,3 +101,4 @@ bench-full: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -f $(COQ_DIR)/*.vo $(COQ_DIR)/*.vok $(COQ_DIR)/*.vos $(COQ_DIR)/*.glob $(COQ_DIR)/.*.aux $(COQ_DIR)/*.out

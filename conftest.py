@@ -1,9 +1,14 @@
 """Hypothesis profiles shared by tests/ and properties/.
 
 ``default`` is fast enough for CI on two cores; ``audit`` is the thorough run
-auditors use: ``pytest properties --hypothesis-profile=audit``.
+auditors use: ``pytest properties --hypothesis-profile=audit``.  Also the session's Ray instance
+(fixture ``ray_instance``).
 """
 
+from collections.abc import Iterator
+from types import ModuleType
+
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -20,3 +25,14 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("default")
+
+
+@pytest.fixture(scope="session")
+def ray_instance() -> Iterator[ModuleType]:
+    """One local Ray instance for the session's tests of ``aux_backend="ray"`` (skipped without Ray):
+    four logical CPUs, no dashboard, quiet; populations attach to it and leave it running."""
+    ray = pytest.importorskip("ray", reason="the [distributed] extra (Ray) is not installed")
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()

@@ -9,6 +9,11 @@ f(θ⁺) ≤ f(θ) − ηq + (Lη²/2)q.
 Proof (z3, nonlinear real arithmetic): with f⁺, f, q ≥ 0, L > 0, 0 < η ≤ 1/L as reals, the premise
 implies f⁺ ≤ f − (η/2)q (since −η + Lη²/2 ≤ −η/2 iff ηL ≤ 1); negation unsat.
 
+Machine-checked in Coq (``proofs/coq/Lemmas.v``, ``lemma1_descent``) over an abstract real
+inner-product space, from the quadratic upper bound as a premise for every pair of points, and
+``lemma1_step_size_needed``: (L/2)x² satisfies the premise and violates the inequality at x = 1 for
+every η ∈ (1/L, 2/L).  Only the axioms of Coq's standard reals are used.
+
 The step-size condition cannot be dropped: z3 also proves that for every η ∈ (1/L, 2/L) the 1-d
 quadratic f(x) = (L/2)x² violates the inequality at every x ≠ 0 (f(x⁺) = (1−ηL)² f(x) and
 (1−ηL)² > 1 − ηL there).  Hypothesis properties check the lemma on generated strongly convex losses
@@ -19,6 +24,7 @@ violation for some η ∈ (1/L, 2/L).
 from __future__ import annotations
 
 import z3
+from amal_tools.compliance.coq import REALS_AXIOMS
 from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
 from amal_tools.compliance.smt import prove
 
@@ -57,6 +63,20 @@ OBLIGATION = Obligation(
     ),
     kind=Kind.CLAIM,
     checks=(
+        Check(
+            "Coq: descent from the quadratic upper bound, for η ≤ 1/L",
+            Method.COQ,
+            "proofs/coq/Lemmas.v:lemma1_descent",
+            files=("proofs/coq/_CoqProject", "proofs/coq/Theorem2.v"),
+            axioms=REALS_AXIOMS,
+        ),
+        Check(
+            "Coq: fails on (L/2)x² for every η ∈ (1/L, 2/L)",
+            Method.COQ,
+            "proofs/coq/Lemmas.v:lemma1_step_size_needed",
+            files=("proofs/coq/_CoqProject", "proofs/coq/Theorem2.v"),
+            axioms=REALS_AXIOMS,
+        ),
         Check(
             "z3: descent from the quadratic upper bound",
             Method.SMT,

@@ -12,6 +12,11 @@ unsat.  (Cauchy–Schwarz r² ≤ q·s is included as a premise for completeness
 Combined with Lemma 1 (η ≤ 1/L), z3 also proves the function-value rate
 f(θ⁺) − f* ≤ (1 − ημ)(f(θ) − f*): what "combining these lemmas" really yields.
 
+Machine-checked in Coq (``proofs/coq/Lemmas.v``) over an abstract real inner-product space, from
+the strong-convexity lower bound as a premise for every pair of points: ``lemma2_pl``, and
+``function_value_rate``: for 0 < μ ≤ L and η ≤ 1/L, f(θ_t) − f* ≤ (1 − ημ)^t (f(θ_0) − f*) by
+induction over t.  Only the axioms of Coq's standard reals are used.
+
 The constant is tight: on a quadratic with eigenvalue μ, along its eigenvector ‖∇f‖² = 2μ(f − f*)
 exactly, so 2μ cannot be replaced by anything larger; the Hypothesis properties check the lemma along
 ``GatedOptimizer`` trajectories of generated losses and check that the larger constant 2μ(1 + 10⁻⁶)
@@ -21,6 +26,7 @@ fails there (so the property can fail).
 from __future__ import annotations
 
 import z3
+from amal_tools.compliance.coq import REALS_AXIOMS
 from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
 from amal_tools.compliance.smt import prove
 
@@ -57,6 +63,20 @@ OBLIGATION = Obligation(
     ),
     kind=Kind.CLAIM,
     checks=(
+        Check(
+            "Coq: PL from the strong-convexity lower bound",
+            Method.COQ,
+            "proofs/coq/Lemmas.v:lemma2_pl",
+            files=("proofs/coq/_CoqProject", "proofs/coq/Theorem2.v"),
+            axioms=REALS_AXIOMS,
+        ),
+        Check(
+            "Coq: Lemmas 1 and 2 give f(θ_t) − f* ≤ (1 − ημ)^t (f(θ_0) − f*) for η ≤ 1/L",
+            Method.COQ,
+            "proofs/coq/Lemmas.v:function_value_rate",
+            files=("proofs/coq/_CoqProject", "proofs/coq/Theorem2.v"),
+            axioms=REALS_AXIOMS,
+        ),
         Check(
             "z3: PL from the strong-convexity lower bound",
             Method.SMT,

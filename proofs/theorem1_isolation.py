@@ -12,6 +12,16 @@ everything it assumes away (see the assumptions).
 
 How it is discharged.
 
+- Coq proves (``proofs/coq/Isolation.v``, closed under the global context: no axiom) noninterference
+  and Theorem 1 for a small language of labelled tensor programs: values of an abstract type,
+  operations labelled with the join of their inputs' labels (label-neutral ones with bottom),
+  in-place writes that join into the storage's label, gradients and optimizer state as memory,
+  parameters whose label (provenance) joins what updates them, protected memory that refuses
+  auxiliary-labelled writes, and the gated step that changes nothing when any update would read an
+  auxiliary source.  For any programs run at each training step, any number of auxiliary sources
+  and any auxiliary data, by induction over steps: two runs that agree on primary data agree on
+  every location whose label has no auxiliary source, the protected memory's whole trajectory is
+  the same, and it equals the replay of the recorded primary stream (a function of that record).
 - CrossHair proves, within ``REFERENCE_BOUNDS``, three self-composition laws of the pure-Python
   reference model of the label lattice and the gate (``amal_verified/isolation/reference.py``): two runs that
   agree on primary data but not on auxiliary data leave every gated parameter equal after a step
@@ -56,6 +66,8 @@ _TRAINER_FILES = (
     "amal_verified/record/primary_log.py",
 )
 _CROSSHAIR_FILES = ("amal_verified/isolation/reference.py",)
+_COQ = "proofs/coq/Isolation.v"
+_COQ_FILES = ("proofs/coq/_CoqProject", "proofs/coq/Labels.v")
 
 OBLIGATION = Obligation(
     id="theorem1-isolation",
@@ -69,6 +81,11 @@ OBLIGATION = Obligation(
         "of the auxiliary agents."
     ),
     assumptions=(
+        "Coq (Isolation.v): assumed of the implementation are exactly each operation's label rule (join of "
+        "the inputs; bottom for label-neutral operations, whose results do not depend on input values), the "
+        "in-place rule (join into the storage's label; a whole overwrite replaces it), the protection check "
+        "and the gate's check; programs are straight-line within a training step (no branch on data values); "
+        "protected memory starts without auxiliary labels",
         "θ is claimed to be a function of the recorded primary stream, not of the environment: D_P is "
         "collected by π_φ, which learns from auxiliary data, so without a frozen primary policy the primary "
         "stream (hence θ) does depend on the auxiliary agents; the end-to-end check freezes the policy",
@@ -92,6 +109,30 @@ OBLIGATION = Obligation(
     ),
     kind=Kind.CLAIM,
     checks=(
+        Check(
+            "Coq: noninterference of every program and every run (label soundness)",
+            Method.COQ,
+            f"{_COQ}:run_noninterference",
+            files=_COQ_FILES,
+        ),
+        Check(
+            "Coq: noninterference when initial memories also differ in auxiliary-labelled values",
+            Method.COQ,
+            f"{_COQ}:run_from_noninterference",
+            files=_COQ_FILES,
+        ),
+        Check(
+            "Coq: Theorem 1 for any number of steps, auxiliary agents and auxiliary data",
+            Method.COQ,
+            f"{_COQ}:theorem1_isolation",
+            files=_COQ_FILES,
+        ),
+        Check(
+            "Coq: the protected memory is a function of the recorded primary stream (replay)",
+            Method.COQ,
+            f"{_COQ}:theorem1_function_of_primary_stream",
+            files=_COQ_FILES,
+        ),
         Check(
             "CrossHair: a gated step is noninterfering (self-composition)",
             Method.CROSSHAIR,

@@ -17,7 +17,14 @@ when η ≤ (2L − μ)/L².  z3 proves, for 0 < μ ≤ L and 0 < η < 2/L:
 i.e. [∀λ ∈ [μ, L]: (1 − ηλ)² ≤ 1 − ημ] ⟺ η ≤ (2L − μ)/L².  (2L − μ)/L² < 2/L whenever μ > 0, so the
 paper's range of step sizes is strictly too wide for every μ, L.
 
-Discharged by: the z3 counterexample (the refutation), the z3 proof of the threshold, and Hypothesis
+Machine-checked in Coq (``proofs/coq/Theorem2.v``, over an abstract real inner-product space and
+the class given by its gradient characterisations): the paper's statement is false
+(``paper_statement_false``), with the counterexample above computed (``counterexample_mu1_L10_eta0195``),
+and on the whole class, not only on quadratics, the stated rate holds for every start and every t iff
+η ≤ (2L − μ)/L² (``stated_rate_threshold``); on ℝ, for every f with μ ≤ f'' ≤ L, the "if" direction
+with no other premise (``proofs/coq/OneDim.v``, which also uses the excluded middle).
+
+Discharged also by: the z3 counterexample (the refutation), the z3 proof of the threshold, and Hypothesis
 properties that search generated strongly convex losses stepped through ``GatedOptimizer`` for a
 violation (``hypothesis.find``; the one found is kept as a regression test) and test the threshold
 from both sides on the quadratic with eigenvalue L.
@@ -26,10 +33,12 @@ from both sides on the quadratic with eigenvalue L.
 from __future__ import annotations
 
 import z3
+from amal_tools.compliance.coq import CLASSICAL_AXIOMS, REALS_AXIOMS
 from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
 from amal_tools.compliance.smt import prove, search
 
 _TEST = "properties/test_theorem2_convergence.py"
+_COQ = "proofs/coq/Theorem2.v"
 
 
 def counterexample_to_stated_rate() -> SmtOutcome:
@@ -74,9 +83,41 @@ OBLIGATION = Obligation(
         "(obligation theorem2-corrected)",
         "properties: float64 gradient descent through GatedOptimizer(SGD); a violation must exceed a "
         "relative slack of 1e-9 plus a few roundings per step",
+        "Coq: the class is given by μ-strong monotonicity, 1/L-co-coercivity and Nesterov 2.1.11 of the "
+        "gradient on an abstract real inner-product space; the proofs depend on the axioms of Coq's "
+        "standard reals only: "
+        + ", ".join(REALS_AXIOMS)
+        + " (on ℝ, with f'': also the excluded middle, "
+        + ", ".join(CLASSICAL_AXIOMS)
+        + ")",
     ),
     kind=Kind.REFUTATION,
     checks=(
+        Check(
+            "Coq: the paper's statement is false",
+            Method.COQ,
+            f"{_COQ}:paper_statement_false",
+            axioms=REALS_AXIOMS,
+        ),
+        Check(
+            "Coq: the counterexample μ = 1, L = 10, η = 0.195 computed",
+            Method.COQ,
+            f"{_COQ}:counterexample_mu1_L10_eta0195",
+            axioms=REALS_AXIOMS,
+        ),
+        Check(
+            "Coq: on the whole class the stated rate holds iff η ≤ (2L−μ)/L²",
+            Method.COQ,
+            f"{_COQ}:stated_rate_threshold",
+            axioms=REALS_AXIOMS,
+        ),
+        Check(
+            "Coq: on ℝ, μ ≤ f'' ≤ L and η ≤ (2L−μ)/L² give the stated rate",
+            Method.COQ,
+            "proofs/coq/OneDim.v:one_dim_paper_rate_below_threshold",
+            files=("proofs/coq/_CoqProject", _COQ),
+            axioms=REALS_AXIOMS + CLASSICAL_AXIOMS,
+        ),
         Check(
             "z3: a counterexample (μ, L, η) to eq. 12",
             Method.SMT,

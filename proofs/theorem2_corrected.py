@@ -23,7 +23,16 @@ p ≥ q/L; Nesterov's (2.1.11) gives p ≥ μL/(μ+L)·a + q/(μ+L); Cauchy–Sc
 Item 4's reduction to the scalar statement (the integral Hessian H̄) is the mean-value argument
 above, not machine-checked.
 
-Discharged by z3 (each claim proved by showing its negation unsatisfiable over the reals, nonlinear
+Machine-checked in Coq (``proofs/coq/Theorem2.v``) over an abstract real inner-product space, from
+the premises as properties of the gradient map (μ-strong monotonicity, 1/L-co-coercivity, Nesterov
+2.1.11) rather than as scalar facts: items 1, 2 and 3 (the 2/(μ+L) rate from 2.1.11 alone), the
+tight per-step factor max((1−ημ)², (1−ηL)²) for every η ∈ (0, 2/L) (from all three premises, with no
+twice-differentiability), and the t-step rates by induction.  Coq's proofs use only the axioms of its
+standard real numbers (``REALS_AXIOMS``).  In one dimension (``proofs/coq/OneDim.v``) the three
+premises are derived, by the mean value theorem, from μ ≤ f'' ≤ L (which also uses the excluded
+middle, ``CLASSICAL_AXIOMS``), so the rates hold for every such function on ℝ.
+
+Discharged also by z3 (each claim proved by showing its negation unsatisfiable over the reals, nonlinear
 arithmetic) and by Hypothesis properties that step generated quadratics (random spectra in [μ, L]
 containing μ and L) and non-quadratic losses (μ/2‖x−c‖² plus (L−μ)-weighted log cosh ridges) through
 ``GatedOptimizer(torch.optim.SGD)`` and compare ‖θ_t − θ*‖² with each bound (relative slack 1e-9,
@@ -33,11 +42,14 @@ absolute slack of a few float64 rounding errors per step).
 from __future__ import annotations
 
 import z3
+from amal_tools.compliance.coq import CLASSICAL_AXIOMS, REALS_AXIOMS
 from amal_tools.compliance.obligation import Check, Kind, Method, Obligation, SmtOutcome
 from amal_tools.compliance.smt import all_proved, prove
 
 _TEST = "properties/test_theorem2_convergence.py"
 _FILES = ("amal_verified/isolation/gate.py", "amal_verified/isolation/tagging.py")
+_COQ_DIR = "proofs/coq"
+_COQ = f"{_COQ_DIR}/Theorem2.v"
 
 
 def _class_premises(
@@ -131,9 +143,45 @@ OBLIGATION = Obligation(
         "⟨g,d⟩ ≥ μL/(μ+L)‖d‖² + ‖g‖²/(μ+L) (Nesterov 2.1.11), Cauchy–Schwarz",
         "the per-step max(|1−ημ|,|1−ηL|) contraction uses f twice differentiable (integral mean-value form)",
         "properties: float64; relative slack 1e-9 plus an absolute slack of a few roundings per step",
+        "Coq: the premises are stated for every pair of points of an abstract real inner-product space (the "
+        "standard characterisations of μ-strongly convex, L-smooth functions); the proofs depend on the "
+        "axioms of Coq's standard reals only: " + ", ".join(REALS_AXIOMS),
+        "Coq, on ℝ: f twice differentiable with μ ≤ f'' ≤ L everywhere; the standard library's mean value "
+        "theorem adds the excluded middle: " + ", ".join(CLASSICAL_AXIOMS),
     ),
     kind=Kind.CLAIM,
     checks=(
+        Check(
+            "Coq: every η ∈ (0, 2/L): ‖θ_t−θ*‖² ≤ (1 − ημ(2−ηL))^t ‖θ_0−θ*‖²",
+            Method.COQ,
+            f"{_COQ}:rate_every_step_size",
+            axioms=REALS_AXIOMS,
+        ),
+        Check(
+            "Coq: η ≤ 1/L: (1 − ημ)^t",
+            Method.COQ,
+            f"{_COQ}:rate_small_step",
+            axioms=REALS_AXIOMS,
+        ),
+        Check(
+            "Coq: η ≤ 2/(μ+L): (1 − 2ημL/(μ+L))^t",
+            Method.COQ,
+            f"{_COQ}:rate_nesterov",
+            axioms=REALS_AXIOMS,
+        ),
+        Check(
+            "Coq: on ℝ, μ ≤ f'' ≤ L alone gives the premises and the rate (1 − ημ(2−ηL))^t",
+            Method.COQ,
+            f"{_COQ_DIR}/OneDim.v:one_dim_rate_every_step_size",
+            files=(f"{_COQ_DIR}/_CoqProject", _COQ),
+            axioms=REALS_AXIOMS + CLASSICAL_AXIOMS,
+        ),
+        Check(
+            "Coq: per step max((1−ημ)², (1−ηL)²) for every η ∈ (0, 2/L)",
+            Method.COQ,
+            f"{_COQ}:tight_contraction",
+            axioms=REALS_AXIOMS,
+        ),
         Check(
             "z3: contraction 1−ημ(2−ηL) for η < 2/L, and 1−ημ for η ≤ 1/L",
             Method.SMT,

@@ -72,7 +72,16 @@ USER_TARGET = (
 )
 
 SCENARIOS = "properties/test_core_scenarios.py::test_scenario_is_noninterfering"
-DEFAULT_TESTS: tuple[str, ...] = (AGREEMENT, SCENARIOS, PROGRAMS, OP_MODULES, OP_OPS, USER_TARGET)
+FIRST_LABEL = "properties/test_core_scenarios.py::test_first_auxiliary_label_of_a_process_arms_the_gate"
+DEFAULT_TESTS: tuple[str, ...] = (
+    AGREEMENT,
+    SCENARIOS,
+    FIRST_LABEL,
+    PROGRAMS,
+    OP_MODULES,
+    OP_OPS,
+    USER_TARGET,
+)
 """The killers, cheapest first: the reference agreement and the single routes (seconds each), the
 program property (about a minute), the op-level properties, the audit of the example trainer."""
 
@@ -400,7 +409,7 @@ AST_TARGETS: dict[str, tuple[str, ...]] = {
     ),
     "isolation/_engine/protection": ("protected_memory",),
     "isolation/_engine/transfer": ("_labelled_reduce_ex", "apply_spec"),
-    "isolation/tagging": ("_tag",),
+    "isolation/tagging": ("_tag", "_tag_aux"),
 }
 """The label and gate decisions: where a negated condition or a dropped join changes a label."""
 
@@ -474,6 +483,17 @@ def systematic(root: Path = ROOT) -> list[CoreMutant]:
     return mutants
 
 
+_FRESH_OUTPUT_GUARD = (
+    "The guard picks the fast way to label an operation's output: setting the label of memory that "
+    "holds none, or write_label otherwise. Negated, unlabelled memory goes through write_label, which "
+    "gives every tensor viewing the output the same label (Rows with EMPTY outside the output's extent "
+    "where the output does not span its storage: bytes no tensor of the program views). Labelled "
+    "memory would take the fast path, but an output of an operation that neither writes nor declares "
+    "a view is fresh memory by PyTorch's operator contract (the schema's alias annotations, which "
+    "torch.library.opcheck enforces), and a new storage starts without a label; two outputs of one "
+    "call sharing a storage receive the same label either way."
+)
+
 EQUIVALENT: dict[str, str] = {
     "pickling-drops-tracked-labels": (
         "reduce_tagged pickles _plain_detached(t), a plain tensor over the same memory, and that plain "
@@ -482,6 +502,8 @@ EQUIVALENT: dict[str, str] = {
         "Only labels without an auxiliary source are lost, and those never decide a refusal nor reach a "
         "value: no run of any program can tell the mutant from the core."
     ),
+    "isolation/_engine/dispatch._wrap_plain_fresh.negated-condition.1": _FRESH_OUTPUT_GUARD,
+    "isolation/_engine/dispatch._wrap_fresh.negated-condition.7": _FRESH_OUTPUT_GUARD,
 }
 """Mutants that cannot change an observable label or value, by id, with the argument (not run in CI;
 run under the audit profile, where each must survive)."""

@@ -512,9 +512,10 @@ def test_implementation_agrees_with_reference(
             continue
         kind, name = source
         tag = av.primary if kind == ref.PRIMARY else av.aux
+        shadow = x.clone()  # before tagging: aux() makes x itself tracked
         run.add(
             tag(x, source=name),
-            x.clone(),
+            shadow,
             ref.label(source),
             f"av.{kind}(torch.randn(4, 4), source={name!r})",
         )

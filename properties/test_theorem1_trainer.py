@@ -34,6 +34,9 @@ Further properties:
   plot: the L2 distance between the world-model parameters of two runs with different auxiliary
   settings after every update — exactly zero for AMAL, growing for the ablation.
 
+The first property also runs with the auxiliary environments on Ray actors (``aux_backend="ray"``,
+one explicit example).
+
 Each run trains 200 primary steps (under a second); example counts scale with the Hypothesis
 profile (``default``: 2 generated plus one explicit example per further primary seed, 4 poisoned,
 2 end-to-end; ``audit``: 83, 166 and 83).
@@ -236,6 +239,21 @@ def test_world_model_trajectory_ignores_every_auxiliary_setting(
     run = _train(tmp_path_factory.mktemp("variant") / "run", seed=seed, **aux)
     assert run.updates == expected.updates
     assert run.chunks == expected.chunks  # the primary stream itself: the primary acts from its own stream
+
+
+@pytest.mark.slow
+def test_world_model_trajectory_ignores_auxiliary_settings_on_the_ray_backend(
+    reference: Callable[..., Run], ray_instance: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The property above with the auxiliary environments on Ray actors: one explicit example (3
+    agents with absurd observation noise, their rows in the policy's batches), since each Ray run
+    starts an actor process that imports torch."""
+    expected = reference(PRIMARY_SEEDS[0])
+    run_dir = tmp_path_factory.mktemp("ray-variant") / "run"
+    aux = {**_STRESS, "aux_ratio": 0.25, "num_aux_agents": 3, "aux_seed": 7}
+    run = _train(run_dir, seed=PRIMARY_SEEDS[0], aux_backend="ray", ray_agents_per_actor=4, **aux)
+    assert run.updates == expected.updates
+    assert run.chunks == expected.chunks
 
 
 def test_primary_seeds_give_different_trajectories(reference: Callable[..., Run]) -> None:

@@ -27,6 +27,7 @@ exceed all that to count.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,6 +475,45 @@ class TestTheorem2Corrected:
             assert within(dist[t + 1], rho * dist[t], step_slack), ("max contraction", t, loss)
             assert within(dist[t + 1], math.sqrt(chain) * dist[t], step_slack), ("1 − ημ(2−ηL)", t, loss)
 
+    @given(
+        loss_specs(families=("quadratic",), min_dim=2),
+        st.one_of(st.just(0.999), st.floats(0.05, 0.999)),
+        st.floats(-3, 2),
+        st.booleans(),
+    )
+    @example(
+        spec=LossSpec("quadratic", 1.0, 10.0, 0, (), 1, 1.0, (0.5, -2.0)),
+        fraction=0.99,
+        log_radius=0.0,
+        flip=False,
+    )
+    @settings(max_examples=_examples())
+    def test_chain_factor_on_the_top_eigenvector_near_two_over_l(
+        self, spec: LossSpec, fraction: float, log_radius: float, flip: bool
+    ) -> None:
+        """Extremal cases of the factor 1 − ημ(2 − ηL): θ_0 − θ* along the eigenvector of eigenvalue L, and
+        η between 2/(μ+L) and 2/L (``fraction`` of the way; near 2/L).  Each step multiplies ‖θ − θ*‖² by
+        (1 − ηL)², within the factor; and (1 − ηL)² exceeds (1 − ημ)² = 1 − ημ(2 − ημ) there, so a factor
+        written with (2 − ημ) instead of (2 − ηL) fails these cases (checked here too: the observed step
+        violates it beyond the slack)."""
+        loss = spec.build()
+        mu, big_l = loss.mu, loss.big_l
+        assume(big_l > 1.05 * mu)
+        eta = 2 / (mu + big_l) + fraction * (2 / big_l - 2 / (mu + big_l))
+        top = loss.basis[:, 0]  # the spectrum lists L first
+        x0 = loss.center + (-1.0 if flip else 1.0) * 10**log_radius * top
+        chain = rate_factor(1 - eta * mu * (2 - eta * big_l))
+        swapped = (1 - eta * mu) ** 2
+        dist = distances(loss, descend(loss, x0, eta, T_STEPS))
+        step_slack = floor(loss, x0, T_STEPS)
+        for t in range(len(dist) - 1):
+            assert within(dist[t + 1], math.sqrt(chain) * dist[t], step_slack), ("1 − ημ(2−ηL)", t, loss)
+            assert not within(dist[t + 1], math.sqrt(swapped) * dist[t], step_slack), (
+                "not extremal: (1 − ημ)² also holds",
+                t,
+                loss,
+            )
+
     def test_convergence_curves(self, evidence: Any) -> None:
         """Plot input: μ = 1, L = 10, d = 2, η ∈ {0.05, 2/(μ+L), 0.195}, every bound that applies."""
         mu, big_l = 1.0, 10.0
@@ -745,7 +785,7 @@ EXPECTED_OBLIGATIONS = {
 
 @pytest.mark.parametrize("module", sorted(EXPECTED_OBLIGATIONS))
 def test_obligation_targets_exist(module: str) -> None:
-    """Every check of these obligations names a function or a test class that exists."""
+    """Every check of these obligations names a function, a test class or a Coq theorem that exists."""
     obligation = _proof(module).OBLIGATION
     assert (obligation.id, obligation.kind) == EXPECTED_OBLIGATIONS[module]
     here = globals()
@@ -753,6 +793,12 @@ def test_obligation_targets_exist(module: str) -> None:
         if check.method is Method.SMT:
             file, _, function = check.target.rpartition(":")
             assert callable(getattr(load_proof_module(ROOT / file), function, None)), check.target
+        elif check.method is Method.COQ:
+            file, _, theorem = check.target.rpartition(":")
+            source = (ROOT / file).read_text(encoding="utf-8")
+            assert re.search(rf"^(Theorem|Lemma|Corollary) {re.escape(theorem)}\b", source, re.MULTILINE), (
+                check.target
+            )
         else:
             file, _, node = check.target.partition("::")
             assert (ROOT / file).resolve() == Path(__file__).resolve() and node in here, check.target

@@ -18,6 +18,12 @@ Algorithm 1 made concrete:
   ``benchmarks/README.md``, "Design measurements quoted by the code"); the pending rows are part of
   the checkpointed state.
 
+The environments are stepped in this process (``environments="local"``), or elsewhere
+(``environments="remote"``: no runners here; :attr:`AuxPopulation.agent_seeds` says what each agent's
+runner is built from, and the backend reports the steps with :meth:`AuxPopulation.add_steps`; see
+:mod:`amal_verified.agents.ray_population`).  Both give the same transitions bit for bit
+(:func:`step_runners` is the one step function).
+
 Random streams, each with one owner: ``cem`` (the search distribution and the initial agents),
 ``cem/probes`` (which primary states form a generation's probe set), ``aux/<i>/env`` and
 ``aux/<i>/episodes`` (agent ``i``'s environment and its episode seeds), ``aux/<i>/buffer`` (agent
@@ -27,7 +33,8 @@ Random streams, each with one owner: ``cem`` (the search distribution and the in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, final
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeAlias, final
 
 import numpy as np
 import torch
@@ -37,10 +44,106 @@ from amal_verified.agents.aux_env import DEFAULT_PHYSICS, make_aux_env
 from amal_verified.agents.cem import CEM, FlatMLPPolicy, behaviour, fitness
 from amal_verified.agents.env_runner import EnvRunner
 from amal_verified.common.rng_streams import RunStreams
+from amal_verified.common.runtime_checks import checked
 from amal_verified.envs import TaskInfo
 from amal_verified.isolation.buffers import AuxBuffer, PrimaryBuffer
 
-__all__ = ["AuxPopulation"]
+__all__ = ["AgentSeeds", "AuxEnvSpec", "AuxPopulation", "Row", "make_runner", "step_runners"]
+
+Row: TypeAlias = tuple[Any, Any, float, Any, bool]
+"""One auxiliary transition as stepped: ``(obs, action, reward, next_obs, terminated)``."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AuxEnvSpec:
+    """What every auxiliary environment of a run is built from (plain, picklable values only).
+
+    ``physics`` and ``noise`` are :func:`~amal_verified.agents.aux_env.make_aux_env`'s perturbation
+    arguments; ``low``/``high`` the action bounds actions are clipped to (``None`` for discrete tasks).
+    """
+
+    env_id: str
+    physics: dict[str, float]
+    noise: dict[str, Any]
+    discrete: bool
+    low: tuple[float, ...] | None
+    high: tuple[float, ...] | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AgentSeeds:
+    """Agent ``i``'s environment seed (stream ``aux/<i>/env``) and the initial state of its episode-seed
+    generator (stream ``aux/<i>/episodes``, a PCG64 state): derived values, never the run seed, so
+    whoever holds them can rebuild agent ``i``'s environment and nothing else."""
+
+    env_seed: int
+    episodes: Mapping[str, Any]
+
+
+@checked
+def make_runner(environment: AuxEnvSpec, seeds: AgentSeeds) -> EnvRunner:
+    """Agent's environment runner: its perturbed environment, reset for its first episode."""
+    generator = np.random.Generator(np.random.PCG64())
+    generator.bit_generator.state = dict(seeds.episodes)
+    env = make_aux_env(
+        environment.env_id, seed=seeds.env_seed, physics=environment.physics, **environment.noise
+    )
+    return EnvRunner(env, generator)
+
+
+def step_runners(
+    policy: FlatMLPPolicy,
+    params: Tensor,
+    runners: Sequence[EnvRunner],
+    environment: AuxEnvSpec,
+    slots: Sequence[int] | None = None,
+) -> list[Row | None]:
+    """Every runner takes one step with its agent's deterministic action; returns its transition, or
+    ``None`` where the transition was dropped as non-finite (the runner then restarts its episode).
+
+    ``params`` is ``(P, num_params)`` and runner ``k`` acts with row ``slots[k]`` (default: row ``k``,
+    ``P == len(runners)``).  The actions are computed in one batched call over all ``P`` rows, rows
+    without a runner observing zeros: a runner's action is then bit for bit the same whichever other
+    runners are stepped in the same call, because the batched kernels torch selects depend on ``P``
+    (measured: an agent's action computed in a batch of 1 can differ in the last bit from the same
+    action computed in a batch of 16), never on the other rows' values.
+    """
+    slots = range(len(runners)) if slots is None else slots
+    rows = [np.asarray(r.obs, dtype=np.float32) for r in runners]
+    usable = [bool(np.isfinite(o).all()) for o in rows]
+    if len(slots) == params.shape[0]:
+        batch = np.stack([o if ok else np.zeros_like(o) for o, ok in zip(rows, usable, strict=True)])
+    else:
+        batch = np.zeros((params.shape[0], policy.obs_dim), dtype=np.float32)
+        for slot, o, ok in zip(slots, rows, usable, strict=True):
+            if ok:
+                batch[slot] = o
+    actions = policy.act(params, torch.as_tensor(batch).unsqueeze(1)).squeeze(1).numpy()
+    low = None if environment.low is None else np.asarray(environment.low, dtype=np.float32)
+    high = None if environment.high is None else np.asarray(environment.high, dtype=np.float32)
+    out: list[Row | None] = []
+    for runner, slot, ok in zip(runners, slots, usable, strict=True):
+        if not ok:
+            runner.restart()
+            out.append(None)
+            continue
+        action = actions[slot]
+        env_action: Any = (
+            int(action) if environment.discrete else np.clip(action, low, high).astype(np.float32)
+        )
+        result = runner.step(env_action)
+        finite = bool(np.isfinite(np.asarray(result.next_obs, dtype=np.float32)).all()) and bool(
+            np.isfinite(np.float32(result.reward))
+        )
+        if not finite:
+            if result.episode_length is None:  # the runner did not start a new episode itself
+                runner.restart()
+            out.append(None)
+            continue
+        out.append((result.obs, env_action, result.reward, result.next_obs, result.terminated))
+    return out
 
 
 @final
@@ -61,6 +164,7 @@ class AuxPopulation:
         buffer_size: int,
         obs_noise: float | None,
         flush_every: int = 25,
+        environments: Literal["local", "remote"] = "local",
     ) -> None:
         self.task: Final = task
         self.beta: Final = beta
@@ -86,13 +190,29 @@ class AuxPopulation:
         # A task with no default physics perturbation (a user's own environment) gets observation
         # noise only: its auxiliary data still differ from the primary stream, and stay labelled aux.
         physics = DEFAULT_PHYSICS.get(task.env_id, {})
-        self.runners: Final = tuple(
-            EnvRunner(
-                make_aux_env(task.env_id, seed=streams.int_seed(f"aux/{i}/env"), physics=physics, **noise),
-                streams.numpy_generator(f"aux/{i}/episodes"),
+        self.environment: Final = AuxEnvSpec(
+            task.env_id,
+            dict(physics),
+            noise,
+            task.discrete,
+            None if task.discrete else tuple(float(v) for v in task.action_low),
+            None if task.discrete else tuple(float(v) for v in task.action_high),
+        )
+        # The streams aux/<i>/env and aux/<i>/episodes: their owner is agent i's runner, built here
+        # (in-process) or by the actor the seeds are handed to (environments="remote").
+        seeds = tuple(
+            AgentSeeds(
+                streams.int_seed(f"aux/{i}/env"),
+                streams.numpy_generator(f"aux/{i}/episodes").bit_generator.state,
             )
             for i in range(num_agents)
         )
+        self.num_agents: Final = num_agents
+        self.runners: Final = (
+            tuple(make_runner(self.environment, s) for s in seeds) if environments == "local" else ()
+        )
+        self.agent_seeds: Final = () if environments == "local" else seeds
+        self.environments: Final = environments
         action_shape = () if task.discrete else (task.action_dim,)
         self.buffers: Final = tuple(
             AuxBuffer(
@@ -109,11 +229,9 @@ class AuxPopulation:
         self._pending: list[list[tuple[Any, ...]]] = [[] for _ in range(num_agents)]
         self._steps_since_flush = 0
         self.dropped_nonfinite = 0
-        self._low: Final = None if task.discrete else np.asarray(task.action_low, dtype=np.float32)
-        self._high: Final = None if task.discrete else np.asarray(task.action_high, dtype=np.float32)
 
     def __len__(self) -> int:
-        return len(self.runners)
+        return self.num_agents
 
     def step(self) -> None:
         """Every agent takes one step in its own environment; every ``flush_every`` steps the
@@ -125,32 +243,14 @@ class AuxPopulation:
         An auxiliary agent's data can therefore never stop the run, and never reaches a buffer
         (which would refuse it).
         """
-        rows = [np.asarray(r.obs, dtype=np.float32) for r in self.runners]
-        usable = [bool(np.isfinite(o).all()) for o in rows]
-        obs = torch.as_tensor(
-            np.stack([o if ok else np.zeros_like(o) for o, ok in zip(rows, usable, strict=True)])
-        )
-        actions = self.policy.act(self.params, obs.unsqueeze(1)).squeeze(1).numpy()
-        for runner, pending, action, ok in zip(self.runners, self._pending, actions, usable, strict=True):
-            if not ok:
+        if self.environments != "local":
+            raise RuntimeError("this population's environments are remote: its backend steps them")
+        rows = step_runners(self.policy, self.params, self.runners, self.environment)
+        for pending, row in zip(self._pending, rows, strict=True):
+            if row is None:
                 self.dropped_nonfinite += 1
-                runner.restart()
-                continue
-            env_action: Any
-            if self.task.discrete:
-                env_action = int(action)
             else:
-                env_action = np.clip(action, self._low, self._high).astype(np.float32)
-            result = runner.step(env_action)
-            finite = bool(np.isfinite(np.asarray(result.next_obs, dtype=np.float32)).all()) and bool(
-                np.isfinite(np.float32(result.reward))
-            )
-            if not finite:
-                self.dropped_nonfinite += 1
-                if result.episode_length is None:  # the runner did not start a new episode itself
-                    runner.restart()
-                continue
-            pending.append((result.obs, env_action, result.reward, result.next_obs, result.terminated))
+                pending.append(row)
         self._steps_since_flush += 1
         if self._steps_since_flush >= self.flush_every:
             self._flush()
@@ -162,6 +262,32 @@ class AuxPopulation:
                 obs, action, reward, next_obs, terminated = (np.stack(c) for c in zip(*pending, strict=True))
                 buffer.add(obs, action, reward.astype(np.float32), next_obs, terminated)
                 pending.clear()
+
+    def add_steps(self, rows: Sequence[Sequence[Row]], steps: int, dropped: int) -> None:
+        """Record ``steps`` steps of every agent taken by a remote backend (``environments="remote"``):
+        ``rows[i]`` are agent ``i``'s transitions, in order, ``dropped`` the transitions dropped as
+        non-finite.  The caller ends its chunks at flush points: the buffers receive the rows when
+        ``flush_every`` steps have accumulated, exactly as :meth:`step` would have added them."""
+        if len(rows) != self.num_agents:
+            raise ValueError(f"rows of {len(rows)} agents for a population of {self.num_agents}")
+        if self._steps_since_flush + steps > self.flush_every:
+            raise ValueError(
+                f"{steps} steps would cross a flush ({self._steps_since_flush} of {self.flush_every} taken)"
+            )
+        for pending, new in zip(self._pending, rows, strict=True):
+            pending.extend(new)
+        self.dropped_nonfinite += dropped
+        self._steps_since_flush += steps
+        if self._steps_since_flush >= self.flush_every:
+            self._flush()
+
+    @property
+    def steps_to_flush(self) -> int:
+        """Steps until the pending transitions go to the buffers (1 to ``flush_every``)."""
+        return self.flush_every - self._steps_since_flush
+
+    def close(self) -> None:
+        """Release what the population holds outside this process (nothing, for in-process agents)."""
 
     def evolve(
         self, primary: PrimaryBuffer, probes: int, primary_behaviour: Callable[[Tensor], Tensor]
@@ -200,6 +326,7 @@ class AuxPopulation:
             "params": self.params.clone(),
             "probes": self._probes.get_state(),
             "fitness": None if self.fitness is None else self.fitness.clone(),
+            # remote environments: their backend fills in the runners' states
             "runners": [r.state_dict() for r in self.runners],
             "buffers": [b.state_dict() for b in self.buffers],
             "pending": [[[np.asarray(v) for v in row] for row in pending] for pending in self._pending],
@@ -210,16 +337,15 @@ class AuxPopulation:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` (environments by replaying their recorded episodes)."""
         runners: Sequence[Mapping[str, Any]] = state["runners"]
-        if len(runners) != len(self.runners):
-            raise ValueError(
-                f"checkpoint has {len(runners)} auxiliary agents, the run has {len(self.runners)}"
-            )
+        if len(runners) != self.num_agents:
+            raise ValueError(f"checkpoint has {len(runners)} auxiliary agents, the run has {self.num_agents}")
         self.cem.load_state_dict(state["cem"])
         self.params = state["params"].clone()
         self._probes.set_state(state["probes"])
         self.fitness = None if state["fitness"] is None else state["fitness"].clone()
-        for runner, s in zip(self.runners, runners, strict=True):
-            runner.load_state_dict(s)
+        if self.environments == "local":
+            for runner, s in zip(self.runners, runners, strict=True):
+                runner.load_state_dict(s)
         for buffer, s in zip(self.buffers, state["buffers"], strict=True):
             buffer.load_state_dict(s)
         self._pending = [

@@ -1,10 +1,11 @@
-"""The ``amal`` command line: ``demo``, ``train``, ``evaluate``, ``certify``, ``audit``, ``report``
-and ``bench``.
+"""The ``amal`` command line: ``demo``, ``train``, ``evaluate``, ``certify``, ``keygen``, ``audit``,
+``report`` and ``bench``.
 
 Exit codes: 0 success (``certify``: CERTIFIED; ``audit``: PASSED); 1 the command ran and its verdict
 is negative (``certify``: NOT CERTIFIED; ``audit``: interference found; ``demo``: a scenario
 misbehaved; ``report``: an obligation violated; ``bench``: a cell failed — every other cell's result
-is kept and reported); 2 bad usage or input (argparse's convention; for
+is kept and reported; ``certify --verify``: the signed envelope does not verify or does not match
+the run); 2 bad usage or input (argparse's convention; for
 ``audit`` also a target that fails on its own inputs or is not deterministic: the audit is
 inconclusive), with a one-line message naming the problem.
 """
@@ -106,7 +107,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its checkpoint, as configured (only --steps may change)",
+        help="continue the run in --out from its checkpoint, as configured (only --steps may change, and "
+        "--set of aux_backend and the ray_* fields)",
     )
     train.add_argument(
         "--unsafe-mix",
@@ -140,8 +142,30 @@ def _build_parser() -> argparse.ArgumentParser:
     certify = commands.add_parser(
         "certify", help="replay every world-model update from the recorded primary data alone (Theorem 1)"
     )
-    certify.add_argument("run_dir", type=Path)
+    certify.add_argument(
+        "run_dir",
+        type=Path,
+        nargs="?",
+        help="the run directory (optional with --verify: then only the signature)",
+    )
     certify.add_argument("--quiet", action="store_true", help="print only the verdict")
+    certify.add_argument(
+        "--sign",
+        type=Path,
+        metavar="KEY",
+        help="sign the run head and the certificate with the ed25519 KEY (amal keygen) into a DSSE envelope "
+        "beside the certificate (certificate.dsse.json); needs the [sign] extra",
+    )
+    certify.add_argument(
+        "--verify",
+        type=Path,
+        metavar="ENVELOPE",
+        help="check a signed envelope (no replay): its signature by --public-key and, given RUN_DIR, that it "
+        "matches the run's ledger head, run head, checkpoint and the certificate beside the envelope",
+    )
+    certify.add_argument(
+        "--public-key", type=Path, metavar="PUB", help="the public key (KEY.pub) for --verify"
+    )
     where = certify.add_mutually_exclusive_group()
     where.add_argument(
         "--certificate",
@@ -150,6 +174,16 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write the certificate to FILE (default: RUN_DIR/certificate.json), e.g. for a read-only run",
     )
     where.add_argument("--no-write", action="store_true", help="print the verdict only; write no certificate")
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="create an ed25519 key for amal certify --sign (KEY, mode 0600, and KEY.pub)",
+        description="Create an ed25519 signing key: the private key at --out (PEM, mode 0600) and the public "
+        "key at --out.pub. Never overwrites a file. Needs the [sign] extra (cryptography).",
+    )
+    keygen.add_argument(
+        "--out", type=Path, required=True, metavar="KEY", help="where to write the private key"
+    )
 
     audit = commands.add_parser(
         "audit",
@@ -255,12 +289,16 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
+    execution: dict[str, Any] = {}
     if args.resume:
+        from amal_verified.run.config import EXECUTION_FIELDS, parse_field
+
+        fixed = [key for key, _ in args.overrides if key not in EXECUTION_FIELDS]
         conflicting = [
             flag
             for flag, given in (
                 ("--config", args.config is not None),
-                ("--set", bool(args.overrides)),
+                (f"--set {', '.join(fixed)}", bool(fixed)),
                 ("--env", args.env is not None),
                 ("--seed", args.seed is not None),
                 ("--unsafe-mix", args.unsafe_mix),
@@ -271,8 +309,14 @@ def _train(args: argparse.Namespace) -> int:
         if conflicting:
             raise ValueError(
                 f"--resume continues the run as it was configured; drop {', '.join(conflicting)} "
-                "(only --steps may change, to extend the run)"
+                "(only --steps may change, to extend the run, and --set of the execution fields "
+                f"{', '.join(EXECUTION_FIELDS)})"
             )
+        for key, raw in args.overrides:
+            try:
+                execution[key] = parse_field(key, raw)
+            except ValueError as exc:
+                raise ValueError(f"--set {key}={raw}: {exc}") from None
     else:
         config = _train_config(args)  # checked before the trainer (torch, environments) is imported
         if args.print_config:
@@ -284,7 +328,7 @@ def _train(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.resume:
-        trainer = Trainer.resume(args.out, progress=progress, total_steps=args.steps)
+        trainer = Trainer.resume(args.out, progress=progress, total_steps=args.steps, execution=execution)
     else:
         trainer = Trainer.create(config, args.out, progress=progress)
     if trainer.config.unsafe_mix:
@@ -332,9 +376,84 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signed_path(certificate: Path) -> Path:
+    """Where the signed envelope of a certificate file goes: ``NAME.dsse.json`` beside it."""
+    from amal_verified.record.files import CERTIFICATE_FILENAME, SIGNED_CERTIFICATE_FILENAME
+
+    if certificate.name == CERTIFICATE_FILENAME:
+        return certificate.with_name(SIGNED_CERTIFICATE_FILENAME)
+    return certificate.with_name(certificate.name.removesuffix(".json") + ".dsse.json")
+
+
+def _certificate_beside(envelope: Path) -> Path:
+    """The certificate file that ``_signed_path`` puts ``envelope`` beside."""
+    return envelope.with_name(envelope.name.removesuffix(".dsse.json") + ".json")
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from amal_verified.record.signing import generate_key
+
+    private, public = generate_key(args.out)
+    print(f"wrote the private key {private} (mode 0600; keep it secret) and the public key {public}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from amal_verified.record.files import read_json
+    from amal_verified.record.signing import InvalidEnvelope, verify_envelope
+    from amal_verified.run.certify import statement_mismatches
+
+    if args.public_key is None:
+        raise ValueError("--verify ENVELOPE needs --public-key PUB (the KEY.pub written by amal keygen)")
+    given = [flag for flag, on in (("--sign", args.sign), ("--certificate", args.certificate)) if on]
+    if given or args.no_write:
+        raise ValueError(
+            f"--verify checks an envelope and writes nothing: drop {', '.join(given or ['--no-write'])}"
+        )
+    if args.run_dir is not None and not args.run_dir.is_dir():
+        raise ValueError(f"run directory {args.run_dir} does not exist")
+    envelope = read_json(args.verify, "signed envelope")
+    try:
+        if not isinstance(envelope, dict):
+            raise InvalidEnvelope("not a DSSE envelope: not a JSON object")
+        statement = verify_envelope(envelope, args.public_key)
+        if args.run_dir is not None:
+            beside = _certificate_beside(args.verify)
+            certificate = read_json(beside, "certificate") if beside.is_file() else None
+            differences = statement_mismatches(statement, args.run_dir, certificate)
+            if differences:
+                raise InvalidEnvelope(
+                    f"the signed statement does not match {args.run_dir}: {'; '.join(differences)}"
+                )
+    except InvalidEnvelope as exc:
+        print(f"INVALID: {args.verify}: {exc}")
+        return 1
+    predicate = statement["predicate"]
+    against = f" and matches {args.run_dir}" if args.run_dir is not None else ""
+    print(
+        f"VALID: {args.verify} is signed by {args.public_key}{against} "
+        f"(run head {str(predicate.get('run_head'))[:16]}..., "
+        f"ledger head {str(predicate.get('ledger_head'))[:16]}...)"
+    )
+    return 0
+
+
 def _certify(args: argparse.Namespace) -> int:
     from amal_verified.record.files import CERTIFICATE_FILENAME, write_json_atomic
-    from amal_verified.run.certify import certify_run
+
+    if args.verify is not None:
+        return _verify(args)
+    if args.public_key is not None:
+        raise ValueError("--public-key is for --verify ENVELOPE")
+    if args.run_dir is None:
+        raise ValueError("amal certify needs RUN_DIR (or --verify ENVELOPE --public-key PUB)")
+    if args.sign is not None:
+        if args.no_write:
+            raise ValueError("--sign writes a signed envelope beside the certificate: drop --no-write")
+        from amal_verified.record.signing import signing_key_id
+
+        signing_key_id(args.sign)  # the key is usable: checked before the replay
+    from amal_verified.run.certify import certify_run, run_statement
 
     cert = certify_run(args.run_dir, write=False, progress=not args.quiet)
     verdict = "CERTIFIED" if cert.ok else "NOT CERTIFIED"
@@ -349,15 +468,31 @@ def _certify(args: argparse.Namespace) -> int:
     print(f"{verdict}: {args.run_dir}" + (" — Theorem 1 holds for this run" if cert.ok else ""))
     if not args.no_write and args.run_dir.is_dir():
         target = args.certificate or args.run_dir / CERTIFICATE_FILENAME
+        document = cert.to_json()
+        envelope: dict[str, Any] | None = None
+        if args.sign is not None and cert.ok:
+            from amal_verified.record.signing import sign_statement
+
+            envelope = sign_statement(run_statement(document), args.sign)
+        signed = _signed_path(target)
+        writing = target
         try:
-            write_json_atomic(target, cert.to_json())
+            write_json_atomic(target, document)
+            if envelope is not None:
+                writing = signed
+                write_json_atomic(signed, envelope)
         except OSError as exc:
+            what = "the certificate" if writing == target else "the signed envelope"
             print(
-                f"amal certify: error: cannot write the certificate to {target}: {exc.strerror or exc}; "
+                f"amal certify: error: cannot write {what} to {writing}: {exc.strerror or exc}; "
                 "write it elsewhere with --certificate FILE",
                 file=sys.stderr,
             )
             return 2
+        if envelope is not None:
+            print(f"signed: {signed}")
+        elif args.sign is not None:
+            print(f"not signed: only a CERTIFIED run is signed ({signed} not written)")
     return 0 if cert.ok else 1
 
 
@@ -404,7 +539,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(min(2, torch.get_num_threads()))
         return 0 if run_demo(seed=args.seed) else 1
-    handlers = {"train": _train, "evaluate": _evaluate, "certify": _certify, "audit": _audit}
+    handlers = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "certify": _certify,
+        "keygen": _keygen,
+        "audit": _audit,
+    }
     try:
         if args.command in _TOOLING:
             command = _tooling_commands().get(args.command)
@@ -452,6 +593,7 @@ def _is_input_error(exc: Exception) -> bool:
     for module, name in (
         ("amal_verified.record.checkpoint", "CheckpointError"),
         ("amal_verified.record.ledger", "LedgerError"),
+        ("amal_verified.record.signing", "SigningError"),
     ):
         loaded = sys.modules.get(module)
         if loaded is not None:
@@ -469,4 +611,5 @@ _EXTRA_OF: Final = {
     "pydantic": "rl",
     "hypothesis": "audit",
     "stable_baselines3": "sb3",
+    "cryptography": "sign",
 }

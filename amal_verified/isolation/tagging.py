@@ -1,7 +1,10 @@
 """Tagged data: ``primary()``, ``aux()``, ``label_of()`` and the ``PrimaryData`` / ``AuxData`` types.
 
 ``primary(x, source=...)`` and ``aux(x, source=...)`` label ``x``'s memory with
-its source and return it as a tracked tensor (no copy; the same memory).  From
+its source and return it as a tracked tensor (no copy; the same memory).  ``aux``
+also makes the object ``x`` (and, for a view, its base) tracked in place, so code
+that keeps using what it passed is followed too; ``primary`` does not need to
+(no refusal depends on a primary label) and stays cheap.  From
 then on every value derived from it carries a label, the set of sources it
 depends on (``_dispatch`` holds the per-operation rule, ``_boundary`` the
 module-boundary rule, ``_grad_labels`` the labels of gradients).
@@ -75,6 +78,8 @@ def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
         raise TaggingError("a meta tensor holds no data to tag; tag the real tensor")
     new = Label.of(kind, source)
     ensure_active()
+    if kind is SourceKind.AUX:
+        return _tag_aux(x, new)
     if type(x) is torch.Tensor and store.label_fresh(x, new):
         # A plain tensor over memory that held no label (what a replay buffer's sample() returns).
         if x.requires_grad:  # a differentiable alias: gradients reach x unchanged
@@ -98,6 +103,21 @@ def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
     if x.requires_grad:  # a differentiable alias: gradients reach x unchanged
         return x.as_subclass(TaggedTensor)
     return torch.Tensor._make_subclass(TaggedTensor, x)
+
+
+def _tag_aux(x: torch.Tensor, label: Label) -> TaggedTensor:
+    """Label ``x``'s memory auxiliary and make the objects that own it tracked in place: ``x``
+    itself and, for a view, its base.  Code that goes on using the object it passed (tagging read
+    as an in-place operation) or the buffer a view came from is then followed like the returned
+    tensor; other plain views taken before are the documented limit (their memory keeps the label,
+    which module calls and the gate read)."""
+    store.write_label(x, label)
+    base = x._base
+    if type(base) is torch.Tensor:
+        track_in_place(base)
+    if isinstance(x, TaggedTensor) or track_in_place(x):
+        return cast(TaggedTensor, x)  # track_in_place: a plain tensor is now tracked, the same object
+    return x.as_subclass(TaggedTensor)  # not swappable (a functorch wrapper): a differentiable alias
 
 
 @checked

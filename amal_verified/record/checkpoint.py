@@ -47,12 +47,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import hashlib
 import os
 import pickle
 import secrets
 import shutil
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -276,7 +277,13 @@ def _load_raw(path: Path, shown: Path) -> Any:
 
 
 @checked
-def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any], *, verify: bool = True) -> None:
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    payload: Mapping[str, Any],
+    *,
+    verify: bool = True,
+    before_replace: Callable[[str], object] | None = None,
+) -> None:
     """Atomically replace ``path`` with a checkpoint of ``payload``.
 
     Contract: ``payload`` is first passed through :func:`to_checkpointable`;
@@ -286,6 +293,9 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any], *,
     ``verify``) loaded back with ``weights_only=True``, renamed over ``path``
     with ``os.replace`` and made durable by an fsync of the directory.  On any
     failure the temporary file is removed and ``path`` is untouched.
+
+    ``before_replace``, if given, is called with the SHA-256 (hex) of the complete new file just
+    before the rename (the run seals its checkpoints there); if it raises, nothing is replaced.
     """
     target = Path(path)
     if not isinstance(payload, Mapping):
@@ -306,6 +316,9 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any], *,
             os.fsync(f.fileno())
         if verify:
             _load_raw(tmp, tmp)
+        if before_replace is not None:
+            with open(tmp, "rb") as f:
+                before_replace(hashlib.file_digest(f, "sha256").hexdigest())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

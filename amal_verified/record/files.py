@@ -17,12 +17,14 @@ from amal_verified.record.ledger import canonical_json
 __all__ = [
     "CERTIFICATE_FILENAME",
     "CHECKPOINT_FILENAME",
+    "CHECKPOINT_LOG_FILENAME",
     "CONFIG_FILENAME",
     "DATA_DIRNAME",
     "MANIFEST_FILENAME",
     "METRICS_FILENAME",
     "RUN_DIRECTORY_ENTRIES",
     "RUN_FILENAME",
+    "SIGNED_CERTIFICATE_FILENAME",
     "TENSORBOARD_DIRNAME",
     "UNSAFE_MARKER_FILENAME",
     "read_json",
@@ -35,6 +37,10 @@ CHECKPOINT_FILENAME: Final = "checkpoint.pt"
 DATA_DIRNAME: Final = "data"
 MANIFEST_FILENAME: Final = "manifest.json"
 CERTIFICATE_FILENAME: Final = "certificate.json"
+# The signed statement of ``amal certify --sign`` (a DSSE envelope), beside the certificate.
+SIGNED_CERTIFICATE_FILENAME: Final = "certificate.dsse.json"
+# One seal per checkpoint, chained to the ledger (``amal_verified.record.checkpoint_log``).
+CHECKPOINT_LOG_FILENAME: Final = "checkpoints.jsonl"
 UNSAFE_MARKER_FILENAME: Final = "UNSAFE_MIX"
 # The training logs (written by ``amal_verified.run.logs``).
 METRICS_FILENAME: Final = "metrics.csv"
@@ -47,6 +53,8 @@ RUN_DIRECTORY_ENTRIES: Final = frozenset(
         CHECKPOINT_FILENAME,
         DATA_DIRNAME,
         CERTIFICATE_FILENAME,
+        SIGNED_CERTIFICATE_FILENAME,
+        CHECKPOINT_LOG_FILENAME,
         UNSAFE_MARKER_FILENAME,
         METRICS_FILENAME,
         TENSORBOARD_DIRNAME,

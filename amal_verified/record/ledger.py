@@ -49,7 +49,9 @@ duplicated records, non-monotonic steps, malformed JSON and a partial last
 line are all detected and named by :func:`verify`.  Someone able to rewrite the
 file can recompute every hash from the edit onwards: the chain alone proves
 internal consistency, and an ``expected_head`` held elsewhere (a checkpoint, a
-signed report) is what ties the file to the run.
+signed report) is what ties the file to the run.  A run extends this chain with
+one seal per checkpoint (:mod:`amal_verified.record.checkpoint_log`), whose last
+hash ``amal certify --sign`` signs (:mod:`amal_verified.record.signing`).
 
 Durability and cost
 -------------------

@@ -14,7 +14,9 @@ the checkpoint a run resumes from are dropped and written again by the resumed r
 file missing, changed (SHA-256 differs from the manifest), unreadable, or out of order (ranges not
 contiguous from 0).  The manifest alone is not a trust anchor — someone who rewrites a chunk can
 rewrite the manifest too — but the replay compares every batch digest against the hash-chained
-ledger, so changed data still fail certification, at the first update that sampled a changed row.
+ledger, so changed data still fail certification, at the first update that sampled a changed row; and
+every checkpoint seal (:mod:`~amal_verified.record.checkpoint_log`) records the digest of the chunk
+list, so rows that no update sampled cannot be rewritten either.
 """
 
 from __future__ import annotations

@@ -16,7 +16,19 @@ Checks, each failure named in the result:
 - the ledger verifies (hash chain, order, no edits) and holds at least the records ``run.json``
   says were written (records cut from the end are found);
 - every data chunk matches the manifest (missing, changed, reordered or extra files are named);
-- every replayed update reproduces its record.
+- the number of updates in the ledger is the number the configuration implies for the recorded steps;
+- the checkpoint log (:mod:`~amal_verified.record.checkpoint_log`) verifies and its last seal is the
+  complete run: its step, status, ledger head and count are those of ``run.json`` and of the ledger,
+  its manifest digest is that of ``data/manifest.json`` (primary data rewritten with a consistent
+  manifest are found even where no update sampled them), and its checkpoint digest is the SHA-256 of
+  ``checkpoint.pt``;
+- every replayed update reproduces its record, and the final checkpoint's world model is the one the
+  last update produced.
+
+The certificate names the *run head* (the last seal's hash), which fixes all of the above;
+:func:`run_statement` turns a certificate into the in-toto statement that ``amal certify --sign``
+signs (:mod:`~amal_verified.record.signing`), and :func:`statement_mismatches` compares a signed
+statement with a run directory.
 
 An ``--unsafe-mix`` run is replayed too, and fails at its first update: its world model saw
 auxiliary data, which the primary data alone cannot reproduce.
@@ -48,9 +60,17 @@ from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.buffers import PrimaryBuffer
 from amal_verified.record.checkpoint import CheckpointError, load_checkpoint
+from amal_verified.record.checkpoint_log import (
+    CHECKPOINT_LOG_FILENAME,
+    CheckpointSeal,
+    file_digest,
+    manifest_digest,
+    read_checkpoint_log,
+)
 from amal_verified.record.files import DATA_DIRNAME, MANIFEST_FILENAME, RUN_DIRECTORY_ENTRIES
-from amal_verified.record.ledger import LedgerRecord, state_digest, verify
+from amal_verified.record.ledger import LedgerRecord, VerificationResult, state_digest, verify
 from amal_verified.record.primary_log import load_primary_stream
+from amal_verified.record.signing import PREDICATE_TYPE, STATEMENT_TYPE
 from amal_verified.run.config import (
     CERTIFICATE_FILENAME,
     CHECKPOINT_FILENAME,
@@ -65,7 +85,17 @@ from amal_verified.run.config import (
 )
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec, WorldModelUpdate
 
-__all__ = ["Certificate", "PrimaryReplay", "certify_run", "process_has_run_state"]
+__all__ = [
+    "CERTIFICATE_FORMAT",
+    "Certificate",
+    "PrimaryReplay",
+    "certify_run",
+    "process_has_run_state",
+    "run_statement",
+    "statement_mismatches",
+]
+
+CERTIFICATE_FORMAT: Final = "amal_verified.certificate/3"
 
 # Modules whose presence in the certifying process would mean the replay could have used them.
 FORBIDDEN_MODULES: Final = (
@@ -97,24 +127,39 @@ class Certificate:
     ledger_head: str | None = None
     config_digest: str | None = None
     checked_at: str | None = None
+    run_head: str | None = None
+    checkpoint_digest: str | None = None
+
+    def _relative(self, problem: str) -> str:
+        """``problem`` naming the run directory's files relative to it (``$RUN_DIR`` for the directory
+        itself) when the run directory was given as an absolute path: a certificate names no path of
+        the machine that checked it."""
+        if not os.path.isabs(self.run_dir):
+            return problem
+        return problem.replace(self.run_dir + os.sep, "").replace(self.run_dir, "$RUN_DIR")
 
     def to_json(self) -> dict[str, Any]:
-        """The content of ``certificate.json``: what was checked (the ledger's head and the
-        configuration's digest, which tie it to one run), against what, by which code, when."""
+        """The content of ``certificate.json`` (paths of the run's files relative to the run
+        directory): what was checked (the run head -- the last checkpoint
+        seal, which fixes the ledger head, data manifest, step count, status and checkpoint -- the
+        ledger's head, the checkpoint's SHA-256 and the configuration's digest, which tie it to one
+        run), against what, by which code, when."""
         return {
-            "format": "amal_verified.certificate/2",
+            "format": CERTIFICATE_FORMAT,
             "claim": "Theorem 1 (pathwise isolation): every world-model update of this run is reproduced "
             "bit for bit from the recorded primary data alone",
             "ok": self.ok,
             "verdict": "CERTIFIED" if self.ok else "NOT CERTIFIED",
             "ledger_head": self.ledger_head,
+            "run_head": self.run_head,
+            "checkpoint_digest": self.checkpoint_digest,
             "config_digest": self.config_digest,
             "checked_at": self.checked_at,
             "updates_checked": self.updates_checked,
             "updates_in_ledger": self.updates_in_ledger,
             "primary_transitions": self.primary_transitions,
             "unsafe_mix": self.unsafe_mix,
-            "problems": list(self.problems),
+            "problems": [self._relative(p) for p in self.problems],
             "forbidden_modules_loaded": list(self.forbidden_modules_loaded),
             "seconds": round(self.seconds, 3),
             "environment": dict(self.environment),
@@ -201,6 +246,8 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
     }
     head: str | None = None
     digest: str | None = None
+    run_head: str | None = None
+    checkpoint_digest: str | None = None
     checked_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     try:
         document = read_json(path / CONFIG_FILENAME, "run configuration")
@@ -253,7 +300,12 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
             replayed = _replay(config, spec, stream.tensors, stream.count, result.records, problems, progress)
             if not problems and replayed == in_ledger and in_ledger > 0:
                 problems += _final_model_problems(path, result.records[-1])
-    except (ValueError, KeyError, TypeError) as exc:
+        if status.get("status") == "complete":  # an unfinished run is refused as such above
+            seal_problems, last_seal = _seal_problems(path, config, status, result, stream.count)
+            problems += seal_problems
+            if last_seal is not None and not seal_problems:
+                run_head, checkpoint_digest = last_seal.hash, last_seal.checkpoint_digest
+    except (ValueError, KeyError, TypeError, OSError) as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
@@ -278,6 +330,8 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
         ledger_head=head,
         config_digest=digest,
         checked_at=checked_at,
+        run_head=run_head,
+        checkpoint_digest=checkpoint_digest,
     )
     if write and not loaded and path.is_dir():
         write_json_atomic(path / CERTIFICATE_FILENAME, cert.to_json())
@@ -301,6 +355,136 @@ def _final_model_problems(path: Path, last: LedgerRecord) -> list[str]:
             f"{last.step}) produced: the model a user would deploy from this run was changed"
         ]
     return []
+
+
+def _seal_problems(
+    path: Path,
+    config: TrainConfig,
+    status: Mapping[str, Any],
+    ledger: VerificationResult,
+    transitions: int,
+) -> tuple[list[str], CheckpointSeal | None]:
+    """What the checkpoint log says against the run directory, and its last seal (see the module
+    docstring): the seal binds the step count, status, ledger, data manifest and checkpoint."""
+    if ledger.genesis is None:
+        return [], None  # the ledger's header is broken: already named
+    log = read_checkpoint_log(path, ledger.genesis)
+    problems = list(log.problems)
+    if not log.seals:
+        return problems or [f"{CHECKPOINT_LOG_FILENAME}: holds no seal"], None
+    last = log.seals[-1]
+    name = CHECKPOINT_LOG_FILENAME
+    if (last.status, last.step) != ("complete", config.total_steps):
+        problems.append(
+            f"{name}: the last sealed checkpoint is {last.status!r} at step {last.step}, not the complete "
+            f"run of {config.total_steps} steps (seals cut, or the run is not finished)"
+        )
+    recorded = (
+        status.get("status"),
+        status.get("step"),
+        status.get("ledger_head"),
+        status.get("ledger_count"),
+    )
+    if recorded != (last.status, last.step, last.ledger_head, last.ledger_count):
+        problems.append(
+            f"{RUN_FILENAME}: its status, step, ledger head or count differ from the last sealed checkpoint "
+            f"(seal {last.index}): {RUN_FILENAME} was edited"
+        )
+    count = len(ledger.records)
+    if (last.ledger_head, last.ledger_count) != (ledger.head, count):
+        problems.append(
+            f"ledger.jsonl: holds {count} update(s), the last sealed checkpoint follows {last.ledger_count} "
+            f"(head {last.ledger_head[:16]}...): ledger records were cut, added or replaced"
+        )
+    try:
+        manifest = read_json(path / DATA_DIRNAME / MANIFEST_FILENAME, "primary data manifest")
+        chunks = manifest["chunks"]
+        sealed_data = manifest_digest(chunks) == last.manifest_digest
+    except (ValueError, KeyError, TypeError, AttributeError):
+        sealed_data = False
+    if not sealed_data or transitions != last.primary_transitions:
+        problems.append(
+            f"data/{MANIFEST_FILENAME}: its chunks (files, ranges, SHA-256) are not those sealed at the last "
+            "checkpoint: the recorded primary data were rewritten, added or removed"
+        )
+    checkpoint = path / CHECKPOINT_FILENAME
+    if not checkpoint.is_file():
+        problems.append(f"{CHECKPOINT_FILENAME}: missing")
+    elif file_digest(checkpoint) != last.checkpoint_digest:
+        problems.append(
+            f"{CHECKPOINT_FILENAME}: its SHA-256 is not the one sealed at the last checkpoint: the file was "
+            "changed after it was written (a bit flip, or a changed model)"
+        )
+    return problems, last
+
+
+@checked
+def run_statement(certificate: Mapping[str, Any]) -> dict[str, Any]:
+    """The in-toto Statement v1 that ``amal certify --sign`` signs for a certificate (the content of
+    ``certificate.json``): its subject is the run's checkpoint (SHA-256), its predicate the run head,
+    the ledger head and the certificate itself.  ``ValueError`` for a certificate that is not
+    ``CERTIFIED`` or does not name its run head: only a certified run is signed."""
+    if certificate.get("ok") is not True or not certificate.get("run_head"):
+        raise ValueError("only a CERTIFIED run is signed: this certificate is not (nothing was signed)")
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": CHECKPOINT_FILENAME, "digest": {"sha256": certificate["checkpoint_digest"]}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "run_head": certificate["run_head"],
+            "ledger_head": certificate["ledger_head"],
+            "config_digest": certificate["config_digest"],
+            "certificate": dict(certificate),
+        },
+    }
+
+
+@checked
+def statement_mismatches(
+    statement: Mapping[str, Any], run_dir: str | Path, certificate: Mapping[str, Any] | None = None
+) -> list[str]:
+    """What differs between a signed ``statement`` (:func:`run_statement`) and the run in ``run_dir``
+    as it is now (its ledger head, run head, checkpoint and configuration; no replay), and, if given,
+    ``certificate`` (a certificate file's content).  Empty when they match."""
+    path = Path(run_dir)
+    predicate = statement.get("predicate")
+    if not isinstance(predicate, Mapping):
+        return ["the statement holds no predicate"]
+    found: list[str] = []
+    ledger = verify(path)
+    if not ledger.ok:
+        found.append(f"ledger.jsonl: {ledger.problems[0]}")
+    seals = read_checkpoint_log(path, ledger.genesis) if ledger.genesis is not None else None
+    checkpoint = path / CHECKPOINT_FILENAME
+    try:
+        document = read_json(path / CONFIG_FILENAME, "run configuration")
+        config_digest: str | None = document_digest(document)
+    except ValueError:
+        config_digest = None
+    now = {
+        "ledger_head": ledger.head if ledger.ok else None,
+        "run_head": seals.head if seals is not None and not seals.problems else None,
+        "config_digest": config_digest,
+    }
+    for key, value in now.items():
+        if predicate.get(key) != value:
+            found.append(
+                f"{key}: the run's is {str(value)[:16]}..., the signed statement's "
+                f"{str(predicate.get(key))[:16]}..."
+            )
+    subject = statement.get("subject")
+    sealed = subject[0].get("digest", {}).get("sha256") if isinstance(subject, list) and subject else None
+    actual = file_digest(checkpoint) if checkpoint.is_file() else None
+    if sealed != actual:
+        found.append(f"{CHECKPOINT_FILENAME}: its SHA-256 is not the one in the signed statement")
+    if certificate is not None and dict(certificate) != predicate.get("certificate"):
+        differing = sorted(
+            k
+            for k in {*certificate, *predicate.get("certificate", {})}
+            if certificate.get(k) != predicate.get("certificate", {}).get(k)
+        )
+        found.append(f"certificate: differs from the signed one in {', '.join(differing)}")
+    return found
 
 
 def _unknown_files(path: Path) -> list[str]:

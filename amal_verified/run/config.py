@@ -80,6 +80,7 @@ __all__ = [
     "CHECKPOINT_FILENAME",
     "CONFIG_FILENAME",
     "DATA_DIRNAME",
+    "EXECUTION_FIELDS",
     "MANIFEST_FILENAME",
     "RUN_DOCUMENT_FORMAT",
     "RUN_FILENAME",
@@ -129,6 +130,16 @@ OptimizerName = Literal["adam", "sgd"]
 RUN_DOCUMENT_FORMAT: Final = "amal_verified.run.config/1"
 """The ``format`` of a run's ``config.json`` document."""
 
+EXECUTION_FIELDS: Final[dict[str, Any]] = {
+    "aux_backend": "local",
+    "ray_agents_per_actor": 1,
+    "ray_timeout": 300,
+    "ray_restarts": 2,
+}
+"""Fields that choose where a run executes, never what it computes (a run with the Ray backend is bit
+for bit the in-process run), with their defaults: left out of the configuration digest, and changeable
+when a run resumes."""
+
 # Fields added after the first runs, with their defaults (see TrainConfig.to_json).
 _LATER_FIELDS: Final[dict[str, Any]] = {
     "aux_seed": None,
@@ -136,6 +147,8 @@ _LATER_FIELDS: Final[dict[str, Any]] = {
     "wm_optimizer": "adam",
     "wm_weight_decay": 0.0,
     "wm_full_batch": False,
+    "aux_flush_every": 25,
+    **EXECUTION_FIELDS,
 }
 
 _STRICT: Final = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
@@ -248,6 +261,10 @@ class TrainConfig:
     aux_seed: Annotated[
         int | None, Field(ge=0, description="seed of the auxiliary side's random streams; None: seed")
     ] = None
+    aux_flush_every: Annotated[
+        int,
+        Field(ge=1, description="primary steps between additions of auxiliary transitions to their buffers"),
+    ] = 25  # batching shares the buffers' per-call checks; with aux_backend=ray, chunks end there
     cem_every: Annotated[int, Field(ge=1, description="primary steps between CEM generations")] = 1_000
     cem_beta: Annotated[int | float, Field(ge=0, description="β: CEM fitness weight (Eq. 5)")] = 1.0
     cem_std_floor: Annotated[int | float, Field(gt=0, description="variance floor of the CEM update")] = 0.02
@@ -263,6 +280,20 @@ class TrainConfig:
     log_every: Annotated[int, Field(ge=1, description="primary steps between log rows")] = 500
     checkpoint_every: Annotated[int, Field(ge=1, description="primary steps between checkpoints")] = 5_000
     threads: Annotated[int, Field(ge=1, description="torch intra-op threads")] = 1
+    # --- execution: where the auxiliary environments run (never what the run computes) -------------
+    aux_backend: Annotated[
+        Literal["local", "ray"],
+        Field(description="auxiliary environments in this process (local) or on Ray actors (ray)"),
+    ] = "local"
+    ray_agents_per_actor: Annotated[
+        int, Field(ge=1, description="aux_backend=ray: auxiliary agents whose environments one actor runs")
+    ] = 1
+    ray_timeout: Annotated[
+        int | float, Field(gt=0, description="aux_backend=ray: seconds the run waits for an actor at most")
+    ] = 300
+    ray_restarts: Annotated[
+        int, Field(ge=0, description="aux_backend=ray: replacements of a dead actor before the run stops")
+    ] = 2
 
     def __post_init__(self) -> None:
         """The rules relating fields (each field's own type and bounds are checked before)."""
@@ -292,9 +323,10 @@ class TrainConfig:
     # ------------------------------------------------------------------ serialisation
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field.  Fields added after the first runs (``aux_seed`` and the
-        ``wm_*`` learner options) are left out while they hold their defaults, so the documents and
-        digests of configurations written before they existed are unchanged."""
+        """A JSON-ready dict of every field.  Fields added after the first runs (``aux_seed``, the
+        ``wm_*`` learner options and the :data:`EXECUTION_FIELDS`) are left out while they hold their
+        defaults, so the documents and digests of configurations written before they existed are
+        unchanged."""
         document = asdict(self)
         for name, default in _LATER_FIELDS.items():
             if document[name] == default:
@@ -522,10 +554,12 @@ def updates_completed_by(config: TrainConfig, primary_count: int) -> int:
 def document_digest(document: Mapping[str, Any]) -> str:
     """The ledger header's ``config_digest`` of a ``config.json`` document.
 
-    Covers everything except ``train.total_steps``: the run's length decides how many world-model
-    updates happen, never what any of them computes, and a resumed run may be extended.
+    Covers everything except ``train.total_steps`` and the :data:`EXECUTION_FIELDS`: the run's length
+    decides how many world-model updates happen, never what any of them computes, and a resumed run
+    may be extended; where the auxiliary environments run changes no value of the run.
     """
-    train = {k: v for k, v in document.get("train", {}).items() if k != "total_steps"}
+    left_out = {"total_steps", *EXECUTION_FIELDS}
+    train = {k: v for k, v in document.get("train", {}).items() if k not in left_out}
     from amal_verified.record.ledger import config_digest
 
     return config_digest({**document, "train": train})

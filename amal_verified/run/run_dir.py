@@ -3,8 +3,10 @@
 What it holds (file names in :mod:`amal_verified.run.config`): ``config.json`` (the run's
 configuration document, whose digest the ledger's header carries), ``ledger.jsonl`` (one hash-chained
 record per world-model update), ``data/`` (the primary transitions, :mod:`~amal_verified.record.primary_log`),
-``checkpoint.pt``, ``run.json`` (status and counts), ``metrics.csv`` and TensorBoard files (written by
-:mod:`~amal_verified.run.logs`) and, for the ``--unsafe-mix`` ablation, a marker file.
+``checkpoint.pt``, ``checkpoints.jsonl`` (one seal per checkpoint, chained to the ledger:
+:mod:`~amal_verified.record.checkpoint_log`), ``run.json`` (status and counts), ``metrics.csv`` and
+TensorBoard files (written by :mod:`~amal_verified.run.logs`) and, for the ``--unsafe-mix``
+ablation, a marker file.
 
 Contracts:
 
@@ -14,7 +16,10 @@ Contracts:
   directory behind (at most the hidden one), and every run directory can be resumed.
 - :meth:`RunDirectory.save_checkpoint` flushes the primary data and syncs the ledger *before* it
   atomically replaces ``checkpoint.pt``: a checkpoint never refers to data or ledger records that are
-  not on disk.
+  not on disk.  The new checkpoint file is sealed (its SHA-256, step, status, ledger head and data
+  manifest digest appended to ``checkpoints.jsonl``) before it replaces the previous one.
+- :meth:`RunDirectory.read_for_resume` loads only a checkpoint whose SHA-256 a seal records
+  (:func:`sealed_checkpoint`): a checkpoint changed on disk is refused in one line.
 - :meth:`RunDirectory.open_for_resume` checks ``config.json`` against the ledger's header and the
   checkpoint's ledger head against the ledger before anything is changed; the records written after
   the checkpoint are kept to be recomputed, and :meth:`record_update` refuses a recomputation that
@@ -38,6 +43,14 @@ import torch
 
 from amal_verified._version import __version__
 from amal_verified.record.checkpoint import load_checkpoint, save_checkpoint
+from amal_verified.record.checkpoint_log import (
+    CHECKPOINT_LOG_FILENAME,
+    CheckpointLog,
+    CheckpointSeal,
+    file_digest,
+    manifest_digest,
+    read_checkpoint_log,
+)
 from amal_verified.record.ledger import Ledger, LedgerRecord, RunHeader, verify
 from amal_verified.record.primary_log import PrimaryDataLog
 from amal_verified.run.config import (
@@ -52,9 +65,10 @@ from amal_verified.run.config import (
     write_json_atomic,
 )
 
-__all__ = ["CHECKPOINT_FORMAT", "DeterminismError", "RunDirectory"]
+__all__ = ["CHECKPOINT_FORMAT", "DeterminismError", "RunDirectory", "sealed_checkpoint"]
 
-CHECKPOINT_FORMAT: Final = 1
+# 2: every checkpoint is sealed in checkpoints.jsonl (format 1 runs had no seals: refused, named).
+CHECKPOINT_FORMAT: Final = 2
 _UNSAFE_TEXT: Final = (
     "This run is the --unsafe-mix ablation (the paper's 'standard MARL' baseline): its world model was\n"
     "trained on primary AND auxiliary data without the gate. It is for comparison only and cannot be\n"
@@ -72,12 +86,18 @@ class RunDirectory:
     """The files of one run.  Build it with :meth:`create` or :meth:`open_for_resume`."""
 
     def __init__(
-        self, path: Path, document: dict[str, Any], ledger: Ledger, data_log: PrimaryDataLog
+        self,
+        path: Path,
+        document: dict[str, Any],
+        ledger: Ledger,
+        data_log: PrimaryDataLog,
+        seals: CheckpointLog,
     ) -> None:
         self.path: Final = path
         self.document: Final = document
         self.ledger = ledger
         self.data_log = data_log
+        self.seals = seals
         self.checkpoint_step: int | None = None
         self._redo: dict[int, LedgerRecord] = {}
 
@@ -126,7 +146,8 @@ class RunDirectory:
             digest = document_digest(document)
             header = RunHeader(digest[:16], seed, digest, __version__, str(torch.__version__))
             ledger = Ledger.create(path, header, sync_every=_LEDGER_SYNC_EVERY)
-            return cls(path, document, ledger, PrimaryDataLog(path))
+            seals = CheckpointLog.open(path, ledger.genesis)
+            return cls(path, document, ledger, PrimaryDataLog(path), seals)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
@@ -160,9 +181,11 @@ class RunDirectory:
                 f"{path / CONFIG_FILENAME} does not match the configuration digest in the run's ledger: it "
                 "was edited after the run started; restore it (only the run length may change, with --steps)"
             )
+        seal = sealed_checkpoint(path, header.genesis)
         state = load_checkpoint(path / CHECKPOINT_FILENAME)
         if not isinstance(state.get("step"), int):
             raise ValueError(f"{path / CHECKPOINT_FILENAME} is not a trainer checkpoint")
+        _check_sealed_state(path, seal, state)
         if total_steps is not None and total_steps < state["step"]:
             raise ValueError(f"total_steps={total_steps} is below the checkpoint's step {state['step']}")
         return config, state
@@ -178,18 +201,20 @@ class RunDirectory:
         """
         path = Path(path)
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {state.get('format')!r} is not supported")
+            raise ValueError(_format_refusal(path, state))
         if state["config"]["world_model"] != document["world_model"]:
             raise ValueError("the checkpoint belongs to a different run configuration")
         ledger = Ledger.open(path, repair_partial_tail=True, sync_every=_LEDGER_SYNC_EVERY)
         try:
+            seals = CheckpointLog.open(path, ledger.genesis, repair_partial_tail=True)
             records = ledger.records()
             count, head = int(state["ledger"]["count"]), state["ledger"]["head"]
             if count > len(records) or (records[count - 1].hash if count else ledger.genesis) != head:
                 raise ValueError(
                     "the ledger does not contain the checkpoint's head record: it was cut or replaced"
                 )
-            run_dir = cls(path, document, ledger, PrimaryDataLog(path, manifest=list(state["data_manifest"])))
+            data_log = PrimaryDataLog(path, manifest=list(state["data_manifest"]))
+            run_dir = cls(path, document, ledger, data_log, seals)
             run_dir.checkpoint_step = int(state["step"])
         except BaseException:
             ledger.close()
@@ -226,21 +251,36 @@ class RunDirectory:
                 "record: the run is not reproducible on this machine (thread count, library versions?)"
             )
 
-    def save_checkpoint(self, step: int, run_state: Mapping[str, Any]) -> None:
+    def save_checkpoint(self, step: int, run_state: Mapping[str, Any], *, status: str = "running") -> None:
         """Flush the primary data, sync the ledger, then atomically replace ``checkpoint.pt`` with the
-        run's state at ``step`` and what it refers to (ledger head, data manifest)."""
+        run's state at ``step`` and what it refers to (ledger head, data manifest), sealed first in
+        ``checkpoints.jsonl`` with ``status`` (``running``, ``interrupted`` or ``complete``)."""
         self.data_log.flush()
         self.ledger.sync()
+        head, count = self.ledger.head, len(self.ledger.records())
+        manifest = self.data_log.manifest
+
+        def seal(digest: str) -> None:
+            self.seals.append(
+                step=step,
+                status=status,
+                ledger_head=head,
+                ledger_count=count,
+                manifest=manifest,
+                primary_transitions=self.data_log.flushed,
+                checkpoint_digest=digest,
+            )
+
         payload = {
             "format": CHECKPOINT_FORMAT,
             "amal_verified_version": __version__,
             "config": self.document,
             "step": step,
-            "ledger": {"head": self.ledger.head, "count": len(self.ledger.records())},
-            "data_manifest": self.data_log.manifest,
+            "ledger": {"head": head, "count": count},
+            "data_manifest": manifest,
             **run_state,
         }
-        save_checkpoint(self.path / CHECKPOINT_FILENAME, payload)
+        save_checkpoint(self.path / CHECKPOINT_FILENAME, payload, before_replace=seal)
         self.checkpoint_step = step
 
     def write_status(
@@ -281,3 +321,58 @@ class RunDirectory:
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def sealed_checkpoint(path: str | Path, genesis: str) -> CheckpointSeal:
+    """The seal of the run's ``checkpoint.pt``: the seal in ``checkpoints.jsonl`` (verified against the
+    ledger's ``genesis``; an incomplete last line is ignored) that records the file's SHA-256.
+
+    ``ValueError`` (one line, naming the file and what to do) if the log is missing or damaged, or if
+    no seal records the checkpoint's digest: the file was changed after it was written.
+    """
+    path = Path(path)
+    checkpoint = path / CHECKPOINT_FILENAME
+    if not checkpoint.is_file():
+        raise ValueError(f"no checkpoint at {checkpoint}")
+    log = read_checkpoint_log(path, genesis)
+    if not log.path.exists():
+        state: Mapping[str, Any] = {"format": CHECKPOINT_FORMAT}
+        with contextlib.suppress(Exception):
+            state = load_checkpoint(checkpoint, restore=False)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(_format_refusal(path, state))
+        raise ValueError(f"{path}: {log.problems[0]}")
+    if log.problems and not (log.partial_tail and len(log.problems) == 1):
+        raise ValueError(f"{path}: {log.problems[0]}")
+    seal = log.sealing(file_digest(checkpoint))
+    if seal is None:
+        raise ValueError(
+            f"{checkpoint}: its SHA-256 is recorded by no seal in {CHECKPOINT_LOG_FILENAME}: the file was "
+            "changed after it was written (a bit flip or an edit); restore it from a copy"
+        )
+    return seal
+
+
+def _check_sealed_state(path: Path, seal: CheckpointSeal, state: Mapping[str, Any]) -> None:
+    """A sealed checkpoint's content agrees with its seal (step, ledger head and count, manifest)."""
+    ledger = state.get("ledger")
+    manifest = state.get("data_manifest")
+    if (
+        state.get("step") != seal.step
+        or not isinstance(ledger, Mapping)
+        or (ledger.get("head"), ledger.get("count")) != (seal.ledger_head, seal.ledger_count)
+        or not isinstance(manifest, list)
+        or manifest_digest(manifest) != seal.manifest_digest
+    ):
+        raise ValueError(
+            f"{path / CHECKPOINT_FILENAME} disagrees with its seal {seal.index} in {CHECKPOINT_LOG_FILENAME} "
+            "(step, ledger head or data manifest): the run directory was edited; restore it from a copy"
+        )
+
+
+def _format_refusal(path: Path, state: Mapping[str, Any]) -> str:
+    return (
+        f"{path / CHECKPOINT_FILENAME}: checkpoint format {state.get('format')!r} is not supported: this "
+        f"version resumes and certifies checkpoint format {CHECKPOINT_FORMAT} (checkpoints sealed in "
+        f"{CHECKPOINT_LOG_FILENAME}); train the run again with this version"
+    )

@@ -15,7 +15,9 @@ The Python API of a run, from a script or a notebook::
     action = policy.act(obs)                          # int (Discrete) or float32 array (Box)
 
 :func:`load_policy` reads ``config.json`` and the policy's part of ``checkpoint.pt`` (the latest
-checkpoint of the run, complete or not; :attr:`TrainedPolicy.step` says which step).  It builds no
+checkpoint of the run, complete or not; :attr:`TrainedPolicy.step` says which step), only if a seal
+of the run's ``checkpoints.jsonl`` records the file's SHA-256: a checkpoint changed after the run
+wrote it is refused.  It builds no
 environment, world model or auxiliary agent: the action space comes from the checkpointed policy's
 own configuration.  A missing or unreadable run directory is refused with a one-line ``ValueError``.
 """
@@ -35,7 +37,9 @@ from amal_verified.agents.sac import SACAgent
 from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.record.checkpoint import CheckpointError, load_checkpoint
+from amal_verified.record.ledger import LEDGER_FILENAME, verify
 from amal_verified.run.config import CHECKPOINT_FILENAME, CONFIG_FILENAME, TrainConfig, read_json
+from amal_verified.run.run_dir import sealed_checkpoint
 
 __all__ = ["Observation", "TrainedPolicy", "load_policy"]
 
@@ -141,7 +145,8 @@ def load_policy(run_dir: str | Path, *, seed: int = 0) -> TrainedPolicy:
 
 
 def read_run_checkpoint(path: Path, *, restore: bool = False) -> tuple[TrainConfig, dict[str, Any]]:
-    """The run's configuration and its checkpoint's content; ``ValueError`` (one line) if unreadable.
+    """The run's configuration and its checkpoint's content; ``ValueError`` (one line) if unreadable,
+    or if no seal of the run's checkpoint log records the checkpoint's SHA-256 (changed on disk).
 
     ``restore`` restores tagged tensors (see :func:`~amal_verified.record.checkpoint.load_checkpoint`);
     the policy's state holds none, so :func:`load_policy` reads without it and switches no tracking on.
@@ -167,6 +172,10 @@ def read_run_checkpoint(path: Path, *, restore: bool = False) -> tuple[TrainConf
         raise ValueError(f"{checkpoint} is not a readable checkpoint ({exc})") from None
     if not isinstance(state.get("policy"), Mapping) or not isinstance(state.get("step"), int):
         raise ValueError(f"{checkpoint} holds no policy state: it is not a checkpoint of an `amal train` run")
+    header = verify(path).header
+    if header is None:
+        raise ValueError(f"{path / LEDGER_FILENAME} has no valid run header: {path} is not an intact run")
+    sealed_checkpoint(path, header.genesis)
     return config, state
 
 

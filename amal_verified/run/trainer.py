@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import gymnasium as gym
 import numpy as np
@@ -48,12 +48,15 @@ from amal_verified.envs import TaskInfo, make_env, task_info
 from amal_verified.isolation.buffers import PrimaryBuffer
 from amal_verified.isolation.escapes import declassify
 from amal_verified.isolation.tagging import primary
-from amal_verified.run.config import TrainConfig
+from amal_verified.run.config import EXECUTION_FIELDS, TrainConfig
 from amal_verified.run.logs import RunLogger
 from amal_verified.run.run_dir import DeterminismError, RunDirectory
 from amal_verified.run.stop_signals import RunInterrupted, StopSignals
 from amal_verified.world_model.ensemble import DEFAULT_DECODER, DEFAULT_ENCODER, DEFAULT_GRU_HIDDEN
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
+
+if TYPE_CHECKING:
+    from amal_verified.agents.ray_population import RayAuxPopulation
 
 __all__ = [
     "DeterminismError",
@@ -160,18 +163,34 @@ class Trainer:
         self.primary_bonus: Final = torch.zeros(config.buffer_size)
         self._recent: list[tuple[Any, Any]] = []  # (obs, action) collected since the last bonus pass
         aux_streams = streams if config.aux_seed is None else RunStreams(config.aux_seed)
-        self.aux: Final = AuxPopulation(
-            task,
-            aux_streams,
-            num_agents=config.num_aux_agents,
-            population=config.cem_population,
-            elite_fraction=config.cem_elite_fraction,
-            std_floor=config.cem_std_floor,
-            beta=config.cem_beta,
-            hidden=config.aux_hidden,
-            buffer_size=config.aux_buffer_size,
-            obs_noise=config.aux_obs_noise,
-        )
+        aux_settings: dict[str, Any] = {
+            "num_agents": config.num_aux_agents,
+            "population": config.cem_population,
+            "elite_fraction": config.cem_elite_fraction,
+            "std_floor": config.cem_std_floor,
+            "beta": config.cem_beta,
+            "hidden": config.aux_hidden,
+            "buffer_size": config.aux_buffer_size,
+            "obs_noise": config.aux_obs_noise,
+            "flush_every": config.aux_flush_every,
+        }
+        self.aux: AuxPopulation | RayAuxPopulation
+        if config.aux_backend == "ray":
+            from amal_verified.agents.ray_population import RayAuxPopulation
+
+            self.aux = RayAuxPopulation(
+                task,
+                aux_streams,
+                **aux_settings,
+                clock=lambda: self.step,
+                boundary=self._aux_reads_due,
+                agents_per_actor=config.ray_agents_per_actor,
+                timeout=config.ray_timeout,
+                restarts=config.ray_restarts,
+                threads=config.threads,
+            )
+        else:
+            self.aux = AuxPopulation(task, aux_streams, **aux_settings)
         self.imagined: Final = ImaginedBuffer(
             config.rollout_batch * config.rollout_length * config.imagined_rounds_kept,
             task.obs_dim,
@@ -211,30 +230,54 @@ class Trainer:
 
         def initialise(files: RunDirectory) -> None:
             files.write_config(unsafe_mix=config.unsafe_mix)
-            cls(config, files, progress=False).save_checkpoint()
+            # The step-0 checkpoint is the same whichever backend runs the auxiliary environments.
+            local = TrainConfig.from_json({**config.to_json(), "aux_backend": "local"})
+            cls(local, files, progress=False).save_checkpoint()
 
         path = RunDirectory.prepare(run_dir, document, config.seed, initialise)
         return cls.resume(path, progress=progress)
 
     @classmethod
     def resume(
-        cls, run_dir: str | Path, *, progress: bool = False, total_steps: int | None = None
+        cls,
+        run_dir: str | Path,
+        *,
+        progress: bool = False,
+        total_steps: int | None = None,
+        execution: Mapping[str, Any] | None = None,
     ) -> Trainer:
         """Continue the run in ``run_dir`` from its checkpoint, bit for bit as if uninterrupted.
 
         ``total_steps`` may extend (never shorten below the checkpoint) the run's length.
+        ``execution`` may change :data:`~amal_verified.run.config.EXECUTION_FIELDS` (e.g.
+        ``{"aux_backend": "ray"}``: checkpoints are the same for both backends); the run's
+        ``config.json`` then records them for later resumptions.
         """
         config, state = RunDirectory.read_for_resume(run_dir, total_steps)
+        changed = dict(execution or {})
+        unknown = sorted(set(changed) - set(EXECUTION_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"only the execution fields {sorted(EXECUTION_FIELDS)} may change when a run resumes, "
+                f"got {unknown}"
+            )
+        if changed:
+            config = TrainConfig.from_json({**config.to_json(), **changed})
         document = run_config_document(config, world_model_spec(config, task_info(config.env_id)))
         files = RunDirectory.open_for_resume(run_dir, document, state)
         try:
             trainer = cls(config, files, progress=progress)
-            trainer.load_state_dict(state)
         except BaseException:
             files.close()
             raise
+        try:
+            trainer.load_state_dict(state)
+        except BaseException:
+            trainer.aux.close()
+            files.close()
+            raise
         trainer._open_logs(trainer.step)
-        if total_steps is not None:
+        if total_steps is not None or changed:
             files.rewrite_config()
         return trainer
 
@@ -253,6 +296,10 @@ class Trainer:
         """
         with StopSignals() as stop:
             try:
+                if self.step >= self.config.total_steps:
+                    # Resumed from the final checkpoint of a process stopped before it marked the run
+                    # complete: that checkpoint was sealed as complete; say so in run.json too.
+                    self._write_status("complete")
                 while self.step < self.config.total_steps:
                     self.train_step()
                     if after_step is not None:
@@ -267,6 +314,7 @@ class Trainer:
                 self.files.keep_evidence_of_failure(status, **self._counts())
                 raise
             finally:
+                self.aux.close()
                 self.logger.close()
                 self.files.close()
         return dict(self._metrics)
@@ -299,6 +347,17 @@ class Trainer:
             self.logger.advance(n)
         if n % cfg.checkpoint_every == 0 or n == cfg.total_steps:
             self.save_checkpoint(complete=n == cfg.total_steps)
+
+    def _aux_reads_due(self, step: int) -> bool:
+        """Whether the trainer reads the auxiliary population's state after primary step ``step``
+        (beyond its buffers): a CEM generation, a log row or a checkpoint is due."""
+        cfg = self.config
+        return (
+            (step >= cfg.learning_starts and step % cfg.cem_every == 0)
+            or step % cfg.log_every == 0
+            or step % cfg.checkpoint_every == 0
+            or step >= cfg.total_steps
+        )
 
     def _collect_primary(self) -> None:
         obs = torch.as_tensor(self.env.obs, dtype=torch.float32).unsqueeze(0)
@@ -435,8 +494,9 @@ class Trainer:
     def save_checkpoint(self, *, complete: bool = False, interrupted: bool = False) -> None:
         """Checkpoint the run (primary data and ledger first, see :class:`RunDirectory`) and mark it
         ``complete``, ``interrupted`` or ``running``."""
-        self.files.save_checkpoint(self.step, self.state_dict())
-        self._write_status("complete" if complete else "interrupted" if interrupted else "running")
+        status = "complete" if complete else "interrupted" if interrupted else "running"
+        self.files.save_checkpoint(self.step, self.state_dict(), status=status)
+        self._write_status(status)
 
     def _counts(self) -> dict[str, Any]:
         return {

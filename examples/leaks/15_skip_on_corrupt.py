@@ -59,9 +59,10 @@ def run(primary: PrimaryInput, aux: AuxInput, amal: Amal) -> nn.Module:
     value = ValueHead(streams.init)
     value_opt = torch.optim.Adam(value.parameters(), lr=LR)
     for _ in range(STEPS):
-        if not all(is_finite(agent) for agent in aux):
+        arrived = [{field: v.clone() for field, v in agent.items()} for agent in aux]  # this round's delivery
+        if not all(is_finite(agent) for agent in arrived):
             continue  # leak: the world-model update of this round is skipped with the auxiliary data
-        agents = tag_aux(amal, aux)
+        agents = tag_aux(amal, arrived)
         v_obs = torch.cat([data.obs, *(a.obs for a in agents)])
         v_reward = torch.cat([data.reward, *(a.reward for a in agents)])
         value_step(value, value_opt, v_obs, v_reward, batch_indices(streams.policy, len(v_obs)))

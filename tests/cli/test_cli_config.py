@@ -125,11 +125,25 @@ def test_the_file_then_flags_and_set(capsys: pytest.CaptureFixture[str], tmp_pat
 
 
 def test_resume_takes_no_configuration(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    message = _error_line(capsys, "--resume", "--out", str(tmp_path), "--set", "seed=1", "--seed", "2")
-    assert message == (
-        "--resume continues the run as it was configured; drop --set, --seed (only --steps may change, "
-        "to extend the run)"
+    message = _error_line(
+        capsys,
+        "--resume",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "seed=1",
+        "--set",
+        "aux_backend=ray",
+        "--seed",
+        "2",
     )
+    assert message == (
+        "--resume continues the run as it was configured; drop --set seed, --seed (only --steps may change, "
+        "to extend the run, and --set of the execution fields aux_backend, ray_agents_per_actor, "
+        "ray_timeout, ray_restarts)"
+    )
+    message = _error_line(capsys, "--resume", "--out", str(tmp_path), "--set", "aux_backend=spark")
+    assert message == "--set aux_backend=spark: aux_backend must be 'local' or 'ray', got 'spark'"
 
 
 def test_out_is_required_to_train(capsys: pytest.CaptureFixture[str]) -> None:

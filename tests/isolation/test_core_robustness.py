@@ -662,3 +662,47 @@ def test_a_model_called_on_primary_rows_inside_a_call_on_mixed_data_is_tracked_o
     agent(torch.cat([prim(4, 3), auxd(2, 3)]), 4).backward()
     assert av.label_of(agent.policy.weight.grad).has_aux
     opt.step()  # the world model saw primary rows only
+
+
+# -- aux() read as an in-place operation ----------------------------------------------------------
+
+
+def test_aux_makes_the_tensor_it_tags_tracked_in_place() -> None:
+    x = torch.randn(4, 3)
+    returned = av.aux(x, source="aux-1")
+    assert returned is x and isinstance(x, av.AuxData)
+    assert av.label_of(x * 2.0) is A  # arithmetic on the object itself is followed
+
+
+def test_aux_of_a_view_makes_the_viewed_tensor_tracked() -> None:
+    buffer = torch.zeros(4, 3)
+    av.aux(buffer[2:], source="aux-1")
+    assert isinstance(buffer, av.TaggedTensor)
+    assert av.label_of(buffer[:2]).is_empty  # the other rows keep their own (empty) label
+    assert av.label_of(buffer.sum(0)) is A
+
+
+def test_aux_of_a_leaf_that_requires_grad_keeps_it_a_leaf_with_its_gradient() -> None:
+    w = torch.randn(3, requires_grad=True)
+    av.aux(w, source="aux-1")
+    assert w.is_leaf and w.requires_grad and isinstance(w, av.AuxData)
+    (w * 2.0).sum().backward()
+    assert w.grad is not None and torch.equal(plain_values(w.grad), torch.full((3,), 2.0))
+
+
+def test_primary_leaves_the_tensor_it_tags_plain() -> None:
+    x = torch.randn(4, 3)
+    returned = av.primary(x, source="real-env")
+    assert type(x) is torch.Tensor and returned is not x and av.label_of(x) is P
+
+
+def test_world_model_trained_on_the_tagged_object_is_refused() -> None:
+    features = torch.randn(4, 3)
+    av.aux(features, source="aux-1")  # the returned tensor is not kept
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    wm(features * 0.5).pow(2).mean().backward()
+    before = [p.detach().clone() for p in wm.parameters()]
+    with pytest.raises(av.IsolationViolation):
+        opt.step()
+    assert all(torch.equal(b, p.detach()) for b, p in zip(before, wm.parameters(), strict=True))

@@ -22,6 +22,7 @@ OPTIONAL = (
     "rich",
     "hypothesis",
     "stable_baselines3",
+    "ray",
     "amal_tools",
 )
 
@@ -110,7 +111,16 @@ def test_a_fresh_virtual_environment_with_the_core_install_only(tmp_path: Path) 
         check=True,
         env=env,
     ).stdout.lower()
-    for name in ("gymnasium", "mujoco", "minigrid", "tensorboard", "rich", "hypothesis", "stable-baselines3"):
+    for name in (
+        "gymnasium",
+        "mujoco",
+        "minigrid",
+        "tensorboard",
+        "rich",
+        "hypothesis",
+        "stable-baselines3",
+        "ray",
+    ):
         assert f"\n{name}==" not in f"\n{listed}", f"{name} was installed with the core"
     done = subprocess.run(
         [str(venv / "bin" / "python"), "-c", CORE_USE.format(optional=OPTIONAL)],

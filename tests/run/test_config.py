@@ -13,6 +13,7 @@ from typing import Any, get_args
 import pytest
 
 from amal_verified.run.config import (
+    EXECUTION_FIELDS,
     RUN_DOCUMENT_FORMAT,
     ModelName,
     OptimizerName,
@@ -89,7 +90,7 @@ def test_rules_relating_fields_keep_their_messages() -> None:
 def test_it_stays_a_frozen_dataclass() -> None:
     config = TrainConfig(env_id="Pendulum-v1", seed=3)
     names = [f.name for f in dataclasses.fields(TrainConfig)]
-    assert names[:3] == ["env_id", "total_steps", "seed"] and len(names) == 47
+    assert names[:3] == ["env_id", "total_steps", "seed"] and len(names) == 52
     assert dataclasses.asdict(config)["env_id"] == "Pendulum-v1"
     assert dataclasses.replace(config, seed=4).seed == 4
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
@@ -115,10 +116,29 @@ def test_numbers_are_kept_as_written_so_documents_and_digests_round_trip() -> No
 
 def test_documents_without_the_later_fields_still_load() -> None:
     old = {k: v for k, v in dataclasses.asdict(TrainConfig()).items()}
-    for name in ("aux_seed", "wm_model", "wm_optimizer", "wm_weight_decay", "wm_full_batch"):
+    for name in (
+        "aux_seed",
+        "wm_model",
+        "wm_optimizer",
+        "wm_weight_decay",
+        "wm_full_batch",
+        "aux_flush_every",
+        *EXECUTION_FIELDS,
+    ):
         del old[name]
     assert TrainConfig.from_json(old) == TrainConfig()
     assert TrainConfig().to_json() == old  # and defaults still leave them out
+
+
+def test_execution_fields_change_no_digest() -> None:
+    document = {"format": RUN_DOCUMENT_FORMAT, "train": TrainConfig().to_json(), "world_model": {}}
+    ray = TrainConfig(aux_backend="ray", ray_agents_per_actor=4, ray_timeout=5, ray_restarts=0).to_json()
+    assert ray["aux_backend"] == "ray" and ray["ray_timeout"] == 5
+    assert document_digest({**document, "train": ray}) == document_digest(document)
+    assert document_digest({**document, "train": TrainConfig(seed=1).to_json()}) != document_digest(document)
+    assert parse_field("aux_backend", "ray") == "ray"
+    with pytest.raises(ValueError, match="aux_backend must be 'local' or 'ray', got 'spark'"):
+        parse_field("aux_backend", "spark")
 
 
 def test_the_model_and_optimizer_names_are_the_learners() -> None:

@@ -76,6 +76,8 @@ def test_a_signal_stops_the_run_at_a_safe_point_and_it_resumes(
     status = _status(run_dir)
     assert (status["status"], status["step"], status["checkpoint_step"]) == ("interrupted", step, step)
     assert load_checkpoint(run_dir / "checkpoint.pt", restore=False)["step"] == step
+    seal = json.loads((run_dir / "checkpoints.jsonl").read_text().splitlines()[-1])
+    assert (seal["status"], seal["step"]) == ("interrupted", step)  # the checkpoint is sealed as such
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     _resumes_to_the_reference(run_dir, reference)
 

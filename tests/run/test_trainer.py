@@ -495,7 +495,7 @@ def test_the_certificate_names_the_run_and_the_code_it_checked(reference_run: Pa
     done = amal("certify", str(run_dir), "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     certificate = json.loads((run_dir / "certificate.json").read_text())
-    assert certificate["format"] == "amal_verified.certificate/2" and certificate["ok"] is True
+    assert certificate["format"] == "amal_verified.certificate/3" and certificate["ok"] is True
     assert (
         certificate["ledger_head"]
         == verify(run_dir).head

@@ -187,9 +187,11 @@ def test_verdicts_follow_the_methods(quick_report: tuple[Path, dict]) -> None:
     assert [c["verdict"] for c in sorting["checks"]] == ["tested", "not checked"]
     assert report["summary"] == {
         "proved": 2,
+        "proved (Coq)": 0,
         "tested": 0,
         "violated": 1,
         "paper claim refuted": 1,
+        "paper claim refuted (statistical)": 0,
         "not checked": 1,
     }
 
@@ -269,6 +271,12 @@ def test_full_report_runs_the_timing_check_and_plots_its_evidence(tmp_path: Path
     assert [p["evidence"] for p in outcome.report["plots"]] == ["proposition3_costs"]
     assert (root / "full" / "plots" / "proposition3_costs.png").stat().st_size > 1000
     assert outcome.report["settings"]["hypothesis_profile"] == "audit"
+    # each plot sits in the section of the obligation whose evidence it draws, not at the end
+    md = (root / "full" / "report.md").read_text()
+    html = (root / "full" / "report.html").read_text()
+    assert md.index("## sorting") < md.index("](plots/proposition3_costs.png)") < md.index("## Reproduce")
+    assert "## Other plots" not in md and "Other plots" not in html
+    assert html.index('id="sorting"') < html.index("data:image/png;base64,") < html.index("<h2>Reproduce")
 
 
 def test_existing_output_and_unknown_ids_are_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -308,6 +316,10 @@ def test_obligations_validate_their_fields() -> None:
         Check("c", Method.CROSSHAIR, "pkg.mod.f", quick=False)
     with pytest.raises(ValueError, match="same name"):
         Obligation("ok", "t", "p", "c", (), Kind.CLAIM, (check, check))
+    with pytest.raises(ValueError, match=r"proofs/coq/<File>\.v:<theorem>"):
+        Check("c", Method.COQ, "proofs/coq/Theorem2.v")
+    with pytest.raises(ValueError, match="only a coq check accepts axioms"):
+        Check("c", Method.SMT, "proofs/x.py:f", axioms=("Classical_Prop.classic",))
 
 
 @pytest.mark.parametrize(
@@ -320,12 +332,37 @@ def test_obligations_validate_their_fields() -> None:
         (Kind.REFUTATION, [Verdict.PROVED, Verdict.REFUTED], Verdict.REFUTED),
         (Kind.REFUTATION, [Verdict.TESTED], Verdict.VIOLATED),  # nothing exhibited a counterexample
         (Kind.REFUTATION, [Verdict.REFUTED, Verdict.VIOLATED], Verdict.VIOLATED),
+        (Kind.CLAIM, [Verdict.PROVED_COQ, Verdict.PROVED_COQ], Verdict.PROVED_COQ),
+        (Kind.CLAIM, [Verdict.PROVED, Verdict.PROVED_COQ], Verdict.PROVED),
+        (Kind.CLAIM, [Verdict.PROVED_COQ, Verdict.TESTED], Verdict.TESTED),
+        (Kind.CLAIM, [Verdict.PROVED_COQ, Verdict.NOT_CHECKED], Verdict.NOT_CHECKED),
+        (Kind.REFUTATION, [Verdict.PROVED_COQ, Verdict.TESTED], Verdict.REFUTED),  # a Coq refutation
+        (Kind.REFUTATION, [Verdict.PROVED_COQ, Verdict.NOT_CHECKED], Verdict.NOT_CHECKED),
+        (Kind.REFUTATION, [Verdict.REFUTED_STATISTICAL, Verdict.TESTED], Verdict.REFUTED_STATISTICAL),
+        (Kind.REFUTATION, [Verdict.REFUTED_STATISTICAL, Verdict.REFUTED], Verdict.REFUTED),
+        (Kind.REFUTATION, [Verdict.REFUTED_STATISTICAL, Verdict.VIOLATED], Verdict.VIOLATED),
     ],
 )
 def test_obligation_verdict_is_the_weakest_check(
     kind: Kind, verdicts: list[Verdict], expected: Verdict
 ) -> None:
     assert obligation_verdict(kind, verdicts) is expected
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [(Method.MEASUREMENT, Verdict.REFUTED_STATISTICAL), (Method.HYPOTHESIS, Verdict.REFUTED)],
+)
+def test_a_refuting_measurement_is_a_statistical_refutation(
+    method: Method, expected: Verdict, tmp_path: Path
+) -> None:
+    from amal_tools.compliance.execution import _pytest_verdict
+
+    (tmp_path / "junit.xml").write_text('<testsuite tests="1" failures="0" errors="0" skipped="0"/>')
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / "counterexample.json").write_text('"variance floor 3.4e-3 at K = 8"')
+    verdict, detail, found = _pytest_verdict(Kind.REFUTATION, method, 0, "", tmp_path)
+    assert verdict is expected and found is not None and "3.4e-3" in found, detail
 
 
 def test_schema_admits_only_the_verdict_vocabulary(quick_report: tuple[Path, dict]) -> None:

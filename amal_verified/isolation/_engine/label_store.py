@@ -219,17 +219,22 @@ def set_label(t: torch.Tensor, label: Label | Rows, origin: str | None = None) -
     if label is EMPTY:
         if getattr(storage, _LABEL, None) is not None:
             delattr(storage, _LABEL)
+        if getattr(storage, _ORIGIN, None) is not None:
+            delattr(storage, _ORIGIN)
         return
     counters.tagged = True
     setattr(storage, _LABEL, label)
     _record_origin(storage, label, origin)
 
 
-def label_fresh(t: torch.Tensor, label: Label, origin: str | None = None) -> bool:
-    """Label ``t``'s memory ``label`` if that memory holds no label and ``t`` spans all of it, densely
-    (a new tensor being labelled); otherwise write nothing and return False.
+def label_fresh(t: torch.Tensor, label: Label) -> bool:
+    """Label ``t``'s memory ``label``, a label without an auxiliary source, if that memory holds no
+    label and ``t`` spans all of it, densely (a new tensor being tagged primary); otherwise write
+    nothing and return False.
 
-    Exactly what :func:`write_label` does in that case, for dense tensors, with fewer calls.
+    Exactly what :func:`write_label` does in that case, for dense tensors, with fewer calls: memory
+    without a label has no recorded origin either (the two are removed together), and a label
+    without an auxiliary source records none.
     """
     try:
         storage = t.untyped_storage()
@@ -241,8 +246,6 @@ def label_fresh(t: torch.Tensor, label: Label, origin: str | None = None) -> boo
         return False  # no dense memory of its own (sparse, functorch wrappers): the general path
     counters.tagged = True
     setattr(storage, _LABEL, label)
-    if label._aux or getattr(storage, _ORIGIN, None) is not None:
-        _record_origin(storage, label, origin)
     return True
 
 
@@ -271,7 +274,7 @@ def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwr
             # Fresh memory written whole (the common case: a new tensor being labelled).
             counters.tagged = True
             setattr(storage, _LABEL, label)
-            if label._aux or getattr(storage, _ORIGIN, None) is not None:
+            if label._aux:  # memory without a label has no origin to clear
                 _record_origin(storage, label, origin)
             return label
         lo, hi = extent(t)
@@ -294,6 +297,8 @@ def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwr
     if new is EMPTY:
         if old is not None:
             delattr(storage, _LABEL)
+        if getattr(storage, _ORIGIN, None) is not None:
+            delattr(storage, _ORIGIN)
         return EMPTY
     counters.tagged = True
     setattr(storage, _LABEL, new)

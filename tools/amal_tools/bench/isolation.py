@@ -85,6 +85,7 @@ from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.escapes import declassify
 from amal_verified.record.checkpoint import CheckpointError, load_checkpoint
+from amal_verified.record.ledger import LEDGER_FILENAME, verify
 from amal_verified.record.primary_log import PrimaryStream, load_primary_stream
 from amal_verified.run.certify import PrimaryReplay
 from amal_verified.run.config import (
@@ -95,6 +96,7 @@ from amal_verified.run.config import (
     TrainConfig,
     read_json,
 )
+from amal_verified.run.run_dir import sealed_checkpoint
 from amal_verified.world_model.ensemble import WorldModelOutput
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
 
@@ -207,7 +209,8 @@ def final_learner(run_dir: str | Path) -> WorldModelLearner:
     """The run's own final world-model learner ("with aux"), loaded from its ``checkpoint.pt``.
 
     ``ValueError`` naming the file for an incomplete run, a missing or corrupt checkpoint, or one
-    whose learner does not fit the run's configuration or ``run.json``.
+    whose learner does not fit the run's configuration or ``run.json``, or that no seal of the run's
+    ``checkpoints.jsonl`` records (changed after the run wrote it).
     """
     path, config, spec, status = _run_files(run_dir)
     checkpoint = path / CHECKPOINT_FILENAME
@@ -220,6 +223,10 @@ def final_learner(run_dir: str | Path) -> WorldModelLearner:
             f"{checkpoint}: not the final checkpoint of the run described by {path / RUN_FILENAME} "
             f"(checkpoint step {state.get('step')!r}, run step {status.get('step')!r})"
         )
+    header = verify(path).header
+    if header is None:
+        raise ValueError(f"{path / LEDGER_FILENAME} has no valid run header: {path} is not an intact run")
+    sealed_checkpoint(path, header.genesis)  # the checkpoint is the one the run wrote
     torch.set_num_threads(config.threads)
     learner = WorldModelLearner(spec, RunStreams(config.seed), unsafe_mix=config.unsafe_mix)
     try:

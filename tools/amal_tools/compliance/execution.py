@@ -98,6 +98,17 @@ def command_for(check: Check, work: Path, settings: RunSettings, root: Path) -> 
         ]
     if check.method is Method.CROSSHAIR:
         return [python, "-m", "crosshair", "check", _crosshair_target(check.target), *CROSSHAIR_FLAGS]
+    if check.method is Method.COQ:
+        accepted = [arg for axiom in check.axioms for arg in ("--accept-axiom", axiom)]
+        return [
+            python,
+            "-m",
+            "amal_tools.compliance.coq_entry",
+            check.target,
+            "--out",
+            str(work / "coq.json"),
+            *accepted,
+        ]
     command = [
         python,
         "-m",
@@ -162,7 +173,9 @@ def _junit_counts(path: Path) -> dict[str, int]:
     return counts
 
 
-def _pytest_verdict(kind: Kind, code: int | None, log: str, work: Path) -> tuple[Verdict, str, str | None]:
+def _pytest_verdict(
+    kind: Kind, method: Method, code: int | None, log: str, work: Path
+) -> tuple[Verdict, str, str | None]:
     counts = _junit_counts(work / "junit.xml")
     evidence = _read_evidence(work / "evidence")
     found = _counterexample_text(evidence)
@@ -179,6 +192,8 @@ def _pytest_verdict(kind: Kind, code: int | None, log: str, work: Path) -> tuple
     if counts["skipped"] or passed == 0:
         return Verdict.VIOLATED, f"no evidence: {summary} (a skipped or empty check proves nothing)", None
     if kind is Kind.REFUTATION and found is not None:
+        if method is Method.MEASUREMENT:
+            return Verdict.REFUTED_STATISTICAL, f"contradicting measurement recorded ({summary})", found
         return Verdict.REFUTED, f"counterexample recorded ({summary})", found
     return Verdict.TESTED, f"properties passed ({summary})", found
 
@@ -199,6 +214,28 @@ def _smt_verdict(
             return Verdict.REFUTED, "z3 found a counterexample to the paper's statement", model, extra
         return Verdict.VIOLATED, "z3 found a counterexample", model, extra
     return Verdict.VIOLATED, "z3 returned unknown (neither proved nor refuted)", None, extra
+
+
+def _coq_verdict(code: int | None, log: str, work: Path) -> tuple[Verdict, str, str | None, dict[str, Any]]:
+    result = work / "coq.json"
+    if code != 0 or not result.exists():
+        return Verdict.VIOLATED, "the Coq check did not produce an outcome", _tail(log), {}
+    outcome = json.loads(result.read_text(encoding="utf-8"))
+    extra = {
+        "coq_theorem": outcome["theorem"],
+        "coq_file": outcome["file"],
+        "coq_statement": outcome["statement"],
+        "coq_assumptions": outcome["assumptions"],
+        "coq_axioms": outcome["axioms"],
+        "coq_accepted_axioms": outcome["accepted_axioms"],
+        "coqc_version": outcome["coqc_version"],
+    }
+    status, detail = outcome["status"], outcome["detail"]
+    if status == "proved":
+        return Verdict.PROVED_COQ, detail, None, extra
+    if status == "not checked":
+        return Verdict.NOT_CHECKED, detail, None, extra
+    return Verdict.VIOLATED, f"not proved in Coq: {_tail(detail)}", None, extra
 
 
 def _crosshair_verdict(kind: Kind, code: int | None, log: str) -> tuple[Verdict, str, str | None]:
@@ -250,11 +287,15 @@ def run_check(check: Check, kind: Kind, root: Path, work: Path, settings: RunSet
     if check.method is Method.SMT:
         result.verdict, result.detail, result.counterexample, extra = _smt_verdict(kind, code, log, work)
         result.settings.update(extra)
+    elif check.method is Method.COQ:
+        result.verdict, result.detail, result.counterexample, extra = _coq_verdict(code, log, work)
+        result.settings.update(extra)
     elif check.method is Method.CROSSHAIR:
         result.verdict, result.detail, result.counterexample = _crosshair_verdict(kind, code, log)
         result.settings["flags"] = list(CROSSHAIR_FLAGS)
     else:
-        result.verdict, result.detail, result.counterexample = _pytest_verdict(kind, code, log, work)
+        outcome = _pytest_verdict(kind, check.method, code, log, work)
+        result.verdict, result.detail, result.counterexample = outcome
         result.evidence = _read_evidence(work / "evidence")
         result.settings["hypothesis_profile"] = settings.hypothesis_profile
         result.settings["hypothesis_seed"] = (

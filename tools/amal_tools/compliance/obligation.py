@@ -6,14 +6,20 @@ process with an exact command an auditor can rerun, and derives verdicts:
 
 * a check's verdict comes from its method: a solver that exhausts every case
   (``smt`` returning ``proved``; ``crosshair`` reporting "Confirmed over all
-  paths" for every condition) gives ``proved``; properties that pass on
+  paths" for every condition) gives ``proved``; a theorem that ``coqc`` compiles
+  with only the axioms the check accepts (``coq``) gives ``proved (Coq)``, and
+  ``not checked`` where Coq is not installed; properties that pass on
   generated examples (``hypothesis``, ``measurement``, ``certificate``) give
   ``tested``; a failure gives ``violated``.  For an obligation of kind
   ``refutation`` (the paper's claim is false) a check passes by exhibiting a
-  counterexample, and gives ``paper claim refuted``.
+  counterexample, and gives ``paper claim refuted``; a ``measurement`` that
+  records contradicting evidence gives ``paper claim refuted (statistical)``.
 * an obligation's verdict is its weakest check's: any ``violated`` makes it
   ``violated``; a check not run leaves it ``not checked``; ``proved`` needs every
-  check proved; a refutation needs a check that exhibits a counterexample.
+  check proved (``proved (Coq)`` if every check is a Coq proof); a refutation
+  needs a check that exhibits a counterexample or a Coq proof of the refutation
+  (then ``paper claim refuted``), or else a contradicting measurement (then
+  ``paper claim refuted (statistical)``).
   "Tested" is never reported as "proved".
 """
 
@@ -30,12 +36,20 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 class Verdict(enum.Enum):
     PROVED = "proved"
+    PROVED_COQ = "proved (Coq)"
+    """A machine-checked proof: ``coqc`` compiled the theorem, and ``Print Assumptions`` names no
+    axiom but those the check accepts."""
     TESTED = "tested"
     VIOLATED = "violated"
     REFUTED = "paper claim refuted"
+    """A counterexample to the paper's statement: found by a solver, checked by Coq, or a generated
+    case recorded verbatim."""
+    REFUTED_STATISTICAL = "paper claim refuted (statistical)"
+    """The paper's statement contradicted by a measurement (fitted slopes, estimated floors): evidence
+    against it, like *tested* for a claim, not a counterexample."""
     NOT_CHECKED = "not checked"
-    """Only for checks the report did not run (timing measurements in the quick report) and the
-    obligations they leave incomplete: never a pass."""
+    """Only for checks the report did not run (timing measurements in the quick report; Coq checks
+    where ``coqc`` is not installed) and the obligations they leave incomplete: never a pass."""
 
 
 class Kind(enum.Enum):
@@ -60,6 +74,11 @@ class Method(enum.Enum):
     MEASUREMENT = "measurement"
     """``target`` is a pytest node id of a statistical or timing measurement (fitted slopes, exponents)."""
     CERTIFICATE = "certificate"
+    """``target`` is a pytest node id that trains a run and certifies it by replay from primary data."""
+    COQ = "coq"
+    """``target`` is ``"proofs/coq/<File>.v:<theorem>"``: the development is compiled with ``coqc``
+    and the theorem's statement and ``Print Assumptions`` are recorded; ``axioms`` lists the axioms
+    it may depend on (each named in the obligation's assumptions)."""
     """``target`` is a pytest node id that trains a run and certifies it by replay from primary data."""
 
 
@@ -90,9 +109,12 @@ class Check:
     """One way an obligation is discharged.
 
     ``files``: repository-relative paths of the code the check is about (the report records their
-    sha256); the check's own file is always included.  ``quick``: part of the quick report (CI).
-    Only timing measurements may set ``quick=False`` (they run alone, in the full report): anything
-    else left out would let the quick report call an obligation discharged that was not.
+    sha256); the check's own file is always included.  ``axioms``: for a ``coq`` check, the axioms
+    ``Print Assumptions`` may name, as it prints them (any other fails the check); empty for every
+    other method.
+    ``quick``: part of the quick report (CI).  Only timing measurements may set ``quick=False``
+    (they run alone, in the full report): anything else left out would let the quick report call
+    an obligation discharged that was not.
     """
 
     name: str
@@ -101,12 +123,17 @@ class Check:
     files: tuple[str, ...] = ()
     quick: bool = True
     timeout_s: float = 1800.0
+    axioms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("Check.name must not be empty")
         if self.method is Method.SMT and ":" not in self.target:
             raise ValueError(f"an smt check's target is 'proofs/<file>.py:<function>', got {self.target!r}")
+        if self.method is Method.COQ and not re.match(r"^proofs/coq/[^/:]+\.v:[A-Za-z_][\w']*$", self.target):
+            raise ValueError(f"a coq check's target is 'proofs/coq/<File>.v:<theorem>', got {self.target!r}")
+        if self.axioms and self.method is not Method.COQ:
+            raise ValueError(f"check {self.name!r}: only a coq check accepts axioms")
         pytest_methods = (Method.HYPOTHESIS, Method.MEASUREMENT, Method.CERTIFICATE)
         if self.method in pytest_methods and not self.target.split("::", 1)[0].endswith(".py"):
             raise ValueError(

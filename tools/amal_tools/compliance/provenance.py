@@ -19,6 +19,7 @@ TOOLS_BY_METHOD: Final[dict[str, tuple[str, ...]]] = {
     "hypothesis": ("hypothesis", "hypothesis-crosshair", "gymnasium"),
     "measurement": ("hypothesis",),
     "certificate": ("gymnasium",),
+    "coq": (),  # coqc is a system program: its version is in each Coq check's settings
 }
 
 

@@ -32,18 +32,45 @@ def _counts(report: dict[str, Any]) -> str:
     return f"{len(report['obligations'])} obligations: " + ", ".join(parts) + "."
 
 
+def _placed(report: dict[str, Any], plots: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], list[Any]]:
+    """Each plot under the first obligation one of whose checks recorded its evidence; the rest apart."""
+    by_obligation: dict[str, list[Any]] = {}
+    rest = []
+    for plot in plots:
+        owner = next(
+            (
+                o["id"]
+                for o in report["obligations"]
+                if any(plot["evidence"] in (c.get("evidence") or {}) for c in o["checks"])
+            ),
+            None,
+        )
+        if owner is None:
+            rest.append(plot)
+        else:
+            by_obligation.setdefault(owner, []).append(plot)
+    return by_obligation, rest
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    return _environment(False).get_template("report.md.j2").render(r=report, verdict_counts=_counts(report))
+    placed, rest = _placed(report, list(report["plots"]))
+    return (
+        _environment(False)
+        .get_template("report.md.j2")
+        .render(r=report, placed=placed, other_plots=rest, verdict_counts=_counts(report))
+    )
 
 
 def render_html(report: dict[str, Any], directory: Path) -> str:
-    """HTML for ``report``; plot files are read from ``directory`` and embedded."""
+    """HTML for ``report``; plot files are read from ``directory`` and embedded, each beside the
+    obligation whose evidence it draws."""
     plots = [
         {**p, "data": base64.b64encode((directory / p["file"]).read_bytes()).decode("ascii")}
         for p in report["plots"]
     ]
+    placed, rest = _placed(report, plots)
     return (
         _environment(True)
         .get_template("report.html.j2")
-        .render(r=report, plots=plots, verdict_counts=_counts(report))
+        .render(r=report, placed=placed, other_plots=rest, verdict_counts=_counts(report))
     )

@@ -93,8 +93,12 @@ def obligation_verdict(kind: Kind, verdicts: list[Verdict]) -> Verdict:
     if Verdict.NOT_CHECKED in verdicts:
         return Verdict.NOT_CHECKED
     if kind is Kind.REFUTATION:
-        return Verdict.REFUTED if Verdict.REFUTED in verdicts else Verdict.VIOLATED
-    if verdicts and all(v is Verdict.PROVED for v in verdicts):
+        if Verdict.REFUTED in verdicts or Verdict.PROVED_COQ in verdicts:
+            return Verdict.REFUTED
+        return Verdict.REFUTED_STATISTICAL if Verdict.REFUTED_STATISTICAL in verdicts else Verdict.VIOLATED
+    if verdicts and all(v is Verdict.PROVED_COQ for v in verdicts):
+        return Verdict.PROVED_COQ
+    if verdicts and all(v in (Verdict.PROVED, Verdict.PROVED_COQ) for v in verdicts):
         return Verdict.PROVED
     return Verdict.TESTED
 
@@ -105,6 +109,8 @@ def _slug(text: str) -> str:
 
 def _target_file(check: Check, root: Path) -> str | None:
     """The repository-relative file a check's target lives in, if it is one."""
+    if check.method is Method.COQ:
+        return check.target.rpartition(":")[0]
     if check.method in (Method.SMT, Method.CROSSHAIR):
         head = check.target.rpartition(":")[0]
         candidate = head if head.endswith(".py") else check.target

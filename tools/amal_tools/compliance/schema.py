@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from amal_tools.compliance.obligation import Verdict
+
 __all__ = ["SCHEMA", "SCHEMA_ID", "ReportSchemaError", "validate_report"]
 
 SCHEMA_ID: Final = "https://amal-verified.invalid/schemas/compliance-report/v1.json"
 
-_VERDICTS: Final = ["proved", "tested", "violated", "paper claim refuted", "not checked"]
+_VERDICTS: Final = [v.value for v in Verdict]
 _SHA256: Final = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _DIGESTS: Final = {"type": "object", "additionalProperties": _SHA256}
 _VERSIONS: Final = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -38,7 +40,7 @@ _CHECK: Final = {
     ],
     "properties": {
         "name": {"type": "string", "minLength": 1},
-        "method": {"enum": ["smt", "crosshair", "hypothesis", "measurement", "certificate"]},
+        "method": {"enum": ["smt", "crosshair", "hypothesis", "measurement", "certificate", "coq"]},
         "target": {"type": "string", "minLength": 1},
         "verdict": {"enum": _VERDICTS},
         "detail": {"type": "string"},

@@ -15,7 +15,13 @@ __all__ = ["PREDICATE_TYPE", "STATEMENT_TYPE", "build_statement"]
 
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE: Final = "https://in-toto.io/attestation/test-result/v0.1"
-_PASSING: Final = {"proved", "tested", "paper claim refuted"}
+_PASSING: Final = {
+    "proved",
+    "proved (Coq)",
+    "tested",
+    "paper claim refuted",
+    "paper claim refuted (statistical)",
+}
 
 
 def build_statement(report_bytes: bytes, report: Mapping[str, Any]) -> dict[str, Any]:
