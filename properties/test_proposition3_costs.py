@@ -32,8 +32,9 @@ paper's model is off):
     pairwise part and the M·K part are both K²·D per row; the series bounds the whole where the
     pairwise part weighs most, it does not separate the two.
 
-  The estimator is memory-bound, and its cost per log-likelihood changed 2-3× between cache regimes
-  (fits whose points straddled them gave 0.5 to 2 from one run to the next).  So every timed call
+  The estimator is memory-bound: its cost per log-likelihood changes 2-3× between cache regimes, and
+  fits whose points straddle them range from 0.5 to 2 from one run to the next (measurements:
+  ``benchmarks/README.md``, Proposition 3, footnote 1).  So every timed call
   holds the same B·M·K = 2¹⁸ log-likelihoods (B = 2¹⁸/(M·K) scored rows; 2 MB per float64
   intermediate), the fixed per-call cost (the smallest call, K = 2 and one row, timed in the same
   rounds) is subtracted, and the time is fitted per scored row; raw times are recorded too.
