@@ -104,7 +104,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import torch
 
@@ -231,8 +231,16 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    """dtype, shape and little-endian contiguous bytes of ``t``, length-prefixed."""
+class _Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+
+def _hash_tensor(h: _Hasher, t: torch.Tensor) -> None:
+    """Feed ``h`` the dtype, shape and little-endian contiguous bytes of ``t``, length-prefixed.
+
+    The bytes are read in place (a ``memoryview`` of the contiguous tensor): hashing a world model's
+    parameters copies nothing.
+    """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor, got {type(t).__name__}")
     t = _plain(t)
@@ -242,20 +250,20 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
         raise TypeError("quantized tensors cannot be digested")
     t = t.detach().to("cpu").resolve_conj().resolve_neg().contiguous()
     dtype = str(t.dtype).removeprefix("torch.").encode("ascii")
-    out = [struct.pack("<Q", len(dtype)), dtype, struct.pack("<Q", t.dim())]
-    out.extend(struct.pack("<Q", n) for n in t.shape)
+    h.update(struct.pack("<Q", len(dtype)))
+    h.update(dtype)
+    h.update(struct.pack(f"<{t.dim() + 1}Q", t.dim(), *t.shape))
     size = t.element_size()
     flat = t.reshape(-1)
     raw = flat.view(torch.uint8) if flat.numel() else torch.empty(0, dtype=torch.uint8)
     if sys.byteorder == "big" and size > 1:  # pragma: no cover - no big-endian CI
         unit = size // 2 if t.dtype.is_complex else size
         raw = raw.reshape(-1, unit).flip(-1).reshape(-1)
-    data = raw.numpy().tobytes()
-    out += [struct.pack("<Q", len(data)), data]
-    return b"".join(out)
+    h.update(struct.pack("<Q", raw.numel()))
+    h.update(raw.numpy().data)
 
 
-def _indices_bytes(indices: torch.Tensor | Sequence[int]) -> bytes:
+def _hash_indices(h: _Hasher, indices: torch.Tensor | Sequence[int]) -> None:
     if isinstance(indices, torch.Tensor):
         plain = _plain(indices)
         if plain.dtype.is_floating_point or plain.dtype.is_complex or plain.dtype == torch.bool:
@@ -267,7 +275,7 @@ def _indices_bytes(indices: torch.Tensor | Sequence[int]) -> bytes:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"indices must be integers, got {v!r}")
         ints = torch.tensor(values, dtype=torch.int64)
-    return _tensor_bytes(ints)
+    _hash_tensor(h, ints)
 
 
 @checked
@@ -293,9 +301,9 @@ def batch_digest(indices: torch.Tensor | Sequence[int], *tensors: torch.Tensor) 
     """
     h = hashlib.sha256(b"amal_verified.batch_digest/1\0")
     h.update(struct.pack("<Q", len(tensors)))
-    h.update(_indices_bytes(indices))
+    _hash_indices(h, indices)
     for t in tensors:
-        h.update(_tensor_bytes(t))
+        _hash_tensor(h, t)
     return h.hexdigest()
 
 
@@ -322,7 +330,7 @@ def state_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
         encoded = name.encode("utf-8")
         h.update(struct.pack("<Q", len(encoded)))
         h.update(encoded)
-        h.update(_tensor_bytes(value))
+        _hash_tensor(h, value)
     return h.hexdigest()
 
 
