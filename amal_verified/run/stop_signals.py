@@ -4,8 +4,9 @@ While :class:`StopSignals` is active (in the main thread; elsewhere it does noth
 SIGINT (Ctrl-C) or SIGTERM (what schedulers and ``docker stop`` send) only records the request:
 the training loop finishes its current step, checkpoints and raises :class:`RunInterrupted`.  A
 second signal raises ``KeyboardInterrupt`` at once, so a second Ctrl-C still exits promptly (the run
-then resumes from its previous checkpoint).  The handlers that were installed before are restored
-on exit.
+then resumes from its previous checkpoint).  A signal the process ignores (``SIG_IGN``: a job started
+in the background by a non-interactive shell, or under ``nohup``, ignores SIGINT) stays ignored, as
+Python's own Ctrl-C handling leaves it.  The handlers that were installed before are restored on exit.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in _HANDLED:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(

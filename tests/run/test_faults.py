@@ -59,6 +59,17 @@ def _resumes_to_the_reference(run_dir: Path, reference: Path) -> None:
 # ---------------------------------------------------------------------------------------- signals
 
 
+@pytest.fixture(autouse=True)
+def default_signal_handlers() -> Iterator[None]:
+    """SIGINT and SIGTERM as an interactive interpreter has them, whatever the test runner inherited."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
 @pytest.mark.parametrize(("sig", "step"), [(signal.SIGINT, 250), (signal.SIGTERM, 120), (signal.SIGINT, 399)])
 def test_a_signal_stops_the_run_at_a_safe_point_and_it_resumes(
     reference: Path, tmp_path: Path, sig: signal.Signals, step: int
@@ -79,7 +90,17 @@ def test_a_signal_stops_the_run_at_a_safe_point_and_it_resumes(
     seal = json.loads((run_dir / "checkpoints.jsonl").read_text().splitlines()[-1])
     assert (seal["status"], seal["step"]) == ("interrupted", step)  # the checkpoint is sealed as such
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     _resumes_to_the_reference(run_dir, reference)
+
+
+def test_an_ignored_signal_stays_ignored(reference: Path, tmp_path: Path) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job of a non-interactive shell
+    run_dir = tmp_path / "run"
+    Trainer.create(tiny(), run_dir).run(after_step=_signal_at(250, signal.SIGINT))  # type: ignore[arg-type]
+    assert _status(run_dir)["status"] == "complete"
+    assert (run_dir / "ledger.jsonl").read_bytes() == (reference / "ledger.jsonl").read_bytes()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_a_second_signal_stops_at_once_and_the_run_resumes_from_its_checkpoint(
