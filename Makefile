@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint typecheck coq coq-vectors unit quick-report report audit bench bench-quick bench-full clean
+.PHONY: demo test test-fast lint typecheck coq coq-vectors unit unit-beside-report quick-report report audit bench bench-quick bench-full clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (Python 3.11) on PATH, or run: make PYTHON=python3 ..."; exit 1; }
@@ -61,8 +61,14 @@ coq:
 coq-vectors: coq $(STAMP)
 	$(BIN)/python -m amal_tools.compliance.coq_vectors $(COQ_DIR)/vectors.out > $(COQ_DIR)/vectors.txt
 
+# The whole suite but the core mutation run (minutes; the quick report runs it), on every core
+# (pytest-xdist).
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests properties -m "not mutation"
+	$(BIN)/python -m pytest tests properties -m "not mutation" -n auto
+
+# What the quick report does not run itself: with it, every test of the suite runs once.
+unit-beside-report: $(STAMP)
+	$(BIN)/python -m pytest tests properties --leave-to-report -n auto
 
 # The unit tests without the slow, end-to-end ones (training runs in subprocesses, benchmarks' smoke
 # runs, CrossHair, torch.compile): under two minutes on one core. `make test` runs everything.
@@ -79,7 +85,7 @@ REPORT_OUT ?= build/report-$(shell date +%Y%m%d-%H%M%S)
 report: $(STAMP)
 	$(BIN)/amal report --jobs 2 --out $(REPORT_OUT)
 
-test: lint typecheck coq unit quick-report
+test: lint typecheck coq unit-beside-report quick-report
 
 audit: $(STAMP)
 	$(BIN)/python -m pytest properties --hypothesis-profile=audit

@@ -11,6 +11,10 @@ and the plot inputs documented in ``tools/amal_tools/compliance/plots.py``.
 default -- speed is never asserted in the ordinary suite -- and run on request, or by
 the full report.
 
+``--leave-to-report``: deselect the tests the quick compliance report runs as checks of its
+obligations (``proofs/*.py``).  ``make test`` runs the suite with it and then the report, so every
+test runs once.
+
 ``--amal-target=module:function`` (an option of amal_verified's pytest plugin,
 ``amal_verified/audit/pytest_plugin.py``): the Theorem 1 audit (``test_theorem1_user_target.py``) runs
 against *your* training function instead of the built-in example
@@ -101,6 +105,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run timing measurements (marker 'benchmark'); deselected by default",
     )
+    parser.addoption(
+        "--leave-to-report",
+        action="store_true",
+        default=False,
+        help="deselect the tests the quick compliance report runs (make test runs them there, once)",
+    )
 
 
 DEFAULT_AUDIT_TARGET = (
@@ -119,6 +129,15 @@ def amal_target(pytestconfig: pytest.Config) -> Any:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--leave-to-report"):
+        from amal_tools.compliance.discovery import quick_pytest_targets, selects
+
+        targets = quick_pytest_targets(Path(str(config.rootpath)))
+        left = [item for item in items if any(selects(t, item.nodeid) for t in targets)]
+        if left:
+            config.hook.pytest_deselected(items=left)
+            gone = {id(item) for item in left}
+            items[:] = [item for item in items if id(item) not in gone]
     if config.getoption("--run-benchmarks"):
         return
     skip = pytest.mark.skip(reason="timing measurement: run with --run-benchmarks (the full report does)")

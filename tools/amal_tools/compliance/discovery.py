@@ -11,10 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from amal_tools.compliance.obligation import Obligation
+from amal_tools.compliance.obligation import Method, Obligation
 from amal_verified.common.module_loading import ModuleLoadError, import_file
 
-__all__ = ["DiscoveryError", "ObligationFile", "default_proofs_dir", "discover", "load_proof_module"]
+__all__ = [
+    "DiscoveryError",
+    "ObligationFile",
+    "default_proofs_dir",
+    "discover",
+    "load_proof_module",
+    "quick_pytest_targets",
+    "selects",
+]
 
 
 class DiscoveryError(ValueError):
@@ -66,3 +74,20 @@ def discover(proofs_dir: Path, root: Path) -> list[ObligationFile]:
     if not found:
         raise DiscoveryError(f"{proofs_dir} holds no obligations")
     return found
+
+
+def quick_pytest_targets(root: Path) -> list[str]:
+    """The pytest targets (files, classes, node ids) the quick report runs as checks of the
+    obligations in ``root/proofs``: ``pytest --leave-to-report`` leaves exactly these to it."""
+    pytest_methods = (Method.HYPOTHESIS, Method.MEASUREMENT, Method.CERTIFICATE)
+    return [
+        check.target
+        for entry in discover(root / "proofs", root)
+        for check in entry.obligation.checks
+        if check.method in pytest_methods and check.quick
+    ]
+
+
+def selects(target: str, nodeid: str) -> bool:
+    """Whether the pytest target ``target`` runs the test ``nodeid`` (parametrised cases included)."""
+    return nodeid == target or nodeid.startswith((target + "::", target + "["))
