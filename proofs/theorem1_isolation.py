@@ -22,6 +22,10 @@ How it is discharged.
   and any auxiliary data, by induction over steps: two runs that agree on primary data agree on
   every location whose label has no auxiliary source, the protected memory's whole trajectory is
   the same, and it equals the replay of the recorded primary stream (a function of that record).
+  The gate of this language is the implementation's: for named updates whose parameters and shared
+  state carry no auxiliary source, the gated step refuses exactly when ``Labels.gate_decision`` (the
+  mirror of ``reference.gate_decision``, checked against it on every label by Coq's test vectors)
+  names a parameter, for any number of parameters and any labels (``gated_step_is_gate_decision``).
 - CrossHair proves, within ``REFERENCE_BOUNDS``, three self-composition laws of the pure-Python
   reference model of the label lattice and the gate (``amal_verified/isolation/reference.py``): two runs that
   agree on primary data but not on auxiliary data leave every gated parameter equal after a step
@@ -131,6 +135,12 @@ OBLIGATION = Obligation(
             "Coq: the protected memory is a function of the recorded primary stream (replay)",
             Method.COQ,
             f"{_COQ}:theorem1_function_of_primary_stream",
+            files=_COQ_FILES,
+        ),
+        Check(
+            "Coq: the gated step refuses exactly when the implementation's gate decision names a parameter",
+            Method.COQ,
+            f"{_COQ}:gated_step_is_gate_decision",
             files=_COQ_FILES,
         ),
         Check(

@@ -277,6 +277,81 @@ Proof.
     apply existsb_exists in E as [pg [Hin Ha]]; rewrite H in Ha; auto.
 Qed.
 
+(** ** The gated step decides as the implementation's gate does
+
+    The gate of the implementation ([Labels.gate_decision], as [reference.gate_decision]
+    and [GatedOptimizer] compute it) names the protected parameters whose gradient
+    carries an auxiliary source.  For a gated step over named updates, whose
+    parameters and shared state carry no auxiliary source (what the protection keeps
+    true of protected memory, [clean]), the step of this language refuses exactly when
+    that decision names some parameter: the gate Theorem 1 is proved for is the gate the
+    code implements, for any number of parameters and any labels. *)
+
+Definition named_grads (m : mem) (nups : list (String.string * (loc * loc)))
+    : list (String.string * label) :=
+  map (fun nu => (fst nu, lab (m (snd (snd nu))))) nups.
+
+Lemma lookup_named_grads_in : forall m nups n l,
+  lookup (named_grads m nups) n = Some l ->
+  exists pg, In (n, pg) nups /\ l = lab (m (snd pg)).
+Proof.
+  intros m nups n l; induction nups as [|[n' pg'] rest IH]; simpl; [discriminate|].
+  destruct (String.eqb n' n) eqn:E.
+  - apply String.eqb_eq in E; subst; intros H; inversion H; subst; eauto.
+  - intros H; destruct (IH H) as [pg [Hin Hl]]; eauto.
+Qed.
+
+Lemma lookup_named_grads_nodup : forall m nups n pg,
+  NoDup (map fst nups) -> In (n, pg) nups -> lookup (named_grads m nups) n = Some (lab (m (snd pg))).
+Proof.
+  intros m nups n pg; induction nups as [|[n' pg'] rest IH]; simpl; [intros _ []|].
+  intros Hnd Hin; inversion Hnd as [|x xs Hnotin Hnd' Heq]; subst.
+  destruct (String.eqb n' n) eqn:E.
+  - apply String.eqb_eq in E; subst; destruct Hin as [Heq | Hin].
+    + inversion Heq; subst; reflexivity.
+    + exfalso; apply Hnotin; change n with (fst (n, pg)); apply in_map; auto.
+  - destruct Hin as [Heq | Hin].
+    + inversion Heq; subst; rewrite String.eqb_refl in E; discriminate.
+    + apply IH; auto.
+Qed.
+
+Theorem gated_step_is_gate_decision : forall m o nups extra,
+  NoDup (map fst nups) ->
+  (forall n pg, In (n, pg) nups -> has_aux (lab (m (fst pg))) = false) ->
+  (forall e, In e extra -> has_aux (lab (m e)) = false) ->
+  (step_refused m true o (map snd nups) extra = true <->
+   gate_decision (named_grads m nups) (map fst nups) <> []).
+Proof.
+  intros m o nups extra Hnd Hp He.
+  assert (Hcell : forall n pg, In (n, pg) nups ->
+            has_aux (lab (step_cell m o extra pg)) = has_aux (lab (m (snd pg)))).
+  { intros n [p g] Hin; simpl.
+    pose proof (Hp n (p, g) Hin) as Hpl; simpl in Hpl.
+    unfold join_all; simpl; fold (join_all (labs m extra)).
+    rewrite !has_aux_join, Hpl.
+    assert (Hx : has_aux (join_all (labs m extra)) = false).
+    { apply has_aux_join_all_false; unfold labs; intros l Hl.
+      apply in_map_iff in Hl as [e [He' Hin']]; subst; auto. }
+    rewrite Hx, orb_false_r; reflexivity. }
+  unfold step_refused; simpl; rewrite existsb_exists; split.
+  - intros [pg [Hin Ha]] Hnil.
+    apply in_map_iff in Hin as [[n pg'] [Heq Hin]]; simpl in Heq; subst pg'.
+    rewrite (Hcell n pg Hin) in Ha.
+    assert (Hg : In n (gate_decision (named_grads m nups) (map fst nups))).
+    { apply gate_decision_spec; split.
+      - change n with (fst (n, pg)); apply in_map; auto.
+      - exists (lab (m (snd pg))); split; auto; apply lookup_named_grads_nodup; auto. }
+    rewrite Hnil in Hg; destruct Hg.
+  - intros Hne; destruct (gate_decision (named_grads m nups) (map fst nups)) as [|n rest] eqn:Eg;
+      [congruence|].
+    assert (Hg : In n (gate_decision (named_grads m nups) (map fst nups))) by (rewrite Eg; left; auto).
+    apply gate_decision_spec in Hg as [_ [l [Hl Ha]]].
+    apply lookup_named_grads_in in Hl as [pg [Hin Hl]]; subst l.
+    exists pg; split.
+    + change pg with (snd (n, pg)); apply in_map; auto.
+    + rewrite (Hcell n pg Hin); exact Ha.
+Qed.
+
 (** ** Theorem 1, by induction over training steps *)
 
 Definition data_agree_on_primary (d1 d2 : nat -> stepdata) : Prop := forall t, data_loweq (d1 t) (d2 t).
