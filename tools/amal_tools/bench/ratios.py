@@ -84,7 +84,8 @@ EIG_TOLERANCE: Final = {"float32": (1e-4, 1e-4), "float64": (1e-10, 1e-10)}
 TRAINER_WORK: Final = (
     "per primary env step the trainer also steps {aux} auxiliary agents in perturbed envs, makes one SAC "
     "update (batch {batch}, policy width {hidden}), and every {wm_every} steps trains a {k}-member Gaussian "
-    "world-model ensemble ({wm_updates} gated updates, ledger digests), scores new transitions with the "
+    "world-model ensemble at {scale}x the paper's width ({wm_updates} gated updates, ledger digests; "
+    "Table 1: 20 members at 1x, a different workload), scores new transitions with the "
     "information gain (M = {m}) and, every {cem_every} steps, runs a CEM generation (population {pop})"
 )
 """Template of the trainer row's note (filled from the configuration that was run)."""
@@ -462,6 +463,7 @@ def _trainer_rows(sizes: RatioSizes, scratch: Path) -> list[RatioRow]:
         hidden=config.policy_hidden,
         wm_every=config.wm_train_every,
         k=config.ensemble_size,
+        scale=config.wm_hidden_scale,
         wm_updates=config.wm_updates_per_round,
         m=config.mi_outer_samples,
         cem_every=config.cem_every,
