@@ -150,6 +150,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     certify.add_argument("--quiet", action="store_true", help="print only the verdict")
     certify.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="replay with at most N processes, each for a range of the world model's members (default: "
+        "the CPUs available, when the replay is long enough to repay starting them); bit for bit the same",
+    )
+    certify.add_argument(
         "--sign",
         type=Path,
         metavar="KEY",
@@ -438,6 +445,10 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _processes_note(processes: str | None) -> str:
+    return f" by {processes} processes" if processes not in (None, "1") else ""
+
+
 def _certify(args: argparse.Namespace) -> int:
     from amal_verified.record.files import CERTIFICATE_FILENAME, write_json_atomic
 
@@ -455,13 +466,16 @@ def _certify(args: argparse.Namespace) -> int:
         signing_key_id(args.sign)  # the key is usable: checked before the replay
     from amal_verified.run.certify import certify_run, run_statement
 
-    cert = certify_run(args.run_dir, write=False, progress=not args.quiet)
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    cert = certify_run(args.run_dir, write=False, progress=not args.quiet, jobs=args.jobs)
     verdict = "CERTIFIED" if cert.ok else "NOT CERTIFIED"
     if not args.quiet:
         print(
             f"replayed {cert.updates_checked}/{cert.updates_in_ledger} world-model updates from "
-            f"{cert.primary_transitions} recorded primary transitions in {cert.seconds:.1f} s "
-            "(no auxiliary agent, environment or policy loaded)"
+            f"{cert.primary_transitions} recorded primary transitions in {cert.seconds:.1f} s"
+            + _processes_note(cert.environment.get("replay_processes"))
+            + " (no auxiliary agent, environment or policy loaded)"
         )
         for problem in cert.problems:
             print(f"  problem: {problem}")

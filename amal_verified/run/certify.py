@@ -33,8 +33,10 @@ statement with a run directory.
 An ``--unsafe-mix`` run is replayed too, and fails at its first update: its world model saw
 auxiliary data, which the primary data alone cannot reproduce.
 
-The replay itself is :class:`PrimaryReplay`, which :mod:`amal_tools.bench.isolation` also uses
-to build a run's primary-only world model.
+The replay itself is :class:`~amal_verified.run.primary_replay.PrimaryReplay` (which
+:mod:`amal_tools.bench.isolation` also uses to build a run's primary-only world model), or, for long
+replays, :class:`~amal_verified.run.primary_replay.MemberSplitReplay`: the same updates computed by
+several processes, each for a range of the ensemble's members.
 """
 
 from __future__ import annotations
@@ -56,9 +58,7 @@ from typing import Any, Final, final
 import torch
 
 from amal_verified._version import __version__
-from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
-from amal_verified.isolation.buffers import PrimaryBuffer
 from amal_verified.record.checkpoint import CheckpointError, load_checkpoint
 from amal_verified.record.checkpoint_log import (
     CHECKPOINT_LOG_FILENAME,
@@ -83,7 +83,13 @@ from amal_verified.run.config import (
     updates_completed_by,
     write_json_atomic,
 )
-from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec, WorldModelUpdate
+from amal_verified.run.primary_replay import (
+    MemberSplitReplay,
+    PrimaryReplay,
+    replay_processes,
+    split_is_exact,
+)
+from amal_verified.world_model.learner import WorldModelSpec
 
 __all__ = [
     "CERTIFICATE_FORMAT",
@@ -173,6 +179,7 @@ def certify_run(
     write: bool = True,
     progress: bool | Callable[[int, int], object] | None = None,
     fresh_process: bool | None = None,
+    jobs: int | None = None,
 ) -> Certificate:
     """Replay and check every world-model update of the run in ``run_dir`` (see the module docstring).
 
@@ -194,11 +201,19 @@ def certify_run(
     - ``False``: always here.  A forbidden module loaded here is then a problem of the result, and
       such a result is never written (it describes this process, not the run).
 
+    ``jobs``: at most this many processes replay the updates (``None``: as many as this process may
+    use, when the replay is long enough to repay starting them; see
+    :func:`~amal_verified.run.primary_replay.replay_processes`).  A split over processes computes the
+    same updates bit for bit; the certificate's ``environment`` records how many replayed.
+    ``ValueError`` if ``jobs`` is below 1.
+
     A replay here leaves torch's deterministic-algorithms and thread settings as it found them.
     ``RuntimeError`` (one line) if a child process ends without a certificate.
     """
     from amal_verified.run.logs import ConsoleProgress
 
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     path = Path(run_dir)
     owned = ConsoleProgress("amal certify", "updates") if progress is True else None
     report: Callable[[int, int], object] | None = None
@@ -210,8 +225,8 @@ def certify_run(
         if fresh_process is None:
             fresh_process = process_has_run_state()
         if fresh_process:
-            return _certify_in_child(path, write=write, progress=report)
-        return _certify_here(path, write=write, progress=report)
+            return _certify_in_child(path, write=write, progress=report, jobs=jobs)
+        return _certify_here(path, write=write, progress=report, jobs=jobs)
     finally:
         if owned is not None:
             owned.close()
@@ -226,7 +241,9 @@ def process_has_run_state() -> bool:
     return hooks is not None and bool(hooks.is_active())
 
 
-def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], object] | None) -> Certificate:
+def _certify_here(
+    path: Path, *, write: bool, progress: Callable[[int, int], object] | None, jobs: int | None = None
+) -> Certificate:
     start = time.perf_counter()
     problems: list[str] = []
     replayed = 0
@@ -297,7 +314,17 @@ def _certify_here(path: Path, *, write: bool, progress: Callable[[int, int], obj
             )
         if all(p.startswith("this run is an --unsafe-mix") for p in problems):
             environment["threads"] = str(config.threads)
-            replayed = _replay(config, spec, stream.tensors, stream.count, result.records, problems, progress)
+            replayed = _replay(
+                config,
+                spec,
+                stream.tensors,
+                stream.count,
+                result.records,
+                problems,
+                progress,
+                jobs,
+                environment,
+            )
             if not problems and replayed == in_ledger and in_ledger > 0:
                 problems += _final_model_problems(path, result.records[-1])
         if status.get("status") == "complete":  # an unfinished run is refused as such above
@@ -534,18 +561,19 @@ _RESULT_LINE: Final = "amal-certify-result"
 
 
 def _child_main() -> None:
-    """Entry of the child process: ``RUN_DIR write|no-write progress|no-progress`` in ``sys.argv``."""
+    """Entry of the child process: ``RUN_DIR write|no-write progress|no-progress JOBS|auto`` (argv)."""
     run_dir, write, report = sys.argv[1], sys.argv[2] == "write", sys.argv[3] == "progress"
+    jobs = None if sys.argv[4] == "auto" else int(sys.argv[4])
 
     def relay(done: int, total: int) -> None:
         print(f"{_PROGRESS_LINE} {done} {total}", flush=True)
 
-    cert = _certify_here(Path(run_dir), write=write, progress=relay if report else None)
+    cert = _certify_here(Path(run_dir), write=write, progress=relay if report else None, jobs=jobs)
     print(f"{_RESULT_LINE} {json.dumps(dataclasses.asdict(cert))}", flush=True)
 
 
 def _certify_in_child(
-    path: Path, *, write: bool, progress: Callable[[int, int], object] | None
+    path: Path, *, write: bool, progress: Callable[[int, int], object] | None, jobs: int | None = None
 ) -> Certificate:
     if not sys.executable:
         raise RuntimeError(
@@ -562,6 +590,7 @@ def _certify_in_child(
         str(path),
         "write" if write else "no-write",
         "progress" if progress is not None else "no-progress",
+        "auto" if jobs is None else str(jobs),
     ]
     fields: dict[str, Any] | None = None
     with tempfile.TemporaryFile("w+", encoding="utf-8") as errors:
@@ -602,65 +631,6 @@ def _certify_in_child(
     )
 
 
-@final
-class PrimaryReplay:
-    """A run's world-model learner rebuilt from its seed and trained on its recorded primary data alone.
-
-    This is the replay :func:`certify_run` checks against the ledger, and the "without auxiliary
-    agents" world model of :mod:`amal_tools.bench.isolation`.  Construction sets the process up as
-    the trainer does (``torch.use_deterministic_algorithms(True)``, ``config.threads`` threads) and
-    builds, from ``RunStreams(config.seed)``, the gated :class:`WorldModelLearner` (never the unsafe
-    ablation's) and the primary buffer with the trainer's seed.  :meth:`update` runs the learner's next
-    update ``u`` after filling the buffer, in recorded order, with exactly the
-    :func:`~amal_verified.run.config.primary_count_at_update` transitions the trainer had stored
-    before it.  Nothing here reads auxiliary data, an environment or a policy.
-    """
-
-    @checked
-    def __init__(
-        self, config: TrainConfig, spec: WorldModelSpec, data: Mapping[str, torch.Tensor], available: int
-    ) -> None:
-        torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(config.threads)
-        streams = RunStreams(config.seed)
-        self.config: Final = config
-        self.learner: Final = WorldModelLearner(spec, streams)  # gated, as in the trainer; never unsafe
-        discrete = spec.discrete
-        self.buffer: Final = PrimaryBuffer(
-            config.buffer_size,
-            obs_shape=(spec.obs_dim,),
-            action_shape=() if discrete else (spec.action_dim,),
-            seed=streams.int_seed("primary/buffer"),
-            action_dtype=torch.int64 if discrete else torch.float32,
-        )
-        self._data: Final = data
-        self.available: Final = available
-        self._stored = 0
-
-    def update(self) -> WorldModelUpdate:
-        """Store the primary transitions the next update saw, then run it; ``ValueError`` if the
-        recorded data end before that count."""
-        step = self.learner.updates + 1
-        needed = primary_count_at_update(self.config, step)
-        if needed > self.available:
-            raise ValueError(
-                f"update {step} needs {needed} primary transitions, the recorded data hold "
-                f"{self.available} (data missing from the end)"
-            )
-        if needed > self._stored:
-            rows = slice(self._stored, needed)
-            data = self._data
-            self.buffer.add(
-                data["obs"][rows],
-                data["action"][rows],
-                data["reward"][rows],
-                data["next_obs"][rows],
-                data["terminated"][rows],
-            )
-            self._stored = needed
-        return self.learner.update(self.buffer)
-
-
 def _replay(
     config: TrainConfig,
     spec: WorldModelSpec,
@@ -669,22 +639,63 @@ def _replay(
     records: Any,
     problems: list[str],
     progress: Callable[[int, int], object] | None,
+    jobs: int | None,
+    environment: dict[str, str],
 ) -> int:
-    replay = PrimaryReplay(config, spec, data, available)
-    checked = 0
+    """Replay and compare the ledger's updates; the number checked.  ``environment`` gains how many
+    processes replayed (and, when a split replay disagreed and the sequential one decided, where)."""
+    limit = 0
+    end_problem: str | None = None
     for expected_index, record in enumerate(records, start=1):
         if record.step != expected_index:
-            problems.append(
-                f"ledger record {expected_index} has step {record.step}: updates are not contiguous"
-            )
+            end_problem = f"ledger record {expected_index} has step {record.step}: updates are not contiguous"
             break
         needed = primary_count_at_update(config, record.step)
         if needed > available:
-            problems.append(
+            end_problem = (
                 f"update {record.step} needs {needed} primary transitions, the recorded data hold "
                 f"{available} (data missing from the end)"
             )
             break
+        limit += 1
+    processes = replay_processes(spec, limit, jobs)
+    if processes > 1 and not split_is_exact(config, spec, data, available, processes):
+        environment["replay_split"] = "not exact for this model's shapes: replayed in one process"
+        processes = 1
+    checked, mismatch = 0, None
+    if processes > 1:
+        try:
+            with MemberSplitReplay(config, spec, data, available, limit, processes) as split:
+                checked, mismatch = _compare(split, records[:limit], progress, len(records))
+        except (OSError, RuntimeError) as exc:  # no process could start, or a worker failed
+            environment["replay_split"] = f"abandoned ({exc}): replayed in one process"
+            processes, checked, mismatch = 1, 0, None
+        if mismatch is not None:
+            environment["replay_split"] = (
+                f"differed from the ledger at update {checked + 1}: replayed again in one process"
+            )
+            processes = 1
+    if processes == 1:
+        checked, mismatch = _compare(
+            PrimaryReplay(config, spec, data, available), records[:limit], progress, len(records)
+        )
+    environment["replay_processes"] = str(processes)
+    if mismatch is not None:
+        problems.append(mismatch)
+    elif end_problem is not None:
+        problems.append(end_problem)
+    return checked
+
+
+def _compare(
+    replay: PrimaryReplay | MemberSplitReplay,
+    records: Any,
+    progress: Callable[[int, int], object] | None,
+    total: int,
+) -> tuple[int, str | None]:
+    """Run ``replay`` against ``records`` up to the first mismatch: (updates checked, the mismatch)."""
+    checked = 0
+    for record in records:
         update = replay.update()
         mismatches = [
             name
@@ -696,7 +707,7 @@ def _replay(
             if got != want
         ]
         if mismatches:
-            problems.append(
+            return checked, (
                 f"update {record.step}: {', '.join(mismatches)} differ from the ledger "
                 + (
                     "(the recorded primary data differ from what the world model was trained on)"
@@ -704,8 +715,7 @@ def _replay(
                     else "(the world model did not learn from this primary data alone)"
                 )
             )
-            break
         checked += 1
         if progress is not None:
-            progress(checked, len(records))
-    return checked
+            progress(checked, total)
+    return checked, None

@@ -193,6 +193,7 @@ class _EnsembleMLP(nn.Module):
         self, members: int, in_features: int, sizes: Sequence[int], generator: torch.Generator
     ) -> None:
         super().__init__()
+        self.sizes = tuple(sizes)
         widths = [in_features, *sizes]
         self.layers = nn.ModuleList(
             EnsembleLinear(members, a, b, generator=generator) for a, b in itertools.pairwise(widths)
@@ -379,6 +380,32 @@ class EnsembleWorldModel(nn.Module):
         self.reward_log_std_min = nn.Parameter(torch.full((members, 1, 1), _LOG_STD_MIN_INIT))
         self.reward_log_std_max = nn.Parameter(torch.full((members, 1, 1), _LOG_STD_MAX_INIT))
         self._nll = _GaussianNLL()
+
+    def select_members(self, start: int, stop: int) -> EnsembleWorldModel:
+        """A new model of members ``start .. stop - 1`` of this one, with copies of their parameters.
+
+        Members of full-member ensembles share no parameter, so the new model computes, bit for bit,
+        what those members compute here.  ``ValueError`` for a shared trunk (its members share the
+        encoder and GRU) or a range outside ``0 .. members``.
+        """
+        if self.shared_trunk:
+            raise ValueError("select_members needs full members: a shared trunk belongs to every member")
+        if not 0 <= start < stop <= self.members:
+            raise ValueError(
+                f"member range [{start}, {stop}) must be non-empty and lie within [0, {self.members})"
+            )
+        picked = EnsembleWorldModel(
+            self.obs_dim,
+            self.action_dim,
+            members=stop - start,
+            generator=torch.Generator().manual_seed(0),  # every parameter is overwritten below
+            encoder_sizes=self.encoder.sizes,
+            gru_hidden=self.gru_hidden,
+            decoder_sizes=self.decoder.sizes,
+        ).to(self._dtype())
+        with torch.no_grad():
+            picked.load_state_dict({k: v[start:stop].clone() for k, v in self.state_dict().items()})
+        return picked
 
     def _dtype(self) -> torch.dtype:
         return self.head.weight.dtype

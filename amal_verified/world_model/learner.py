@@ -208,14 +208,32 @@ class WorldModelLearner:
     The streams are claimed from ``streams`` under the names ``world-model/init``,
     ``world-model/batches`` and ``world-model/bootstrap`` (whatever the configuration uses of them);
     nothing else in a run may claim them.
+
+    ``members=(start, stop)`` keeps members ``start .. stop - 1`` of the ensemble only (initialised as
+    in the whole learner, drawing the same batches and their own bootstrap streams).  Members share
+    nothing in an update (each has its own loss term, and Adam and SGD act element-wise), so its
+    updates are the whole learner's restricted to those members up to rounding; bit for bit only where
+    torch's kernels take the same path for the smaller tensors (the vectorised and scalar forms of
+    ``exp`` or ``softplus`` differ in the last bit, and which one runs depends on shapes).
+    :mod:`amal_verified.run.primary_replay` checks that before it relies on it.  Such a learner
+    reports an empty ``param_digest`` (the digest is of the whole model) and needs full members (no
+    shared trunk, not the linear model) and the gated learner.
     """
 
     @checked
-    def __init__(self, spec: WorldModelSpec, streams: RunStreams, *, unsafe_mix: bool = False) -> None:
+    def __init__(
+        self,
+        spec: WorldModelSpec,
+        streams: RunStreams,
+        *,
+        unsafe_mix: bool = False,
+        members: tuple[int, int] | None = None,
+    ) -> None:
         self.spec: Final = spec
         self.unsafe_mix: Final = unsafe_mix
+        self.member_range: Final = _member_range(spec, unsafe_mix, members)
         init = streams.torch_generator("world-model/init")
-        self.model: Final[EnsembleWorldModel | LinearGaussianWorldModel] = (
+        model: EnsembleWorldModel | LinearGaussianWorldModel = (
             EnsembleWorldModel(
                 spec.obs_dim,
                 spec.action_dim,
@@ -229,6 +247,10 @@ class WorldModelLearner:
             if spec.model == "ensemble"
             else LinearGaussianWorldModel(spec.obs_dim, spec.action_dim, generator=init)
         )
+        start, stop = self.member_range
+        if isinstance(model, EnsembleWorldModel) and (start, stop) != (0, spec.members):
+            model = model.select_members(start, stop)
+        self.model: Final[EnsembleWorldModel | LinearGaussianWorldModel] = model
         inner: torch.optim.Optimizer = (
             torch.optim.Adam(self.model.parameters(), lr=spec.lr)
             if spec.optimizer == "adam"
@@ -238,8 +260,15 @@ class WorldModelLearner:
             inner if unsafe_mix else GatedOptimizer(inner, names=self.model)
         )
         self._batches: Final = streams.torch_generator("world-model/batches")
-        self._members: Final = member_generators(streams.int_seed("world-model/bootstrap"), spec.members)
+        self._members: Final = member_generators(streams.int_seed("world-model/bootstrap"), spec.members)[
+            start:stop
+        ]
         self.updates = 0
+
+    @property
+    def whole(self) -> bool:
+        """Whether this learner holds every member (not a replay worker's range of them)."""
+        return self.member_range == (0, self.spec.members)
 
     # ------------------------------------------------------------------ inputs
 
@@ -299,7 +328,7 @@ class WorldModelLearner:
             index=self.updates,
             loss=loss_value,
             batch_digest=digest,
-            param_digest=self.param_digest(),
+            param_digest=self.param_digest() if self.whole else "",
             labels=labels,
         )
 
@@ -378,6 +407,7 @@ class WorldModelLearner:
             "optimizer": self.optimizer.state_dict(),
             "batches": self._batches.get_state(),
             "members": [g.get_state() for g in self._members],
+            **({} if self.whole else {"member_range": list(self.member_range)}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -386,6 +416,8 @@ class WorldModelLearner:
             raise ValueError(f"world-model learner state has format {state.get('format')!r}, expected 1")
         if WorldModelSpec.from_json(state["spec"]) != self.spec or state["unsafe_mix"] != self.unsafe_mix:
             raise ValueError("world-model learner state belongs to a different configuration")
+        if tuple(state.get("member_range", (0, self.spec.members))) != self.member_range:
+            raise ValueError("world-model learner state holds another range of the ensemble's members")
         members = state["members"]
         if len(members) != len(self._members):
             raise ValueError(
@@ -402,6 +434,20 @@ class WorldModelLearner:
         for g, s in zip(self._members, members, strict=True):
             g.set_state(s)
         self.updates = int(state["updates"])
+
+
+def _member_range(spec: WorldModelSpec, unsafe_mix: bool, members: tuple[int, int] | None) -> tuple[int, int]:
+    if members is None:
+        return (0, spec.members)
+    start, stop = members
+    if spec.model != "ensemble" or spec.shared_trunk or unsafe_mix:
+        raise ValueError(
+            "a range of members needs the gated ensemble with full members (model='ensemble', "
+            "shared_trunk=False, not the unsafe ablation): other learners' members share parameters"
+        )
+    if not 0 <= start < stop <= spec.members:
+        raise ValueError(f"members {members} must be a non-empty range within (0, {spec.members})")
+    return (start, stop)
 
 
 def _whole(primary: PrimaryBuffer, aux: Sequence[AuxBuffer]) -> Batch:

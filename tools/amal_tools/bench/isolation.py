@@ -9,7 +9,7 @@ the auxiliary agents' influence.  For one complete run (AMAL or the ``--unsafe-m
   ``checkpoint.pt``;
 - **without aux** (:func:`primary_only_learner`): the world model retrained by replaying the run's
   world-model update schedule on the run's recorded primary stream (``data/``) alone, gated, with the
-  run's own seeds — :class:`~amal_verified.run.certify.PrimaryReplay`, the replay ``amal certify``
+  run's own seeds — :class:`~amal_verified.run.primary_replay.PrimaryReplay`, the replay ``amal certify``
   checks: the same ``RunStreams(config.seed)``, the same ``WorldModelLearner(spec, streams)``, the
   same primary-buffer seed, update ``u`` run once the buffer holds
   :func:`~amal_verified.run.config.primary_count_at_update` transitions, for as many updates as the
@@ -87,7 +87,6 @@ from amal_verified.isolation.escapes import declassify
 from amal_verified.record.checkpoint import CheckpointError, load_checkpoint
 from amal_verified.record.ledger import LEDGER_FILENAME, verify
 from amal_verified.record.primary_log import PrimaryStream, load_primary_stream
-from amal_verified.run.certify import PrimaryReplay
 from amal_verified.run.config import (
     CHECKPOINT_FILENAME,
     CONFIG_FILENAME,
@@ -96,6 +95,7 @@ from amal_verified.run.config import (
     TrainConfig,
     read_json,
 )
+from amal_verified.run.primary_replay import PrimaryReplay
 from amal_verified.run.run_dir import sealed_checkpoint
 from amal_verified.world_model.ensemble import WorldModelOutput
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
@@ -247,7 +247,7 @@ def final_learner(run_dir: str | Path) -> WorldModelLearner:
 def primary_only_learner(run_dir: str | Path) -> WorldModelLearner:
     """The run's world model retrained from its recorded primary data alone ("without aux").
 
-    Replays the run's update schedule with :class:`~amal_verified.run.certify.PrimaryReplay` (see the
+    Replays the run's update schedule with :class:`~amal_verified.run.primary_replay.PrimaryReplay` (see the
     module docstring), for AMAL and ``--unsafe-mix`` runs alike.  Sets the process up as the trainer
     does (deterministic algorithms, the run's thread count).  ``ValueError`` naming the file for an
     incomplete run or missing, changed or truncated primary data.
