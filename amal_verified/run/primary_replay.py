@@ -245,7 +245,8 @@ def _worker_main() -> None:
     configuration, specification, recorded data, member range, update count and shared-slot layout),
     then one byte per credit: ``1`` lets the worker write its next update into a slot, ``0`` or the end
     of input stops it.  Standard output carries one JSON line per update (its batch digest, labels and
-    loss), or one ``error`` line; anything else the process prints goes to standard error.
+    loss), or one ``error`` line; anything else the process prints goes to standard error.  A worker
+    with a module of ``certify.FORBIDDEN_MODULES`` loaded reports an error instead of replaying.
     """
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     sys.stdout = sys.stderr
@@ -260,6 +261,11 @@ def _worker_main() -> None:
         entries = json.loads(job["layout"])
         flat = torch.from_file(job["slots"], shared=True, size=2 * job["slot_bytes"], dtype=torch.uint8)
         slots = [_slot_views(flat, entries, k * job["slot_bytes"]) for k in range(2)]
+        from amal_verified.run.certify import FORBIDDEN_MODULES
+
+        loaded = [m for m in FORBIDDEN_MODULES if m in sys.modules]
+        if loaded:
+            raise RuntimeError(f"the replay worker had auxiliary-side modules loaded: {', '.join(loaded)}")
         for u in range(1, job["count"] + 1):
             update = replay.update()
             if source.read(1) != b"\x01":  # stopped by the certifying process
