@@ -151,7 +151,7 @@ def replay_processes(spec: WorldModelSpec, updates: int, jobs: int | None = None
     """
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
-    limit = jobs if jobs is not None else len(os.sched_getaffinity(0))
+    limit = jobs if jobs is not None else _usable_cpus()
     if limit < 2 or not _splittable(spec):
         return 1
     if jobs is None:
@@ -168,6 +168,11 @@ def replay_processes(spec: WorldModelSpec, updates: int, jobs: int | None = None
         if per_update * updates < _SPLIT_MIN_FLOP:
             return 1
     return min(limit, spec.members)
+
+
+def _usable_cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU counts
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def member_ranges(members: int, processes: int) -> list[tuple[int, int]]:
