@@ -570,10 +570,10 @@ def _efficiency(result: EfficiencyResult, what: str, smoke: bool) -> dict[str, A
     elif smoke:
         interval, verdict = "none (smoke run)", SMOKE_VERDICT
         sentence = (
-            "Not tested: a smoke run (quick mode: one seed per cell at budgets sized for minutes) supports "
-            f"no claim about the paper's {100 * CLAIMED_IMPROVEMENT:g} %, so neither an interval nor a "
-            f"verdict is drawn from its {len(result.pairs)} (task, seed) pair(s). The samples per pair are "
-            "listed below to show that the measurement runs."
+            "Not tested: a smoke run (quick mode: budgets sized for minutes, one seed per cell by "
+            f"default) supports no claim about the paper's {100 * CLAIMED_IMPROVEMENT:g} %, so neither an "
+            f"interval nor a verdict is drawn from its {len(result.pairs)} (task, seed) pair(s). The samples "
+            "per pair are listed below to show that the measurement runs."
         )
     else:
         if result.low is not None and result.high is not None:
