@@ -93,10 +93,11 @@ audit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gate_overhead.py
 
-# The paper's evaluation framework. Quick (minutes): benchmarks/results/quick/RESULTS.md. Full (tens of
-# hours on 2 cores): benchmarks/RESULTS.md, resumable; rerun to continue, or run a sitting on some tasks
-# only with TASKS="NewsFilter Trading". Finished cells are kept in benchmarks/results/full/, and
-# RESULTS.md always covers the whole grid, listing the cells not run yet.
+# The paper's evaluation framework. Quick: a smoke run of every quick task and method, one seed, 500
+# steps per cell (under 10 minutes on 2 cores): benchmarks/results/quick/RESULTS.md. Full (the
+# measurement, 3 seeds; tens of hours on 2 cores): benchmarks/RESULTS.md, resumable; rerun to continue,
+# or run a sitting on some tasks only with TASKS="NewsFilter Trading". Finished cells are kept in
+# benchmarks/results/full/, and RESULTS.md always covers the whole grid, listing the cells not run yet.
 bench-quick: $(STAMP)
 	$(BIN)/amal bench --quick --jobs 2 --out benchmarks/results/quick
 

@@ -235,6 +235,30 @@ def test_a_sitting_cut_short_is_still_recorded(
     assert metadata["sittings"][0]["command"] == "amal bench " + " ".join(argv[1:])
 
 
+def test_quick_mode_is_one_seed_of_every_method_on_its_suite_and_full_mode_three(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amal_tools.bench import command
+
+    plans: list[BenchPlan] = []
+
+    def capture(plan: BenchPlan) -> None:
+        plans.append(plan)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "run_benchmark", capture)
+    for mode in ("--quick", "--full"):
+        assert main(["bench", mode, "--no-ratios", "--out", str(tmp_path / mode)]) == 130
+    quick, full = plans
+    assert (quick.mode, quick.seeds, quick.tasks, quick.methods) == ("quick", (0,), suite("quick"), METHODS)
+    assert (full.mode, full.seeds, full.tasks, full.methods) == ("full", (0, 1, 2), suite("full"), METHODS)
+    # one cell per (method, task): every method of the quick grid, each task once
+    assert len(quick.cells()) == len(suite("quick")) * len(METHODS)
+    assert {c.seed for c in quick.cells()} == {0}
+    assert main(["bench", "--quick", "--seeds", "3", "4", "--no-ratios", "--out", str(tmp_path / "s")]) == 130
+    assert plans[-1].seeds == (3, 4)
+
+
 def test_collect_names_the_planned_cells_without_a_result_as_pending(tmp_path: Path) -> None:
     from amal_tools.bench.runner import Cell, collect
 

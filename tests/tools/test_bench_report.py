@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 from amal_tools.bench.plots import curve_file, write_plots
 from amal_tools.bench.records import EvalPoint, RunRecord
-from amal_tools.bench.report import Skipped, isolation_violations, render_results, write_results
+from amal_tools.bench.report import (
+    SMOKE_VERDICT,
+    Skipped,
+    isolation_violations,
+    render_results,
+    write_results,
+)
 from amal_tools.bench.stats import (
     BEST_OBSERVED,
     Level,
@@ -218,8 +224,8 @@ GAP = {
     "primary_only": {"next_obs_mse": 0.02, "reward_mse": 0.1, "nll": -1.0},
 }
 METADATA = {
-    "command": "amal bench --mode quick --seeds 0 1 2 --out bench-out",
-    "mode": "quick",
+    "command": "amal bench --full --seeds 0 1 2 --out bench-out",
+    "mode": "full",
     "seeds": [0, 1, 2],
     "versions": {"python": "3.11.9", "numpy": "2.1.0", "amal_verified": "0.1.0"},
     "machine": "2-core test box",
@@ -280,7 +286,8 @@ def test_report_renders_with_missing_extras_skipped_pairs_and_best_observed(tmp_
         plots_dir=tmp_path / "plots",
         plots_link="plots",
     )
-    assert "amal bench --mode quick --seeds 0 1 2 --out bench-out" in text
+    assert "amal bench --full --seeds 0 1 2 --out bench-out" in text
+    assert "Smoke run" not in text and "smoke run" not in text
     assert '"machine": "2-core test box"' in text  # metadata verbatim
     assert "| sb3-sac | TSP-20 | SAC needs a continuous action space |" in text
     assert "| gate | 1.02 |" in text
@@ -622,3 +629,51 @@ def test_a_partial_run_says_so_and_lists_the_cells_not_run_yet() -> None:
     assert "| Walker2d | amal | 0 |" in section
     complete = render_results(runs, {}, metadata=METADATA)
     assert "Partial run" not in complete and "Cells not run yet" not in complete
+
+
+def _efficiency_row(text: str, baseline: str) -> list[str]:
+    section = text.split("## Exploration efficiency")[1].split("## Does the auxiliary", maxsplit=1)[0]
+    (line,) = [ln for ln in section.splitlines() if ln.startswith(f"| {baseline} |")]
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_a_quick_mode_run_is_reported_as_a_smoke_run_without_verdicts_or_intervals() -> None:
+    # One seed per cell, as quick mode runs: two tasks with an optimum give two informative pairs, which
+    # would otherwise give a bootstrap interval and a verdict.
+    runs = [record("amal", t, 0, [100.0] * 5) for t in ("T", "U")] + [
+        record("amal-no-info", t, 0, [20.0, 30.0, 40.0, 50.0, 100.0]) for t in ("T", "U")
+    ]
+    runs += [record("amal-aux-policy", t, 0, [100.0, 90.0, 90.0, 90.0, 80.0]) for t in ("T", "U")]
+    levels = {**levels_of("T", [0]), **levels_of("U", [0])}
+    full = render_results(runs, levels, metadata=METADATA)
+    assert _efficiency_row(full, "amal-no-info")[6] == "**supported**"  # what a full run would claim
+    quick = {**METADATA, "mode": "quick", "command": "amal bench --quick --out bench-out", "seeds": [0]}
+    text = render_results(runs, levels, metadata=quick)
+    assert "> **Smoke run (quick mode).**" in text and "with 1 seed(s) per (method, task)" in text
+    assert text.index("Smoke run (quick mode)") < text.index("## How to reproduce")
+    row = _efficiency_row(text, "amal-no-info")
+    assert (row[4], row[5], row[6]) == ("—", "none (smoke run)", f"**{SMOKE_VERDICT}**")
+    section = text.split("## Exploration efficiency")[1].split("## Does the auxiliary")[0]
+    assert "Not tested: a smoke run" in section
+    claims = section.split("| amal vs |")[1]  # the definitions above name every verdict
+    assert not any(w in claims for w in ("**supported**", "**refuted**", "**inconclusive**", "We measured"))
+    assert "2 (task, seed) pair(s)" in section and "| T | 0 | 200 | 1 000 | 80.0 % |" in section
+    aux = text.split("## Does the auxiliary agents' data help the primary agent?")[1].split("## ")[0]
+    assert f"| 0/1 | {SMOKE_VERDICT} |" in aux and "**hurt**" not in aux
+    assert "±" not in text.split("## Results per task")[1].split("## Exploration efficiency")[0]
+    assert "(n = 1: no interval)" in text
+    limits = text.split("## What these numbers do and don't show")[1]
+    assert (
+        "A smoke run" in limits
+        and "Seeds: 1 per (method, task). Cells with one seed have no interval" in limits
+    )
+
+
+def test_a_quick_mode_run_draws_no_verdict_even_with_three_seeds() -> None:
+    runs = [record("amal", "T", s, [100.0] * 5) for s in range(3)] + [
+        record("amal-no-info", "T", s, [20.0, 30.0, 40.0, 50.0, 100.0]) for s in range(3)
+    ]
+    quick = {**METADATA, "mode": "quick"}
+    text = render_results(runs, levels_of("T", range(3)), metadata=quick)
+    assert _efficiency_row(text, "amal-no-info")[5:7] == ["none (smoke run)", f"**{SMOKE_VERDICT}**"]
+    assert "with 3 seed(s) per (method, task)" in text

@@ -122,14 +122,19 @@ REPORT = Command(
 def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     mode = bench.add_mutually_exclusive_group()
     mode.add_argument(
-        "--quick", dest="mode", action="store_const", const="quick", help="quick mode (default)"
+        "--quick", dest="mode", action="store_const", const="quick", help="quick mode: a smoke run (default)"
     )
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="full mode (hours)")
     bench.set_defaults(mode="quick")
     bench.add_argument("--tasks", nargs="+", metavar="TASK", help="task names (default: the mode's suite)")
     bench.add_argument("--methods", nargs="+", metavar="METHOD", help="methods (default: all)")
     bench.add_argument(
-        "--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED", help="run seeds (default 0 1 2)"
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="run seeds (default: 0 in quick mode, 0 1 2 in full mode)",
     )
     bench.add_argument("--jobs", type=_positive_int, default=1, help="cells trained in parallel (default 1)")
     bench.add_argument(
@@ -171,7 +176,8 @@ BENCH = Command(
     description=(
         "Train every (method, task, seed) cell, measure levels, isolation, reality gap, robustness "
         "under shift and the performance ratios, and write RESULTS.md with plots into --out. "
-        "--quick (default) takes minutes; --full takes hours and resumes where it stopped."
+        "--quick (default) is a smoke run of every quick task and method, one seed each, in minutes; "
+        "--full is the measurement, three seeds, hours to days, and resumes where it stopped."
     ),
     add_arguments=_bench_arguments,
     run=_bench,

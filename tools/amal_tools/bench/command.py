@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from amal_tools.bench.methods import METHODS
 from amal_tools.bench.runner import LEVELS_FILE, BenchPlan, code_commit, collect, run_benchmark, utc_now
-from amal_tools.bench.tasks import TASKS, suite, task_by_name
+from amal_tools.bench.tasks import SEEDS, TASKS, suite, task_by_name
 from amal_tools.compliance.provenance import tool_versions
 from amal_verified.record.files import write_json_atomic
 
@@ -152,7 +152,7 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         mode=mode,
         tasks=tasks,
         methods=tuple(args.methods) if args.methods else METHODS,
-        seeds=tuple(args.seeds),
+        seeds=tuple(args.seeds) if args.seeds else SEEDS[mode],
         out=out,
         jobs=args.jobs,
         backend=args.backend,

@@ -9,10 +9,11 @@
 2. **Trainer throughput against SB3 SAC and PPO** — the AMAL trainer
    (:class:`amal_verified.run.trainer.Trainer` with :func:`bench_train_config`), SB3 ``SAC`` and SB3
    ``PPO`` on the same environment (Pendulum-v1 quick, HalfCheetah-v5 full) for the same number
-   of primary environment steps, each on one torch thread, one after another in this process
-   (alternating over ``repeats``).  Ratio: trainer env steps/s ÷ baseline env steps/s.  The
-   budget is a multiple of PPO's ``n_steps`` (2048), because PPO always completes a rollout.
-   SB3 uses its defaults except SAC's ``learning_starts``, matched to the trainer's.  What each
+   of primary environment steps (quick: 512, full: 10 240), each on one torch thread, one after
+   another in this process (alternating over ``repeats``).  Ratio: trainer env steps/s ÷ baseline
+   env steps/s.  The budget is a multiple of PPO's ``n_steps``, because PPO always completes a
+   rollout.  SB3 uses its defaults except SAC's ``learning_starts``, matched to the trainer's, and,
+   in quick mode, PPO's ``n_steps`` (512 instead of 2048: one rollout in the budget).  What each
    does per environment step differs a lot (see :data:`TRAINER_WORK` and the row notes).
 3. **Information-gain estimator against a loop implementation** —
    :func:`amal_verified.world_model.information_gain.gaussian_ensemble_eig` against
@@ -24,7 +25,7 @@
    time (the library's speed-up).
 4. **CEM population evaluation with gymnasium vector envs against sequential** —
    :func:`amal_tools.bench.population_eval.evaluate_population` in its three modes on the
-   same population (P = 10 on Pendulum-v1 quick, P = 20 on HalfCheetah-v5 full).  Ratio:
+   same population (P = 4 on Pendulum-v1 quick, P = 20 on HalfCheetah-v5 full).  Ratio:
    sequential time ÷ vector time.  The three results must be bit-identical; the report says
    whether they were.
 
@@ -32,10 +33,10 @@ Timing: ``time.perf_counter`` wall clock around each measured call, medians over
 imports, model construction and input generation outside the timed region — except that a
 population evaluation is timed as a whole call (environment construction and, for ``async``,
 worker start-up included: CEM pays them once per generation).  Nothing here asserts a speed.
-Measured on 2 shared cores: quick mode 79 s (load average ≈ 4) to 3.4 min (≈ 5), two thirds of
-it the trainer/SAC/PPO row; full mode 17 min (load ≈ 4).  The global torch thread count is set to 1 for the
-measurement and restored afterwards, and so are the global ``random``, ``numpy`` and
-``torch`` generators (SB3 re-seeds them).
+Quick mode is sized for seconds (one gate pair, single repeats): its ratios are a smoke test of the
+measurement, full mode's are the measurement (``benchmarks/README.md`` gives both modes' costs).
+The global torch thread count is set to 1 for the measurement and restored afterwards, and so are
+the global ``random``, ``numpy`` and ``torch`` generators (SB3 re-seeds them).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ TRAINER_WORK: Final = (
 
 _HALF_LOG_2PI: Final = 0.5 * math.log(2.0 * math.pi)
 _PPO_N_STEPS: Final = 2048
+_QUICK_TRAIN_STEPS: Final = 512  # quick mode's throughput rows: one PPO rollout, two world-model rounds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,18 +142,20 @@ def ratio_sizes(*, quick: bool) -> RatioSizes:
     if quick:
         return RatioSizes(
             env_id="Pendulum-v1",
-            gate_pairs=2,
+            gate_pairs=1,
             gate_warmup=1,
-            gate_steps=5,
-            train_steps=_PPO_N_STEPS,
+            gate_steps=3,
+            train_steps=_QUICK_TRAIN_STEPS,
             train_repeats=1,
             eig_members=20,
             eig_outer=100,
             eig_states=256,
             eig_repeats=3,
-            population=10,
-            population_episodes=2,
-            population_repeats=2,
+            population=4,
+            population_episodes=1,
+            population_repeats=1,
+            learning_starts=_QUICK_TRAIN_STEPS // 4,
+            ppo_n_steps=_QUICK_TRAIN_STEPS,
         )
     return RatioSizes(
         env_id="HalfCheetah-v5",
@@ -474,6 +478,9 @@ def _trainer_rows(sizes: RatioSizes, scratch: Path) -> list[RatioRow]:
         f"trainer: reduced bench config (bench_train_config), first {config.random_steps} steps random, "
         f"timed run() incl. one final evaluation episode and checkpoint; {work}"
     )
+    ppo_settings = (
+        "SB3 defaults" if n_steps == _PPO_N_STEPS else f"SB3 defaults except n_steps (default {_PPO_N_STEPS})"
+    )
     elapsed = time.perf_counter() - started
     return [
         RatioRow(
@@ -496,7 +503,7 @@ def _trainer_rows(sizes: RatioSizes, scratch: Path) -> list[RatioRow]:
             ratio=rate["trainer"] / rate["PPO"],
             ratio_meaning="trainer steps/s / PPO steps/s",
             notes=(
-                f"{common}. PPO: SB3 defaults (MLP 64×64, n_steps {n_steps}, 10 epochs of minibatch 64 "
+                f"{common}. PPO: {ppo_settings} (MLP 64×64, n_steps {n_steps}, 10 epochs of minibatch 64 "
                 f"per rollout, i.e. {10 * n_steps // 64} gradient steps per {n_steps} env steps)"
             ),
             seconds=elapsed,

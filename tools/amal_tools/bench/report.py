@@ -17,6 +17,11 @@ Contracts:
 - A partial run says so: the grid's cells not run yet (``pending``, e.g. a full run between
   sittings) are counted at the top and listed per (task, method) in their own section.
 - Deterministic: the same inputs give the same text (no clock is read; times come from metadata).
+- A quick-mode run (``metadata["mode"] == "quick"``) is a smoke run (:mod:`amal_tools.bench.tasks`):
+  the document says so at the top and in its limits, and draws no statistical conclusion from it —
+  the exploration-efficiency comparisons get no interval and no verdict ("not tested (smoke run)"),
+  and the auxiliary-data comparison no reading.  Its numbers are still all shown.  In any mode, a
+  cell with one seed gets no interval ("n = 1: no interval").
 
 ``metadata`` keys read (all optional; the whole dict is embedded verbatim in any case):
 ``command`` (str or list of str: the commands that reproduce the run), ``mode``, ``seeds``,
@@ -70,6 +75,7 @@ __all__ = [
     "EFFICIENCY_BASELINES",
     "FRACTION",
     "GATED_METHODS",
+    "SMOKE_VERDICT",
     "Skipped",
     "isolation_violations",
     "render_results",
@@ -477,7 +483,25 @@ AUX_POLICY_PAIR: Final = ("amal-aux-policy", "amal")
 """The runs that test whether the auxiliary agents' data helps the primary agent, and their control."""
 
 
-def _aux_policy_reading(differences: Sequence[float]) -> str:
+SMOKE_VERDICT: Final = "not tested (smoke run)"
+"""What a quick-mode (smoke) run reports in place of an interval-based verdict or reading."""
+
+
+_SMOKE_LIMIT: Final = (
+    "A smoke run: quick mode trains every method of its grid end to end at budgets sized for minutes, to "
+    "show that training, evaluation, the shift, the isolation check and this report work; its numbers "
+    "compare no methods, and no interval-based verdict is drawn from them."
+)
+
+
+def _smoke(metadata: Mapping[str, Any]) -> bool:
+    """Whether ``metadata`` is that of a quick-mode run, a smoke run (module docstring)."""
+    return metadata.get("mode") == "quick"
+
+
+def _aux_policy_reading(differences: Sequence[float], smoke: bool) -> str:
+    if smoke:
+        return SMOKE_VERDICT
     if not any(differences):
         return "equal in every seed"
     ci = mean_ci(differences)
@@ -490,9 +514,10 @@ def _aux_policy_reading(differences: Sequence[float]) -> str:
     return "no difference resolved"
 
 
-def _aux_policy_rows(records: Sequence[RunRecord], resolved: ResolvedLevels) -> list[list[str]]:
+def _aux_policy_rows(records: Sequence[RunRecord], resolved: ResolvedLevels, smoke: bool) -> list[list[str]]:
     """Per task: the paired (same seed) differences amal-aux-policy − amal of the final return and the
-    normalised AUC, with t-intervals over the seeds, and how many seeds ended higher with the data."""
+    normalised AUC, with t-intervals over the seeds, and how many seeds ended higher with the data
+    (no reading in a smoke run)."""
     method, control = AUX_POLICY_PAIR
     by_key = {(r.method, r.task, r.seed): r for r in records}
     rows = []
@@ -516,7 +541,7 @@ def _aux_policy_rows(records: Sequence[RunRecord], resolved: ResolvedLevels) -> 
                 _ci(final),
                 _ci(mean_ci(aucs)) if aucs else "not measured (no usable level)",
                 f"{higher}/{len(pairs)}",
-                _aux_policy_reading(differences),
+                _aux_policy_reading(differences, smoke),
             ]
         )
     return rows
@@ -530,8 +555,9 @@ def _counts(by_task: Mapping[str, int]) -> str:
     return ", ".join(f"{t}: {n}" for t, n in by_task.items())
 
 
-def _efficiency(result: EfficiencyResult, what: str) -> dict[str, Any]:
+def _efficiency(result: EfficiencyResult, what: str, smoke: bool) -> dict[str, Any]:
     level = f"{100 * result.fraction:g} %"
+    verdict: str = result.verdict
     used = result.informative_pairs
     excluded = result.excluded_by_task
     n_excluded = sum(excluded.values())
@@ -541,6 +567,14 @@ def _efficiency(result: EfficiencyResult, what: str) -> dict[str, Any]:
             f"{result.baseline} with a usable level."
         )
         interval = _DASH
+    elif smoke:
+        interval, verdict = "none (smoke run)", SMOKE_VERDICT
+        sentence = (
+            "Not tested: a smoke run (quick mode: budgets sized for minutes, one seed per cell by "
+            f"default) supports no claim about the paper's {100 * CLAIMED_IMPROVEMENT:g} %, so neither an "
+            f"interval nor a verdict is drawn from its {len(result.pairs)} (task, seed) pair(s). The samples "
+            "per pair are listed below to show that the measurement runs."
+        )
     else:
         if result.low is not None and result.high is not None:
             interval = f"[{_pct(result.low)}, {_pct(result.high)}]"
@@ -605,9 +639,9 @@ def _efficiency(result: EfficiencyResult, what: str) -> dict[str, Any]:
         "what": what,
         "n": str(len(used)),
         "excluded": f"{n_excluded} ({_counts(excluded)})" if n_excluded else "0",
-        "estimate": _DASH if result.estimate is None else _pct(result.estimate),
+        "estimate": _DASH if result.estimate is None or smoke else _pct(result.estimate),
         "interval": interval,
-        "verdict": result.verdict,
+        "verdict": verdict,
         "censored": f"{result.n_method_censored_only} / {result.n_baseline_censored_only}",
         "sentence": sentence,
         "pairs": pairs,
@@ -650,7 +684,8 @@ def _limits(records: Sequence[RunRecord], resolved: ResolvedLevels, metadata: Ma
     counts = [c for c in counts if c]
     lo, hi = min(counts), max(counts)
     episodes = sorted({len(r.final.returns) for r in records})
-    out = [
+    out = [_SMOKE_LIMIT] if _smoke(metadata) else []
+    out += [
         f"Scale: {len(tasks)} task(s) of the catalogue's {len(TASKS)}, {len(methods)} method(s) "
         f"({', '.join(methods)}), mode {metadata.get('mode', 'not recorded')}.",
         "Budgets (primary environment steps per run): "
@@ -806,6 +841,17 @@ def _records_by_commit(records: Sequence[RunRecord]) -> list[tuple[str, int]]:
     return sorted(counts.items())
 
 
+def _seed_counts(records: Sequence[RunRecord]) -> str:
+    """How many seeds the (method, task) cells have: ``"1"``, ``"3"`` or a range ``"1–3"``."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in records:
+        counts[(r.method, r.task)] = counts.get((r.method, r.task), 0) + 1
+    if not counts:
+        return "0"
+    lo, hi = min(counts.values()), max(counts.values())
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
 @checked
 def render_results(
     records: Sequence[RunRecord],
@@ -840,9 +886,12 @@ def render_results(
         written = set()
     tasks = sorted({r.task for r in records})
     methods = {r.method for r in records}
+    smoke = _smoke(metadata)
     comparisons = [
         _efficiency(
-            exploration_efficiency(records, resolved, method="amal", baseline=b, fraction=FRACTION), what
+            exploration_efficiency(records, resolved, method="amal", baseline=b, fraction=FRACTION),
+            what,
+            smoke,
         )
         for b, what in EFFICIENCY_BASELINES.items()
         if b in methods and "amal" in methods
@@ -866,6 +915,8 @@ def render_results(
         "start": metadata.get("start", metadata.get("started")),
         "end": metadata.get("end", metadata.get("finished")),
         "mode": metadata.get("mode"),
+        "smoke": smoke,
+        "seed_counts": _seed_counts(records),
         "metadata_json": json.dumps(metadata, indent=2, ensure_ascii=False, default=str),
         "sittings": _sitting_rows(metadata) if len(_sittings(metadata)) > 1 else [],
         "versions_differ": _versions_differ(metadata),
@@ -894,7 +945,7 @@ def render_results(
         "fit_transitions": _int(PRIMARY_FIT_TRANSITIONS),
         "never_below_constant": ", ".join(_never_below_constant(records, naive_errors or {})),
         "gated_methods": ", ".join(GATED_METHODS),
-        "aux_policy_rows": _aux_policy_rows(records, resolved),
+        "aux_policy_rows": _aux_policy_rows(records, resolved, smoke),
         "aux_policy_pending": AUX_POLICY_PAIR[0] not in methods,
         "gap_figure": f"{link}/reality_gap.png"
         if link is not None and "reality_gap.png" in written

@@ -5,6 +5,7 @@ and says how the benchmark treats it:
 
 - ``budgets``: primary environment steps per run in quick and in full mode (``None``: the task is
   not part of that mode's default suite; it can still be asked for by name);
+- ``eval_episodes``: evaluation episodes per evaluation point in quick and in full mode;
 - ``shift``: the perturbed environment of the robustness metric (:class:`Shift`), never seen in
   training;
 - ``success``: how an evaluation episode counts as solved (see :mod:`amal_tools.bench.evaluation`);
@@ -19,7 +20,15 @@ Besides the paper's tasks the catalogue has CartPole-v1 and Pendulum-v1 (full mo
 methods learn within a workstation budget, so that "samples to reach 90 % of optimal" — and with it
 the paper's "40 % better exploration efficiency" — is measurable at all.
 
-:data:`TASKS` is the catalogue; :func:`suite` selects a mode's default tasks.
+:data:`TASKS` is the catalogue; :func:`suite` selects a mode's default tasks and :data:`SEEDS` its
+default run seeds.
+
+The modes: **full** mode is the measurement (20k–50k steps per run, 5–10 evaluation episodes per
+point, seeds 0, 1 and 2); **quick** mode is a smoke run of the whole framework — every method on
+four tasks of different families, end to end (training, evaluation, shift, isolation, report), at
+:data:`QUICK_BUDGET` steps, one evaluation episode per point and one seed, sized so that the grid
+runs in minutes on two cores.  A quick run shows that the pipeline works; its numbers support no
+comparison of methods, and its report says so (:mod:`amal_tools.bench.report`).
 """
 
 from __future__ import annotations
@@ -31,10 +40,15 @@ from typing import Any, Final, Literal, final
 
 from amal_verified.common.runtime_checks import checked
 
-__all__ = ["MODES", "TASKS", "Mode", "Shift", "TaskSpec", "suite", "task_by_name"]
+__all__ = ["MODES", "QUICK_BUDGET", "SEEDS", "TASKS", "Mode", "Shift", "TaskSpec", "suite", "task_by_name"]
 
 Mode = Literal["quick", "full"]
 MODES: Final[tuple[Mode, ...]] = ("quick", "full")
+SEEDS: Final[Mapping[Mode, tuple[int, ...]]] = MappingProxyType({"quick": (0,), "full": (0, 1, 2)})
+"""The run seeds a mode uses unless others are asked for: one in quick mode (a smoke run), three in full."""
+QUICK_BUDGET: Final = 500
+"""Primary steps per run of the quick suite's tasks: two world-model rounds and one CEM generation of
+the AMAL trainer (every 250 and 500 steps), a few updates of every baseline."""
 
 
 @final
@@ -65,7 +79,7 @@ class TaskSpec:
     reference: Literal["solver", "known", "best-observed"] = "best-observed"
     known_optimum: float | None = None
     evaluations: int = 8
-    eval_episodes: Mapping[Mode, int] = field(default_factory=lambda: {"quick": 3, "full": 10})
+    eval_episodes: Mapping[Mode, int] = field(default_factory=lambda: {"quick": 1, "full": 10})
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -140,7 +154,7 @@ _ALL: Final[tuple[TaskSpec, ...]] = (
         shift=Shift("a pole 1.5× as long", physics={"length": 1.5}),
         reference="known",
         known_optimum=500.0,
-        eval_episodes={"quick": 3, "full": 5},
+        eval_episodes={"quick": 1, "full": 5},
     ),
     TaskSpec(
         name="Pendulum",
@@ -149,9 +163,9 @@ _ALL: Final[tuple[TaskSpec, ...]] = (
         continuous=True,
         budgets={"quick": None, "full": 20_000},
         shift=Shift("a heavier pendulum (mass ×1.3)", physics={"m": 1.3}),
-        eval_episodes={"quick": 3, "full": 5},
+        eval_episodes={"quick": 1, "full": 5},
     ),
-    _mujoco("HalfCheetah", full=50_000, quick=1_500),
+    _mujoco("HalfCheetah", full=50_000, quick=QUICK_BUDGET),
     _mujoco("Ant", full=50_000),
     _mujoco("Walker2d", full=50_000),
     _mujoco("Humanoid", full=50_000),
@@ -159,9 +173,9 @@ _ALL: Final[tuple[TaskSpec, ...]] = (
     _combinatorial("CVRP-100", "amal/CVRP-100-v0", "clustered", None, 50_000),
     _combinatorial("JSS-50", "amal/JSS-50-v0", "bimodal", None, 50_000),
     _combinatorial("KP-1000", "amal/KP-1000-v0", "correlated", None, 50_000),
-    _combinatorial("TSP-20", "amal/TSP-20-v0", "clustered", 1_500, None),
+    _combinatorial("TSP-20", "amal/TSP-20-v0", "clustered", QUICK_BUDGET, None),
     _combinatorial("KP-50", "amal/KP-50-v0", "correlated", None, None),
-    _key_corridor("KeyCorridorS3R1", "MiniGrid-KeyCorridorS3R1-v0", 1_500, 50_000),
+    _key_corridor("KeyCorridorS3R1", "MiniGrid-KeyCorridorS3R1-v0", QUICK_BUDGET, 50_000),
     _key_corridor("KeyCorridorS3R2", "MiniGrid-KeyCorridorS3R2-v0", None, 50_000),
     _key_corridor("KeyCorridorS3R3", "MiniGrid-KeyCorridorS3R3-v0", None, 50_000),
     _key_corridor("KeyCorridorS4R3", "MiniGrid-KeyCorridorS4R3-v0", None, 50_000),
@@ -173,7 +187,7 @@ _ALL: Final[tuple[TaskSpec, ...]] = (
         env_id="amal/Trading-v0",
         family="partially observable",
         continuous=False,
-        budgets={"quick": 1_500, "full": 50_000},
+        budgets={"quick": QUICK_BUDGET, "full": 50_000},
         shift=Shift("a more volatile market (volatility ×1.5)", make_kwargs={"volatility_scale": 1.5}),
         reference="solver",
     ),
