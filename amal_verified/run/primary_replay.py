@@ -253,7 +253,8 @@ def _worker_main() -> None:
     loss), or one ``error`` line; anything else the process prints goes to standard error.  A worker
     with a module of ``certify.FORBIDDEN_MODULES`` loaded reports an error instead of replaying.
     """
-    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # whatever else writes to standard output, Python or C, goes to standard error
     sys.stdout = sys.stderr
     source = sys.stdin.buffer
     try:
