@@ -257,6 +257,31 @@ def closure_adds_penalty(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     return state + [v.detach().clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
 
 
+def tensor_learning_rate(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A tensor hyperparameter derived from auxiliary data: refused before Adam changes anything."""
+    g = torch.Generator().manual_seed(8)
+    wm = torch.nn.Linear(3, 2)
+    sim = av.aux(aux.clone(), source="sim")
+    lr = (sim.nan_to_num(0.0).clamp(0.0, 0.0) + 0.01) if leak else torch.tensor(0.01)
+    opt = av.GatedOptimizer(torch.optim.Adam(wm.parameters(), lr=torch.tensor(0.01)), names=wm)
+    opt.param_groups[0]["lr"] = lr.reshape(())
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    before = [p.detach().clone() for p in wm.parameters()]
+    try:
+        opt.step()
+    except av.IsolationViolation:
+        after = [p.detach().clone() for p in wm.parameters()]
+        assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True)), (
+            "a refused step moved a weight"
+        )
+        assert not opt.state, "a refused step changed the optimizer's state"
+        raise
+    state = [p.detach().clone() for p in wm.parameters()]
+    return state + [v.detach().clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -267,6 +292,7 @@ _SCENARIOS = {
     "tagged object used on": (tagged_object_used_on, (4, 3)),
     "buffer tagged through a view": (buffer_tagged_through_a_view, (4, 3)),
     "closure adds a penalty": (closure_adds_penalty, (4, 2)),
+    "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
 }
 
 
