@@ -37,9 +37,11 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -637,6 +639,18 @@ def run_all(
         return {mid: f.result() for mid, f in futures.items()}
 
 
+def _portable(text: str) -> str:
+    """``text`` without this machine's paths: the mutant copies', the checkout's, the interpreter's."""
+    text = re.sub(r"/[^\s\"']*/amal-mutant-[A-Za-z0-9_]+/", "", text)
+    for prefix, short in (
+        (sysconfig.get_paths()["purelib"] + "/", "site-packages/"),
+        (sysconfig.get_paths()["stdlib"] + "/", "python/"),
+        (str(ROOT) + "/", ""),
+    ):
+        text = text.replace(prefix, short)
+    return text
+
+
 def records(mutants: Sequence[CoreMutant], results: dict[str, Result]) -> list[dict[str, Any]]:
     out = []
     for m in mutants:
@@ -649,7 +663,7 @@ def records(mutants: Sequence[CoreMutant], results: dict[str, Result]) -> list[d
                 if r is None or r.killed_by is None
                 else round(r.seconds, 1),
                 "seconds": None if r is None else round(r.seconds, 1),
-                "detail": "" if r is None else r.detail[:2000],
+                "detail": "" if r is None else _portable(r.detail)[:2000],
                 "run": r is not None,
             }
         )
