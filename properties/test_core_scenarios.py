@@ -76,7 +76,7 @@ def _run(
         torch.manual_seed(0)
         try:
             state = scenario(aux, leak)
-        except av.IsolationViolation:
+        except (av.IsolationViolation, av.TaggingError):  # a refused step, or refused primary() tagging
             return "refused", []
     return "completed", state
 
@@ -282,6 +282,23 @@ def tensor_learning_rate(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     return state + [v.detach().clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
 
 
+def primary_of_a_plain_alias(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A plain tensor taken before its memory was tagged auxiliary, then tagged primary: refused."""
+    g = torch.Generator().manual_seed(9)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    rows = torch.randn(4, 3, generator=g)
+    alias = rows.view(4, 3)  # a second plain object over the same memory
+    if leak:
+        rows.copy_(aux.nan_to_num(0.0).clamp(-1.0, 1.0))
+        av.aux(rows, source="sim")
+    x = av.primary(alias, source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -293,6 +310,7 @@ _SCENARIOS = {
     "buffer tagged through a view": (buffer_tagged_through_a_view, (4, 3)),
     "closure adds a penalty": (closure_adds_penalty, (4, 2)),
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
+    "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
 }
 
 
