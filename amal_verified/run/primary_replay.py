@@ -155,19 +155,25 @@ def replay_processes(spec: WorldModelSpec, updates: int, jobs: int | None = None
     if limit < 2 or not _splittable(spec):
         return 1
     if jobs is None:
-        member = EnsembleWorldModel(
-            spec.obs_dim,
-            spec.action_dim,
-            members=1,
-            generator=torch.Generator().manual_seed(0),
-            encoder_sizes=spec.encoder_sizes,
-            gru_hidden=spec.gru_hidden,
-            decoder_sizes=spec.decoder_sizes,
-        )
+        member = _sized_like(spec, members=1)
         per_update = 6.0 * sum(p.numel() for p in member.parameters()) * spec.members * spec.batch_size
         if per_update * updates < _SPLIT_MIN_FLOP:
             return 1
     return min(limit, spec.members)
+
+
+def _sized_like(spec: WorldModelSpec, members: int) -> EnsembleWorldModel:
+    """A model of ``spec``'s architecture with ``members`` members, for its sizes only (its values are
+    not the run's)."""
+    return EnsembleWorldModel(
+        spec.obs_dim,
+        spec.action_dim,
+        members=members,
+        generator=torch.Generator().manual_seed(0),
+        encoder_sizes=spec.encoder_sizes,
+        gru_hidden=spec.gru_hidden,
+        decoder_sizes=spec.decoder_sizes,
+    )
 
 
 def _usable_cpus() -> int:
@@ -342,15 +348,7 @@ class MemberSplitReplay:
             )
         )
         try:
-            shapes = EnsembleWorldModel(
-                spec.obs_dim,
-                spec.action_dim,
-                members=spec.members,
-                generator=torch.Generator().manual_seed(0),
-                encoder_sizes=spec.encoder_sizes,
-                gru_hidden=spec.gru_hidden,
-                decoder_sizes=spec.decoder_sizes,
-            ).state_dict()
+            shapes = _sized_like(spec, members=spec.members).state_dict()
             entries, slot_bytes = _layout(shapes)
             path = self._directory / "slots"
             with path.open("wb") as f:
