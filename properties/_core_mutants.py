@@ -75,17 +75,22 @@ USER_TARGET = (
 
 SCENARIOS = "properties/test_core_scenarios.py::test_scenario_is_noninterfering"
 FIRST_LABEL = "properties/test_core_scenarios.py::test_first_auxiliary_label_of_a_process_arms_the_gate"
+PROVENANCE = "properties/test_core_scenarios.py::test_gated_steps_join_gradient_labels_into_parameters"
+TAG_JOINS = "properties/test_core_scenarios.py::test_tags_label_the_memory_given_and_join_what_it_holds"
 DEFAULT_TESTS: tuple[str, ...] = (
     AGREEMENT,
     SCENARIOS,
     FIRST_LABEL,
+    PROVENANCE,
+    TAG_JOINS,
     PROGRAMS,
     OP_MODULES,
     OP_OPS,
     USER_TARGET,
 )
-"""The killers, cheapest first: the reference agreement and the single routes (seconds each), the
-program property (about a minute), the op-level properties, the audit of the example trainer."""
+"""The killers, cheapest first: the reference agreement, the single routes and the labels the gate
+and the tags record (seconds each), the program property (about a minute), the op-level properties,
+the audit of the example trainer."""
 
 
 class StaleMutant(ValueError):

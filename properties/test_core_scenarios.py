@@ -299,6 +299,174 @@ def primary_of_a_plain_alias(aux: torch.Tensor, leak: bool) -> list[torch.Tensor
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def _refused_before_written(leak: bool, what: str) -> None:
+    """After a write the scenario expects protected memory to refuse: fail if it went through."""
+    assert not leak, f"auxiliary data written into {what} without a refusal"
+
+
+def weights_replaced_by_a_candidate(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """An evolution strategy's candidate around the world model's own weights, loaded with
+    ``vector_to_parameters`` (the parameters now view the candidate vector), then perturbed through
+    that vector: an auxiliary perturbation is refused before it is written."""
+    g = torch.Generator().manual_seed(12)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    flat = torch.nn.utils.parameters_to_vector(wm.parameters()).detach()
+    candidate = flat + 0.01 * torch.randn(flat.shape, generator=g)
+    torch.nn.utils.vector_to_parameters(candidate, wm.parameters())
+    sim = av.aux(aux.clone(), source="sim")
+    noise = (
+        sim.nan_to_num(0.0).clamp(-1.0, 1.0)
+        if leak
+        else av.primary(torch.randn(8, generator=g), source="real")
+    )
+    with torch.no_grad():
+        candidate.add_(noise, alpha=1e-3)
+    _refused_before_written(leak, "the parameters' new memory")
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def temperature_replaced_then_perturbed(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A learnt plain tensor given new memory through ``.data`` (not guarded at the assignment),
+    stepped once, then perturbed through a view of that memory: protection has followed it there."""
+    g = torch.Generator().manual_seed(13)
+    temperature = torch.zeros(3, requires_grad=True)
+    opt = av.GatedOptimizer(torch.optim.SGD([temperature], lr=0.1), names={"temperature": temperature})
+    warm_start = torch.rand(3, generator=g)
+    temperature.data = warm_start
+    x = av.primary(torch.randn(3, generator=g), source="real")
+    (temperature * x).sum().backward()
+    opt.step()
+    sim = av.aux(aux.clone(), source="sim")
+    noise = (
+        sim.nan_to_num(0.0).clamp(-1.0, 1.0)
+        if leak
+        else av.primary(torch.randn(3, generator=g), source="real")
+    )
+    warm_start.add_(noise, alpha=1e-3)  # the memory the temperature now uses
+    _refused_before_written(leak, "the temperature's memory")
+    opt.zero_grad()
+    (temperature * x).sum().backward()
+    opt.step()
+    return [temperature.detach().clone()]
+
+
+def temperature_replaced_old_memory_reused(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """As above, with no step between: the old memory (kept by the user as a scratch buffer) takes
+    auxiliary data, which it may, then the new memory is perturbed through a view: refused."""
+    g = torch.Generator().manual_seed(14)
+    temperature = torch.zeros(3, requires_grad=True)
+    opt = av.GatedOptimizer(torch.optim.SGD([temperature], lr=0.1), names={"temperature": temperature})
+    scratch = temperature.detach()  # the memory the temperature had until the next line
+    warm_start = torch.rand(3, generator=g)
+    temperature.data = warm_start
+    sim = av.aux(aux.clone(), source="sim")
+    scratch.copy_(sim.nan_to_num(0.0).clamp(-1.0, 1.0))  # no longer protected memory: allowed
+    noise = (
+        sim.nan_to_num(0.0).clamp(-1.0, 1.0)
+        if leak
+        else av.primary(torch.randn(3, generator=g), source="real")
+    )
+    warm_start.add_(noise, alpha=1e-3)
+    _refused_before_written(leak, "the temperature's memory")
+    x = av.primary(torch.randn(3, generator=g), source="real")
+    (temperature * x).sum().backward()
+    opt.step()
+    return [temperature.detach().clone()]
+
+
+def fast_weights_stepped_differentiably(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """MAML's inner loop: a ``differentiable=True`` SGD steps non-leaf fast weights of the world
+    model (``functional_call``) twice; the second loss is on auxiliary transitions when leaking.
+    Each in-place step gives the fast weights a new autograd node, whose gradients must be labelled."""
+    g = torch.Generator().manual_seed(15)
+    wm = torch.nn.Linear(3, 2)
+    fast = {name: p.clone() for name, p in wm.named_parameters()}
+    for t in fast.values():
+        t.retain_grad()
+    inner = torch.optim.SGD(list(fast.values()), lr=0.1, differentiable=True)
+    opt = av.GatedOptimizer(inner, names=fast)
+
+    def adapt(x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad()
+        out = torch.func.functional_call(wm, fast, (x,))
+        (out - y).pow(2).mean().backward(retain_graph=True)
+        opt.step()
+
+    adapt(
+        av.primary(torch.randn(4, 3, generator=g), source="real"),
+        av.primary(torch.randn(4, 2, generator=g), source="real"),
+    )
+    x = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    adapt(x, av.primary(torch.randn(4, 2, generator=g), source="real"))
+    return [t.detach().clone() for t in fast.values()]
+
+
+def input_gradients_at_simulated_states(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """An exploration bonus from the world model's input gradients at simulated states
+    (``torch.autograd.grad`` with respect to the states only), then a primary update: the bonus
+    leaves no label on the parameters' gradients.  Leaking: the bonus is backpropagated instead."""
+    g = torch.Generator().manual_seed(16)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    states = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim").requires_grad_()
+    surprise = wm(states).pow(2).sum()
+    if leak:
+        surprise.backward()
+    else:
+        (bonus,) = torch.autograd.grad(surprise, states)
+        assert bonus.shape == states.shape
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def penalty_on_a_slice_of_inputs(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """An input-gradient penalty (WGAN-GP, R1) on the state columns of transition rows that require
+    grad, tagged through a slice; the penalty's weight is an auxiliary statistic when leaking."""
+    g = torch.Generator().manual_seed(17)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    rows = torch.randn(4, 5, generator=g).requires_grad_()  # states and actions
+    states = av.primary(rows[:, :3], source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    out = wm(states)
+    (grad,) = torch.autograd.grad(out.sum(), rows, create_graph=True)
+    weight = av.aux(aux.clone(), source="sim").nan_to_num(0.0).clamp(0.0, 0.0) + 1.0 if leak else 1.0
+    ((out - y).pow(2).mean() + weight * grad.pow(2).sum(dim=1).mean()).backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def overwritten_rows_trained_on(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A replay tensor whose auxiliary rows are overwritten with primary transitions (``copy_``), then
+    trained on whole: overwritten rows hold primary data only.  Leaking: the rows are added to."""
+    g = torch.Generator().manual_seed(18)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    replay = torch.cat([real, av.aux(aux.clone(), source="sim")])  # rows 4-7 auxiliary
+    fresh = av.primary(torch.randn(4, 3, generator=g), source="real")
+    if leak:
+        replay[4:].add_(fresh)
+    else:
+        replay[4:].copy_(fresh)
+    y = av.primary(torch.randn(8, 2, generator=g), source="real")
+    (wm(replay) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -311,6 +479,13 @@ _SCENARIOS = {
     "closure adds a penalty": (closure_adds_penalty, (4, 2)),
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
+    "weights replaced by a candidate, then perturbed": (weights_replaced_by_a_candidate, (8,)),
+    "temperature replaced, stepped, then perturbed": (temperature_replaced_then_perturbed, (3,)),
+    "temperature replaced, old memory reused": (temperature_replaced_old_memory_reused, (3,)),
+    "fast weights stepped differentiably": (fast_weights_stepped_differentiably, (4, 3)),
+    "input gradients at simulated states": (input_gradients_at_simulated_states, (4, 3)),
+    "penalty on a slice of inputs": (penalty_on_a_slice_of_inputs, (1,)),
+    "overwritten rows trained on": (overwritten_rows_trained_on, (4, 3)),
 }
 
 
@@ -366,3 +541,63 @@ def test_first_auxiliary_label_of_a_process_arms_the_gate(leak: bool) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["refused" if leak else "completed"]
+
+
+def _sources(t: torch.Tensor) -> set[str]:
+    return {f"{s.kind.value}:{s.name}" for s in av.label_of(t).sources}
+
+
+@pytest.mark.parametrize("closure", [False, True], ids=["step", "step(closure)"])
+def test_gated_steps_join_gradient_labels_into_parameters(closure: bool) -> None:
+    """After an accepted step each protected parameter's label is its label before, joined with its
+    gradient's (``GatedOptimizer``'s contract): ``label_of`` names every primary source the world
+    model learned from, and a refused step changes no label."""
+    g = torch.Generator().manual_seed(20)
+    wm = torch.nn.Linear(3, 2)
+    inner: torch.optim.Optimizer = (
+        torch.optim.LBFGS(wm.parameters(), lr=0.1, max_iter=2)
+        if closure
+        else torch.optim.SGD(wm.parameters(), lr=0.1)
+    )
+    opt = av.GatedOptimizer(inner, names=wm)
+    learnt: set[str] = set()
+    for source in ("real-a", "real-b", "sim"):
+        tag = av.aux if source == "sim" else av.primary
+        x = tag(torch.randn(4, 3, generator=g), source=source)
+        y = tag(torch.randn(4, 2, generator=g), source=source)
+
+        def loss(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+            opt.zero_grad()
+            value = (wm(x) - y).pow(2).mean()
+            value.backward()
+            return value
+
+        try:
+            if closure:
+                opt.step(loss)
+            else:
+                loss()
+                opt.step()
+        except av.IsolationViolation:
+            assert source == "sim", f"a step on {source} was refused"
+        else:
+            assert source != "sim", "a step on auxiliary data was accepted"
+            learnt.add(f"primary:{source}")
+        for name, p in wm.named_parameters():
+            assert _sources(p) == learnt, f"{name} after learning from {source}: {_sources(p)}"
+
+
+def test_tags_label_the_memory_given_and_join_what_it_holds() -> None:
+    """``primary()`` and ``aux()`` label the memory of the tensor given and no more (a view, its rows),
+    joining the labels it holds: memory tagged auxiliary over primary data holds both."""
+    buffer = torch.randn(4, 3)
+    av.primary(buffer[:2], source="real")
+    assert _sources(buffer[:2]) == {"primary:real"}
+    assert _sources(buffer[2:]) == set()
+    av.primary(buffer[2:], source="real")
+    av.aux(buffer[2:], source="sim")
+    assert _sources(buffer[2:]) == {"primary:real", "aux:sim"}
+    assert _sources(buffer[:2]) == {"primary:real"}
+    whole = av.primary(torch.randn(4, 3), source="real")
+    av.aux(whole, source="sim")
+    assert _sources(whole) == {"primary:real", "aux:sim"}

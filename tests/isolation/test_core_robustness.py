@@ -79,6 +79,37 @@ def test_vector_to_parameters_of_aux_data_into_a_protected_model_is_refused() ->
     opt.step()  # nothing auxiliary reached the world model
 
 
+def test_memory_a_protected_parameter_takes_through_data_is_protected_at_once() -> None:
+    """After ``vector_to_parameters`` of a primary candidate, the parameters view the candidate
+    vector: an auxiliary write through that vector is refused before it is written, not only at the
+    next step (which would leave the world model's weights holding auxiliary data)."""
+    wm = torch.nn.Linear(3, 2)
+    opt = gated(wm)
+    candidate = torch.nn.utils.parameters_to_vector(wm.parameters()).detach() + 0.01
+    torch.nn.utils.vector_to_parameters(candidate, wm.parameters())
+    before = [plain_values(p).clone() for p in wm.parameters()]
+    with pytest.raises(
+        av.IsolationViolation, match=r"protected parameter (weight|bias).*Nothing was written"
+    ):
+        candidate.add_(av.aux(torch.randn(8), source="aux-1"))
+    assert all(torch.equal(b, plain_values(p)) for b, p in zip(before, wm.parameters(), strict=True))
+    F.mse_loss(wm(prim(4, 3)), prim(4, 2)).backward()
+    opt.step()
+
+
+def test_a_protected_plain_tensor_given_new_memory_refuses_auxiliary_writes_into_itself() -> None:
+    """A learnt plain tensor's ``.data`` assignment is not guarded; a write into the tensor itself
+    finds its protection by identity and follows it to the new memory."""
+    temperature = torch.zeros(3, requires_grad=True)
+    gated_temperature = av.GatedOptimizer(torch.optim.SGD([temperature], lr=0.1), names={"t": temperature})
+    temperature.data = torch.ones(3)
+    with torch.no_grad(), pytest.raises(av.IsolationViolation, match=r"protected parameter t\b"):
+        temperature.add_(av.aux(torch.randn(3), source="aux-1"))
+    assert torch.equal(temperature.detach(), torch.ones(3))
+    (temperature * prim(3)).sum().backward()
+    gated_temperature.step()
+
+
 def test_parameters_laundered_through_a_vector_do_not_reach_the_world_model() -> None:
     """An aux-trained model's parameters flattened by plain operations (``parameters_to_vector``) and
     written into the world model are refused: the flattening keeps their label."""

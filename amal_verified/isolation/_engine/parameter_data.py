@@ -34,8 +34,10 @@ def _parameter_data(self: torch.Tensor) -> torch.Tensor:
 
 def _assign_parameter_data(self: torch.Tensor, value: torch.Tensor) -> None:
     """``param.data = value`` (``vector_to_parameters`` too): a protected parameter refuses
-    auxiliary-labelled memory before taking it; any other parameter that takes such memory is made
-    tracked, so that no plain operation on it (``parameters_to_vector``) drops the label."""
+    auxiliary-labelled memory before taking it, and protects the memory it takes (so that a write of
+    auxiliary data through another view of it, the vector ``vector_to_parameters`` read, is refused);
+    any other parameter that takes such memory is made tracked, so that no plain operation on it
+    (``parameters_to_vector``) drops the label."""
     if store.counters.aux and isinstance(value, torch.Tensor):
         label = store.label_of_plain(value)
         if label.has_aux:
@@ -52,6 +54,9 @@ def _assign_parameter_data(self: torch.Tensor, value: torch.Tensor) -> None:
             track_in_place(self)
             return
     _TENSOR_DATA.__set__(self, value)
+    info = _protection.protection_of(self)
+    if info is not None:  # its new memory is protected from now on, aliases of it included
+        _protection.refresh(info)
 
 
 def install_parameter_data_guard() -> None:

@@ -93,13 +93,17 @@ def refresh(info: Protected) -> None:
 
 
 def protected_memory(t: torch.Tensor) -> Protected | None:
-    """The protected tensor whose memory ``t`` views, if any."""
+    """The protected tensor whose memory ``t`` views, if any (``t`` itself included, also when its
+    storage was replaced since the record was made)."""
     storage = _storage(t)
     if storage is None:
         return None
     info: Protected | None = getattr(storage, _ATTR, None)
     if info is None:
-        return None
+        info = _by_tensor.get(t)
+        if info is not None:  # a protected tensor whose storage was replaced: follow it now
+            refresh(info)
+        return info
     owner = info.ref()
     if owner is None or _storage(owner) is not storage:
         delattr(storage, _ATTR)
