@@ -30,9 +30,27 @@ Routes:
 - a closure step (LBFGS) whose loss adds an auxiliary-derived penalty: each evaluation's gradients
   are checked before the wrapped optimizer reads them, and a refused evaluation restores the
   parameters and the optimizer state;
+- a tensor learning rate computed from auxiliary data: refused before the wrapped optimizer changes
+  any weight or state;
+- a plain alias taken before its memory was tagged auxiliary, tagged primary: refused;
+- an evolution strategy's candidate loaded with ``vector_to_parameters``, then perturbed through the
+  candidate vector, and a learnt plain tensor given new memory through ``.data``, then perturbed
+  through a view of it (after a step, or after its old memory was reused): protection follows the
+  tensor to its new memory, so an auxiliary perturbation is refused before it is written;
+- MAML's inner loop: a ``differentiable=True`` optimizer stepping non-leaf fast weights, whose
+  autograd node changes at every step;
+- input gradients of the world model at simulated states (``torch.autograd.grad`` with respect to
+  the states only) before a primary update, and an input-gradient penalty on a slice of rows that
+  require grad;
+- auxiliary rows of a replay tensor overwritten with primary transitions (``copy_``): they hold
+  primary data only;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written.
+
+Two deterministic tests pin the labels the core records where no decision depends on them: a
+protected parameter's label after a gated step (its label before, joined with its gradient's) and
+the memory ``primary()``/``aux()`` label (the tensor given, joined with what it holds).
 """
 
 from __future__ import annotations
