@@ -37,8 +37,9 @@ Routes:
   candidate vector, and a learnt plain tensor given new memory through ``.data``, then perturbed
   through a view of it (after a step, or after its old memory was reused): protection follows the
   tensor to its new memory, so an auxiliary perturbation is refused before it is written;
-- MAML's inner loop: a ``differentiable=True`` optimizer stepping non-leaf fast weights, whose
-  autograd node changes at every step;
+- MAML's and CAVIA's inner loops: a ``differentiable=True`` optimizer stepping non-leaf fast weights
+  (the world model through ``functional_call``) or a context fed to the world model as its input,
+  whose autograd node changes at every step;
 - input gradients of the world model at simulated states (``torch.autograd.grad`` with respect to
   the states only) before a primary update, and an input-gradient penalty on a slice of rows that
   require grad;
@@ -428,6 +429,34 @@ def fast_weights_stepped_differentiably(aux: torch.Tensor, leak: bool) -> list[t
     return [t.detach().clone() for t in fast.values()]
 
 
+def context_adapted_differentiably(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """CAVIA's inner loop: a context of primary origin, fed to the world model as its input, adapted
+    by a ``differentiable=True`` SGD (a non-leaf tensor, whose autograd node changes at every step);
+    the second adaptation's targets are auxiliary when leaking.  The gradient leaves a tracked call
+    towards the context: its label reaches the context through the context's current node."""
+    g = torch.Generator().manual_seed(19)
+    wm = torch.nn.Linear(3, 2)
+    context = torch.zeros(4, 3, requires_grad=True).clone()
+    av.primary(context, source="real")  # initialised from real data
+    context.retain_grad()
+    opt = av.GatedOptimizer(
+        torch.optim.SGD([context], lr=0.1, differentiable=True), names={"context": context}
+    )
+
+    def adapt(y: torch.Tensor) -> None:
+        opt.zero_grad()
+        (wm(context) - y).pow(2).mean().backward(retain_graph=True)
+        opt.step()
+
+    adapt(av.primary(torch.randn(4, 2, generator=g), source="real"))
+    adapt(
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 2, generator=g), source="real")
+    )
+    return [context.detach().clone()]
+
+
 def input_gradients_at_simulated_states(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     """An exploration bonus from the world model's input gradients at simulated states
     (``torch.autograd.grad`` with respect to the states only), then a primary update: the bonus
@@ -501,6 +530,7 @@ _SCENARIOS = {
     "temperature replaced, stepped, then perturbed": (temperature_replaced_then_perturbed, (3,)),
     "temperature replaced, old memory reused": (temperature_replaced_old_memory_reused, (3,)),
     "fast weights stepped differentiably": (fast_weights_stepped_differentiably, (4, 3)),
+    "context adapted differentiably": (context_adapted_differentiably, (4, 2)),
     "input gradients at simulated states": (input_gradients_at_simulated_states, (4, 3)),
     "penalty on a slice of inputs": (penalty_on_a_slice_of_inputs, (1,)),
     "overwritten rows trained on": (overwritten_rows_trained_on, (4, 3)),
