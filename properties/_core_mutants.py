@@ -509,6 +509,13 @@ EQUIVALENT: dict[str, str] = {
         "Only labels without an auxiliary source are lost, and those never decide a refusal nor reach a "
         "value: no run of any program can tell the mutant from the core."
     ),
+    "isolation/_engine/label_store.write_label.dropped-join.3": (
+        "In write_label's branch `elif old is EMPTY or label.flows_to(old): new = old.join(label)` "
+        "(memory labelled by one Label, a write that does not cover it), old is never EMPTY: no "
+        "storage holds the EMPTY label (write_label and set_label remove the attribute instead, "
+        "label_fresh and the dispatcher's fresh outputs set non-empty labels only), so label flows "
+        "to old and old.join(label) is old: the mutant `new = old` computes the same label."
+    ),
     "isolation/_engine/dispatch._wrap_plain_fresh.negated-condition.1": _FRESH_OUTPUT_GUARD,
     "isolation/_engine/dispatch._wrap_fresh.negated-condition.7": _FRESH_OUTPUT_GUARD,
 }

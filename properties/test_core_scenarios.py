@@ -44,7 +44,8 @@ Routes:
   the states only) before a primary update, and an input-gradient penalty on a slice of rows that
   require grad;
 - auxiliary rows of a replay tensor overwritten with primary transitions (``copy_``): they hold
-  primary data only;
+  primary data only; rows of memory that mixed primary and auxiliary data as a whole partly
+  overwritten with primary rows: the others still hold auxiliary data;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written.
@@ -429,6 +430,27 @@ def fast_weights_stepped_differentiably(aux: torch.Tensor, leak: bool) -> list[t
     return [t.detach().clone() for t in fast.values()]
 
 
+def mixed_rows_partly_replaced(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """Real observations with simulated noise added (memory labelled real and simulated as a whole),
+    the first rows then replaced by fresh real observations and the batch trained on whole: the rows
+    not replaced still depend on the simulator.  Clean: the noise is a real sensor's."""
+    g = torch.Generator().manual_seed(21)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    noise = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    observed = real + 1e-3 * noise.nan_to_num(0.0).clamp(-1.0, 1.0)
+    observed[:2].copy_(av.primary(torch.randn(2, 3, generator=g), source="real"))
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(observed) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 def context_adapted_differentiably(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     """CAVIA's inner loop: a context of primary origin, fed to the world model as its input, adapted
     by a ``differentiable=True`` SGD (a non-leaf tensor, whose autograd node changes at every step);
@@ -534,6 +556,7 @@ _SCENARIOS = {
     "input gradients at simulated states": (input_gradients_at_simulated_states, (4, 3)),
     "penalty on a slice of inputs": (penalty_on_a_slice_of_inputs, (1,)),
     "overwritten rows trained on": (overwritten_rows_trained_on, (4, 3)),
+    "mixed rows partly replaced": (mixed_rows_partly_replaced, (4, 3)),
 }
 
 
