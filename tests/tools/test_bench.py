@@ -350,3 +350,21 @@ def test_keep_runs_is_refused_with_the_ray_backend(tmp_path: Path) -> None:
             keep_runs=True,
             backend="ray",
         )
+
+
+def test_the_default_backend_is_ray_only_with_ray_installed_and_a_cluster_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from amal_tools.bench.executors import choose_backend
+
+    installed = importlib.util.find_spec("ray") is not None
+    assert choose_backend("auto", {}) == "local"
+    assert choose_backend("auto", {"RAY_ADDRESS": ""}) == "local"
+    assert choose_backend("auto", {"RAY_ADDRESS": "10.0.0.1:6379"}) == ("ray" if installed else "local")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else object())
+    assert choose_backend("auto", {"RAY_ADDRESS": "10.0.0.1:6379"}) == "local"  # Ray not installed
+    assert choose_backend("ray", {}) == "ray" and choose_backend("local", {"RAY_ADDRESS": "x"}) == "local"
+    with pytest.raises(ValueError, match="backend must be one of auto, local, ray, got 'dask'"):
+        choose_backend("dask", {})

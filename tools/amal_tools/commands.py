@@ -139,9 +139,10 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--jobs", type=_positive_int, default=1, help="cells trained in parallel (default 1)")
     bench.add_argument(
         "--backend",
-        choices=("local", "ray"),
-        default="local",
-        help="where cells run: worker processes here (default), or Ray tasks (RAY_ADDRESS: a cluster)",
+        choices=("auto", "local", "ray"),
+        default="auto",
+        help="where cells run: worker processes here (local), or Ray tasks on the cluster in RAY_ADDRESS "
+        "or a local Ray instance (ray); auto (default): ray where Ray is installed and RAY_ADDRESS is set",
     )
     bench.add_argument("--budget", type=_positive_int, default=None, help="override every task's step budget")
     bench.add_argument(

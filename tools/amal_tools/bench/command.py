@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from amal_tools.bench.executors import choose_backend
 from amal_tools.bench.methods import METHODS
 from amal_tools.bench.runner import LEVELS_FILE, BenchPlan, code_commit, collect, run_benchmark, utc_now
 from amal_tools.bench.tasks import SEEDS, TASKS, suite, task_by_name
@@ -155,7 +156,7 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         seeds=tuple(args.seeds) if args.seeds else SEEDS[mode],
         out=out,
         jobs=args.jobs,
-        backend=args.backend,
+        backend=choose_backend(args.backend),
         budget=args.budget,
         eval_episodes=args.eval_episodes,
         ratios=not args.no_ratios,

@@ -14,18 +14,38 @@ level) and return plain data.
   fresh worker process per task (``max_calls=1``), as the pool does.
 
 A call that raises, or whose worker dies, yields the exception in place of a result.
+
+``amal bench`` chooses with :func:`choose_backend`: ``auto`` (its default) is Ray where Ray is
+installed and ``RAY_ADDRESS`` names a cluster to use, the local pool otherwise (on one machine a
+local Ray instance only adds its start-up and its own processes to the same cores).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-__all__ = ["Backend", "run_unordered"]
+__all__ = ["BACKEND_CHOICES", "Backend", "choose_backend", "run_unordered"]
 
 Backend = Literal["local", "ray"]
+BACKEND_CHOICES = ("auto", "local", "ray")
+
+
+def choose_backend(choice: str, environ: Mapping[str, str] | None = None) -> Backend:
+    """``local`` or ``ray`` as asked; ``auto``: ``ray`` if Ray is installed and ``RAY_ADDRESS`` is set."""
+    named: dict[str, Backend] = {"local": "local", "ray": "ray"}
+    if choice in named:
+        return named[choice]
+    if choice != "auto":
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {choice!r}")
+    env = os.environ if environ is None else environ
+    if env.get("RAY_ADDRESS") and importlib.util.find_spec("ray") is not None:
+        return "ray"
+    return "local"
 
 
 def run_unordered(
