@@ -23,6 +23,7 @@ torch, on its own generated programs.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections import Counter
@@ -220,8 +221,11 @@ def _count(
 def _disagreements(program: Program, coverage: Counter[str]) -> list[str]:
     """Where the reference's runs of ``program`` differ from Coq's (empty if nowhere)."""
     where = f"program {program.number}"
-    if sorted(program.init) != list(range(program.locations)) or len(program.memory) != program.steps:
-        return [f"{where}: the initial memory or a memory after a step is missing"]
+    complete = sorted(program.memory) == list(range(program.steps)) and all(
+        len(cells) == program.locations for cells in program.memory.values()
+    )
+    if sorted(program.init) != list(range(program.locations)) or not complete:
+        return [f"{where}: the initial memory or a memory after a step is incomplete"]
     problems: list[str] = []
     semantics = ref.Semantics(evaluate, lambda op: op == "zeros", program.protected)
     memories = {stream: dict(program.init) for stream in STREAMS}
@@ -263,6 +267,7 @@ def _disagreements(program: Program, coverage: Counter[str]) -> list[str]:
     return problems
 
 
+@functools.cache
 def _check_all() -> tuple[list[Program], list[str], Counter[str]]:
     programs = parse(_stored())
     coverage: Counter[str] = Counter()
