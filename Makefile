@@ -57,9 +57,13 @@ coq:
 		done; \
 	fi
 
-# Rewrite proofs/coq/vectors.txt (the lattice and gate decision as Coq computes them) from a fresh build.
+# Rewrite proofs/coq/vectors.txt (the lattice and gate decision as Coq computes them) from a fresh build,
+# and proofs/coq/programs.txt (generated programs run by Isolation.v's semantics, extracted to OCaml and
+# compiled with ocamlfind in a scratch directory).
 coq-vectors: coq $(STAMP)
 	$(BIN)/python -m amal_tools.compliance.coq_vectors $(COQ_DIR)/vectors.out > $(COQ_DIR)/vectors.txt
+	$(BIN)/python -m amal_tools.compliance.coq_programs $(COQ_DIR) > $(COQ_DIR)/programs.txt.new
+	mv $(COQ_DIR)/programs.txt.new $(COQ_DIR)/programs.txt
 
 # The whole suite but the core mutation run (minutes; the quick report runs it), on every core
 # (pytest-xdist).

@@ -82,10 +82,19 @@ __all__ = [
     "PRIMARY",
     "REFERENCE_BOUNDS",
     "SOURCES",
+    "Cell",
+    "Command",
+    "Input",
     "Label",
+    "Op",
     "ReferenceBounds",
+    "Semantics",
     "Source",
+    "Step",
+    "StepOutcome",
+    "WritePart",
     "aux_part",
+    "exec_command",
     "flows_to",
     "gate_decision",
     "gate_sources",
@@ -97,7 +106,9 @@ __all__ = [
     "join",
     "join_all",
     "label",
+    "location_name",
     "op_label",
+    "step_outcome",
 ]
 
 Source: TypeAlias = tuple[str, str]
@@ -332,6 +343,153 @@ def gated_step(
     return {
         name: value - gradient_value(grad_labels.get(name, BOTTOM), data) for name, value in theta.items()
     }
+
+
+# --------------------------------------------------------------------------- programs
+#
+# Straight-line programs over a memory of numbered storages, each holding a value and a label: the
+# rules above composed, command by command.  The commands are those of the language Theorem 1 is
+# proved for in Coq (proofs/coq/Isolation.v); tests/isolation/test_reference_coq_programs.py runs
+# the programs Coq generates and evaluates (proofs/coq/programs.txt) through these functions.
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A storage's contents: a value and the label of the storage."""
+
+    value: int
+    label: Label
+
+
+@dataclass(frozen=True)
+class Input:
+    """Store the ``index``-th datum of ``source`` into storage ``dst``, labelled with ``source`` alone."""
+
+    source: Source
+    index: int
+    dst: int
+
+
+@dataclass(frozen=True)
+class Op:
+    """Store ``op`` of the values of ``srcs`` into ``dst``, overwriting all of it (:func:`op_label`)."""
+
+    op: str
+    srcs: tuple[int, ...]
+    dst: int
+
+
+@dataclass(frozen=True)
+class WritePart:
+    """Write ``op`` of ``dst``'s old value and the values of ``srcs`` into part of ``dst``
+    (:func:`inplace_label`, not a whole overwrite)."""
+
+    op: str
+    srcs: tuple[int, ...]
+    dst: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """An optimizer step: each ``(parameter, gradient)`` of ``updates`` sets the parameter to ``op`` of
+    the parameter's, the gradient's and the ``extra`` storages' values (optimizer state, tensor
+    hyperparameters).  ``gated``: a :class:`~amal_verified.isolation.gate.GatedOptimizer`'s step;
+    otherwise any other optimizer's.  The parameters of one step are distinct."""
+
+    gated: bool
+    op: str
+    updates: tuple[tuple[int, int], ...]
+    extra: tuple[int, ...]
+
+
+Command: TypeAlias = Input | Op | WritePart | Step
+
+
+@dataclass(frozen=True)
+class Semantics:
+    """What a program runs with: the operations' values (``evaluate(op, values)``), which operations
+    are label-neutral, and the protected storages (a write into one is refused if its label has an
+    auxiliary source)."""
+
+    evaluate: Callable[[str, Sequence[int]], int]
+    label_neutral: Callable[[str], bool]
+    protected: frozenset[int]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """``refused``: the step changed nothing.  ``gate``: :func:`gate_decision` over the step's
+    parameters (named by :func:`location_name`) and their gradients' labels."""
+
+    refused: bool
+    gate: frozenset[str]
+
+
+def location_name(location: int) -> str:
+    """The parameter name of a storage in :class:`StepOutcome`: ``l<location>``."""
+    return f"l{location}"
+
+
+def _write(memory: dict[int, Cell], dst: int, cell: Cell, protected: frozenset[int]) -> None:
+    # The dispatcher's protection: an auxiliary-labelled write into protected memory is refused.
+    if dst in protected and has_aux(cell.label):
+        return
+    memory[dst] = cell
+
+
+def step_outcome(memory: Mapping[int, Cell], step: Step, protected: frozenset[int]) -> StepOutcome:
+    """Whether ``step`` is refused on ``memory``, and the gate decision on its gradients.
+
+    A gated step is refused when :func:`gate_decision` names one of its parameters, or a parameter
+    or a shared storage it reads has an auxiliary source (what ``GatedOptimizer.check`` reads).  Any
+    other step is refused when it would give a protected parameter an auxiliary label: the gate
+    decision over its protected parameters (the global step hook's check of their gradients), or a
+    protected parameter or the shared storages it reads carrying an auxiliary source.
+    """
+    # crosshair: off
+    params = [p for p, _ in step.updates]
+    if len(set(params)) != len(params):
+        raise ValueError(f"a step updates a parameter twice: {params}")
+    grads = {location_name(p): memory[g].label for p, g in step.updates}
+    gate = gate_decision(grads, _NO_NAMES.union(grads))
+    checked = params if step.gated else [p for p in params if p in protected]
+    decided = gate if step.gated else gate_decision(grads, _NO_NAMES.union(map(location_name, checked)))
+    read = [memory[p].label for p in checked] + ([memory[e].label for e in step.extra] if checked else [])
+    return StepOutcome(refused=bool(decided) or any(has_aux(x) for x in read), gate=gate)
+
+
+def exec_command(
+    memory: Mapping[int, Cell], command: Command, data: Mapping[tuple[Source, int], int], semantics: Semantics
+) -> tuple[dict[int, Cell], StepOutcome | None]:
+    """The memory after ``command`` (a new dict), and the step's outcome if it is a :class:`Step`.
+
+    ``data`` maps ``(source, index)`` to the datum an :class:`Input` reads.
+    """
+    # crosshair: off
+    after = dict(memory)
+    if isinstance(command, Input):
+        cell = Cell(data[(command.source, command.index)], label(command.source))
+        _write(after, command.dst, cell, semantics.protected)
+    elif isinstance(command, Op):
+        values = [memory[s].value for s in command.srcs]
+        neutral = semantics.label_neutral(command.op)
+        lbl = op_label([memory[s].label for s in command.srcs], label_neutral=neutral)
+        _write(after, command.dst, Cell(semantics.evaluate(command.op, values), lbl), semantics.protected)
+    elif isinstance(command, WritePart):
+        target = memory[command.dst]
+        values = [target.value, *(memory[s].value for s in command.srcs)]
+        lbl = inplace_label(target.label, [memory[s].label for s in command.srcs], False)
+        _write(after, command.dst, Cell(semantics.evaluate(command.op, values), lbl), semantics.protected)
+    else:
+        outcome = step_outcome(memory, command, semantics.protected)
+        if not outcome.refused:
+            shared = [memory[e] for e in command.extra]
+            for p, g in command.updates:
+                reads = [memory[p], memory[g], *shared]
+                value = semantics.evaluate(command.op, [c.value for c in reads])
+                after[p] = Cell(value, join_all([c.label for c in reads]))
+        return after, outcome
+    return after, None
 
 
 # --------------------------------------------------------------------------- bounds
