@@ -4,7 +4,7 @@
     [reference.SOURCES] (primary:a, aux:a, aux:b: 8 labels) and, for the gate, on
     two parameters [p] and [q], each without a gradient or with any of the 8 labels,
     and every protected subset.  Building this file writes [vectors.out]
-    ([Redirect]); [tests/test_coq_vectors.py] checks [reference.py] against the
+    ([Redirect]); [tests/isolation/test_reference_coq_vectors.py] checks [reference.py] against the
     lines, one per case, in the format
 
     - [join|A|B|A⊔B], [flows_to|A|B|bool], [has_aux|A|bool], [aux_part|A|aux(A)],
