@@ -177,20 +177,21 @@ NAMED: tuple[Edit, ...] = (
     Edit(
         "gate-ignores-parameter-label",
         "gate ignores a parameter's own storage label",
-        "isolation/gate",
-        "GatedOptimizer._refused",
-        "label = store.label_of_plain(p)",
-        "label = EMPTY",
-        "the gate never reads the label of the parameter's own memory (p.data = aux values pass)",
+        "isolation/_engine/optimizer_steps",
+        "protected_reads",
+        "(label := store.label_of_plain(p)).has_aux",
+        "(label := EMPTY).has_aux",
+        "the gate (and the check of other optimizers) never reads the label of the parameter's own "
+        "memory (p.data = aux values pass)",
     ),
     Edit(
         "gate-ignores-optimizer-state",
         "gate ignores optimizer-state labels",
-        "isolation/gate",
-        "GatedOptimizer._refused",
+        "isolation/_engine/optimizer_steps",
+        "protected_reads",
         "entries = state.get(p)",
         "entries = None",
-        "the gate never reads the labels of the wrapped optimizer's state",
+        "the gate (and the check of other optimizers) never reads the labels of optimizer state",
     ),
     Edit(
         "input-gradients-unlabelled",
@@ -386,6 +387,7 @@ AST_TARGETS: dict[str, tuple[str, ...]] = {
         "GatedOptimizer.step",
     ),
     "isolation/_engine/optimizer_steps": (
+        "protected_reads",
         "any_optimizer_pre_step",
         "any_optimizer_post_step",
     ),

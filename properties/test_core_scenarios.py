@@ -31,7 +31,7 @@ Routes:
   are checked before the wrapped optimizer reads them, and a refused evaluation restores the
   parameters and the optimizer state;
 - a tensor learning rate computed from auxiliary data: refused before the wrapped optimizer changes
-  any weight or state;
+  any weight or state, and before a plain optimizer that shares the world model's parameters steps;
 - a plain alias taken before its memory was tagged auxiliary, tagged primary: refused;
 - an evolution strategy's candidate loaded with ``vector_to_parameters``, then perturbed through the
   candidate vector, and a learnt plain tensor given new memory through ``.data``, then perturbed
@@ -302,6 +302,28 @@ def tensor_learning_rate(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     return state + [v.detach().clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
 
 
+def second_optimizer_with_auxiliary_rate(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A plain optimizer over the world model's head besides its gate (a fine-tuning phase), its
+    learning rate a tensor from a schedule that reads auxiliary data when leaking: a plain
+    optimizer is refused what the gate refuses, before it steps."""
+    g = torch.Generator().manual_seed(22)
+    wm = torch.nn.Linear(3, 2)
+    av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    finetune = torch.optim.SGD([wm.bias], lr=0.01)
+    sim = av.aux(aux.clone(), source="sim")
+    rate = (
+        sim.nan_to_num(0.0).clamp(0.0, 0.0) + 0.01
+        if leak
+        else av.primary(torch.full((1,), 0.01), source="real")
+    )
+    finetune.param_groups[0]["lr"] = rate.reshape(())
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    finetune.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 def primary_of_a_plain_alias(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     """A plain tensor taken before its memory was tagged auxiliary, then tagged primary: refused."""
     g = torch.Generator().manual_seed(9)
@@ -548,6 +570,7 @@ _SCENARIOS = {
     "closure adds a penalty": (closure_adds_penalty, (4, 2)),
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
+    "second optimizer with an auxiliary learning rate": (second_optimizer_with_auxiliary_rate, (1,)),
     "weights replaced by a candidate, then perturbed": (weights_replaced_by_a_candidate, (8,)),
     "temperature replaced, stepped, then perturbed": (temperature_replaced_then_perturbed, (3,)),
     "temperature replaced, old memory reused": (temperature_replaced_old_memory_reused, (3,)),

@@ -93,10 +93,6 @@ def _param_names(optimizer: torch.optim.Optimizer, names: NamesArg) -> dict[int,
     return found
 
 
-# Tensors ``GradScaler.step`` sets on an optimizer that unscales in its kernel; the kernel reads them.
-_AMP_ATTRIBUTES = ("grad_scale", "found_inf")
-
-
 _HINT = (
     "compute the world-model loss from PrimaryData only (targets included); keep auxiliary "
     "losses off protected parameters (detach shared features, or give the policy its own "
@@ -324,41 +320,13 @@ class GatedOptimizer(torch.optim.Optimizer):
         return [self._names[id(p)] for p in all_params(self.original_optimizer)]
 
     def _refused(self) -> list[Refused]:
-        refused: list[Refused] = []
         inner = self.original_optimizer
-        state = inner.state
-        for attribute in _AMP_ATTRIBUTES:
-            value = inner.__dict__.get(attribute)
-            if isinstance(value, torch.Tensor) and (label := store.label_of_plain(value)).has_aux:
-                refused.append((f"GradScaler's {attribute}", label, store.origin_of(value)))
-        for group in inner.param_groups:
-            for key, value in group.items():
-                if key == "params":
-                    continue
-                for t in tensors_in(value):
-                    if (label := store.label_of_plain(t)).has_aux:
-                        refused.append((f"hyperparameter {key!r}", label, store.origin_of(t)))
-            for p in group["params"]:
-                info = _protection.protection_of(p)
-                if info is not None:
-                    _protection.refresh(info)
-                name = self._names.get(id(p), "<unnamed>")
-                grad = p.grad
-                if grad is not None:
-                    label = store.label_of_plain(grad)
-                    if label.has_aux:
-                        refused.append((name, label, store.origin_of(grad)))
-                label = store.label_of_plain(p)
-                if label.has_aux:
-                    refused.append((name, label, store.origin_of(p)))
-                entries = state.get(p)
-                if entries:
-                    for key, value in entries.items():
-                        for t in tensors_in(value):
-                            label = store.label_of_plain(t)
-                            if label.has_aux:
-                                refused.append((f"{name} state[{key!r}]", label, store.origin_of(t)))
-        return refused
+        names = self._names
+        for p in all_params(inner):
+            info = _protection.protection_of(p)
+            if info is not None:
+                _protection.refresh(info)
+        return optimizer_steps.protected_reads(inner, lambda p: names.get(id(p), "<unnamed>"))
 
     def check(self) -> None:
         """Raise :class:`IsolationViolation` if anything the next step reads carries aux data."""

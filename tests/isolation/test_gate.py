@@ -186,6 +186,32 @@ def test_shared_encoder_updated_by_plain_policy_optimizer_refused() -> None:
     refused(opt.step)
 
 
+@pytest.mark.parametrize("read", ["learning rate", "state"])
+def test_another_optimizer_is_refused_what_the_gate_refuses(read: str) -> None:
+    """A plain optimizer over protected parameters is checked like the gate: a tensor learning rate
+    computed from auxiliary data, or auxiliary state loaded into it, is refused before it steps
+    (SGD reads a tensor learning rate as a Python number, where no label would follow it)."""
+    wm, opt, _, a = make()
+    snap = snapshot(wm, opt)
+    params = list(wm.decoder.parameters())
+    if read == "learning rate":
+        other = torch.optim.SGD(params, lr=0.1)
+        other.param_groups[0]["lr"] = (a.mean() * 0.0 + 0.1).reshape(())  # a schedule's tensor
+    else:
+        other = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+        other.load_state_dict(
+            {
+                "state": {0: {"momentum_buffer": a.mean() + torch.zeros_like(params[0])}},
+                "param_groups": other.state_dict()["param_groups"],
+            }
+        )
+    for p in params:
+        p.grad = torch.ones_like(p)
+    err = refused(other.step)
+    assert ("hyperparameter 'lr'" if read == "learning rate" else "state['momentum_buffer']") in str(err)
+    assert_unchanged(wm, opt, snap)
+
+
 def test_other_code_paths_writing_protected_parameters_refused() -> None:
     wm, opt, _, a = make()
     snap = snapshot(wm, opt)

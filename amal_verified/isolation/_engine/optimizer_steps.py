@@ -1,7 +1,10 @@
 """Every optimizer step in the process, gated or not (PyTorch's global optimizer step hooks).
 
 No optimizer other than a :class:`~amal_verified.isolation.gate.GatedOptimizer` may step a protected
-parameter whose gradient carries an auxiliary source; parameters stepped by any optimizer take their
+parameter when anything that step reads for it carries an auxiliary source: its gradient, its own
+memory, its state in that optimizer, its parameter group's tensor hyperparameters (a learning rate
+computed from auxiliary data) or the ``GradScaler`` tensors a fused optimizer reads -- what the gate
+itself checks (:func:`protected_reads`); parameters stepped by any optimizer take their
 gradients' labels, and those that gain an auxiliary label become tracked in place, so that what is
 later computed from them (a Polyak average, a flattened copy) is labelled.  Optimizers step on plain
 gradients: gated or not, the arithmetic is PyTorch's.
@@ -9,7 +12,7 @@ gradients: gated or not, the arithmetic is PyTorch's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -21,17 +24,22 @@ from amal_verified.isolation._engine.refusals import Refused, tensors_in, violat
 from amal_verified.isolation.labels import EMPTY
 
 __all__ = [
+    "AMP_ATTRIBUTES",
     "Swapped",
     "all_params",
     "any_optimizer_post_step",
     "any_optimizer_pre_step",
     "gated_steps_running",
+    "protected_reads",
     "rewrap_grads",
     "unwrap_grads",
 ]
 
 # Steps of GatedOptimizers running now: the wrapped optimizer's own step hooks must not check again.
 gated_steps_running = 0
+
+AMP_ATTRIBUTES = ("grad_scale", "found_inf")
+"""Tensors ``torch.amp.GradScaler`` hands an optimizer that unscales in its kernel (fused Adam)."""
 
 
 def all_params(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
@@ -66,14 +74,7 @@ def any_optimizer_pre_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: 
         return  # without auxiliary labels there is nothing to refuse and no label to follow
     if getattr(optimizer, "gates_its_parameters", False):
         return
-    refused: list[Refused] = []
-    for p in all_params(optimizer):
-        info = _protection.protection_of(p)
-        if info is None or p.grad is None:
-            continue
-        label = store.label_of_plain(p.grad)
-        if label.has_aux:
-            refused.append((info.name, label, store.origin_of(p.grad)))
+    refused = protected_reads(optimizer, _protected_name)
     if refused:
         owners = sorted({info.owner for p in all_params(optimizer) if (info := _protection.protection_of(p))})
         raise violation(
@@ -88,6 +89,52 @@ def any_optimizer_pre_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: 
     swapped = unwrap_grads(params)
     if swapped or any(label.has_aux for label in labels):
         optimizer.__dict__["_amal_step"] = (params, labels, swapped)
+
+
+def _protected_name(p: torch.Tensor) -> str | None:
+    info = _protection.protection_of(p)
+    return None if info is None else info.name
+
+
+def protected_reads(
+    optimizer: torch.optim.Optimizer, name_of: Callable[[torch.Tensor], str | None]
+) -> list[Refused]:
+    """What a step of ``optimizer`` reads for the parameters ``name_of`` names (``name_of(p)`` is
+    ``None`` for the others) that carries an auxiliary source, by what it is: the parameter's
+    gradient, its memory, its state entries, the tensor hyperparameters of a group holding such a
+    parameter, and the ``GradScaler`` tensors handed to the optimizer."""
+    refused: list[Refused] = []
+    state = optimizer.state
+    any_named = False
+    for group in optimizer.param_groups:
+        named = [(p, n) for p in group["params"] if (n := name_of(p)) is not None]
+        if not named:
+            continue
+        any_named = True
+        for key, value in group.items():
+            if key == "params":
+                continue
+            for t in tensors_in(value):
+                if (label := store.label_of_plain(t)).has_aux:
+                    refused.append((f"hyperparameter {key!r}", label, store.origin_of(t)))
+        for p, name in named:
+            grad = p.grad
+            if grad is not None and (label := store.label_of_plain(grad)).has_aux:
+                refused.append((name, label, store.origin_of(grad)))
+            if (label := store.label_of_plain(p)).has_aux:
+                refused.append((name, label, store.origin_of(p)))
+            entries = state.get(p)
+            if entries:
+                for key, value in entries.items():
+                    for t in tensors_in(value):
+                        if (label := store.label_of_plain(t)).has_aux:
+                            refused.append((f"{name} state[{key!r}]", label, store.origin_of(t)))
+    if any_named:
+        for attribute in AMP_ATTRIBUTES:
+            value = optimizer.__dict__.get(attribute)
+            if isinstance(value, torch.Tensor) and (label := store.label_of_plain(value)).has_aux:
+                refused.insert(0, (f"GradScaler's {attribute}", label, store.origin_of(value)))
+    return refused
 
 
 def any_optimizer_post_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
