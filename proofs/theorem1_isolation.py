@@ -26,6 +26,12 @@ How it is discharged.
   state carry no auxiliary source, the gated step refuses exactly when ``Labels.gate_decision`` (the
   mirror of ``reference.gate_decision``, checked against it on every label by Coq's test vectors)
   names a parameter, for any number of parameters and any labels (``gated_step_is_gate_decision``).
+  ``proofs/coq/Programs.v`` gives the language concrete values and operations, generates 400
+  programs (several storages, protected ones, in-place and partial writes, gated and ungated steps)
+  and applies Theorem 1 to each; the same programs, run by Coq's semantics (extracted to OCaml,
+  ``proofs/coq/programs.txt``), are run by ``reference.py``, which must give every label, value and
+  step decision Coq gives (``properties/test_reference_coq_programs.py``): the link Coq →
+  ``reference.py``; the agreement property below is the link ``reference.py`` → torch.
 - CrossHair proves, within ``REFERENCE_BOUNDS``, three self-composition laws of the pure-Python
   reference model of the label lattice and the gate (``amal_verified/isolation/reference.py``): two runs that
   agree on primary data but not on auxiliary data leave every gated parameter equal after a step
@@ -72,6 +78,15 @@ _TRAINER_FILES = (
 _CROSSHAIR_FILES = ("amal_verified/isolation/reference.py",)
 _COQ = "proofs/coq/Isolation.v"
 _COQ_FILES = ("proofs/coq/_CoqProject", "proofs/coq/Labels.v")
+_COQ_PROGRAMS = "proofs/coq/Programs.v"
+_CHAIN = "properties/test_reference_coq_programs.py"
+_CHAIN_FILES = (
+    *_COQ_FILES,
+    _COQ,
+    _COQ_PROGRAMS,
+    "proofs/coq/programs.txt",
+    "amal_verified/isolation/reference.py",
+)
 
 OBLIGATION = Obligation(
     id="theorem1-isolation",
@@ -142,6 +157,18 @@ OBLIGATION = Obligation(
             Method.COQ,
             f"{_COQ}:gated_step_is_gate_decision",
             files=_COQ_FILES,
+        ),
+        Check(
+            "Coq: Theorem 1 instantiated on 400 generated programs (concrete values and operations)",
+            Method.COQ,
+            f"{_COQ_PROGRAMS}:generated_protected_trajectories_agree",
+            files=(*_COQ_FILES, _COQ),
+        ),
+        Check(
+            "Coq to reference.py: the reference runs Coq's 400 generated programs as Coq's semantics does",
+            Method.HYPOTHESIS,
+            f"{_CHAIN}::test_reference_runs_every_program_as_coq_does",
+            files=_CHAIN_FILES,
         ),
         Check(
             "CrossHair: a gated step is noninterfering (self-composition)",

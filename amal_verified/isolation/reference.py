@@ -349,7 +349,7 @@ def gated_step(
 #
 # Straight-line programs over a memory of numbered storages, each holding a value and a label: the
 # rules above composed, command by command.  The commands are those of the language Theorem 1 is
-# proved for in Coq (proofs/coq/Isolation.v); tests/isolation/test_reference_coq_programs.py runs
+# proved for in Coq (proofs/coq/Isolation.v); properties/test_reference_coq_programs.py runs
 # the programs Coq generates and evaluates (proofs/coq/programs.txt) through these functions.
 
 

@@ -9,7 +9,7 @@
     auxiliary ones.  [program_lines] is the result as text; it is extracted to
     OCaml ([programs.ml], written when this file is compiled) and
     [programs_main.ml] prints it, one line each: [make coq-vectors] stores the lines
-    as [programs.txt], and [tests/isolation/test_reference_coq_programs.py] runs
+    as [programs.txt], and [properties/test_reference_coq_programs.py] runs
     the same programs with [reference.py] and compares.
 
     A program is a block of lines (fields separated by [|], location lists by

@@ -37,7 +37,7 @@ from amal_tools.compliance.coq_programs import OCAML_INSTALL, program_lines
 
 from amal_verified.isolation import reference as ref
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 COQ_DIR = ROOT / "proofs" / "coq"
 PROGRAMS = COQ_DIR / "programs.txt"
 PROGRAM_COUNT = 400
