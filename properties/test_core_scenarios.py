@@ -30,6 +30,8 @@ Routes:
 - a closure step (LBFGS) whose loss adds an auxiliary-derived penalty: each evaluation's gradients
   are checked before the wrapped optimizer reads them, and a refused evaluation restores the
   parameters and the optimizer state;
+- rows of a pool picked by indices ranked on real data: the picked rows carry the pool's label joined
+  with the indices', so auxiliary rows stay auxiliary under primary-labelled indices;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written.
@@ -299,6 +301,21 @@ def primary_of_a_plain_alias(aux: torch.Tensor, leak: bool) -> list[torch.Tensor
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def rows_picked_by_a_primary_ranking(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(10)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    sim = av.aux(aux.clone(), source="sim")
+    priority = av.primary(torch.rand(4, generator=g), source="real")
+    top = priority.argsort(descending=True)[:2]  # indices ranked on real data: primary-labelled
+    x = (sim if leak else real)[top]  # the rows' values, whatever labels the indices carry
+    y = av.primary(torch.randn(2, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -311,6 +328,7 @@ _SCENARIOS = {
     "closure adds a penalty": (closure_adds_penalty, (4, 2)),
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
+    "rows picked by a primary ranking": (rows_picked_by_a_primary_ranking, (4, 3)),
 }
 
 
