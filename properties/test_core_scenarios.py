@@ -32,6 +32,8 @@ Routes:
   parameters and the optimizer state;
 - rows of a pool picked by indices ranked on real data: the picked rows carry the pool's label joined
   with the indices', so auxiliary rows stay auxiliary under primary-labelled indices;
+- a copy (``clone``) of a concatenation whose rows carry different labels, rescaled by arithmetic on
+  the copy alone: a copy that keeps auxiliary rows is tracked;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written.
@@ -316,6 +318,24 @@ def rows_picked_by_a_primary_ranking(aux: torch.Tensor, leak: bool) -> list[torc
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def replay_snapshot_rescaled(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    other = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real-2")
+    )
+    snapshot = torch.cat([real, other]).clone()  # a copy of rows with different labels keeps them
+    x = (snapshot * 0.5).view(2, 4, 3).sum(0)  # arithmetic on the copy alone
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -329,6 +349,7 @@ _SCENARIOS = {
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
     "rows picked by a primary ranking": (rows_picked_by_a_primary_ranking, (4, 3)),
+    "replay snapshot rescaled": (replay_snapshot_rescaled, (4, 3)),
 }
 
 
