@@ -34,6 +34,8 @@ Routes:
   with the indices', so auxiliary rows stay auxiliary under primary-labelled indices;
 - a copy (``clone``) of a concatenation whose rows carry different labels, rescaled by arithmetic on
   the copy alone: a copy that keeps auxiliary rows is tracked;
+- in strict mode, an auxiliary statistic read as a Python float (``.item()``) to weight the loss: the
+  escape is refused before the float exists;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written.
@@ -336,6 +338,25 @@ def replay_snapshot_rescaled(aux: torch.Tensor, leak: bool) -> list[torch.Tensor
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def statistic_read_as_a_float(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """In strict mode, ``.item()`` of auxiliary data is refused before the float exists."""
+    g = torch.Generator().manual_seed(12)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.clone(), source="sim")
+    real = av.primary(torch.rand(3, generator=g), source="real")
+    previous = av.set_strict(True)
+    try:
+        scale = (sim if leak else real).nan_to_num(0.0).clamp(-1.0, 1.0).mean().item()
+    finally:
+        av.set_strict(previous)
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    ((wm(x) - y).pow(2).mean() * (1.0 + scale)).backward()  # a loss weight outside label tracking
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -350,6 +371,7 @@ _SCENARIOS = {
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
     "rows picked by a primary ranking": (rows_picked_by_a_primary_ranking, (4, 3)),
     "replay snapshot rescaled": (replay_snapshot_rescaled, (4, 3)),
+    "statistic read as a float in strict mode": (statistic_read_as_a_float, (3,)),
 }
 
 
