@@ -36,6 +36,9 @@ Routes:
   the copy alone: a copy that keeps auxiliary rows is tracked;
 - in strict mode, an auxiliary statistic read as a Python float (``.item()``) to weight the loss: the
   escape is refused before the float exists;
+- the gradients of the world model and of a policy trained on auxiliary data clipped to one norm with
+  ``foreach=True``: every tensor of a list written in place takes the written label (the clean
+  variant clips each model on its own, through the same list writes);
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written.
@@ -357,6 +360,24 @@ def statistic_read_as_a_float(aux: torch.Tensor, leak: bool) -> list[torch.Tenso
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def gradients_clipped_together(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(13)
+    wm = torch.nn.Linear(3, 2)
+    policy = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    ((wm(x) - y).pow(2).mean() + policy(sim).pow(2).mean()).backward()
+    if leak:  # one norm over both models: the world model's gradients are scaled by the policy's
+        torch.nn.utils.clip_grad_norm_([*wm.parameters(), *policy.parameters()], 1e-3, foreach=True)
+    else:
+        torch.nn.utils.clip_grad_norm_(wm.parameters(), 1e-3, foreach=True)
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1e-3, foreach=True)
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -372,6 +393,7 @@ _SCENARIOS = {
     "rows picked by a primary ranking": (rows_picked_by_a_primary_ranking, (4, 3)),
     "replay snapshot rescaled": (replay_snapshot_rescaled, (4, 3)),
     "statistic read as a float in strict mode": (statistic_read_as_a_float, (3,)),
+    "gradients clipped together (foreach)": (gradients_clipped_together, (4, 3)),
 }
 
 
