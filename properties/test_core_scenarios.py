@@ -39,6 +39,8 @@ Routes:
 - the gradients of the world model and of a policy trained on auxiliary data clipped to one norm with
   ``foreach=True``: every tensor of a list written in place takes the written label (the clean
   variant clips each model on its own, through the same list writes);
+- an auxiliary statistic accumulated in place into a plain tensor, then arithmetic on that tensor
+  alone: the object written into is tracked from the write on;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written.
@@ -378,6 +380,22 @@ def gradients_clipped_together(aux: torch.Tensor, leak: bool) -> list[torch.Tens
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def statistic_accumulated_into_a_plain_tensor(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(14)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    total = torch.zeros(3)  # a running sum: plain until something is written into it
+    total.add_((sim if leak else real).mean(0))
+    scale = total * 0.1 + 1.0  # arithmetic on the accumulator alone
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x * scale) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -394,6 +412,7 @@ _SCENARIOS = {
     "replay snapshot rescaled": (replay_snapshot_rescaled, (4, 3)),
     "statistic read as a float in strict mode": (statistic_read_as_a_float, (3,)),
     "gradients clipped together (foreach)": (gradients_clipped_together, (4, 3)),
+    "statistic accumulated into a plain tensor": (statistic_accumulated_into_a_plain_tensor, (4, 3)),
 }
 
 
