@@ -41,6 +41,8 @@ Routes:
   variant clips each model on its own, through the same list writes);
 - an auxiliary statistic accumulated in place into a plain tensor, then arithmetic on that tensor
   alone: the object written into is tracked from the write on;
+- auxiliary rows written through a slice into a preallocated plain buffer, then arithmetic on the
+  buffer object: the base of a view written into is tracked from the write on;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written.
@@ -396,6 +398,20 @@ def statistic_accumulated_into_a_plain_tensor(aux: torch.Tensor, leak: bool) -> 
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def rows_written_into_a_plain_buffer(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(15)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    replay = torch.zeros(8, 3)  # preallocated, plain; rows 0-3 stay zero
+    replay[4:] = sim if leak else av.primary(torch.randn(4, 3, generator=g), source="real")
+    x = (replay - replay.mean(0)).view(2, 4, 3).sum(0)  # arithmetic on the buffer object itself
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -413,6 +429,7 @@ _SCENARIOS = {
     "statistic read as a float in strict mode": (statistic_read_as_a_float, (3,)),
     "gradients clipped together (foreach)": (gradients_clipped_together, (4, 3)),
     "statistic accumulated into a plain tensor": (statistic_accumulated_into_a_plain_tensor, (4, 3)),
+    "rows written into a plain buffer": (rows_written_into_a_plain_buffer, (4, 3)),
 }
 
 
