@@ -43,6 +43,8 @@ Routes:
   alone: the object written into is tracked from the write on;
 - auxiliary rows written through a slice into a preallocated plain buffer, then arithmetic on the
   buffer object: the base of a view written into is tracked from the write on;
+- a loss weighted by the maximum of auxiliary values: the refusal names ``max``, the first operation
+  on the auxiliary data, as where it entered (``IsolationViolation.operation``);
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written.
@@ -412,6 +414,29 @@ def rows_written_into_a_plain_buffer(aux: torch.Tensor, leak: bool) -> list[torc
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def loss_weighted_by_an_auxiliary_peak(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """The refusal names where the auxiliary data entered: ``max``, the first operation on it."""
+    g = torch.Generator().manual_seed(16)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.clone(), source="sim")
+    real = av.primary(torch.randn(4, 2, generator=g), source="real")
+    peak, _ = (sim if leak else real).max(dim=0)  # values and indices: two fresh outputs
+    weight = 1.0 + peak.nan_to_num(0.0).clamp(-1.0, 1.0).mean()
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (weight * (wm(x) - y).pow(2).mean()).backward()
+    try:
+        opt.step()
+    except av.IsolationViolation as err:
+        refusal = err
+    else:
+        return [p.detach().clone() for p in wm.parameters()]
+    named = refusal.operation or ""
+    assert named.startswith("aten.max at ") and "in loss_weighted_by_an_auxiliary_peak" in named, named
+    raise refusal
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -430,6 +455,7 @@ _SCENARIOS = {
     "gradients clipped together (foreach)": (gradients_clipped_together, (4, 3)),
     "statistic accumulated into a plain tensor": (statistic_accumulated_into_a_plain_tensor, (4, 3)),
     "rows written into a plain buffer": (rows_written_into_a_plain_buffer, (4, 3)),
+    "loss weighted by an auxiliary peak": (loss_weighted_by_an_auxiliary_peak, (4, 2)),
 }
 
 
