@@ -47,7 +47,10 @@ Routes:
   on the auxiliary data, as where it entered (``IsolationViolation.operation``);
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
-  auxiliary label however it was written.
+  auxiliary label however it was written;
+- in a fresh interpreter, a plain tensor attribute (a pruning mask) written through ``.data`` with an
+  auxiliary-derived mask, the first labelled state of the process, which the module combines with its
+  own weight only: module calls read their tensor attributes from the first labelled state on.
 """
 
 from __future__ import annotations
@@ -481,13 +484,41 @@ def test_scenario_is_noninterfering(
     )
 
 
-_FIRST_LABEL_PROGRAM = """
-import torch, amal_verified as av
+_FIRST_LABEL_PROGRAMS = {
+    # the process's first auxiliary label is a gradient written by hand (an evolution-strategies
+    # estimate): the gate's checks are armed however it was written
+    "hand-written gradient": """
 wm = torch.nn.Linear(3, 2)
 opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
 tag = av.aux if LEAK else av.primary
 for p in wm.parameters():
     p.grad = tag(torch.ones_like(p), source="sim" if LEAK else "real")
+""",
+    # the process's first labelled state is a plain tensor attribute (a pruning mask) written through
+    # a .data alias, which the module's forward combines with its own weight only: module calls
+    # read their tensor attributes from the first labelled state on
+    "mask attribute written through .data": """
+class Masked(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.mask = torch.ones(2, 3)
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.lin.weight * self.mask, self.lin.bias)
+
+wm = Masked()
+opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+tag = av.aux if LEAK else av.primary
+scores = tag(torch.randn(2, 3), source="sim" if LEAK else "real")
+wm.mask.data.copy_((scores > 0).float())
+x = av.primary(torch.randn(4, 3), source="real")
+y = av.primary(torch.randn(4, 2), source="real")
+(wm(x) - y).pow(2).mean().backward()
+""",
+}
+
+_FIRST_LABEL_STEP = """
 try:
     opt.step()
 except av.IsolationViolation:
@@ -498,9 +529,15 @@ else:
 
 
 @pytest.mark.parametrize("leak", [False, True], ids=["clean", "leaking"])
-def test_first_auxiliary_label_of_a_process_arms_the_gate(leak: bool) -> None:
-    """A hand-written auxiliary gradient, the process's first auxiliary label, is refused."""
-    program = f"LEAK = {leak}\n" + _FIRST_LABEL_PROGRAM
+@pytest.mark.parametrize("route", sorted(_FIRST_LABEL_PROGRAMS))
+def test_first_auxiliary_label_of_a_process_arms_the_gate(route: str, leak: bool) -> None:
+    """In a fresh interpreter, an auxiliary label that is the first of its kind in the process (the
+    first auxiliary label, the first labelled state) is refused; the clean variant completes."""
+    program = (
+        f"import torch, amal_verified as av\nLEAK = {leak}\n"
+        + _FIRST_LABEL_PROGRAMS[route]
+        + _FIRST_LABEL_STEP
+    )
     done = subprocess.run(
         [sys.executable, "-c", program],
         check=False,
