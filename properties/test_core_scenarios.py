@@ -45,6 +45,9 @@ Routes:
   buffer object: the base of a view written into is tracked from the write on;
 - a loss weighted by the maximum of auxiliary values: the refusal names ``max``, the first operation
   on the auxiliary data, as where it entered (``IsolationViolation.operation``);
+- ``torch._fused_sdp_choice`` (the attention kernel SDPA would pick, as diagnostics code logs it)
+  called on tagged queries and keys before the attention itself: an operator of the fused family
+  that returns a Python integer gives it back;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written;
@@ -440,6 +443,27 @@ def loss_weighted_by_an_auxiliary_peak(aux: torch.Tensor, leak: bool) -> list[to
     raise refusal
 
 
+def attention_backend_queried(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """``torch._fused_sdp_choice`` (which attention kernel SDPA would pick, as diagnostics code logs
+    it) on tagged tensors gives its integer back; the attention output carries the keys' label."""
+    g = torch.Generator().manual_seed(18)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    query = av.primary(torch.randn(1, 4, 3, generator=g), source="real")
+    memory = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(1, 4, 3, generator=g), source="real")
+    )
+    backend = torch._fused_sdp_choice(query, memory, memory)
+    assert isinstance(backend, int), backend
+    context = torch.nn.functional.scaled_dot_product_attention(query, memory, memory)
+    y = av.primary(torch.randn(1, 4, 2, generator=g), source="real")
+    (wm(context) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -459,6 +483,7 @@ _SCENARIOS = {
     "statistic accumulated into a plain tensor": (statistic_accumulated_into_a_plain_tensor, (4, 3)),
     "rows written into a plain buffer": (rows_written_into_a_plain_buffer, (4, 3)),
     "loss weighted by an auxiliary peak": (loss_weighted_by_an_auxiliary_peak, (4, 2)),
+    "attention backend queried": (attention_backend_queried, (1, 4, 3)),
 }
 
 
