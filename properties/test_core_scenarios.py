@@ -48,6 +48,10 @@ Routes:
 - ``torch._fused_sdp_choice`` (the attention kernel SDPA would pick, as diagnostics code logs it)
   called on tagged queries and keys before the attention itself: an operator of the fused family
   that returns a Python integer gives it back;
+- the world model's loss and the policy's backpropagated together, the world model's learnt noise
+  scale (a plain tensor used functionally) getting its gradient masked in place, inside a custom
+  ``autograd.Function``'s backward, by flags from auxiliary data: outputs of operations inside
+  backward stay tracked, so the in-place mask labels the gradient;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written;
@@ -464,6 +468,47 @@ def attention_backend_queried(aux: torch.Tensor, leak: bool) -> list[torch.Tenso
     return [p.detach().clone() for p in wm.parameters()]
 
 
+class _MaskedGradient(torch.autograd.Function):
+    """Identity forward; the backward zeroes the gradient where ``mask`` is set, in place on a copy."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        masked = grad.clone()
+        masked[mask] = 0.0
+        return masked, None
+
+
+def gradient_masked_in_a_custom_backward(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """One backward over the world model's loss and the policy's: the world model's learnt noise
+    scale (a plain tensor used functionally) gets a gradient masked in place, inside a custom
+    backward, by flags from auxiliary (leaking) or real (clean) data."""
+    g = torch.Generator().manual_seed(19)
+    wm = torch.nn.Linear(3, 2)
+    log_std = torch.zeros(2, requires_grad=True)
+    policy = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(
+        torch.optim.SGD([wm.weight, wm.bias, log_std], lr=0.1),
+        names={"weight": wm.weight, "bias": wm.bias, "log_std": log_std},
+    )
+    sim = av.aux(aux.clone(), source="sim")
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    flags = (sim if leak else x)[:2, 0] > 0
+    scale = _MaskedGradient.apply(log_std.clamp(-5.0, 2.0), flags)  # type: ignore[no-untyped-call]
+    nll = (((wm(x) - y) / scale.exp()).pow(2) / 2 + scale).mean()
+    (nll + policy(sim.nan_to_num(0.0).clamp(-1.0, 1.0)).pow(2).mean()).backward()
+    opt.step()
+    return [p.detach().clone() for p in (wm.weight, wm.bias, log_std)]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -484,6 +529,7 @@ _SCENARIOS = {
     "rows written into a plain buffer": (rows_written_into_a_plain_buffer, (4, 3)),
     "loss weighted by an auxiliary peak": (loss_weighted_by_an_auxiliary_peak, (4, 2)),
     "attention backend queried": (attention_backend_queried, (1, 4, 3)),
+    "gradient masked in a custom backward": (gradient_masked_in_a_custom_backward, (4, 3)),
 }
 
 
