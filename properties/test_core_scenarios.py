@@ -46,9 +46,34 @@ Routes:
 - auxiliary rows of a replay tensor overwritten with primary transitions (``copy_``): they hold
   primary data only; rows of memory that mixed primary and auxiliary data as a whole partly
   overwritten with primary rows: the others still hold auxiliary data;
+- rows of a pool picked by indices ranked on real data: the picked rows carry the pool's label joined
+  with the indices', so auxiliary rows stay auxiliary under primary-labelled indices;
+- a copy (``clone``) of a concatenation whose rows carry different labels, rescaled by arithmetic on
+  the copy alone: a copy that keeps auxiliary rows is tracked;
+- in strict mode, an auxiliary statistic read as a Python float (``.item()``) to weight the loss: the
+  escape is refused before the float exists;
+- the gradients of the world model and of a policy trained on auxiliary data clipped to one norm with
+  ``foreach=True``: every tensor of a list written in place takes the written label (the clean
+  variant clips each model on its own, through the same list writes);
+- an auxiliary statistic accumulated in place into a plain tensor, then arithmetic on that tensor
+  alone: the object written into is tracked from the write on;
+- auxiliary rows written through a slice into a preallocated plain buffer, then arithmetic on the
+  buffer object: the base of a view written into is tracked from the write on;
+- a loss weighted by the maximum of auxiliary values: the refusal names ``max``, the first operation
+  on the auxiliary data, as where it entered (``IsolationViolation.operation``);
+- ``torch._fused_sdp_choice`` (the attention kernel SDPA would pick, as diagnostics code logs it)
+  called on tagged queries and keys before the attention itself: an operator of the fused family
+  that returns a Python integer gives it back;
+- the world model's loss and the policy's backpropagated together, the world model's learnt noise
+  scale (a plain tensor used functionally) getting its gradient masked in place, inside a custom
+  ``autograd.Function``'s backward, by flags from auxiliary data: outputs of operations inside
+  backward stay tracked, so the in-place mask labels the gradient;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
-  auxiliary label however it was written.
+  auxiliary label however it was written;
+- in a fresh interpreter, a plain tensor attribute (a pruning mask) written through ``.data`` with an
+  auxiliary-derived mask, the first labelled state of the process, which the module combines with its
+  own weight only: module calls read their tensor attributes from the first labelled state on.
 
 Two deterministic tests pin the labels the core records where no decision depends on them: a
 protected parameter's label after a gated step (its label before, joined with its gradient's) and
@@ -558,6 +583,191 @@ def overwritten_rows_trained_on(aux: torch.Tensor, leak: bool) -> list[torch.Ten
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def rows_picked_by_a_primary_ranking(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(10)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    sim = av.aux(aux.clone(), source="sim")
+    priority = av.primary(torch.rand(4, generator=g), source="real")
+    top = priority.argsort(descending=True)[:2]  # indices ranked on real data: primary-labelled
+    x = (sim if leak else real)[top]  # the rows' values, whatever labels the indices carry
+    y = av.primary(torch.randn(2, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def replay_snapshot_rescaled(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    other = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real-2")
+    )
+    snapshot = torch.cat([real, other]).clone()  # a copy of rows with different labels keeps them
+    x = (snapshot * 0.5).view(2, 4, 3).sum(0)  # arithmetic on the copy alone
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def statistic_read_as_a_float(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """In strict mode, ``.item()`` of auxiliary data is refused before the float exists."""
+    g = torch.Generator().manual_seed(12)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.clone(), source="sim")
+    real = av.primary(torch.rand(3, generator=g), source="real")
+    previous = av.set_strict(True)
+    try:
+        scale = (sim if leak else real).nan_to_num(0.0).clamp(-1.0, 1.0).mean().item()
+    finally:
+        av.set_strict(previous)
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    ((wm(x) - y).pow(2).mean() * (1.0 + scale)).backward()  # a loss weight outside label tracking
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def gradients_clipped_together(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(13)
+    wm = torch.nn.Linear(3, 2)
+    policy = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    ((wm(x) - y).pow(2).mean() + policy(sim).pow(2).mean()).backward()
+    if leak:  # one norm over both models: the world model's gradients are scaled by the policy's
+        torch.nn.utils.clip_grad_norm_([*wm.parameters(), *policy.parameters()], 1e-3, foreach=True)
+    else:
+        torch.nn.utils.clip_grad_norm_(wm.parameters(), 1e-3, foreach=True)
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1e-3, foreach=True)
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def statistic_accumulated_into_a_plain_tensor(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(14)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    total = torch.zeros(3)  # a running sum: plain until something is written into it
+    total.add_((sim if leak else real).mean(0))
+    scale = total * 0.1 + 1.0  # arithmetic on the accumulator alone
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x * scale) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def rows_written_into_a_plain_buffer(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(15)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    replay = torch.zeros(8, 3)  # preallocated, plain; rows 0-3 stay zero
+    replay[4:] = sim if leak else av.primary(torch.randn(4, 3, generator=g), source="real")
+    x = (replay - replay.mean(0)).view(2, 4, 3).sum(0)  # arithmetic on the buffer object itself
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def loss_weighted_by_an_auxiliary_peak(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """The refusal names where the auxiliary data entered: ``max``, the first operation on it."""
+    g = torch.Generator().manual_seed(16)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    sim = av.aux(aux.clone(), source="sim")
+    real = av.primary(torch.randn(4, 2, generator=g), source="real")
+    peak, _ = (sim if leak else real).max(dim=0)  # values and indices: two fresh outputs
+    weight = 1.0 + peak.nan_to_num(0.0).clamp(-1.0, 1.0).mean()
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (weight * (wm(x) - y).pow(2).mean()).backward()
+    try:
+        opt.step()
+    except av.IsolationViolation as err:
+        refusal = err
+    else:
+        return [p.detach().clone() for p in wm.parameters()]
+    named = refusal.operation or ""
+    assert named.startswith("aten.max at ") and "in loss_weighted_by_an_auxiliary_peak" in named, named
+    raise refusal
+
+
+def attention_backend_queried(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """``torch._fused_sdp_choice`` (which attention kernel SDPA would pick, as diagnostics code logs
+    it) on tagged tensors gives its integer back; the attention output carries the keys' label."""
+    g = torch.Generator().manual_seed(18)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    query = av.primary(torch.randn(1, 4, 3, generator=g), source="real")
+    memory = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(1, 4, 3, generator=g), source="real")
+    )
+    backend = torch._fused_sdp_choice(query, memory, memory)
+    assert isinstance(backend, int), backend
+    context = torch.nn.functional.scaled_dot_product_attention(query, memory, memory)
+    y = av.primary(torch.randn(1, 4, 2, generator=g), source="real")
+    (wm(context) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+class _MaskedGradient(torch.autograd.Function):
+    """Identity forward; the backward zeroes the gradient where ``mask`` is set, in place on a copy."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (mask,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        masked = grad.clone()
+        masked[mask] = 0.0
+        return masked, None
+
+
+def gradient_masked_in_a_custom_backward(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """One backward over the world model's loss and the policy's: the world model's learnt noise
+    scale (a plain tensor used functionally) gets a gradient masked in place, inside a custom
+    backward, by flags from auxiliary (leaking) or real (clean) data."""
+    g = torch.Generator().manual_seed(19)
+    wm = torch.nn.Linear(3, 2)
+    log_std = torch.zeros(2, requires_grad=True)
+    policy = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(
+        torch.optim.SGD([wm.weight, wm.bias, log_std], lr=0.1),
+        names={"weight": wm.weight, "bias": wm.bias, "log_std": log_std},
+    )
+    sim = av.aux(aux.clone(), source="sim")
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    flags = (sim if leak else x)[:2, 0] > 0
+    scale = _MaskedGradient.apply(log_std.clamp(-5.0, 2.0), flags)  # type: ignore[no-untyped-call]
+    nll = (((wm(x) - y) / scale.exp()).pow(2) / 2 + scale).mean()
+    (nll + policy(sim.nan_to_num(0.0).clamp(-1.0, 1.0)).pow(2).mean()).backward()
+    opt.step()
+    return [p.detach().clone() for p in (wm.weight, wm.bias, log_std)]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -580,6 +790,15 @@ _SCENARIOS = {
     "penalty on a slice of inputs": (penalty_on_a_slice_of_inputs, (1,)),
     "overwritten rows trained on": (overwritten_rows_trained_on, (4, 3)),
     "mixed rows partly replaced": (mixed_rows_partly_replaced, (4, 3)),
+    "rows picked by a primary ranking": (rows_picked_by_a_primary_ranking, (4, 3)),
+    "replay snapshot rescaled": (replay_snapshot_rescaled, (4, 3)),
+    "statistic read as a float in strict mode": (statistic_read_as_a_float, (3,)),
+    "gradients clipped together (foreach)": (gradients_clipped_together, (4, 3)),
+    "statistic accumulated into a plain tensor": (statistic_accumulated_into_a_plain_tensor, (4, 3)),
+    "rows written into a plain buffer": (rows_written_into_a_plain_buffer, (4, 3)),
+    "loss weighted by an auxiliary peak": (loss_weighted_by_an_auxiliary_peak, (4, 2)),
+    "attention backend queried": (attention_backend_queried, (1, 4, 3)),
+    "gradient masked in a custom backward": (gradient_masked_in_a_custom_backward, (4, 3)),
 }
 
 
@@ -605,13 +824,41 @@ def test_scenario_is_noninterfering(
     )
 
 
-_FIRST_LABEL_PROGRAM = """
-import torch, amal_verified as av
+_FIRST_LABEL_PROGRAMS = {
+    # the process's first auxiliary label is a gradient written by hand (an evolution-strategies
+    # estimate): the gate's checks are armed however it was written
+    "hand-written gradient": """
 wm = torch.nn.Linear(3, 2)
 opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
 tag = av.aux if LEAK else av.primary
 for p in wm.parameters():
     p.grad = tag(torch.ones_like(p), source="sim" if LEAK else "real")
+""",
+    # the process's first labelled state is a plain tensor attribute (a pruning mask) written through
+    # a .data alias, which the module's forward combines with its own weight only: module calls
+    # read their tensor attributes from the first labelled state on
+    "mask attribute written through .data": """
+class Masked(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.mask = torch.ones(2, 3)
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.lin.weight * self.mask, self.lin.bias)
+
+wm = Masked()
+opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+tag = av.aux if LEAK else av.primary
+scores = tag(torch.randn(2, 3), source="sim" if LEAK else "real")
+wm.mask.data.copy_((scores > 0).float())
+x = av.primary(torch.randn(4, 3), source="real")
+y = av.primary(torch.randn(4, 2), source="real")
+(wm(x) - y).pow(2).mean().backward()
+""",
+}
+
+_FIRST_LABEL_STEP = """
 try:
     opt.step()
 except av.IsolationViolation:
@@ -622,9 +869,15 @@ else:
 
 
 @pytest.mark.parametrize("leak", [False, True], ids=["clean", "leaking"])
-def test_first_auxiliary_label_of_a_process_arms_the_gate(leak: bool) -> None:
-    """A hand-written auxiliary gradient, the process's first auxiliary label, is refused."""
-    program = f"LEAK = {leak}\n" + _FIRST_LABEL_PROGRAM
+@pytest.mark.parametrize("route", sorted(_FIRST_LABEL_PROGRAMS))
+def test_first_auxiliary_label_of_a_process_arms_the_gate(route: str, leak: bool) -> None:
+    """In a fresh interpreter, an auxiliary label that is the first of its kind in the process (the
+    first auxiliary label, the first labelled state) is refused; the clean variant completes."""
+    program = (
+        f"import torch, amal_verified as av\nLEAK = {leak}\n"
+        + _FIRST_LABEL_PROGRAMS[route]
+        + _FIRST_LABEL_STEP
+    )
     done = subprocess.run(
         [sys.executable, "-c", program],
         check=False,
