@@ -32,6 +32,8 @@ Routes:
   parameters and the optimizer state;
 - a tensor learning rate computed from auxiliary data: refused before the wrapped optimizer changes
   any weight or state, and before a plain optimizer that shares the world model's parameters steps;
+  a ``GradScaler``'s scale set from auxiliary data between backward and a fused optimizer's step,
+  which divides primary gradients by it;
 - a plain alias taken before its memory was tagged auxiliary, tagged primary: refused;
 - an evolution strategy's candidate loaded with ``vector_to_parameters``, then perturbed through the
   candidate vector, and a learnt plain tensor given new memory through ``.data``, then perturbed
@@ -67,7 +69,9 @@ Routes:
 - the world model's loss and the policy's backpropagated together, the world model's learnt noise
   scale (a plain tensor used functionally) getting its gradient masked in place, inside a custom
   ``autograd.Function``'s backward, by flags from auxiliary data: outputs of operations inside
-  backward stay tracked, so the in-place mask labels the gradient;
+  backward stay tracked, so the in-place mask labels the gradient; and the world model's loss
+  backpropagated on its own, where the gradient edited in place was plain and goes back to the
+  autograd engine's C++ code: it is made tracked at the write;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written;
@@ -346,6 +350,29 @@ def second_optimizer_with_auxiliary_rate(aux: torch.Tensor, leak: bool) -> list[
     y = av.primary(torch.randn(4, 2, generator=g), source="real")
     (wm(x) - y).pow(2).mean().backward()
     finetune.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def loss_scale_retuned_before_the_step(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """Mixed precision with a fused Adam: the ``GradScaler``'s scale set between backward and step
+    (``update(new_scale=...)``) from a simulator statistic when leaking.  The gradients are primary;
+    the fused kernel divides them by the scale it is handed, which the gate reads."""
+    g = torch.Generator().manual_seed(23)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.Adam(wm.parameters(), lr=0.01, fused=True), names=wm)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    scaler.scale((wm(x) - y).pow(2).mean()).backward()
+    sim = av.aux(aux.clone(), source="sim")
+    scale = (
+        sim.nan_to_num(0.0).clamp(0.0, 0.0) + 8.0
+        if leak
+        else av.primary(torch.full((1,), 8.0), source="real")
+    )
+    scaler.update(new_scale=scale.reshape(()))
+    scaler.step(opt)
+    scaler.update()
     return [p.detach().clone() for p in wm.parameters()]
 
 
@@ -745,10 +772,14 @@ class _MaskedGradient(torch.autograd.Function):
         return masked, None
 
 
-def gradient_masked_in_a_custom_backward(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
-    """One backward over the world model's loss and the policy's: the world model's learnt noise
-    scale (a plain tensor used functionally) gets a gradient masked in place, inside a custom
-    backward, by flags from auxiliary (leaking) or real (clean) data."""
+def gradient_masked_in_a_custom_backward(
+    aux: torch.Tensor, leak: bool, together: bool = True
+) -> list[torch.Tensor]:
+    """One backward over the world model's loss and the policy's (``together``) or one for each:
+    the world model's learnt noise scale (a plain tensor used functionally) gets a gradient masked in
+    place, inside a custom backward, by flags from auxiliary (leaking) or real (clean) data.  On its
+    own, the world model's backward carries plain gradients: the masked one goes back to the
+    autograd engine's C++ code, which must not lose its label."""
     g = torch.Generator().manual_seed(19)
     wm = torch.nn.Linear(3, 2)
     log_std = torch.zeros(2, requires_grad=True)
@@ -763,9 +794,18 @@ def gradient_masked_in_a_custom_backward(aux: torch.Tensor, leak: bool) -> list[
     flags = (sim if leak else x)[:2, 0] > 0
     scale = _MaskedGradient.apply(log_std.clamp(-5.0, 2.0), flags)  # type: ignore[no-untyped-call]
     nll = (((wm(x) - y) / scale.exp()).pow(2) / 2 + scale).mean()
-    (nll + policy(sim.nan_to_num(0.0).clamp(-1.0, 1.0)).pow(2).mean()).backward()
+    policy_loss = policy(sim.nan_to_num(0.0).clamp(-1.0, 1.0)).pow(2).mean()
+    if together:
+        (nll + policy_loss).backward()
+    else:
+        nll.backward()
+        policy_loss.backward()
     opt.step()
     return [p.detach().clone() for p in (wm.weight, wm.bias, log_std)]
+
+
+def gradient_masked_in_a_custom_backward_alone(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    return gradient_masked_in_a_custom_backward(aux, leak, together=False)
 
 
 _SCENARIOS = {
@@ -781,6 +821,7 @@ _SCENARIOS = {
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
     "second optimizer with an auxiliary learning rate": (second_optimizer_with_auxiliary_rate, (1,)),
+    "loss scale re-tuned before the step": (loss_scale_retuned_before_the_step, (1,)),
     "weights replaced by a candidate, then perturbed": (weights_replaced_by_a_candidate, (8,)),
     "temperature replaced, stepped, then perturbed": (temperature_replaced_then_perturbed, (3,)),
     "temperature replaced, old memory reused": (temperature_replaced_old_memory_reused, (3,)),
@@ -799,6 +840,10 @@ _SCENARIOS = {
     "loss weighted by an auxiliary peak": (loss_weighted_by_an_auxiliary_peak, (4, 2)),
     "attention backend queried": (attention_backend_queried, (1, 4, 3)),
     "gradient masked in a custom backward": (gradient_masked_in_a_custom_backward, (4, 3)),
+    "gradient masked in a custom backward, its own pass": (
+        gradient_masked_in_a_custom_backward_alone,
+        (4, 3),
+    ),
 }
 
 

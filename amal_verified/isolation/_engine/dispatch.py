@@ -532,13 +532,19 @@ def _track_pending(values: Any) -> None:
 
 def track_after_operation(t: torch.Tensor) -> None:
     """:func:`track_in_place` for the target of a running operation: a plain, non-leaf dense tensor
-    is made tracked at its first use (:class:`_TrackedOnFirstUse`), anything else now."""
+    is made tracked at its first use (:class:`_TrackedOnFirstUse`), anything else now.
+
+    Inside a backward pass it is made tracked now where it can be: a gradient edited in place by a
+    custom ``autograd.Function``'s backward or a tensor hook goes back to the autograd engine, whose
+    C++ code uses it with no first use from Python, so its label would not follow it."""
     if (
         type(t) is torch.Tensor
         and t.layout == torch.strided
         and not (t.is_leaf and t.requires_grad)
         and not torch._C._functorch.is_functorch_wrapped_tensor(t)
     ):
+        if torch._C._current_graph_task_id() != -1 and track_in_place(t):
+            return
         t.__class__ = _TrackedOnFirstUse
         return
     track_in_place(t)
