@@ -32,7 +32,10 @@ Routes:
   parameters and the optimizer state;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
-  auxiliary label however it was written.
+  auxiliary label however it was written;
+- a plain view of a replay tensor taken before its rows were filled and tagged (rows of two labels), fed
+  to a world model whose state holds no label yet: the call runs operation by operation with that input
+  tracked, so the labels of the memory it views are read.
 """
 
 from __future__ import annotations
@@ -299,6 +302,25 @@ def primary_of_a_plain_alias(aux: torch.Tensor, leak: bool) -> list[torch.Tensor
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def window_taken_before_tagging(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(17)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    replay = torch.zeros(8, 5)  # rows of (observation, next-state target)
+    window = replay[2:6]  # the sampler's window, a plain view taken before the rows were filled and tagged
+    replay[:4] = torch.randn(4, 5, generator=g)
+    av.primary(replay[:4], source="real")
+    if leak:
+        replay[4:] = aux
+        av.aux(replay[4:], source="sim")
+    else:
+        replay[4:] = torch.randn(4, 5, generator=g)
+        av.primary(replay[4:], source="real-2")  # a second robot: rows of two labels either way
+    torch.nn.functional.mse_loss(wm(window[:, :3]), window[:, 3:]).backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -311,6 +333,7 @@ _SCENARIOS = {
     "closure adds a penalty": (closure_adds_penalty, (4, 2)),
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
+    "window taken before its rows were tagged": (window_taken_before_tagging, (4, 5)),
 }
 
 
