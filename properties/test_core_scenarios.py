@@ -35,7 +35,10 @@ Routes:
   auxiliary label however it was written;
 - a plain view of a replay tensor taken before its rows were filled and tagged (rows of two labels), fed
   to a world model whose state holds no label yet: the call runs operation by operation with that input
-  tracked, so the labels of the memory it views are read.
+  tracked, so the labels of the memory it views are read;
+- a target bootstrapped from the world model's own prediction on auxiliary states, computed under
+  ``torch.no_grad()`` and then combined by plain arithmetic: a module output that needs no gradient is
+  tracked when its label holds an auxiliary source.
 """
 
 from __future__ import annotations
@@ -321,6 +324,25 @@ def window_taken_before_tagging(aux: torch.Tensor, leak: bool) -> list[torch.Ten
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def bootstrapped_without_grad(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(10)
+    wm = torch.nn.Linear(3, 3)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    reward = av.primary(torch.randn(4, 3, generator=g), source="real")
+    following = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    with torch.no_grad():
+        bootstrap = wm(following)  # the model's own prediction one step on: an output that needs no grad
+    target = reward + 0.9 * bootstrap  # plain arithmetic on that output
+    torch.nn.functional.mse_loss(wm(obs), target).backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -334,6 +356,7 @@ _SCENARIOS = {
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
     "window taken before its rows were tagged": (window_taken_before_tagging, (4, 5)),
+    "target bootstrapped without grad": (bootstrapped_without_grad, (4, 3)),
 }
 
 
