@@ -38,7 +38,10 @@ Routes:
   tracked, so the labels of the memory it views are read;
 - a target bootstrapped from the world model's own prediction on auxiliary states, computed under
   ``torch.no_grad()`` and then combined by plain arithmetic: a module output that needs no gradient is
-  tracked when its label holds an auxiliary source.
+  tracked when its label holds an auxiliary source;
+- actor-critic heads (the value computed first) on the gated encoder's features, not detached, the policy
+  loss weighted by auxiliary advantages: the gradient leaving a module call carries the labels of the
+  gradients that reached every one of its outputs.
 """
 
 from __future__ import annotations
@@ -343,6 +346,37 @@ def bootstrapped_without_grad(aux: torch.Tensor, leak: bool) -> list[torch.Tenso
     return [p.detach().clone() for p in wm.parameters()]
 
 
+class _ActorCritic(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(4, 4)
+        self.value = torch.nn.Linear(4, 1)
+        self.policy = torch.nn.Linear(4, 2)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.tanh(self.body(z))
+        return self.value(h), self.policy(h)
+
+
+def heads_on_shared_features(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    encoder = torch.nn.Linear(3, 4)  # the gated world model's encoder
+    opt = av.GatedOptimizer(torch.optim.SGD(encoder.parameters(), lr=0.1), names=encoder)
+    heads = _ActorCritic()  # not gated: it may learn from anything
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    returns = av.primary(torch.randn(4, 1, generator=g), source="real")
+    advantages = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 2, generator=g), source="real")
+    )
+    value, logits = heads(encoder(obs))  # the features are not detached: both heads train the encoder
+    policy_loss = -(logits.log_softmax(-1) * advantages).mean()
+    (torch.nn.functional.mse_loss(value, returns) + policy_loss).backward()
+    opt.step()
+    return [p.detach().clone() for p in encoder.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -357,6 +391,7 @@ _SCENARIOS = {
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
     "window taken before its rows were tagged": (window_taken_before_tagging, (4, 5)),
     "target bootstrapped without grad": (bootstrapped_without_grad, (4, 3)),
+    "actor-critic heads on shared features": (heads_on_shared_features, (4, 2)),
 }
 
 
