@@ -41,7 +41,10 @@ Routes:
   tracked when its label holds an auxiliary source;
 - actor-critic heads (the value computed first) on the gated encoder's features, not detached, the policy
   loss weighted by auxiliary advantages: the gradient leaving a module call carries the labels of the
-  gradients that reached every one of its outputs.
+  gradients that reached every one of its outputs;
+- Hutchinson's estimate of the divergence of a flow's velocity field (a vector-Jacobian product taken with
+  ``create_graph=True``) on auxiliary states: the call's backward runs on a labelled gradient, so the
+  second-order gradients that reach the world model are labelled.
 """
 
 from __future__ import annotations
@@ -377,6 +380,25 @@ def heads_on_shared_features(aux: torch.Tensor, leak: bool) -> list[torch.Tensor
     return [p.detach().clone() for p in encoder.parameters()]
 
 
+def divergence_by_hutchinson(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(12)
+    # the velocity field of a continuous normalising flow, on squashed states
+    wm = torch.nn.Sequential(torch.nn.Tanh(), torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    states = (
+        av.aux(aux.nan_to_num(0.0).clamp(-3.0, 3.0), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    x = states.detach().requires_grad_()
+    probe = torch.randn(4, 3, generator=g)
+    (vjp,) = torch.autograd.grad(wm(x), x, probe, create_graph=True)
+    divergence = (vjp * probe).sum(1)  # Hutchinson's estimate of the trace of the Jacobian
+    divergence.mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -392,6 +414,7 @@ _SCENARIOS = {
     "window taken before its rows were tagged": (window_taken_before_tagging, (4, 5)),
     "target bootstrapped without grad": (bootstrapped_without_grad, (4, 3)),
     "actor-critic heads on shared features": (heads_on_shared_features, (4, 2)),
+    "divergence estimated with create_graph": (divergence_by_hutchinson, (4, 3)),
 }
 
 
