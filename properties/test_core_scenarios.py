@@ -44,7 +44,13 @@ Routes:
   gradients that reached every one of its outputs;
 - Hutchinson's estimate of the divergence of a flow's velocity field (a vector-Jacobian product taken with
   ``create_graph=True``) on auxiliary states: the call's backward runs on a labelled gradient, so the
-  second-order gradients that reach the world model are labelled.
+  second-order gradients that reach the world model are labelled;
+- an agent module holding the gated world model (batch norm, training mode) beside state that holds
+  auxiliary data -- a critic stepped on auxiliary data by its own optimizer, or a return scale fitted on
+  auxiliary returns through ``.data`` -- called on primary observations: a call whose state is tracked, or
+  is made tracked by the call, runs operation by operation, so the world model's own call moves its
+  running statistics from primary data (the clean variant completes) and a loss through the critic or
+  the scale is refused.
 """
 
 from __future__ import annotations
@@ -399,6 +405,54 @@ def divergence_by_hutchinson(aux: torch.Tensor, leak: bool) -> list[torch.Tensor
     return [p.detach().clone() for p in wm.parameters()]
 
 
+class _Agent(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.world_model = torch.nn.Sequential(
+            torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3)
+        )
+        self.critic = torch.nn.Linear(3, 1)
+        self.return_scale = torch.ones(1)  # a plain tensor attribute
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.world_model(obs), self.critic(obs) * self.return_scale
+
+
+def agent_with_critic_trained_on_aux(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(13)
+    agent = _Agent()
+    opt = av.GatedOptimizer(torch.optim.SGD(agent.world_model.parameters(), lr=0.1), names=agent.world_model)
+    critic_opt = torch.optim.SGD(agent.critic.parameters(), lr=0.1)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    torch.nn.functional.mse_loss(agent.critic(sim), sim.sum(1, keepdim=True)).backward()
+    critic_opt.step()  # the critic's parameters now hold auxiliary data
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    following = av.primary(torch.randn(4, 3, generator=g), source="real")
+    prediction, _ = agent(obs)  # the world model in training mode: its running statistics move
+    loss = torch.nn.functional.mse_loss(prediction, following)
+    if leak:
+        loss = loss - 0.1 * agent.critic(prediction).mean()  # value-aware model learning through the critic
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return [t.detach().clone() for t in (*agent.world_model.parameters(), *agent.world_model.buffers())]
+
+
+def agent_with_return_scale(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(14)
+    agent = _Agent()
+    opt = av.GatedOptimizer(torch.optim.SGD(agent.world_model.parameters(), lr=0.1), names=agent.world_model)
+    sim_returns = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    agent.return_scale.data.copy_(sim_returns.abs().mean() + 1.0)  # through .data: the attribute stays plain
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    following = av.primary(torch.randn(4, 3, generator=g), source="real")
+    prediction, _ = agent(obs)  # the world model in training mode: its running statistics move
+    target = following * agent.return_scale if leak else following
+    torch.nn.functional.mse_loss(prediction, target).backward()
+    opt.step()
+    return [t.detach().clone() for t in (*agent.world_model.parameters(), *agent.world_model.buffers())]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -415,6 +469,8 @@ _SCENARIOS = {
     "target bootstrapped without grad": (bootstrapped_without_grad, (4, 3)),
     "actor-critic heads on shared features": (heads_on_shared_features, (4, 2)),
     "divergence estimated with create_graph": (divergence_by_hutchinson, (4, 3)),
+    "agent module holding a critic trained on auxiliary data": (agent_with_critic_trained_on_aux, (4, 3)),
+    "agent module holding an auxiliary return scale": (agent_with_return_scale, (4, 3)),
 }
 
 
