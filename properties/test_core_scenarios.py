@@ -50,7 +50,9 @@ Routes:
   auxiliary returns through ``.data`` -- called on primary observations: a call whose state is tracked, or
   is made tracked by the call, runs operation by operation, so the world model's own call moves its
   running statistics from primary data (the clean variant completes) and a loss through the critic or
-  the scale is refused.
+  the scale is refused;
+- a ring of recent observations kept in a buffer of the world model and written row by row: a module call
+  reads the labels of its state's rows.
 """
 
 from __future__ import annotations
@@ -453,6 +455,36 @@ def agent_with_return_scale(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]
     return [t.detach().clone() for t in (*agent.world_model.parameters(), *agent.world_model.buffers())]
 
 
+class _WithContext(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("recent", torch.zeros(4, 3))  # a ring of the last four observations
+        self.net = torch.nn.Linear(6, 3)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        context = self.recent.mean(0).expand_as(obs)
+        out: torch.Tensor = self.net(torch.cat([obs, context], dim=1))
+        return out
+
+
+def ring_written_row_by_row(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(15)
+    wm = _WithContext()
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    stream = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(2, 3, generator=g), source="real")
+    )
+    for step, row in enumerate(stream):
+        wm.recent[step % 4] = row  # two of the four rows written so far
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 3, generator=g), source="real")
+    torch.nn.functional.mse_loss(wm(x), y).backward()
+    opt.step()
+    return [t.detach().clone() for t in (*wm.parameters(), *wm.buffers())]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -471,6 +503,7 @@ _SCENARIOS = {
     "divergence estimated with create_graph": (divergence_by_hutchinson, (4, 3)),
     "agent module holding a critic trained on auxiliary data": (agent_with_critic_trained_on_aux, (4, 3)),
     "agent module holding an auxiliary return scale": (agent_with_return_scale, (4, 3)),
+    "ring of recent observations written row by row": (ring_written_row_by_row, (2, 3)),
 }
 
 
