@@ -52,7 +52,10 @@ Routes:
   running statistics from primary data (the clean variant completes) and a loss through the critic or
   the scale is refused;
 - a ring of recent observations kept in a buffer of the world model and written row by row: a module call
-  reads the labels of its state's rows.
+  reads the labels of its state's rows;
+- a world model that normalises its observations before a submodule on which the user registered a
+  forward pre-hook (so the global hooks run for that nested call): the nested call leaves the tracked
+  call it runs in untouched.
 """
 
 from __future__ import annotations
@@ -485,6 +488,35 @@ def ring_written_row_by_row(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]
     return [t.detach().clone() for t in (*wm.parameters(), *wm.buffers())]
 
 
+class _Normalised(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Linear(3, 4)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = (obs - obs.mean(0)) / (obs.std(0) + 1e-3)  # per-batch normalisation before the encoder
+        out: torch.Tensor = self.head(torch.relu(self.encoder(obs)))
+        return out
+
+
+def submodule_with_a_pre_hook(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(16)
+    wm = _Normalised()
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    inputs: list[torch.Tensor] = []
+    wm.encoder.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach()))
+    obs = (
+        av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    following = torch.randn(4, 3, generator=g)  # an untagged target
+    torch.nn.functional.mse_loss(wm(obs), following).backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -504,6 +536,7 @@ _SCENARIOS = {
     "agent module holding a critic trained on auxiliary data": (agent_with_critic_trained_on_aux, (4, 3)),
     "agent module holding an auxiliary return scale": (agent_with_return_scale, (4, 3)),
     "ring of recent observations written row by row": (ring_written_row_by_row, (2, 3)),
+    "submodule with a forward pre-hook of the user's": (submodule_with_a_pre_hook, (4, 3)),
 }
 
 
