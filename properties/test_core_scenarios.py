@@ -55,7 +55,11 @@ Routes:
   reads the labels of its state's rows;
 - a world model that normalises its observations before a submodule on which the user registered a
   forward pre-hook (so the global hooks run for that nested call): the nested call leaves the tracked
-  call it runs in untouched.
+  call it runs in untouched;
+- a critic trained on auxiliary data in the same backward pass as the world model, reading its latent
+  (leaking) or its rounded latent code, through which no gradient passes (clean, must complete): the
+  gradient leaving a call is labelled where it leaves the call, and the zero gradient of the rounding
+  carries no label further.
 """
 
 from __future__ import annotations
@@ -517,6 +521,34 @@ def submodule_with_a_pre_hook(aux: torch.Tensor, leak: bool) -> list[torch.Tenso
     return [p.detach().clone() for p in wm.parameters()]
 
 
+class _CodeCritic(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(6, 1)
+
+    def forward(self, code: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(torch.cat([code, context], dim=1))
+        return out
+
+
+def critic_on_rounded_code(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(19)
+    encoder = torch.nn.Linear(3, 4)  # the gated world model's encoder
+    opt = av.GatedOptimizer(torch.optim.SGD(encoder.parameters(), lr=0.1), names=encoder)
+    critic = _CodeCritic()
+    critic_opt = torch.optim.SGD(critic.parameters(), lr=0.1)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    target = av.primary(torch.randn(4, 4, generator=g), source="real")
+    latent = encoder(obs)
+    code = latent if leak else torch.round(latent)  # a discrete code: rounding passes no gradient back
+    critic_loss = torch.nn.functional.mse_loss(critic(code, sim[:, :2]), sim[:, 2:])
+    (torch.nn.functional.mse_loss(latent, target) + critic_loss).backward()  # one backward pass for both
+    opt.step()
+    critic_opt.step()
+    return [p.detach().clone() for p in encoder.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -537,6 +569,7 @@ _SCENARIOS = {
     "agent module holding an auxiliary return scale": (agent_with_return_scale, (4, 3)),
     "ring of recent observations written row by row": (ring_written_row_by_row, (2, 3)),
     "submodule with a forward pre-hook of the user's": (submodule_with_a_pre_hook, (4, 3)),
+    "critic on a rounded latent code": (critic_on_rounded_code, (4, 3)),
 }
 
 
