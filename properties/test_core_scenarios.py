@@ -1,8 +1,9 @@
 """Theorem 1 on single routes the program property does not generate, differentially.
 
 Each scenario is a short piece of training code by which auxiliary data could reach a gated world
-model.  Hypothesis draws two auxiliary inputs (noise, 0, ±1e38, NaN, ±Inf); the scenario runs once
-with each, with the same primary data and seeds.  The contract, as in
+model (or data of one source be stored in another source's replay buffer).  Hypothesis draws two
+auxiliary inputs (noise, 0, ±1e38, NaN, ±Inf); the scenario runs once with each, with the same
+primary data and seeds.  The contract, as in
 ``test_theorem1_programs.py``: both runs are refused or neither is, and a run that completes leaves
 the world model bit for bit the same.  Where the route leaks, both runs must be refused (the leak is
 seen); its clean variant, on primary data only, must complete in both.
@@ -59,7 +60,10 @@ Routes:
 - a critic trained on auxiliary data in the same backward pass as the world model, reading its latent
   (leaking) or its rounded latent code, through which no gradient passes (clean, must complete): the
   gradient leaving a call is labelled where it leaves the call, and the zero gradient of the rounding
-  carries no label further.
+  carries no label further;
+- transitions imagined by a world model trained on real data, stored in an auxiliary agent's buffer: a
+  protected parameter takes the primary label of the gradients it is stepped with, so what the world
+  model computes is mixed data, which the buffer refuses (``TaggingError``).
 """
 
 from __future__ import annotations
@@ -549,6 +553,22 @@ def critic_on_rounded_code(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     return [p.detach().clone() for p in encoder.parameters()]
 
 
+def imagined_into_aux_buffer(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(20)
+    wm = torch.nn.Linear(3, 3)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    following = av.primary(torch.randn(4, 3, generator=g), source="real")
+    torch.nn.functional.mse_loss(wm(obs), following).backward()
+    opt.step()  # the world model has learnt from real data
+    buffer = av.AuxBuffer(8, source="sim", obs_shape=(3,), action_shape=(), seed=0)
+    sim_obs = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    with torch.no_grad():
+        sim_next = wm(sim_obs) if leak else sim_obs.flip(0)  # imagined by the world model, or simulated
+    buffer.add(sim_obs, torch.zeros(4), torch.zeros(4), sim_next, torch.zeros(4, dtype=torch.bool))
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -570,6 +590,7 @@ _SCENARIOS = {
     "ring of recent observations written row by row": (ring_written_row_by_row, (2, 3)),
     "submodule with a forward pre-hook of the user's": (submodule_with_a_pre_hook, (4, 3)),
     "critic on a rounded latent code": (critic_on_rounded_code, (4, 3)),
+    "imagined transitions stored in an auxiliary buffer": (imagined_into_aux_buffer, (4, 3)),
 }
 
 
