@@ -63,7 +63,10 @@ Routes:
   carries no label further;
 - transitions imagined by a world model trained on real data, stored in an auxiliary agent's buffer: a
   protected parameter takes the primary label of the gradients it is stepped with, so what the world
-  model computes is mixed data, which the buffer refuses (``TaggingError``).
+  model computes is mixed data, which the buffer refuses (``TaggingError``);
+- a squashed latent of the gated encoder, not detached, read by a goal head trained on one simulator
+  and by a loss term weighted by another simulator: the gradient leaving a call keeps the labels it
+  brings from outside the call, so the refusal names both simulators.
 """
 
 from __future__ import annotations
@@ -569,6 +572,39 @@ def imagined_into_aux_buffer(aux: torch.Tensor, leak: bool) -> list[torch.Tensor
     return [p.detach().clone() for p in wm.parameters()]
 
 
+class _GoalHead(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(6, 1)
+
+    def forward(self, latent: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(torch.cat([latent, goal], dim=1))
+        return out
+
+
+def latent_shared_by_two_simulators(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(21)
+    encoder = torch.nn.Linear(3, 4)  # the gated world model's encoder
+    opt = av.GatedOptimizer(torch.optim.SGD(encoder.parameters(), lr=0.1), names=encoder)
+    head = _GoalHead()
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    target = av.primary(torch.randn(4, 4, generator=g), source="real")
+    values = aux.nan_to_num(0.0).clamp(-1.0, 1.0)
+    sim_a = av.aux(values[:, :3].clone(), source="sim-a")  # goals and returns from one simulator
+    sim_b = av.aux(values[:, 3:].clone(), source="sim-b")  # latent weights from another
+    latent = torch.tanh(encoder(obs))
+    shared = latent if leak else latent.detach()
+    goal_loss = torch.nn.functional.mse_loss(head(shared, sim_a[:, :2]), sim_a[:, 2:])
+    (torch.nn.functional.mse_loss(latent, target) + goal_loss + 0.1 * (shared * sim_b).mean()).backward()
+    try:
+        opt.step()
+    except av.IsolationViolation as refusal:
+        named = {source.name for source in refusal.sources}
+        assert named == {"sim-a", "sim-b"}, f"the refusal names {sorted(named)}; both simulators reached it"
+        raise
+    return [p.detach().clone() for p in encoder.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -591,6 +627,7 @@ _SCENARIOS = {
     "submodule with a forward pre-hook of the user's": (submodule_with_a_pre_hook, (4, 3)),
     "critic on a rounded latent code": (critic_on_rounded_code, (4, 3)),
     "imagined transitions stored in an auxiliary buffer": (imagined_into_aux_buffer, (4, 3)),
+    "latent shared by two simulators": (latent_shared_by_two_simulators, (4, 7)),
 }
 
 
