@@ -66,7 +66,9 @@ Routes:
   model computes is mixed data, which the buffer refuses (``TaggingError``);
 - a squashed latent of the gated encoder, not detached, read by a goal head trained on one simulator
   and by a loss term weighted by another simulator: the gradient leaving a call keeps the labels it
-  brings from outside the call, so the refusal names both simulators.
+  brings from outside the call, so the refusal names both simulators;
+- the world model called on simulated states in a loss weighted by real data (the gradient reaching its
+  output is primary): the refusal names the world-model call where the auxiliary data entered.
 """
 
 from __future__ import annotations
@@ -605,6 +607,28 @@ def latent_shared_by_two_simulators(aux: torch.Tensor, leak: bool) -> list[torch
     return [p.detach().clone() for p in encoder.parameters()]
 
 
+def model_on_simulated_states(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(22)
+    wm = torch.nn.Linear(3, 1)  # the world model's reward head
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    weights = av.primary(torch.rand(4, 1, generator=g), source="real")
+    states = (
+        av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    (wm(states) * weights).mean().backward()  # the gradient reaching the model's output is primary
+    try:
+        opt.step()
+    except av.IsolationViolation as refusal:
+        where = refusal.operation or ""
+        assert "Linear called on data labelled" in where, (
+            f"the refusal says auxiliary data entered at {where!r}"
+        )
+        raise
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -628,6 +652,7 @@ _SCENARIOS = {
     "critic on a rounded latent code": (critic_on_rounded_code, (4, 3)),
     "imagined transitions stored in an auxiliary buffer": (imagined_into_aux_buffer, (4, 3)),
     "latent shared by two simulators": (latent_shared_by_two_simulators, (4, 7)),
+    "world model on simulated states, primary gradient": (model_on_simulated_states, (4, 3)),
 }
 
 
