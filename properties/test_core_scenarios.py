@@ -1,8 +1,9 @@
 """Theorem 1 on single routes the program property does not generate, differentially.
 
 Each scenario is a short piece of training code by which auxiliary data could reach a gated world
-model.  Hypothesis draws two auxiliary inputs (noise, 0, ±1e38, NaN, ±Inf); the scenario runs once
-with each, with the same primary data and seeds.  The contract, as in
+model (or data of one source be stored in another source's replay buffer).  Hypothesis draws two
+auxiliary inputs (noise, 0, ±1e38, NaN, ±Inf); the scenario runs once with each, with the same
+primary data and seeds.  The contract, as in
 ``test_theorem1_programs.py``: both runs are refused or neither is, and a run that completes leaves
 the world model bit for bit the same.  Where the route leaks, both runs must be refused (the leak is
 seen); its clean variant, on primary data only, must complete in both.
@@ -72,6 +73,41 @@ Routes:
   backward stay tracked, so the in-place mask labels the gradient; and the world model's loss
   backpropagated on its own, where the gradient edited in place was plain and goes back to the
   autograd engine's C++ code: it is made tracked at the write;
+- a plain view of a replay tensor taken before its rows were filled and tagged (rows of two labels), fed
+  to a world model whose state holds no label yet: the call runs operation by operation with that input
+  tracked, so the labels of the memory it views are read;
+- a target bootstrapped from the world model's own prediction on auxiliary states, computed under
+  ``torch.no_grad()`` and then combined by plain arithmetic: a module output that needs no gradient is
+  tracked when its label holds an auxiliary source;
+- actor-critic heads (the value computed first) on the gated encoder's features, not detached, the policy
+  loss weighted by auxiliary advantages: the gradient leaving a module call carries the labels of the
+  gradients that reached every one of its outputs;
+- Hutchinson's estimate of the divergence of a flow's velocity field (a vector-Jacobian product taken with
+  ``create_graph=True``) on auxiliary states: the call's backward runs on a labelled gradient, so the
+  second-order gradients that reach the world model are labelled;
+- an agent module holding the gated world model (batch norm, training mode) beside state that holds
+  auxiliary data -- a critic stepped on auxiliary data by its own optimizer, or a return scale fitted on
+  auxiliary returns through ``.data`` -- called on primary observations: a call whose state is tracked, or
+  is made tracked by the call, runs operation by operation, so the world model's own call moves its
+  running statistics from primary data (the clean variant completes) and a loss through the critic or
+  the scale is refused;
+- a ring of recent observations kept in a buffer of the world model and written row by row: a module call
+  reads the labels of its state's rows;
+- a world model that normalises its observations before a submodule on which the user registered a
+  forward pre-hook (so the global hooks run for that nested call): the nested call leaves the tracked
+  call it runs in untouched;
+- a critic trained on auxiliary data in the same backward pass as the world model, reading its latent
+  (leaking) or its rounded latent code, through which no gradient passes (clean, must complete): the
+  gradient leaving a call is labelled where it leaves the call, and the zero gradient of the rounding
+  carries no label further;
+- transitions imagined by a world model trained on real data, stored in an auxiliary agent's buffer: a
+  protected parameter takes the primary label of the gradients it is stepped with, so what the world
+  model computes is mixed data, which the buffer refuses (``TaggingError``);
+- a squashed latent of the gated encoder, not detached, read by a goal head trained on one simulator
+  and by a loss term weighted by another simulator: the gradient leaving a call keeps the labels it
+  brings from outside the call, so the refusal names both simulators;
+- the world model called on simulated states in a loss weighted by real data (the gradient reaching its
+  output is primary): the refusal names the world-model call where the auxiliary data entered;
 - in a fresh interpreter, a gradient written by hand (an evolution-strategies estimate) that is the
   first auxiliary-labelled memory of the process: the gate's checks are armed by the first
   auxiliary label however it was written;
@@ -808,6 +844,300 @@ def gradient_masked_in_a_custom_backward_alone(aux: torch.Tensor, leak: bool) ->
     return gradient_masked_in_a_custom_backward(aux, leak, together=False)
 
 
+def window_taken_before_tagging(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(17)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    replay = torch.zeros(8, 5)  # rows of (observation, next-state target)
+    window = replay[2:6]  # the sampler's window, a plain view taken before the rows were filled and tagged
+    replay[:4] = torch.randn(4, 5, generator=g)
+    av.primary(replay[:4], source="real")
+    if leak:
+        replay[4:] = aux
+        av.aux(replay[4:], source="sim")
+    else:
+        replay[4:] = torch.randn(4, 5, generator=g)
+        av.primary(replay[4:], source="real-2")  # a second robot: rows of two labels either way
+    torch.nn.functional.mse_loss(wm(window[:, :3]), window[:, 3:]).backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def bootstrapped_without_grad(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(10)
+    wm = torch.nn.Linear(3, 3)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    reward = av.primary(torch.randn(4, 3, generator=g), source="real")
+    following = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    with torch.no_grad():
+        bootstrap = wm(following)  # the model's own prediction one step on: an output that needs no grad
+    target = reward + 0.9 * bootstrap  # plain arithmetic on that output
+    torch.nn.functional.mse_loss(wm(obs), target).backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+class _ActorCritic(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(4, 4)
+        self.value = torch.nn.Linear(4, 1)
+        self.policy = torch.nn.Linear(4, 2)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.tanh(self.body(z))
+        return self.value(h), self.policy(h)
+
+
+def heads_on_shared_features(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    encoder = torch.nn.Linear(3, 4)  # the gated world model's encoder
+    opt = av.GatedOptimizer(torch.optim.SGD(encoder.parameters(), lr=0.1), names=encoder)
+    heads = _ActorCritic()  # not gated: it may learn from anything
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    returns = av.primary(torch.randn(4, 1, generator=g), source="real")
+    advantages = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 2, generator=g), source="real")
+    )
+    value, logits = heads(encoder(obs))  # the features are not detached: both heads train the encoder
+    policy_loss = -(logits.log_softmax(-1) * advantages).mean()
+    (torch.nn.functional.mse_loss(value, returns) + policy_loss).backward()
+    opt.step()
+    return [p.detach().clone() for p in encoder.parameters()]
+
+
+def divergence_by_hutchinson(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(12)
+    # the velocity field of a continuous normalising flow, on squashed states
+    wm = torch.nn.Sequential(torch.nn.Tanh(), torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    states = (
+        av.aux(aux.nan_to_num(0.0).clamp(-3.0, 3.0), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    x = states.detach().requires_grad_()
+    probe = torch.randn(4, 3, generator=g)
+    (vjp,) = torch.autograd.grad(wm(x), x, probe, create_graph=True)
+    divergence = (vjp * probe).sum(1)  # Hutchinson's estimate of the trace of the Jacobian
+    divergence.mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+class _Agent(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.world_model = torch.nn.Sequential(
+            torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3)
+        )
+        self.critic = torch.nn.Linear(3, 1)
+        self.return_scale = torch.ones(1)  # a plain tensor attribute
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.world_model(obs), self.critic(obs) * self.return_scale
+
+
+def agent_with_critic_trained_on_aux(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(13)
+    agent = _Agent()
+    opt = av.GatedOptimizer(torch.optim.SGD(agent.world_model.parameters(), lr=0.1), names=agent.world_model)
+    critic_opt = torch.optim.SGD(agent.critic.parameters(), lr=0.1)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    torch.nn.functional.mse_loss(agent.critic(sim), sim.sum(1, keepdim=True)).backward()
+    critic_opt.step()  # the critic's parameters now hold auxiliary data
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    following = av.primary(torch.randn(4, 3, generator=g), source="real")
+    prediction, _ = agent(obs)  # the world model in training mode: its running statistics move
+    loss = torch.nn.functional.mse_loss(prediction, following)
+    if leak:
+        loss = loss - 0.1 * agent.critic(prediction).mean()  # value-aware model learning through the critic
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return [t.detach().clone() for t in (*agent.world_model.parameters(), *agent.world_model.buffers())]
+
+
+def agent_with_return_scale(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(14)
+    agent = _Agent()
+    opt = av.GatedOptimizer(torch.optim.SGD(agent.world_model.parameters(), lr=0.1), names=agent.world_model)
+    sim_returns = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    agent.return_scale.data.copy_(sim_returns.abs().mean() + 1.0)  # through .data: the attribute stays plain
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    following = av.primary(torch.randn(4, 3, generator=g), source="real")
+    prediction, _ = agent(obs)  # the world model in training mode: its running statistics move
+    target = following * agent.return_scale if leak else following
+    torch.nn.functional.mse_loss(prediction, target).backward()
+    opt.step()
+    return [t.detach().clone() for t in (*agent.world_model.parameters(), *agent.world_model.buffers())]
+
+
+class _WithContext(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("recent", torch.zeros(4, 3))  # a ring of the last four observations
+        self.net = torch.nn.Linear(6, 3)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        context = self.recent.mean(0).expand_as(obs)
+        out: torch.Tensor = self.net(torch.cat([obs, context], dim=1))
+        return out
+
+
+def ring_written_row_by_row(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(15)
+    wm = _WithContext()
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    stream = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(2, 3, generator=g), source="real")
+    )
+    for step, row in enumerate(stream):
+        wm.recent[step % 4] = row  # two of the four rows written so far
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 3, generator=g), source="real")
+    torch.nn.functional.mse_loss(wm(x), y).backward()
+    opt.step()
+    return [t.detach().clone() for t in (*wm.parameters(), *wm.buffers())]
+
+
+class _Normalised(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = torch.nn.Linear(3, 4)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = (obs - obs.mean(0)) / (obs.std(0) + 1e-3)  # per-batch normalisation before the encoder
+        out: torch.Tensor = self.head(torch.relu(self.encoder(obs)))
+        return out
+
+
+def submodule_with_a_pre_hook(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(16)
+    wm = _Normalised()
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    inputs: list[torch.Tensor] = []
+    wm.encoder.register_forward_pre_hook(lambda module, args: inputs.append(args[0].detach()))
+    obs = (
+        av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    following = torch.randn(4, 3, generator=g)  # an untagged target
+    torch.nn.functional.mse_loss(wm(obs), following).backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+class _CodeCritic(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(6, 1)
+
+    def forward(self, code: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(torch.cat([code, context], dim=1))
+        return out
+
+
+def critic_on_rounded_code(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(19)
+    encoder = torch.nn.Linear(3, 4)  # the gated world model's encoder
+    opt = av.GatedOptimizer(torch.optim.SGD(encoder.parameters(), lr=0.1), names=encoder)
+    critic = _CodeCritic()
+    critic_opt = torch.optim.SGD(critic.parameters(), lr=0.1)
+    sim = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    target = av.primary(torch.randn(4, 4, generator=g), source="real")
+    latent = encoder(obs)
+    code = latent if leak else torch.round(latent)  # a discrete code: rounding passes no gradient back
+    critic_loss = torch.nn.functional.mse_loss(critic(code, sim[:, :2]), sim[:, 2:])
+    (torch.nn.functional.mse_loss(latent, target) + critic_loss).backward()  # one backward pass for both
+    opt.step()
+    critic_opt.step()
+    return [p.detach().clone() for p in encoder.parameters()]
+
+
+def imagined_into_aux_buffer(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(20)
+    wm = torch.nn.Linear(3, 3)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    following = av.primary(torch.randn(4, 3, generator=g), source="real")
+    torch.nn.functional.mse_loss(wm(obs), following).backward()
+    opt.step()  # the world model has learnt from real data
+    buffer = av.AuxBuffer(8, source="sim", obs_shape=(3,), action_shape=(), seed=0)
+    sim_obs = av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+    with torch.no_grad():
+        sim_next = wm(sim_obs) if leak else sim_obs.flip(0)  # imagined by the world model, or simulated
+    buffer.add(sim_obs, torch.zeros(4), torch.zeros(4), sim_next, torch.zeros(4, dtype=torch.bool))
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+class _GoalHead(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(6, 1)
+
+    def forward(self, latent: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(torch.cat([latent, goal], dim=1))
+        return out
+
+
+def latent_shared_by_two_simulators(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(21)
+    encoder = torch.nn.Linear(3, 4)  # the gated world model's encoder
+    opt = av.GatedOptimizer(torch.optim.SGD(encoder.parameters(), lr=0.1), names=encoder)
+    head = _GoalHead()
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    target = av.primary(torch.randn(4, 4, generator=g), source="real")
+    values = aux.nan_to_num(0.0).clamp(-1.0, 1.0)
+    sim_a = av.aux(values[:, :3].clone(), source="sim-a")  # goals and returns from one simulator
+    sim_b = av.aux(values[:, 3:].clone(), source="sim-b")  # latent weights from another
+    latent = torch.tanh(encoder(obs))
+    shared = latent if leak else latent.detach()
+    goal_loss = torch.nn.functional.mse_loss(head(shared, sim_a[:, :2]), sim_a[:, 2:])
+    (torch.nn.functional.mse_loss(latent, target) + goal_loss + 0.1 * (shared * sim_b).mean()).backward()
+    try:
+        opt.step()
+    except av.IsolationViolation as refusal:
+        named = {source.name for source in refusal.sources}
+        assert named == {"sim-a", "sim-b"}, f"the refusal names {sorted(named)}; both simulators reached it"
+        raise
+    return [p.detach().clone() for p in encoder.parameters()]
+
+
+def model_on_simulated_states(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(22)
+    wm = torch.nn.Linear(3, 1)  # the world model's reward head
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    weights = av.primary(torch.rand(4, 1, generator=g), source="real")
+    states = (
+        av.aux(aux.nan_to_num(0.0).clamp(-1.0, 1.0), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    (wm(states) * weights).mean().backward()  # the gradient reaching the model's output is primary
+    try:
+        opt.step()
+    except av.IsolationViolation as refusal:
+        where = refusal.operation or ""
+        assert "Linear called on data labelled" in where, (
+            f"the refusal says auxiliary data entered at {where!r}"
+        )
+        raise
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 _SCENARIOS = {
     "attribute written through .data": (attribute_written_through_data, (3,)),
     "rows accumulated into": (rows_accumulated_into, (4, 3)),
@@ -844,6 +1174,18 @@ _SCENARIOS = {
         gradient_masked_in_a_custom_backward_alone,
         (4, 3),
     ),
+    "window taken before its rows were tagged": (window_taken_before_tagging, (4, 5)),
+    "target bootstrapped without grad": (bootstrapped_without_grad, (4, 3)),
+    "actor-critic heads on shared features": (heads_on_shared_features, (4, 2)),
+    "divergence estimated with create_graph": (divergence_by_hutchinson, (4, 3)),
+    "agent module holding a critic trained on auxiliary data": (agent_with_critic_trained_on_aux, (4, 3)),
+    "agent module holding an auxiliary return scale": (agent_with_return_scale, (4, 3)),
+    "ring of recent observations written row by row": (ring_written_row_by_row, (2, 3)),
+    "submodule with a forward pre-hook of the user's": (submodule_with_a_pre_hook, (4, 3)),
+    "critic on a rounded latent code": (critic_on_rounded_code, (4, 3)),
+    "imagined transitions stored in an auxiliary buffer": (imagined_into_aux_buffer, (4, 3)),
+    "latent shared by two simulators": (latent_shared_by_two_simulators, (4, 7)),
+    "world model on simulated states, primary gradient": (model_on_simulated_states, (4, 3)),
 }
 
 

@@ -333,26 +333,26 @@ def _state_labels(module: torch.nn.Module, labels: set[Label], protected: list[t
     return tracked_state
 
 
-def _input_labels(value: Any, found: set[Label]) -> tuple[bool, bool]:
+def _input_labels(value: Any, found: set[Label]) -> tuple[bool, bool, bool]:
     """Collect the non-empty labels of a positional argument (one level into containers).
 
-    Returns (holds a tracked tensor, holds memory whose rows carry different labels).
+    Returns (holds a tracked tensor, holds memory whose rows carry different labels, holds a plain
+    tensor whose memory carries a label).
     """
     if isinstance(value, torch.Tensor):
         label = store.label_of_plain(value)
         if label is not EMPTY:
             found.add(label)
-            if store.mixes_rows(value):
-                return isinstance(value, TaggedTensor), True
-        return isinstance(value, TaggedTensor), False
+            return isinstance(value, TaggedTensor), store.mixes_rows(value), type(value) is torch.Tensor
+        return isinstance(value, TaggedTensor), False, False
     tv = type(value)
     if tv is tuple or tv is list:
-        tagged = rows = False
+        tagged = rows = labelled_plain = False
         for item in value:
-            t, r = _input_labels(item, found)
-            tagged, rows = tagged or t, rows or r
-        return tagged, rows
-    return False, False
+            t, r, p = _input_labels(item, found)
+            tagged, rows, labelled_plain = tagged or t, rows or r, labelled_plain or p
+        return tagged, rows, labelled_plain
+    return False, False, False
 
 
 def _buffer_versions(module: torch.nn.Module) -> list[tuple[list[torch.Tensor], list[int]]]:
@@ -383,8 +383,9 @@ def _unwrap_input(value: Any, frame: _Frame) -> Any:
 
 
 def _track_plain_inputs(value: Any) -> Any:
-    """For a call run operation by operation: plain tensor inputs become tracked (unlabelled) ones,
-    so that operations combining them with labelled state are seen."""
+    """For a call run operation by operation: plain tensor inputs become tracked ones (over the same
+    memory, with its labels), so that operations combining them with labelled state, and operations
+    on labelled memory a plain input views (rows tagged through another alias), are seen."""
     if type(value) is torch.Tensor:
         return tracked(value)
     tv = type(value)
@@ -469,10 +470,10 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
     if torch._C._functorch.maybe_current_level() is not None:
         return None  # inside torch.func transforms the call runs operation by operation (tracked)
     labels: set[Label] = set()
-    tagged = rows = False
+    tagged = rows = labelled_plain = False
     for arg in args:
-        t, r = _input_labels(arg, labels)
-        tagged, rows = tagged or t, rows or r
+        t, r, p = _input_labels(arg, labels)
+        tagged, rows, labelled_plain = tagged or t, rows or r, labelled_plain or p
     input_labels = len(labels)
     state_labels: set[Label] = set()
     params: list[torch.Tensor] = []
@@ -490,8 +491,9 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
     if not labels:
         return None
     if tracked_state or rows or input_labels > 1 or len(state_labels) > 1:
-        # One label cannot describe this call: run it operation by operation.
-        if state_labels:
+        # One label cannot describe this call: run it operation by operation, with every plain input
+        # tracked where labels could meet it (labelled state, or labelled memory the input views).
+        if state_labels or labelled_plain:
             return tuple(_track_plain_inputs(arg) for arg in args)
         return None
     label = Label.join_all(labels)
