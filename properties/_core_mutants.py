@@ -504,13 +504,6 @@ _FRESH_OUTPUT_GUARD = (
 )
 
 EQUIVALENT: dict[str, str] = {
-    "pickling-drops-tracked-labels": (
-        "reduce_tagged pickles _plain_detached(t), a plain tensor over the same memory, and that plain "
-        "tensor's own __reduce_ex__ (_labelled_reduce_ex) records every label of the storage whenever it "
-        "holds an auxiliary source, rows included, and rebuild_tagged keeps what _rebuild_from restored. "
-        "Only labels without an auxiliary source are lost, and those never decide a refusal nor reach a "
-        "value: no run of any program can tell the mutant from the core."
-    ),
     "isolation/_engine/label_store.write_label.dropped-join.3": (
         "In write_label's branch `elif old is EMPTY or label.flows_to(old): new = old.join(label)` "
         "(memory labelled by one Label, a write that does not cover it), old is never EMPTY: no "

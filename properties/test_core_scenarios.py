@@ -22,7 +22,9 @@ Routes:
   user trains on the untagged tensor, whose memory keeps its label), and rows of a buffer tagged
   auxiliary through a view leave its other rows primary;
 - running statistics of an input normaliser computed on auxiliary data, saved with ``torch.save`` and
-  restored into a fresh normaliser: plain buffers keep their labels through pickling;
+  restored into a fresh normaliser: plain buffers keep their labels through pickling; observations of
+  a second real environment saved and loaded back into the first one's primary buffer: tagged
+  tensors keep their primary labels through pickling, which the buffer reads;
 - ``aux()`` read as an in-place operation: the code goes on with the object it tagged (arithmetic
   before the world model sees it), or with the buffer whose rows it tagged through a view;
 - a step pre-hook of the wrapped optimizer that perturbs the weights by an auxiliary-derived amount
@@ -46,6 +48,10 @@ Routes:
 - input gradients of the world model at simulated states (``torch.autograd.grad`` with respect to
   the states only) before a primary update, and an input-gradient penalty on a slice of rows that
   require grad;
+- a latent target: the encoder's output moved along a gradient captured there with
+  ``torch.autograd.grad`` (a loss against auxiliary targets when leaking), the encoder then
+  regressed on it: the gradient handed to the call's backward is made tracked at its first use
+  from Python;
 - auxiliary rows of a replay tensor overwritten with primary transitions (``copy_``): they hold
   primary data only; rows of memory that mixed primary and auxiliary data as a whole partly
   overwritten with primary rows: the others still hold auxiliary data;
@@ -410,6 +416,49 @@ def loss_scale_retuned_before_the_step(aux: torch.Tensor, leak: bool) -> list[to
     scaler.step(opt)
     scaler.update()
     return [p.detach().clone() for p in wm.parameters()]
+
+
+def transitions_of_another_source_reloaded(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """Observations saved with ``torch.save`` and loaded back, then added to the primary buffer of
+    one real environment and trained on: observations of a second real environment (leaking) are
+    refused, since the buffer holds one source, so their primary label must survive the file."""
+    g = torch.Generator().manual_seed(24)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    observed = av.primary(torch.randn(4, 3, generator=g), source="robot-b" if leak else "robot-a")
+    saved = io.BytesIO()
+    torch.save(observed, saved)
+    saved.seek(0)
+    buffer = av.PrimaryBuffer(8, obs_shape=(3,), action_shape=(), seed=0, source="robot-a")
+    obs = torch.load(saved)
+    buffer.add(obs, torch.zeros(4), torch.zeros(4), obs.flip(0), torch.zeros(4, dtype=torch.bool))
+    batch = buffer.sample(4, generator=torch.Generator().manual_seed(0))
+    (wm(batch.obs) - batch.next_obs[:, :2]).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def latent_moved_along_a_captured_gradient(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A latent target: the encoder's output moved along the gradient of a loss against auxiliary
+    (leaking) or real targets, the gradient captured at the output with ``torch.autograd.grad``;
+    then the encoder regressed on it.  The captured gradient carries the loss's label."""
+    g = torch.Generator().manual_seed(25)
+    encoder = torch.nn.Linear(3, 4)
+    opt = av.GatedOptimizer(torch.optim.SGD(encoder.parameters(), lr=0.1), names=encoder)
+    obs = av.primary(torch.randn(5, 3, generator=g), source="real")
+    target = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(5, 1, generator=g), source="real")
+    )
+    latent = encoder(obs)
+    (step,) = torch.autograd.grad(
+        (latent.sum(1, keepdim=True) - target.nan_to_num(0.0)).pow(2).mean(), latent
+    )
+    goal = (latent - 0.1 * step).detach()
+    (encoder(obs) - goal).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in encoder.parameters()]
 
 
 def primary_of_a_plain_alias(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
@@ -1151,6 +1200,8 @@ _SCENARIOS = {
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
     "second optimizer with an auxiliary learning rate": (second_optimizer_with_auxiliary_rate, (1,)),
+    "latent moved along a captured gradient": (latent_moved_along_a_captured_gradient, (5, 1)),
+    "transitions of another source reloaded": (transitions_of_another_source_reloaded, (1,)),
     "loss scale re-tuned before the step": (loss_scale_retuned_before_the_step, (1,)),
     "weights replaced by a candidate, then perturbed": (weights_replaced_by_a_candidate, (8,)),
     "temperature replaced, stepped, then perturbed": (temperature_replaced_then_perturbed, (3,)),

@@ -62,7 +62,14 @@ from torch.utils.hooks import RemovableHandle as _RemovableHandle
 from amal_verified.isolation._engine import grad_labels as _grad_labels
 from amal_verified.isolation._engine import label_store as store
 from amal_verified.isolation._engine import protection as _protection
-from amal_verified.isolation._engine.dispatch import NO_DISPATCH, TaggedTensor, plain, track_in_place, tracked
+from amal_verified.isolation._engine.dispatch import (
+    NO_DISPATCH,
+    TaggedTensor,
+    _TrackedOnFirstUse,
+    plain,
+    track_in_place,
+    tracked,
+)
 from amal_verified.isolation.errors import IsolationViolation, TrackingError
 from amal_verified.isolation.escapes import user_call_site
 from amal_verified.isolation.labels import EMPTY, Label
@@ -277,8 +284,19 @@ class _OutputHook:
             store.write_label(copied, label, origin)
             return tracked(copied)
         if isinstance(grad, TaggedTensor):
-            return plain(grad)
+            return _handed_on(grad)
         return None
+
+
+def _handed_on(grad: torch.Tensor) -> torch.Tensor:
+    """The plain gradient a call's backward runs on.  Where its memory holds an auxiliary source it is
+    made tracked at its first use from Python: code that captures the gradient at this output
+    (``torch.autograd.grad`` with respect to it, ``retain_grad``) receives this object, and operations
+    on it must carry its label; the autograd engine's own C++ code never makes that first use."""
+    alias = plain(grad)
+    if store.label_of_plain(alias)._aux and type(alias) is torch.Tensor:
+        alias.__class__ = _TrackedOnFirstUse
+    return alias
 
 
 # -- the call's state ------------------------------------------------------------------------------
