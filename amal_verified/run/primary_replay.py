@@ -410,8 +410,11 @@ class MemberSplitReplay:
             raise ReplayWorkerError(f"update {u}: the replay workers drew different batches")
         digest = state_digest(self._slots[u % 2])
         for worker in self._workers:
-            worker.stdin.write(b"\x01")  # slot u % 2 is free for update u + 2
-            worker.stdin.flush()
+            try:
+                worker.stdin.write(b"\x01")  # slot u % 2 is free for update u + 2
+                worker.stdin.flush()
+            except BrokenPipeError:  # it died after sending update u
+                raise self._ended(worker, u + 1) from None
         self.updates = u
         return WorldModelUpdate(
             index=u,
@@ -425,14 +428,7 @@ class MemberSplitReplay:
     def _receive(worker: _Worker, u: int) -> tuple[str, tuple[str, ...], float]:
         line = worker.stdout.readline()
         if not line:
-            worker.process.wait()
-            worker.errors.seek(0)
-            text = worker.errors.read().decode(errors="replace")
-            tail = [ln.strip() for ln in text.splitlines() if ln.strip()]
-            raise ReplayWorkerError(
-                f"replay worker ({worker.name}) ended with exit code {worker.process.returncode} before "
-                f"update {u}" + (f": {tail[-1]}" if tail else "")
-            )
+            raise MemberSplitReplay._ended(worker, u)
         message = json.loads(line)
         if "error" in message:
             raise ReplayWorkerError(f"replay worker ({worker.name}): {message['error']}")
@@ -441,6 +437,18 @@ class MemberSplitReplay:
                 f"replay worker ({worker.name}) sent update {message['update']}, expected {u}"
             )
         return str(message["batch"]), tuple(message["labels"]), float(message["loss"])
+
+    @staticmethod
+    def _ended(worker: _Worker, u: int) -> ReplayWorkerError:
+        """The error for a worker that ended before update ``u``, with the last line it wrote."""
+        worker.process.wait()
+        worker.errors.seek(0)
+        text = worker.errors.read().decode(errors="replace")
+        tail = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        return ReplayWorkerError(
+            f"replay worker ({worker.name}) ended with exit code {worker.process.returncode} before "
+            f"update {u}" + (f": {tail[-1]}" if tail else "")
+        )
 
     def close(self) -> None:
         """Stop and reap every worker and remove the shared slots (idempotent)."""
