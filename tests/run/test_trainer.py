@@ -347,11 +347,24 @@ def test_evaluate_reports_returns_and_model_error(reference_run: Path) -> None:
     report = json.loads(result.stdout)
     assert len(report["returns"]) == 2 and report["world_model"]["finite"]
     assert report["world_model"]["next_obs_mse"] >= 0.0 and report["step"] == 400
+    # The fit against the naive predictors, on the same held-out episodes; their statistics come from
+    # the 400 primary transitions the last round (update 6, at 400 stored) could sample.
+    fit = report["world_model"]["fit"]
+    assert fit["transitions"] == report["world_model"]["transitions"] and fit["training_transitions"] == 400
+    assert fit["model"]["next_obs_mse"] == report["world_model"]["next_obs_mse"]
+    assert fit["model"]["nll"] == report["world_model"]["nll_per_member_mean"]
+    assert len(fit["no_change"]["next_obs_mse_per_dim"]) == 4 and fit["reward_beats_naive"] is None
+    assert fit["beats_naive"] == (
+        fit["model"]["next_obs_mse"]
+        < min(fit["no_change"]["next_obs_mse"], fit["best_constant"]["next_obs_mse"])
+    )
     summary = amal("evaluate", str(reference_run), "--episodes", "1")
     assert (
         summary.returncode == 0
         and "mean return" in summary.stdout
         and "next-observation MSE" in summary.stdout
+        and "best constant" in summary.stdout
+        and "naive predictors" in summary.stdout
     )
 
 
