@@ -1,0 +1,112 @@
+"""World-model fit per task: does each run's world model beat "no change" and "the best constant"?
+
+Two commands (results: ``benchmarks/README.md``, "World-model fit")::
+
+    python benchmarks/wm_fit.py config TASK --steps 3000 > TASK.json   # the grid's AMAL configuration
+    amal train --config TASK.json [--set wm_normalise=true ...] --out runs/TASK
+    python benchmarks/wm_fit.py report runs/*                         # one table row per run
+
+``config`` prints the full-mode AMAL configuration of the benchmark grid (``amal_tools.bench.methods.
+amal_config``, method ``amal``, seed 0) for TASK (a catalogue name, ``amal bench --list``) and ``--steps``.
+
+``report`` measures each run's final world model with :func:`amal_verified.world_model.fit.world_model_fit`
+twice: on **held-out** transitions, those of ``amal evaluate``'s own episodes (``--episodes``, seed 12345;
+:func:`amal_verified.run.evaluate.evaluate_run`), and **in sample**, on the primary transitions its last
+update could sample (the rows that also give the naive predictors' statistics): a model that loses in sample
+has not fitted its own data; one that wins in sample and loses held out does not generalise to the
+states the trained policy visits.  It prints a Markdown table, and writes every report as JSON with
+``--json FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _config(task: str, steps: int) -> dict[str, Any]:
+    from amal_tools.bench.methods import amal_config
+    from amal_tools.bench.tasks import task_by_name
+
+    return amal_config(task_by_name(task).env_id, method="amal", seed=0, budget=steps, mode="full").to_json()
+
+
+def _in_sample(run_dir: Path) -> dict[str, Any]:
+    from amal_verified.common.rng_streams import RunStreams
+    from amal_verified.record.primary_log import load_primary_stream
+    from amal_verified.run.config import CONFIG_FILENAME, primary_count_at_update, read_json
+    from amal_verified.run.trained_policy import read_run_checkpoint
+    from amal_verified.world_model.fit import world_model_fit
+    from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
+
+    config, state = read_run_checkpoint(run_dir, restore=True)
+    spec = WorldModelSpec.from_json(read_json(run_dir / CONFIG_FILENAME, "run configuration")["world_model"])
+    learner = WorldModelLearner(spec, RunStreams(config.seed), unsafe_mix=config.unsafe_mix)
+    learner.load_state_dict(state["learner"])
+    torch.set_num_threads(config.threads)
+    end = primary_count_at_update(config, learner.updates)
+    data = load_primary_stream(run_dir).tensors
+    rows = {
+        k: data[k][max(0, end - config.buffer_size) : end] for k in ("obs", "action", "reward", "next_obs")
+    }
+    return world_model_fit(learner, rows, rows).to_json()
+
+
+def _report(run_dirs: list[Path], episodes: int, out: Path | None) -> None:
+    from amal_verified.run.evaluate import evaluate_run
+
+    def g(x: float) -> str:
+        return f"{x:.3g}"
+
+    def verdict(fit: dict[str, Any]) -> str:
+        return "**yes**" if fit["beats_naive"] else "no"
+
+    reports: dict[str, Any] = {}
+    print(
+        "| run | updates | held-out next-obs MSE: model / no change / best constant | held-out reward MSE: "
+        "model / constant | held out: beats both | in sample: next-obs model / no change / constant | "
+        "in sample: reward model / constant | in sample: beats both |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for run_dir in run_dirs:
+        evaluation = evaluate_run(run_dir, episodes=episodes)
+        held = evaluation["world_model"]["fit"]
+        own = _in_sample(run_dir)
+        updates = json.loads((run_dir / "run.json").read_text())["world_model_updates"]
+        reports[run_dir.name] = {"held_out": held, "in_sample": own, "evaluation": evaluation}
+        cells = [run_dir.name, str(updates)]
+        for fit in (held, own):
+            obs = [g(fit[p]["next_obs_mse"]) for p in ("model", "no_change", "best_constant")]
+            reward = [g(fit[p]["reward_mse"]) for p in ("model", "best_constant")]
+            cells += [" / ".join(obs), " / ".join(reward), verdict(fit)]
+        print("| " + " | ".join(cells) + " |", flush=True)
+    if out is not None:
+        out.write_text(json.dumps(reports, indent=1, sort_keys=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    config = commands.add_parser("config", help="print the benchmark grid's AMAL configuration of a task")
+    config.add_argument("task")
+    config.add_argument("--steps", type=int, default=3000)
+    report = commands.add_parser("report", help="the fit of each run's world model, as a Markdown table")
+    report.add_argument("run_dirs", type=Path, nargs="+")
+    report.add_argument("--episodes", type=int, default=5)
+    report.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.command == "config":
+        print(json.dumps(_config(args.task, args.steps), indent=1))
+    else:
+        _report(args.run_dirs, args.episodes, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
