@@ -435,11 +435,11 @@ class EnsembleWorldModel(nn.Module):
         for buffer, value in checked:
             buffer.copy_(value.to(buffer.dtype).expand_as(buffer))
 
-    def _statistic(self, name: str, rows: int) -> Tensor:
-        """Normalisation buffer ``norm_<name>``; member 0's alone for ``rows == 1`` (a shared trunk's one
-        input: every member holds the same statistics)."""
+    def _statistic(self, name: str, leading: int) -> Tensor:
+        """Normalisation buffer ``norm_<name>`` for a tensor whose leading (member) size is ``leading``:
+        member 0's alone for 1 (a shared trunk's one input; every member holds the same statistics)."""
         value: Tensor = getattr(self, f"norm_{name}")
-        return value[:1] if rows == 1 else value
+        return value[:1] if leading == 1 else value
 
     def select_members(self, start: int, stop: int) -> EnsembleWorldModel:
         """A new model of members ``start .. stop - 1`` of this one, with copies of their parameters.

@@ -21,7 +21,11 @@ Held-out transitions must be transitions the world model never trained on.
 evaluation episodes: the trained policy acting deterministically in a new real environment with reset seeds
 independent of every training stream.  They are real transitions of the state distribution the policy
 visits, and are never stored in any buffer, so no held-out split of the primary stream is needed and the
-training run (its world-model updates, ledger and certificate) is unchanged by measuring it.  The transitions
+training run (its world-model updates, ledger and certificate) is unchanged by measuring it.  They measure
+the model where the trained policy goes, which may be states the primary data barely cover (a policy
+that has learnt to stand still, say): an error there is a failure to generalise, not necessarily to fit,
+and the same function applied to the training rows themselves (``held_out`` = the training transitions)
+says which.  The transitions
 collected after the last world-model update would also be unseen, but there are at most
 ``wm_train_every`` of them, under the stochastic training policy, and none at all when a run ends on a
 world-model round.
