@@ -455,6 +455,8 @@ def test_cli_selects_the_world_model_options(tmp_path: Path) -> None:
     result = amal(*args, "--set", "wm_model=linear-gaussian")
     assert result.returncode == 2 and "ensemble_size must be 1" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    bad = amal(*args, "--set", "wm_normalise=maybe")
+    assert bad.returncode == 2 and "wm_normalise must be true or false, got 'maybe'" in bad.stderr, bad.stderr
 
 
 def test_extreme_auxiliary_settings_found_by_the_theorem_1_property(tmp_path: Path) -> None:

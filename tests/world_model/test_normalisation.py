@@ -162,6 +162,17 @@ def test_begin_round_sets_primary_statistics_that_the_digest_covers_and_members_
         learner.begin_round(PrimaryBuffer(4, obs_shape=(3,), action_shape=(2,), seed=0))
 
 
+def test_a_shared_trunk_normalises_its_one_input_with_the_members_common_statistics() -> None:
+    rows = scaled_rows(100, seed=7)
+    shared = WorldModelLearner(WorldModelSpec(**SMALL, shared_trunk=True, normalise=True), RunStreams(0))
+    buffer = primary_buffer(rows)
+    shared.begin_round(buffer)
+    for _ in range(3):
+        shared.update(buffer)  # bootstrapped (K, B) inputs through the one trunk
+    pred = shared.predict(rows["obs"][:4], rows["action"][:4])  # shared (B,) inputs
+    assert pred.next_obs_mean.shape == (3, 4, 1, 3) and bool(torch.isfinite(pred.next_obs_mean).all())
+
+
 def test_discrete_actions_are_standardised_one_hot() -> None:
     spec = WorldModelSpec(**{**SMALL, "action_dim": 3, "discrete": True}, normalise=True)
     learner = WorldModelLearner(spec, RunStreams(0))
