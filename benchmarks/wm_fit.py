@@ -18,6 +18,11 @@ states the trained policy visits.  As a reference for what the data allow, it al
 model ``[s', r] ≈ W [s, a, 1]`` to the first 80 % of those rows and scores it, with naive predictors fitted on
 the same 80 %, on the last 20 % (a held-out split of the primary stream).  It prints a Markdown table, and
 writes every report as JSON with ``--json FILE``.
+
+``offline RUN --updates N --every K [--set lr=0.003 --set normalise=true]`` asks how many updates a world
+model of the run's specification (with ``WorldModelSpec`` fields overridden, values in JSON) needs: it
+trains one from scratch (seed 0) on the first 80 % of the run's primary rows, a round (``begin_round``)
+every K updates, and prints the fit on the last 20 % after each round.
 """
 
 from __future__ import annotations
@@ -123,6 +128,46 @@ def _report(run_dirs: list[Path], episodes: int, out: Path | None) -> None:
         out.write_text(json.dumps(reports, indent=1, sort_keys=True))
 
 
+def _offline(run_dir: Path, updates: int, every: int, overrides: list[str]) -> None:
+    """Retrain the run's world model (its specification with ``overrides``) from scratch on the first 80 % of
+    its primary rows, one round per ``every`` updates, and print the fit on the last 20 % after each round."""
+    from amal_verified.common.rng_streams import RunStreams
+    from amal_verified.isolation.buffers import PrimaryBuffer
+    from amal_verified.record.primary_log import load_primary_stream
+    from amal_verified.run.config import CONFIG_FILENAME, read_json
+    from amal_verified.world_model.fit import world_model_fit
+    from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
+
+    torch.set_num_threads(1)
+    document = read_json(run_dir / CONFIG_FILENAME, "run configuration")
+    changes = {k: json.loads(v) for k, v in (item.split("=", 1) for item in overrides)}
+    spec = WorldModelSpec.from_json({**document["world_model"], **changes})
+    data = load_primary_stream(run_dir).tensors
+    cut = int(0.8 * len(data["reward"]))
+    buffer = PrimaryBuffer(
+        cut,
+        obs_shape=(spec.obs_dim,),
+        action_shape=() if spec.discrete else (spec.action_dim,),
+        seed=0,
+        action_dtype=torch.int64 if spec.discrete else torch.float32,
+    )
+    buffer.add(*(data[k][:cut] for k in ("obs", "action", "reward", "next_obs", "terminated")))
+    held = {k: data[k][cut:] for k in ("obs", "action", "reward", "next_obs")}
+    learner = WorldModelLearner(spec, RunStreams(0))
+    print(
+        f"{run_dir.name} {changes}: updates, next obs model / no change / constant, reward model / constant"
+    )
+    while learner.updates < updates:
+        learner.begin_round(buffer)
+        for _ in range(min(every, updates - learner.updates)):
+            learner.update(buffer)
+        fit = world_model_fit(learner, buffer, held)
+        errors = (fit.model, fit.no_change, fit.best_constant)
+        obs = " / ".join(f"{e.next_obs_mse:.3g}" for e in errors)
+        reward = " / ".join(f"{e.reward_mse:.3g}" for e in (fit.model, fit.best_constant))
+        print(f"{learner.updates}, {obs}, {reward}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -134,9 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("run_dirs", type=Path, nargs="+")
     report.add_argument("--episodes", type=int, default=5)
     report.add_argument("--json", type=Path, default=None)
+    offline = commands.add_parser("offline", help="retrain a run's world model on 80 %% of its primary rows")
+    offline.add_argument("run_dir", type=Path)
+    offline.add_argument("--updates", type=int, default=2000)
+    offline.add_argument("--every", type=int, default=500)
+    offline.add_argument("--set", dest="overrides", action="append", default=[], help="SPEC_FIELD=JSON")
     args = parser.parse_args(argv)
     if args.command == "config":
         print(json.dumps(_config(args.task, args.steps), indent=1))
+    elif args.command == "offline":
+        _offline(args.run_dir, args.updates, args.every, args.overrides)
     else:
         _report(args.run_dirs, args.episodes, args.json)
     return 0
