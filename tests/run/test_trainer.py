@@ -21,6 +21,7 @@ from amal_verified.record.checkpoint import load_checkpoint
 from amal_verified.record.primary_log import load_primary_stream
 from amal_verified.run.certify import certify_run
 from amal_verified.run.config import primary_count_at_update, updates_completed_by
+from amal_verified.run.evaluate import evaluate_run
 from amal_verified.run.trainer import DeterminismError, Trainer
 from amal_verified.world_model.ensemble import normalisation_statistics
 
@@ -368,6 +369,18 @@ def test_evaluate_reports_returns_and_model_error(reference_run: Path) -> None:
         and "best constant" in summary.stdout
         and "naive predictors" in summary.stdout
     )
+
+
+def test_evaluate_before_any_update_and_with_damaged_data(tmp_path: Path) -> None:
+    # No world-model round yet: the naive predictors' statistics come from every recorded transition.
+    run_dir = tmp_path / "run"
+    train(run_dir, total_steps=100, checkpoint_every=100, eval_every=100)
+    fit = evaluate_run(run_dir, episodes=1)["world_model"]["fit"]
+    assert fit["training_transitions"] == 100 and fit["transitions"] > 0
+    (run_dir / "data" / "manifest.json").unlink()
+    with pytest.raises(ValueError, match="recorded primary data do not hold the 100 transitions") as error:
+        evaluate_run(run_dir, episodes=1)
+    assert "\n" not in str(error.value) and "amal certify" in str(error.value)
 
 
 # ---------------------------------------------------------------------------------------- environments
