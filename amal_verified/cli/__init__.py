@@ -380,6 +380,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"world model on those {wm['transitions']} real transitions: next-observation MSE "
         f"{wm['next_obs_mse']:.4g}, reward MSE {wm['reward_mse']:.4g}, NLL {wm['nll_per_member_mean']:.4g}"
     )
+    fit = wm["fit"]
+    for name, key in (("next-observation", "next_obs_mse"), ("reward", "reward_mse")):
+        print(
+            f"  {name} MSE: world model {fit['model'][key]:.4g}, no change {fit['no_change'][key]:.4g}, "
+            f"best constant {fit['best_constant'][key]:.4g}"
+        )
+    verdict = "beats" if fit["beats_naive"] else "does NOT beat"
+    print(
+        f"  the world model {verdict} both naive predictors (their statistics from the "
+        f"{fit['training_transitions']} primary transitions it trained on)"
+    )
     return 0
 
 

@@ -147,6 +147,7 @@ _LATER_FIELDS: Final[dict[str, Any]] = {
     "wm_optimizer": "adam",
     "wm_weight_decay": 0.0,
     "wm_full_batch": False,
+    "wm_normalise": False,
     "aux_flush_every": 25,
     **EXECUTION_FIELDS,
 }
@@ -206,9 +207,10 @@ class TrainConfig:
         Field(description="information-gain estimator: prior contrastive (pce) or nested Monte Carlo (nmc)"),
     ] = "pce"
     # The learner's options beyond the paper's configuration (WorldModelSpec's model, optimizer,
-    # weight_decay and full_batch; see amal_verified.world_model.learner).  wm_model="linear-gaussian" with
-    # wm_optimizer="sgd", wm_weight_decay > 0 and wm_full_batch=True is the strongly convex configuration
-    # in which the corrected Theorem 2 applies.  Left out of to_json at their defaults.
+    # weight_decay, full_batch and normalise; see amal_verified.world_model.learner).
+    # wm_model="linear-gaussian" with wm_optimizer="sgd", wm_weight_decay > 0 and wm_full_batch=True is
+    # the strongly convex configuration in which the corrected Theorem 2 applies.  Left out of to_json at
+    # their defaults.
     wm_model: Annotated[
         ModelName, Field(description="world model: the paper's ensemble, or one linear-Gaussian model")
     ] = "ensemble"
@@ -218,6 +220,13 @@ class TrainConfig:
     ] = 0.0
     wm_full_batch: Annotated[
         bool, Field(description="world-model updates use every primary transition stored, not a batch")
+    ] = False
+    wm_normalise: Annotated[
+        bool,
+        Field(
+            description="world-model inputs and targets (s' - s, r) standardised by the primary buffer's "
+            "statistics, set at the start of each round"
+        ),
     ] = False
     # --- policy --------------------------------------------------------------------------------
     policy_hidden: Annotated[int, Field(ge=1, description="policy and critic hidden width")] = 256
@@ -312,6 +321,10 @@ class TrainConfig:
             "wm_hidden_scale": (1.0, "it has no hidden layers"),
             "info_weight": (0.0, "one model has no member disagreement, so its information gain is 0"),
             "real_ratio": (1.0, "imagined rollouts need an ensemble's members"),
+            "wm_normalise": (
+                False,
+                "it is fitted in the data's own coordinates (the strongly convex setting)",
+            ),
         }
         for name, (value, why) in needs.items():
             if getattr(self, name) != value:

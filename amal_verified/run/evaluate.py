@@ -7,7 +7,13 @@ every training stream) and reports:
 - the undiscounted return per episode, its mean, standard deviation and the task's "solved" return;
 - the world model's one-step prediction error on those real transitions: the mean squared error of
   the ensemble-mean next observation and reward, and the mean Gaussian NLL per transition (the
-  reality gap the paper's §1 worries about; an ``--unsafe-mix`` run shows its price here).
+  reality gap the paper's §1 worries about; an ``--unsafe-mix`` run shows its price here);
+- its fit against the naive predictors "no change" and "the best constant"
+  (:func:`~amal_verified.world_model.fit.world_model_fit`) on the same transitions, which no buffer
+  ever held: the evaluation episodes are the held-out set (that module says why).  The naive
+  predictors' statistics come from the recorded primary transitions the world model's last update
+  could sample (the ``primary_count_at_update`` rows its last round saw, the last ``buffer_size`` of
+  them), or from every recorded transition when no update has run yet.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from amal_verified.agents.env_runner import run_episodes
 from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.envs import make_env, task_info
-from amal_verified.run.config import CONFIG_FILENAME, read_json
+from amal_verified.record.primary_log import load_primary_stream
+from amal_verified.run.config import CONFIG_FILENAME, TrainConfig, primary_count_at_update, read_json
 from amal_verified.run.trained_policy import policy_from_state, read_run_checkpoint
+from amal_verified.world_model.fit import world_model_fit
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
 
 __all__ = ["evaluate_run"]
@@ -36,9 +44,10 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
     """Evaluate the latest checkpoint of the run in ``run_dir`` (see the module docstring).
 
     Returns the report as a JSON-ready dict: ``returns``, ``mean_return``, ``std_return``,
-    ``solved_return``, ``step``, ``unsafe_mix`` and ``world_model`` (``next_obs_mse``,
-    ``reward_mse``, ``nll_per_member_mean``, ``finite``).  ``ValueError`` (one line) for a bad
-    ``episodes`` or a missing or unreadable run directory.
+    ``solved_return``, ``step``, ``unsafe_mix`` and ``world_model`` (``transitions``, ``next_obs_mse``,
+    ``reward_mse``, ``nll_per_member_mean``, ``finite`` and ``fit``:
+    :meth:`~amal_verified.world_model.fit.FitReport.to_json`).  ``ValueError`` (one line) for a bad
+    ``episodes`` or a missing or unreadable run directory or primary data.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be positive, got {episodes}")
@@ -61,14 +70,10 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
     run = run_episodes(act, env, np.random.default_rng(seed), episodes, record=True)
     assert run.transitions is not None
     returns = run.returns
-    rew_t = torch.as_tensor(run.transitions["reward"])
-    obs_t, next_t = torch.as_tensor(run.transitions["obs"]), torch.as_tensor(run.transitions["next_obs"])
-    act_t = torch.as_tensor(run.transitions["action"])
-    with torch.no_grad():
-        pred = learner.predict(obs_t, act_t)
-        nll = learner.prediction_nll(pred, next_t, rew_t)
-        obs_mse = (pred.next_obs_mean.mean(0).squeeze(1) - next_t).pow(2).mean()
-        rew_mse = (pred.reward_mean.mean(0).squeeze(1) - rew_t).pow(2).mean()
+    held_out = {
+        name: torch.as_tensor(run.transitions[name]) for name in ("obs", "action", "reward", "next_obs")
+    }
+    fit = world_model_fit(learner, _trained_rows(path, config, learner.updates, int(state["step"])), held_out)
     return {
         "run_dir": str(path),
         "env_id": config.env_id,
@@ -80,10 +85,25 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
         "std_return": statistics.pstdev(returns),
         "solved_return": task.solved_return,
         "world_model": {
-            "transitions": int(rew_t.shape[0]),
-            "next_obs_mse": float(obs_mse),
-            "reward_mse": float(rew_mse),
-            "nll_per_member_mean": float(nll.mean()),
-            "finite": bool(math.isfinite(float(nll.mean()))),
+            "transitions": fit.transitions,
+            "next_obs_mse": fit.model.next_obs_mse,
+            "reward_mse": fit.model.reward_mse,
+            "nll_per_member_mean": fit.model_nll,
+            "finite": math.isfinite(fit.model_nll),
+            "fit": fit.to_json(),
         },
     }
+
+
+def _trained_rows(path: Path, config: TrainConfig, updates: int, step: int) -> dict[str, torch.Tensor]:
+    """The recorded primary transitions the last world-model update could sample (module docstring)."""
+    stream = load_primary_stream(path)
+    end = primary_count_at_update(config, updates) if updates else step
+    if stream.problems or stream.count < end:
+        problem = stream.problems[0].message if stream.problems else f"{stream.count} rows recorded"
+        raise ValueError(
+            f"{path}: the recorded primary data do not hold the {end} transitions the world model trained "
+            f"on ({problem}); amal certify {path} names the damage"
+        )
+    rows = slice(max(0, end - config.buffer_size), end)
+    return {name: stream.tensors[name][rows] for name in ("next_obs", "reward")}

@@ -84,7 +84,8 @@ class PrimaryReplay:
     unsafe ablation's) and the primary buffer with the trainer's seed.  :meth:`update` runs the learner's
     next update ``u`` after filling the buffer, in recorded order, with exactly the
     :func:`~amal_verified.run.config.primary_count_at_update` transitions the trainer had stored before
-    it.  Nothing here reads auxiliary data, an environment or a policy.  ``members`` restricts the
+    it, beginning a round (:meth:`WorldModelLearner.begin_round`) before each round's first update as the
+    trainer does.  Nothing here reads auxiliary data, an environment or a policy.  ``members`` restricts the
     learner to a range of the ensemble's members (see :class:`WorldModelLearner`).
     """
 
@@ -136,6 +137,8 @@ class PrimaryReplay:
                 data["terminated"][rows],
             )
             self._stored = needed
+        if (step - 1) % self.config.wm_updates_per_round == 0:
+            self.learner.begin_round(self.buffer)  # as the trainer does before each round's first update
         return self.learner.update(self.buffer)
 
 
@@ -173,6 +176,7 @@ def _sized_like(spec: WorldModelSpec, members: int) -> EnsembleWorldModel:
         encoder_sizes=spec.encoder_sizes,
         gru_hidden=spec.gru_hidden,
         decoder_sizes=spec.decoder_sizes,
+        normalise=spec.normalise,
     )
 
 

@@ -5,7 +5,8 @@ One primary environment step, in order (:meth:`Trainer.train_step`)::
     1. the primary policy π_φ acts in the real environment      → PrimaryBuffer D_P (+ the data log)
     2. each auxiliary agent ψ_i acts in its own perturbed env    → its own AuxBuffer D_A^i
     3. every cem_every steps: one CEM generation (Eq. 5, Algorithm 1)
-    4. every wm_train_every steps: world-model updates on D_P only, through GatedOptimizer (Eq. 3),
+    4. every wm_train_every steps: a world-model round (its start sets the normalisation statistics from
+       D_P when ``wm_normalise``), then updates on D_P only, through GatedOptimizer (Eq. 3),
        each appended to the hash-chained ledger; then IG(s, a) of the primary transitions collected
        since the previous round, and (if real_ratio < 1) imagined rollouts carrying the IG bonus
     5. policy updates (Eq. 4): SAC on real primary (reward + λ·IG, Eq. 6), real auxiliary and
@@ -89,6 +90,7 @@ def world_model_spec(config: TrainConfig, task: TaskInfo) -> WorldModelSpec:
         optimizer=config.wm_optimizer,
         weight_decay=config.wm_weight_decay,
         full_batch=config.wm_full_batch,
+        normalise=config.wm_normalise,
     )
 
 
@@ -392,6 +394,7 @@ class Trainer:
 
     def _train_world_model(self) -> None:
         losses: list[float] = []
+        self.learner.begin_round(self.primary)
         for _ in range(self.config.wm_updates_per_round):
             update = self.learner.update(self.primary, self.aux.buffers)
             self.files.record_update(update.index, update.batch_digest, update.param_digest, update.labels)

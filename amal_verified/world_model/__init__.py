@@ -2,7 +2,9 @@
 
 ``ensemble`` (the paper's recurrent ensemble, ``EnsembleWorldModel``), ``linear`` (the
 linear-Gaussian model), ``learner`` (``WorldModelLearner``: its update, on primary data only, through a
-``GatedOptimizer``) and ``information_gain`` (the exploration bonus computed from the ensemble).
+``GatedOptimizer``), ``information_gain`` (the exploration bonus computed from the ensemble) and ``fit``
+(a learner's one-step errors on held-out transitions against the naive predictors "no change" and "the
+best constant").
 Above the isolation core; below the agents and the run.
 """
 

@@ -26,8 +26,20 @@ Contracts:
 - **No global RNG.** Initialisation draws from the explicit ``generator``; bootstrapping
   (:func:`bootstrap_indices`) and sampling (:meth:`EnsembleWorldModel.sample`) take explicit generators.
   ``torch.get_rng_state()`` is never read or advanced (tested).
-- **No input normalisation.** Running input statistics are plain state that auxiliary data could write;
-  normalise primary data outside, from primary data only.
+- **Normalisation (optional, ``normalise=True``), MBPO-style.** Statistics are buffers of the model, set
+  only by :meth:`EnsembleWorldModel.set_normalisation` (never running statistics updated by a forward
+  pass, which any data reaching the model could write): the inputs ``s`` and ``a`` are standardised,
+  ``(x − mean) / std`` per dimension, and the network's outputs are in standardised units of the change
+  ``s' − s`` and of the reward, de-normalised before they are returned: ``next_obs_mean = obs +
+  delta_mean + delta_std · Δ̂``, ``next_obs_log_std = log_std_n + log delta_std`` (and the same for the
+  reward).  Every output of the model, and so everything that reads it (the NLL, sampling, the
+  information gain), is in the data's own units; the soft log-std bounds act in standardised units.
+  The NLL of the de-normalised output differs from the NLL in standardised units by
+  ``Σ_d log delta_std_d + log reward_std``, a constant of the statistics, so its gradients are the
+  standardised loss's (up to rounding).  Each statistic has a leading member dimension (all members hold
+  the same values), so that a member range (:meth:`select_members`) carries its statistics.
+  :func:`normalisation_statistics` computes them (from primary data only, in the learner).  Without
+  ``normalise`` the model has no such buffers and its ``state_dict`` is the paper model's.
 
 Full members or K heads on a shared trunk
 -----------------------------------------
@@ -72,6 +84,7 @@ __all__ = [
     "WorldModelSample",
     "bootstrap_indices",
     "member_generators",
+    "normalisation_statistics",
 ]
 
 DEFAULT_ENCODER: tuple[int, ...] = (256, 256, 128)
@@ -80,6 +93,10 @@ DEFAULT_DECODER: tuple[int, ...] = (128, 256, 256)
 _LOG_STD_MIN_INIT = -5.0
 _LOG_STD_MAX_INIT = 0.25
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+STD_FLOOR = 1e-6
+"""A dimension whose standard deviation is below this is treated as constant: centred, not scaled (std 1),
+so rounding noise in a constant is never magnified (MBPO's StandardScaler does the same below 1e-12)."""
+_NORMALISED = ("obs", "action", "delta", "reward")
 
 
 def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> Tensor:
@@ -253,6 +270,8 @@ class _DataCheck(nn.Module):
             ok, problem = torch.isfinite(x).all(), "contains NaN or infinite values"
         elif what == "non-negative":
             ok, problem = (x >= 0).all(), "must be non-negative"
+        elif what == "std":
+            ok, problem = (x > 0).all(), "must be positive (a standard deviation)"
         else:
             ok, problem = (x > 0).all(), "selects no element for at least one member"
         if not bool(ok):
@@ -350,6 +369,7 @@ class EnsembleWorldModel(nn.Module):
         gru_hidden: int = DEFAULT_GRU_HIDDEN,
         decoder_sizes: Sequence[int] = DEFAULT_DECODER,
         shared_trunk: bool = False,
+        normalise: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -380,6 +400,46 @@ class EnsembleWorldModel(nn.Module):
         self.reward_log_std_min = nn.Parameter(torch.full((members, 1, 1), _LOG_STD_MIN_INIT))
         self.reward_log_std_max = nn.Parameter(torch.full((members, 1, 1), _LOG_STD_MAX_INIT))
         self._nll = _GaussianNLL()
+        self.normalise = normalise
+        if normalise:
+            # Identity until set_normalisation: mean 0, std 1.
+            for name, dim in (("obs", obs_dim), ("action", action_dim), ("delta", obs_dim), ("reward", 0)):
+                shape = (members, 1, 1, dim) if dim else (members, 1, 1)
+                self.register_buffer(f"norm_{name}_mean", torch.zeros(shape))
+                self.register_buffer(f"norm_{name}_std", torch.ones(shape))
+
+    @torch.no_grad()
+    def set_normalisation(self, statistics: dict[str, Tensor]) -> None:
+        """Copy ``statistics`` (:func:`normalisation_statistics`'s: ``{obs,action,delta,reward}_{mean,std}``,
+        each ``(obs_dim,)``, ``(action_dim,)``, ``(obs_dim,)`` or ``()``) into every member's normalisation
+        buffers, converted to the model's dtype.  ``ValueError`` if the model has no normalisation, a key is
+        missing or a shape is wrong; a std must be positive and finite (nothing is copied otherwise)."""
+        if not self.normalise:
+            raise ValueError("this model has no normalisation: construct it with normalise=True")
+        checked: list[tuple[Tensor, Tensor]] = []
+        for name in _NORMALISED:
+            for kind in ("mean", "std"):
+                key = f"{name}_{kind}"
+                buffer: Tensor = getattr(self, f"norm_{key}")
+                value = statistics.get(key)
+                expected = tuple(buffer.shape[3:])
+                if not isinstance(value, Tensor) or tuple(value.shape) != expected:
+                    got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                    raise ValueError(
+                        f"normalisation statistic {key!r} must be a tensor of shape {expected}, got {got}"
+                    )
+                _check_finite(key, value)
+                if kind == "std":
+                    _DATA_CHECK(value, key, "std")
+                checked.append((buffer, value))
+        for buffer, value in checked:
+            buffer.copy_(value.to(buffer.dtype).expand_as(buffer))
+
+    def _statistic(self, name: str, leading: int) -> Tensor:
+        """Normalisation buffer ``norm_<name>`` for a tensor whose leading (member) size is ``leading``:
+        member 0's alone for 1 (a shared trunk's one input; every member holds the same statistics)."""
+        value: Tensor = getattr(self, f"norm_{name}")
+        return value[:1] if leading == 1 else value
 
     def select_members(self, start: int, stop: int) -> EnsembleWorldModel:
         """A new model of members ``start .. stop - 1`` of this one, with copies of their parameters.
@@ -402,6 +462,7 @@ class EnsembleWorldModel(nn.Module):
             encoder_sizes=self.encoder.sizes,
             gru_hidden=self.gru_hidden,
             decoder_sizes=self.decoder.sizes,
+            normalise=self.normalise,
         ).to(self._dtype())
         with torch.no_grad():
             picked.load_state_dict({k: v[start:stop].clone() for k, v in self.state_dict().items()})
@@ -466,19 +527,30 @@ class EnsembleWorldModel(nn.Module):
         else:
             x_obs, x_act = obs.expand(k, b, t, o), action.expand(k, b, t, self.action_dim)
             h = None if hidden is None else hidden.expand(k, b, self.gru_hidden)
+        if self.normalise:
+            trunk = x_obs.shape[0]
+            x_obs = (x_obs - self._statistic("obs_mean", trunk)) / self._statistic("obs_std", trunk)
+            x_act = (x_act - self._statistic("action_mean", trunk)) / self._statistic("action_std", trunk)
         z = self.encoder(x_obs)
         seq, h_last = self.gru(torch.cat([z, x_act], dim=-1), h)
         seq = seq.reshape(-1, b, t, self.gru_hidden).expand(k, b, t, self.gru_hidden)
         h_last = h_last.reshape(-1, b, self.gru_hidden).expand(k, b, self.gru_hidden)
         out = self.head(self.decoder(seq))
         delta, raw_obs_ls, rew_mean, raw_rew_ls = out.split([o, o, 1, 1], dim=-1)
+        obs_log_std = _soft_bound(raw_obs_ls, self.obs_log_std_min, self.obs_log_std_max)
+        rew_mean = rew_mean.squeeze(-1)
+        rew_log_std = _soft_bound(raw_rew_ls.squeeze(-1), self.reward_log_std_min, self.reward_log_std_max)
+        if self.normalise:
+            delta_std, reward_std = self._statistic("delta_std", k), self._statistic("reward_std", k)
+            delta = self._statistic("delta_mean", k) + delta_std * delta
+            obs_log_std = obs_log_std + torch.log(delta_std)
+            rew_mean = self._statistic("reward_mean", k) + reward_std * rew_mean
+            rew_log_std = rew_log_std + torch.log(reward_std)
         return WorldModelOutput(
             next_obs_mean=obs + delta,
-            next_obs_log_std=_soft_bound(raw_obs_ls, self.obs_log_std_min, self.obs_log_std_max),
-            reward_mean=rew_mean.squeeze(-1),
-            reward_log_std=_soft_bound(
-                raw_rew_ls.squeeze(-1), self.reward_log_std_min, self.reward_log_std_max
-            ),
+            next_obs_log_std=obs_log_std,
+            reward_mean=rew_mean,
+            reward_log_std=rew_log_std,
             final_hidden=h_last,
         )
 
@@ -529,6 +601,47 @@ class EnsembleWorldModel(nn.Module):
             reward=rew_mean + rew_std * rew_noise,
             member=member,
         )
+
+
+@checked
+def normalisation_statistics(
+    obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor
+) -> dict[str, Tensor]:
+    """Per-dimension means and standard deviations for :meth:`EnsembleWorldModel.set_normalisation`.
+
+    ``obs`` and ``next_obs`` ``(N, obs_dim)``, ``action`` ``(N, action_dim)`` (floating; discrete actions
+    one-hot), ``reward (N,)``: the statistics of ``obs``, ``action``, the change ``next_obs − obs`` and
+    ``reward`` over the ``N`` rows, computed in float64 (population std, ``correction=0``), returned in
+    float64.  A std below :data:`STD_FLOOR` becomes 1 (a constant dimension is centred, not scaled).  The
+    result is a deterministic function of the rows and their order; it carries their labels.  ``ValueError``
+    for no rows, mismatched rows or non-finite values.
+    """
+    n = obs.shape[0] if obs.dim() == 2 else 0
+    if (
+        n < 1
+        or next_obs.shape != obs.shape
+        or action.dim() != 2
+        or action.shape[0] != n
+        or tuple(reward.shape) != (n,)
+    ):
+        raise ValueError(
+            f"normalisation statistics need N >= 1 rows: obs and next_obs (N, obs_dim), action "
+            f"(N, action_dim), reward (N,), got {tuple(obs.shape)}, {tuple(next_obs.shape)}, "
+            f"{tuple(action.shape)}, {tuple(reward.shape)}"
+        )
+    columns = {
+        "obs": obs.to(torch.float64),
+        "action": action.to(torch.float64),
+        "delta": next_obs.to(torch.float64) - obs.to(torch.float64),
+        "reward": reward.to(torch.float64),
+    }
+    statistics: dict[str, Tensor] = {}
+    for name, value in columns.items():
+        _check_finite(name, value)
+        std, mean = torch.std_mean(value, dim=0, correction=0)
+        statistics[f"{name}_mean"] = mean
+        statistics[f"{name}_std"] = torch.where(std < STD_FLOOR, torch.ones_like(std), std)
+    return statistics
 
 
 @checked

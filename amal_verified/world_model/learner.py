@@ -24,7 +24,21 @@ all going through the same update, gate, primary buffer and ledger digests:
   torch's coupled ``weight_decay``, not AdamW's decoupled decay);
 - ``full_batch=True``: every update uses every transition of the primary buffer once, in storage order
   (rows ``0 .. len−1``; ``indices`` in the digest are ``0 .. len−1``) instead of ``batch_size`` rows
-  drawn with replacement; ``batch_size`` is then unused.
+  drawn with replacement; ``batch_size`` is then unused;
+- ``normalise=True`` (the ensemble only): MBPO-style input and target normalisation.  At the start of
+  each world-model round, :meth:`WorldModelLearner.begin_round` computes the per-dimension mean and
+  std of ``s``, ``a`` (one-hot for discrete actions), ``s' − s`` and ``r`` over every transition stored
+  in the primary buffer (:func:`~amal_verified.world_model.ensemble.normalisation_statistics`: float64,
+  constant dimensions not scaled) and writes them into the model's normalisation buffers
+  (:class:`~amal_verified.world_model.ensemble.EnsembleWorldModel`, ``normalise=True``), where they stay
+  fixed for the round's updates.  The statistics are computed from the primary buffer alone (also in
+  the ``unsafe_mix`` ablation), so they carry primary labels only; as buffers of the model they are
+  protected by the gate (a write of auxiliary-derived data into them is refused) and covered by the
+  parameter digest (``state_dict`` holds buffers), so the ledger records them and ``amal certify``
+  replays them: the replay calls ``begin_round`` before the first update of every round, on the
+  same buffer contents.  The model's outputs are de-normalised, so the information-gain bonus,
+  imagined rollouts and every reader of predictions work in the data's units (the information gain
+  is invariant under the per-dimension affine map anyway: it is a mutual information).
 
 With all four (linear-Gaussian, SGD, ``weight_decay > 0``, full batch) an update is one step of gradient
 descent on a fixed μ-strongly convex, L-smooth objective (μ, L: see the linear model's docstring):
@@ -72,6 +86,7 @@ from amal_verified.world_model.ensemble import (
     WorldModelOutput,
     bootstrap_indices,
     member_generators,
+    normalisation_statistics,
 )
 from amal_verified.world_model.linear import LinearGaussianWorldModel
 
@@ -99,6 +114,7 @@ _OPTION_DEFAULTS: Final[dict[str, Any]] = {
     "optimizer": "adam",
     "weight_decay": 0.0,
     "full_batch": False,
+    "normalise": False,
 }
 # Fields of the recurrent ensemble that the linear-Gaussian model has no use for.
 _ENSEMBLE_ONLY: Final[dict[str, Any]] = {
@@ -106,6 +122,7 @@ _ENSEMBLE_ONLY: Final[dict[str, Any]] = {
     "encoder_sizes": DEFAULT_ENCODER,
     "gru_hidden": DEFAULT_GRU_HIDDEN,
     "decoder_sizes": DEFAULT_DECODER,
+    "normalise": False,
 }
 
 
@@ -116,9 +133,10 @@ class WorldModelSpec:
 
     ``action_dim`` is the number of actions for a discrete task (actions are one-hot encoded) and
     the action dimension otherwise.  Defaults are the paper's (Table 1, §6.3).  ``model``,
-    ``optimizer``, ``weight_decay`` and ``full_batch`` are described in the module docstring;
-    ``model="linear-gaussian"`` needs ``members=1`` and the ensemble-only fields (``shared_trunk``,
-    ``encoder_sizes``, ``gru_hidden``, ``decoder_sizes``) at their defaults.  Bad values raise
+    ``optimizer``, ``weight_decay``, ``full_batch`` and ``normalise`` are described in the module
+    docstring; ``model="linear-gaussian"`` needs ``members=1`` and the ensemble-only fields
+    (``shared_trunk``, ``encoder_sizes``, ``gru_hidden``, ``decoder_sizes``, ``normalise``) at their
+    defaults.  Bad values raise
     ``ValueError`` naming the field.
     """
 
@@ -136,6 +154,7 @@ class WorldModelSpec:
     optimizer: OptimizerName = "adam"
     weight_decay: float = 0.0
     full_batch: bool = False
+    normalise: bool = False
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "members", "batch_size", "gru_hidden"):
@@ -153,8 +172,9 @@ class WorldModelSpec:
         wd = self.weight_decay
         if isinstance(wd, bool) or not (isinstance(wd, float | int) and 0.0 <= wd < float("inf")):
             raise ValueError(f"WorldModelSpec.weight_decay must be a finite number >= 0, got {wd!r}")
-        if not isinstance(self.full_batch, bool):
-            raise ValueError(f"WorldModelSpec.full_batch must be True or False, got {self.full_batch!r}")
+        for name in ("full_batch", "normalise"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"WorldModelSpec.{name} must be True or False, got {getattr(self, name)!r}")
         if self.model == "linear-gaussian":
             if self.members != 1:
                 raise ValueError(
@@ -243,6 +263,7 @@ class WorldModelLearner:
                 gru_hidden=spec.gru_hidden,
                 decoder_sizes=spec.decoder_sizes,
                 shared_trunk=spec.shared_trunk,
+                normalise=spec.normalise,
             )
             if spec.model == "ensemble"
             else LinearGaussianWorldModel(spec.obs_dim, spec.action_dim, generator=init)
@@ -264,6 +285,7 @@ class WorldModelLearner:
             start:stop
         ]
         self.updates = 0
+        self._rounds = 0
 
     @property
     def whole(self) -> bool:
@@ -300,13 +322,40 @@ class WorldModelLearner:
 
     # ------------------------------------------------------------------ update
 
+    def begin_round(self, primary: PrimaryBuffer) -> None:
+        """Start a world-model round: with ``normalise``, set the model's normalisation statistics from
+        every transition stored in ``primary`` (see the module docstring); otherwise only count the round.
+
+        Call it before the first update of each round (the trainer and the replay do).  ``ValueError`` if
+        the buffer is empty.
+        """
+        if len(primary) == 0:
+            raise ValueError(
+                f"{type(primary).__name__}(source={primary.source.name!r}): the buffer is empty; "
+                "add transitions first"
+            )
+        if self.spec.normalise:
+            assert isinstance(self.model, EnsembleWorldModel)  # the spec allows normalise for it only
+            rows = primary.state_dict()  # copies of the stored rows [0, len)
+            statistics = normalisation_statistics(
+                rows["obs"], self.encode_action(rows["action"]), rows["reward"], rows["next_obs"]
+            )
+            self.model.set_normalisation(statistics)
+        self._rounds += 1
+
     def update(self, primary: PrimaryBuffer, aux: Sequence[AuxBuffer] = ()) -> WorldModelUpdate:
         """One gradient step of Eq. 3 on a batch of ``primary`` (see the module docstring).
 
         ``aux`` is read only by the ``unsafe_mix`` ablation.  Raises ``ValueError`` if the primary
-        buffer is empty and :class:`~amal_verified.isolation.errors.IsolationViolation` (from the gate, before
-        any parameter changes) if the loss depends on auxiliary data.
+        buffer is empty or, with ``normalise``, no round has begun (:meth:`begin_round`), and
+        :class:`~amal_verified.isolation.errors.IsolationViolation` (from the gate, before any parameter
+        changes) if the loss depends on auxiliary data.
         """
+        if self.spec.normalise and self._rounds == 0:
+            raise ValueError(
+                "normalise=True: call begin_round(primary) before the first update of every round (it sets "
+                "the normalisation statistics)"
+            )
         batch = self._batch(primary, aux)
         loss = self._loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -397,7 +446,8 @@ class WorldModelLearner:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer state, update count and both streams' generator states."""
+        """Model, optimizer state, update count and both streams' generator states (and, with ``normalise``,
+        the rounds begun)."""
         return {
             "format": _STATE_FORMAT,
             "spec": self.spec.to_json(),
@@ -408,6 +458,7 @@ class WorldModelLearner:
             "batches": self._batches.get_state(),
             "members": [g.get_state() for g in self._members],
             **({} if self.whole else {"member_range": list(self.member_range)}),
+            **({"rounds": self._rounds} if self.spec.normalise else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -434,6 +485,7 @@ class WorldModelLearner:
         for g, s in zip(self._members, members, strict=True):
             g.set_state(s)
         self.updates = int(state["updates"])
+        self._rounds = int(state.get("rounds", 0))
 
 
 def _member_range(spec: WorldModelSpec, unsafe_mix: bool, members: tuple[int, int] | None) -> tuple[int, int]:

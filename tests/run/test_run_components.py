@@ -101,6 +101,7 @@ def test_world_model_options_are_checked_and_name_what_conflicts() -> None:
         ("wm_weight_decay", float("inf")),
         ("wm_weight_decay", True),
         ("wm_full_batch", 1),
+        ("wm_normalise", 1),
     ]:
         with pytest.raises(ValueError, match=field):
             TrainConfig(**{field: value})
@@ -111,6 +112,7 @@ def test_world_model_options_are_checked_and_name_what_conflicts() -> None:
         ("wm_hidden_scale", 0.5),
         ("info_weight", 0.3),
         ("real_ratio", 0.5),
+        ("wm_normalise", True),
     ]:
         with pytest.raises(ValueError, match=f"{field} must be .* with wm_model='linear-gaussian'"):
             TrainConfig(**{**CONVEX, field: value})
@@ -118,7 +120,10 @@ def test_world_model_options_are_checked_and_name_what_conflicts() -> None:
 
 def test_world_model_options_leave_default_documents_unchanged() -> None:
     default = TrainConfig().to_json()
-    assert not {"wm_model", "wm_optimizer", "wm_weight_decay", "wm_full_batch"} & set(default)
+    assert not {"wm_model", "wm_optimizer", "wm_weight_decay", "wm_full_batch", "wm_normalise"} & set(default)
+    normalised = TrainConfig(wm_normalise=True)
+    assert normalised.to_json() == {**default, "wm_normalise": True}
+    assert TrainConfig.from_json(normalised.to_json()) == normalised
     convex = TrainConfig(**CONVEX)
     document = convex.to_json()
     assert {k: document[k] for k in CONVEX} == CONVEX

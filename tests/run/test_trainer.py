@@ -18,9 +18,12 @@ from _tiny_runs import TINY, amal, final_state_digests, ledger_updates, tiny, tr
 
 from amal_verified.isolation.errors import IsolationViolation
 from amal_verified.record.checkpoint import load_checkpoint
+from amal_verified.record.primary_log import load_primary_stream
 from amal_verified.run.certify import certify_run
 from amal_verified.run.config import primary_count_at_update, updates_completed_by
+from amal_verified.run.evaluate import evaluate_run
 from amal_verified.run.trainer import DeterminismError, Trainer
+from amal_verified.world_model.ensemble import normalisation_statistics
 
 # End to end: every test trains (and most certify) a run.
 pytestmark = pytest.mark.slow
@@ -347,12 +350,37 @@ def test_evaluate_reports_returns_and_model_error(reference_run: Path) -> None:
     report = json.loads(result.stdout)
     assert len(report["returns"]) == 2 and report["world_model"]["finite"]
     assert report["world_model"]["next_obs_mse"] >= 0.0 and report["step"] == 400
+    # The fit against the naive predictors, on the same held-out episodes; their statistics come from
+    # the 400 primary transitions the last round (update 6, at 400 stored) could sample.
+    fit = report["world_model"]["fit"]
+    assert fit["transitions"] == report["world_model"]["transitions"] and fit["training_transitions"] == 400
+    assert fit["model"]["next_obs_mse"] == report["world_model"]["next_obs_mse"]
+    assert fit["model"]["nll"] == report["world_model"]["nll_per_member_mean"]
+    assert len(fit["no_change"]["next_obs_mse_per_dim"]) == 4 and fit["reward_beats_naive"] is None
+    assert fit["beats_naive"] == (
+        fit["model"]["next_obs_mse"]
+        < min(fit["no_change"]["next_obs_mse"], fit["best_constant"]["next_obs_mse"])
+    )
     summary = amal("evaluate", str(reference_run), "--episodes", "1")
     assert (
         summary.returncode == 0
         and "mean return" in summary.stdout
         and "next-observation MSE" in summary.stdout
+        and "best constant" in summary.stdout
+        and "naive predictors" in summary.stdout
     )
+
+
+def test_evaluate_before_any_update_and_with_damaged_data(tmp_path: Path) -> None:
+    # No world-model round yet: the naive predictors' statistics come from every recorded transition.
+    run_dir = tmp_path / "run"
+    train(run_dir, total_steps=100, checkpoint_every=100, eval_every=100)
+    fit = evaluate_run(run_dir, episodes=1)["world_model"]["fit"]
+    assert fit["training_transitions"] == 100 and fit["transitions"] > 0
+    (run_dir / "data" / "manifest.json").unlink()
+    with pytest.raises(ValueError, match="recorded primary data do not hold the 100 transitions") as error:
+        evaluate_run(run_dir, episodes=1)
+    assert "\n" not in str(error.value) and "amal certify" in str(error.value)
 
 
 # ---------------------------------------------------------------------------------------- environments
@@ -404,11 +432,44 @@ def test_the_strongly_convex_world_model_trains_descends_and_certifies(tmp_path:
     assert json.loads(evaluated.stdout)["world_model"]["finite"]
 
 
+def test_a_normalised_world_model_replays_bit_for_bit_and_certifies(tmp_path: Path) -> None:
+    # wm_normalise: the statistics are set from the primary buffer at each round's start, held as model
+    # buffers (in the parameter digest), and replayed by certify from the recorded data alone; the run
+    # also imagines rollouts (real_ratio 0.5) from the de-normalised predictions.
+    run_dir = tmp_path / "run"
+    trainer = train(run_dir, wm_normalise=True)
+    assert trainer.learner.spec.normalise and trainer.learner.updates == 6
+    assert json.loads((run_dir / "config.json").read_text())["train"]["wm_normalise"] is True
+    # The last round (at 400 stored) set the statistics of the 400 recorded primary transitions.
+    data = load_primary_stream(run_dir).tensors
+    action = torch.nn.functional.one_hot(data["action"].long(), 2).to(torch.float32)
+    expected = normalisation_statistics(data["obs"], action, data["reward"], data["next_obs"])
+    state = load_checkpoint(run_dir / "checkpoint.pt", restore=False)["learner"]["model"]
+    for key, value in expected.items():
+        assert torch.equal(state[f"norm_{key}"], value.float().expand_as(state[f"norm_{key}"])), key
+    # Resumed mid-run, the run is the same bit for bit.
+    resumed = tmp_path / "resumed"
+    train(resumed, wm_normalise=True, total_steps=300)
+    Trainer.resume(resumed, total_steps=400).run()
+    assert (resumed / "ledger.jsonl").read_bytes() == (run_dir / "ledger.jsonl").read_bytes()
+    assert final_state_digests(resumed) == final_state_digests(run_dir)
+    result = amal("certify", str(run_dir))
+    assert result.returncode == 0 and "6/6" in result.stdout and "CERTIFIED" in result.stdout, result.stdout
+    split = certify_run(run_dir, write=False, fresh_process=True, jobs=3)  # one process per member
+    assert split.ok and split.environment["replay_processes"] == "3", (split.problems, split.environment)
+    assert "replay_split" not in split.environment  # the split was exact and decided
+    evaluated = amal("evaluate", str(run_dir), "--episodes", "1", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["world_model"]["fit"]["training_transitions"] == 400
+
+
 def test_cli_selects_the_world_model_options(tmp_path: Path) -> None:
     args = ["train", "--out", str(tmp_path / "run"), "--steps", "10", "--no-progress"]
     result = amal(*args, "--set", "wm_model=linear-gaussian")
     assert result.returncode == 2 and "ensemble_size must be 1" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    bad = amal(*args, "--set", "wm_normalise=maybe")
+    assert bad.returncode == 2 and "wm_normalise must be true or false, got 'maybe'" in bad.stderr, bad.stderr
 
 
 def test_extreme_auxiliary_settings_found_by_the_theorem_1_property(tmp_path: Path) -> None:

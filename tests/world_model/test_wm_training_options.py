@@ -95,6 +95,7 @@ def learner(seed: int = 0, **spec: Any) -> WorldModelLearner:
         ({"weight_decay": True}, "weight_decay must be a finite number >= 0"),
         ({"weight_decay": "0.1"}, "weight_decay must be a finite number >= 0"),
         ({"full_batch": 1}, "full_batch must be True or False"),
+        ({"normalise": 1}, "normalise must be True or False"),
     ],
 )
 def test_spec_rejects_bad_options_naming_the_field(overrides: dict[str, Any], message: str) -> None:
@@ -110,6 +111,7 @@ def test_spec_rejects_bad_options_naming_the_field(overrides: dict[str, Any], me
         ({"encoder_sizes": (8,)}, "encoder_sizes configures the recurrent ensemble"),
         ({"gru_hidden": 8}, "gru_hidden configures the recurrent ensemble"),
         ({"decoder_sizes": (8,)}, "decoder_sizes configures the recurrent ensemble"),
+        ({"normalise": True}, "normalise configures the recurrent ensemble"),
     ],
 )
 def test_linear_model_refuses_ensemble_settings(overrides: dict[str, Any], message: str) -> None:
@@ -133,6 +135,9 @@ def test_default_document_is_the_papers_and_options_round_trip() -> None:
     only_sgd = WorldModelSpec(**SMALL_ENSEMBLE, optimizer="sgd")
     assert list(only_sgd.to_json()) == [*PAPER_KEYS, "optimizer"]
     assert WorldModelSpec.from_json(only_sgd.to_json()) == only_sgd
+    normalised = WorldModelSpec(**SMALL_ENSEMBLE, normalise=True)
+    assert list(normalised.to_json()) == [*PAPER_KEYS, "normalise"]
+    assert WorldModelSpec.from_json(normalised.to_json()) == normalised
     with pytest.raises(ValueError, match="unknown keys \\['optimiser'\\]"):
         WorldModelSpec.from_json({**default.to_json(), "optimiser": "sgd"})
 
