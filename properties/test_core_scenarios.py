@@ -398,7 +398,8 @@ def second_optimizer_with_auxiliary_rate(aux: torch.Tensor, leak: bool) -> list[
 def loss_scale_retuned_before_the_step(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     """Mixed precision with a fused Adam: the ``GradScaler``'s scale set between backward and step
     (``update(new_scale=...)``) from a simulator statistic when leaking.  The gradients are primary;
-    the fused kernel divides them by the scale it is handed, which the gate reads."""
+    the fused kernel divides them by the scale it is handed: the gate reads it, and its refusal
+    names it (before the kernel's own write into the weights would be refused)."""
     g = torch.Generator().manual_seed(23)
     wm = torch.nn.Linear(3, 2)
     opt = av.GatedOptimizer(torch.optim.Adam(wm.parameters(), lr=0.01, fused=True), names=wm)
@@ -413,7 +414,12 @@ def loss_scale_retuned_before_the_step(aux: torch.Tensor, leak: bool) -> list[to
         else av.primary(torch.full((1,), 8.0), source="real")
     )
     scaler.update(new_scale=scale.reshape(()))
-    scaler.step(opt)
+    try:
+        scaler.step(opt)
+    except av.IsolationViolation as refusal:
+        named = set(refusal.parameters)
+        assert named == {"GradScaler's grad_scale"}, f"the gate refused {named}, not the scale it reads"
+        raise
     scaler.update()
     return [p.detach().clone() for p in wm.parameters()]
 
