@@ -512,7 +512,7 @@ EQUIVALENT: dict[str, str] = {
         "to old and old.join(label) is old: the mutant `new = old` computes the same label."
     ),
     "isolation/_engine/dispatch._wrap_plain_fresh.negated-condition.1": _FRESH_OUTPUT_GUARD,
-    "isolation/_engine/dispatch._wrap_fresh.negated-condition.7": _FRESH_OUTPUT_GUARD,
+    "isolation/_engine/dispatch._wrap_fresh.negated-condition.6": _FRESH_OUTPUT_GUARD,
 }
 """Mutants that cannot change an observable label or value, by id, with the argument (not run in CI;
 run under the audit profile, where each must survive)."""

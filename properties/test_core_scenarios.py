@@ -52,6 +52,8 @@ Routes:
   ``torch.autograd.grad`` (a loss against auxiliary targets when leaking), the encoder then
   regressed on it: the gradient handed to the call's backward is made tracked at its first use
   from Python;
+- a concatenation of real and simulated rows passed through an operator that returns its input
+  (``dequantize()``): the rows keep their own labels;
 - auxiliary rows of a replay tensor overwritten with primary transitions (``copy_``): they hold
   primary data only; rows of memory that mixed primary and auxiliary data as a whole partly
   overwritten with primary rows: the others still hold auxiliary data;
@@ -465,6 +467,22 @@ def latent_moved_along_a_captured_gradient(aux: torch.Tensor, leak: bool) -> lis
     (encoder(obs) - goal).pow(2).mean().backward()
     opt.step()
     return [p.detach().clone() for p in encoder.parameters()]
+
+
+def concatenation_through_an_identity_operator(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A replay of real and simulated rows passed through an operator that returns its input
+    (``dequantize()`` of a float tensor, as code written for quantized buffers calls it): the rows keep
+    their own labels, so the real rows train the world model and the simulated ones are refused."""
+    g = torch.Generator().manual_seed(26)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    replay = torch.cat([real, av.aux(aux.clone(), source="sim")]).dequantize()
+    rows = replay if leak else replay[:4]
+    y = av.primary(torch.randn(rows.shape[0], 2, generator=g), source="real")
+    (wm(rows) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
 
 
 def primary_of_a_plain_alias(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
@@ -1206,6 +1224,7 @@ _SCENARIOS = {
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
     "second optimizer with an auxiliary learning rate": (second_optimizer_with_auxiliary_rate, (1,)),
+    "concatenation through an identity operator": (concatenation_through_an_identity_operator, (4, 3)),
     "latent moved along a captured gradient": (latent_moved_along_a_captured_gradient, (5, 1)),
     "transitions of another source reloaded": (transitions_of_another_source_reloaded, (1,)),
     "loss scale re-tuned before the step": (loss_scale_retuned_before_the_step, (1,)),

@@ -70,7 +70,7 @@ def _ray(env_id: str, clock: Clock, seed: int = 0, **options: Any) -> RayAuxPopu
         **SETTINGS,
         clock=clock,
         boundary=clock.boundary,
-        **{"agents_per_actor": 2, "timeout": 60.0, **options},
+        **{"agents_per_actor": 2, "timeout": 600.0, **options},
     )
 
 
@@ -195,15 +195,15 @@ def test_a_ray_run_is_bit_for_bit_the_local_run_and_resumes_under_ray(
     remote.run()
     with pytest.raises(ValueError, match=r"only the execution fields .* may change when a run resumes"):
         Trainer.resume(tmp_path / "ray", execution={"seed": 1})
-    resumed = Trainer.resume(tmp_path / "ray", total_steps=300, execution={"ray_timeout": 120})
-    assert isinstance(resumed.aux, RayAuxPopulation) and resumed.config.ray_timeout == 120
+    resumed = Trainer.resume(tmp_path / "ray", total_steps=300, execution={"ray_timeout": 900})
+    assert isinstance(resumed.aux, RayAuxPopulation) and resumed.config.ray_timeout == 900
     resumed.run()
     assert ledger_updates(tmp_path / "ray") == ledger_updates(tmp_path / "local")
     a = load_checkpoint(tmp_path / "local" / "checkpoint.pt", restore=False)
     b = load_checkpoint(tmp_path / "ray" / "checkpoint.pt", restore=False)
     assert b["config"]["train"].pop("aux_backend") == "ray"
     assert b["config"]["train"].pop("ray_agents_per_actor") == 3
-    assert b["config"]["train"].pop("ray_timeout") == 120
+    assert b["config"]["train"].pop("ray_timeout") == 900
     del a["metrics"]["steps_per_s"], b["metrics"]["steps_per_s"]
     # The stop at step 150 splits the primary data log there, and its evaluation and log row come
     # first in the metrics' order.

@@ -666,8 +666,8 @@ def _wrap_fresh(out: Any, label: Label, origin: str | None) -> Any:
             return type(out)(_wrap_fresh(o, label, origin) for o in out)
         return out
     if isinstance(out, TaggedTensor):
-        if label is not EMPTY:
-            store.write_label(out, label, origin)
+        # The operation returned its input object (``x.dequantize()`` of a float tensor, ``aten.lift``):
+        # by its schema it neither wrote nor made a view, so the memory keeps the labels it has.
         return out
     if label is not EMPTY:
         storage = store._storage(out)
