@@ -7,7 +7,6 @@ The convergence of the strongly convex configuration is a property in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -56,12 +55,7 @@ PAPER_KEYS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def buffer(n: int = 12, *, obs_dim: int = 3, action_dim: int = 2, seed: int = 0) -> PrimaryBuffer:
