@@ -51,7 +51,8 @@ Routes:
 - a latent target: the encoder's output moved along a gradient captured there with
   ``torch.autograd.grad`` (a loss against auxiliary targets when leaking), the encoder then
   regressed on it: the gradient handed to the call's backward is made tracked at its first use
-  from Python;
+  from Python; the same with the loss computed by another module on the output and on a slice of
+  it, where the gradient leaves that module's call: its input hooks label it before capture;
 - a concatenation of real and simulated rows passed through an operator that returns its input
   (``dequantize()``): the rows keep their own labels;
 - auxiliary rows of a replay tensor overwritten with primary transitions (``copy_``): they hold
@@ -464,6 +465,32 @@ def latent_moved_along_a_captured_gradient(aux: torch.Tensor, leak: bool) -> lis
         (latent.sum(1, keepdim=True) - target.nan_to_num(0.0)).pow(2).mean(), latent
     )
     goal = (latent - 0.1 * step).detach()
+    (encoder(obs) - goal).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in encoder.parameters()]
+
+
+def latent_moved_along_a_gradient_from_another_call(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """The latent target again, the loss computed by another module (a reward head) on the encoder's
+    output and on a slice of it: the gradients captured there leave the head's call, whose hooks
+    label them before autograd hands them back."""
+    g = torch.Generator().manual_seed(27)
+    encoder = torch.nn.Linear(3, 4)
+    head = torch.nn.Linear(4, 1)
+    head_of_slice = torch.nn.Linear(2, 1)
+    opt = av.GatedOptimizer(torch.optim.SGD(encoder.parameters(), lr=0.1), names=encoder)
+    obs = av.primary(torch.randn(5, 3, generator=g), source="real")
+    target = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(5, 1, generator=g), source="real")
+    )
+    latent = encoder(obs)
+    window = latent[:, 1:3]
+    loss = (head(latent) - target.nan_to_num(0.0)).pow(2).mean()
+    (step, step_of_window) = torch.autograd.grad(loss + head_of_slice(window).mean(), (latent, window))
+    goal = (latent - 0.1 * step).detach()
+    goal[:, 1:3] -= 0.1 * step_of_window.detach()
     (encoder(obs) - goal).pow(2).mean().backward()
     opt.step()
     return [p.detach().clone() for p in encoder.parameters()]
@@ -1226,6 +1253,10 @@ _SCENARIOS = {
     "second optimizer with an auxiliary learning rate": (second_optimizer_with_auxiliary_rate, (1,)),
     "concatenation through an identity operator": (concatenation_through_an_identity_operator, (4, 3)),
     "latent moved along a captured gradient": (latent_moved_along_a_captured_gradient, (5, 1)),
+    "latent moved along a gradient from another call": (
+        latent_moved_along_a_gradient_from_another_call,
+        (5, 1),
+    ),
     "transitions of another source reloaded": (transitions_of_another_source_reloaded, (1,)),
     "loss scale re-tuned before the step": (loss_scale_retuned_before_the_step, (1,)),
     "weights replaced by a candidate, then perturbed": (weights_replaced_by_a_candidate, (8,)),

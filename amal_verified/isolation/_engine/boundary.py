@@ -10,8 +10,11 @@ labels:
 1. the *call label* S is the join of the tagged inputs' labels and the labels
    of the module's state (parameters, buffers and tensor attributes of it and
    its submodules);
-2. the tracked inputs are replaced by plain aliases (differentiable, so
-   autograd stays connected) and the module runs plain, nested calls included;
+2. the labelled inputs (tracked tensors, and plain tensors over labelled
+   memory) are replaced by plain aliases (differentiable, so autograd stays
+   connected; a gradient leaving the call passes the alias's hook before
+   anything captures it at the input) and the module runs plain, nested calls
+   included;
 3. outputs are labelled S (tracked aliases when S holds an auxiliary source,
    plain tensors with S on their memory otherwise, see ``_dispatch``); buffers
    and inputs written during the call have S joined into their memory;
@@ -312,10 +315,13 @@ def _state_labels(module: torch.nn.Module, labels: set[Label], protected: list[t
     protected_attr = _protection._ATTR
     parameter_type = torch.nn.Parameter
     tensor_type = torch.Tensor
+    last = None
     for sub in _modules_of(module):
-        tensors: list[Any] = [*sub._parameters.values(), *sub._buffers.values()]
-        if scan_attributes:
-            tensors += [v for v in sub.__dict__.values() if isinstance(v, torch.Tensor)]
+        tensors: Any = sub._parameters.values()
+        if sub._buffers or scan_attributes:
+            tensors = [*tensors, *sub._buffers.values()]
+            if scan_attributes:
+                tensors += [v for v in sub.__dict__.values() if isinstance(v, torch.Tensor)]
         for t in tensors:
             if t is None:
                 continue
@@ -347,7 +353,9 @@ def _state_labels(module: torch.nn.Module, labels: set[Label], protected: list[t
             untracked_aux = label._aux and not isinstance(t, TaggedTensor)
             if untracked_aux and _protection.protection_of(t) is None and track_in_place(t):
                 tracked_state = True
-            labels.add(label)
+            if label is not last:
+                labels.add(label)
+                last = label
     return tracked_state
 
 
@@ -358,10 +366,10 @@ def _input_labels(value: Any, found: set[Label]) -> tuple[bool, bool, bool]:
     tensor whose memory carries a label).
     """
     if isinstance(value, torch.Tensor):
-        label = store.label_of_plain(value)
+        label, mixing = store.label_and_mixing(value)
         if label is not EMPTY:
             found.add(label)
-            return isinstance(value, TaggedTensor), store.mixes_rows(value), type(value) is torch.Tensor
+            return isinstance(value, TaggedTensor), mixing, type(value) is torch.Tensor
         return isinstance(value, TaggedTensor), False, False
     tv = type(value)
     if tv is tuple or tv is list:
@@ -385,8 +393,21 @@ def _buffer_versions(module: torch.nn.Module) -> list[tuple[list[torch.Tensor], 
 
 
 def _unwrap_input(value: Any, frame: _Frame) -> Any:
-    if isinstance(value, TaggedTensor):
-        alias = plain(value)
+    """The argument the call runs on: a plain alias of each labelled input, hooked in backward.
+
+    A plain input whose memory is labelled gets its own alias too: gradients leave the call through
+    the alias's node, which autograd executes before it hands a gradient captured at the input
+    (``torch.autograd.grad(loss(head(z)), z)``) back, and an in-place write into it is seen."""
+    tv = type(value)
+    if tv is torch.Tensor or isinstance(value, TaggedTensor):
+        if tv is not torch.Tensor:
+            alias = plain(value)
+        elif store.label_of_plain(value) is EMPTY or value.layout != torch.strided:
+            return value
+        elif not (value.requires_grad and torch.is_grad_enabled()):
+            alias = value  # no gradient leaves through it: only writes into it need seeing
+        else:
+            alias = value.view_as(value)  # a plain tensor: no Python dispatch to bypass
         if alias.requires_grad and torch.is_grad_enabled():
             _register_hook(alias, _InputHook(frame))
             node = alias.grad_fn
@@ -394,7 +415,6 @@ def _unwrap_input(value: Any, frame: _Frame) -> Any:
                 frame.input_nodes.add(int(node._sequence_nr()))
         frame.input_versions.append((value, value._version, id(alias)))
         return alias
-    tv = type(value)
     if tv is tuple or tv is list:
         return tv(_unwrap_input(item, frame) for item in value)
     return value
@@ -524,7 +544,7 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
     if torch.is_grad_enabled():
         frame.seq_start = _current_sequence_nr()
     frame.buffer_versions = _buffer_versions(module)
-    new_args = tuple(_unwrap_input(arg, frame) for arg in args) if tagged else None
+    new_args = tuple(_unwrap_input(arg, frame) for arg in args) if tagged or labelled_plain else None
     frame.py_frame = sys._getframe(1)
     frame.call_frame = frame.py_frame.f_back
     state.frame = frame
@@ -629,9 +649,17 @@ def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
         # Produced operation by operation inside the call (a tagged closure or keyword argument).
         store.write_label(t, frame.label, frame.origin)
         return t
-    existing = store.label_of_plain(t)
-    label = existing if existing is not EMPTY else frame.label  # an input passed through keeps its label
-    label = store.write_label(t, label, frame.origin)
+    storage = store._storage(t)
+    if storage is not None and getattr(storage, store._LABEL, None) is None and store._covers(t, storage):
+        label = frame.label  # fresh memory, the whole of it (what write_label does, in fewer calls)
+        store.counters.tagged = True
+        setattr(storage, store._LABEL, label)
+        if label._aux:
+            store._record_origin(storage, label, frame.origin)
+    else:
+        existing = store.label_of_plain(t)
+        label = existing if existing is not EMPTY else frame.label  # an input passed through keeps its label
+        label = store.write_label(t, label, frame.origin)
     if not t.requires_grad:
         return torch.Tensor._make_subclass(TaggedTensor, t) if label._aux else t
     out: torch.Tensor = t.as_subclass(TaggedTensor) if label._aux else t

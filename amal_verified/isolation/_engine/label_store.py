@@ -29,9 +29,9 @@ __all__ = [
     "Rows",
     "counters",
     "extent",
+    "label_and_mixing",
     "label_fresh",
     "label_of_plain",
-    "mixes_rows",
     "origin_of",
     "set_label",
     "write_label",
@@ -194,15 +194,20 @@ def storage_label(t: torch.Tensor) -> Label:
     return found if type(found) is Label else found.whole()
 
 
-def mixes_rows(t: torch.Tensor) -> bool:
-    """Whether ``t`` spans rows of its storage that carry different labels."""
+def label_and_mixing(t: torch.Tensor) -> tuple[Label, bool]:
+    """The label of ``t``'s elements and whether they span rows of its storage that carry different
+    labels (a concatenation's)."""
+    if not counters.tagged:
+        return EMPTY, False
     storage = _storage(t)
     found = None if storage is None else getattr(storage, _LABEL, None)
-    if type(found) is not Rows:
-        return False
+    if found is None:
+        return EMPTY, False
+    if type(found) is Label:
+        return found, False
     lo, hi = extent(t)
     seen = {label for start, end, label in found.ranges if start < hi and lo < end}
-    return len(seen) > 1
+    return Label.join_all(seen), len(seen) > 1
 
 
 def origin_of(t: torch.Tensor) -> str | None:
