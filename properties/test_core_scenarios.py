@@ -81,7 +81,9 @@ Routes:
   ``autograd.Function``'s backward, by flags from auxiliary data: outputs of operations inside
   backward stay tracked, so the in-place mask labels the gradient; and the world model's loss
   backpropagated on its own, where the gradient edited in place was plain and goes back to the
-  autograd engine's C++ code: it is made tracked at the write;
+  autograd engine's C++ code: it is made tracked at the write; a gradient copy in a custom backward
+  scaled in place by auxiliary factors after a view of it was taken, the view handed back: a fresh
+  output inside backward is tracked even without a label, so its views see later writes;
 - a plain view of a replay tensor taken before its rows were filled and tagged (rows of two labels), fed
   to a world model whose state holds no label yet: the call runs operation by operation with that input
   tracked, so the labels of the memory it views are read;
@@ -944,6 +946,47 @@ def gradient_masked_in_a_custom_backward_alone(aux: torch.Tensor, leak: bool) ->
     return gradient_masked_in_a_custom_backward(aux, leak, together=False)
 
 
+class _ScaledKeepingHead(torch.autograd.Function):
+    """Identity forward; the backward scales a copy of the gradient in place by ``scale`` and hands
+    back the first two columns of the copy through a view taken before the write."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(scale)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (scale,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        scaled = grad * 1.0
+        head = scaled[:, :2]
+        scaled.mul_(scale)
+        return torch.cat([head * 1.0, torch.zeros_like(head)], 1), None
+
+
+def gradient_scaled_through_an_earlier_view(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A custom backward takes a view of a fresh gradient copy, then scales the copy in place by
+    factors from auxiliary (leaking) or real (clean) data, and hands the view back.  The loss weights
+    are tracked and unlabelled (``ones_like`` of a tagged tensor), so the copy is a tracked tensor with
+    no label until the write: the view taken before it must still see the write's label."""
+    g = torch.Generator().manual_seed(28)
+    wm = torch.nn.Linear(3, 4)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    obs = av.primary(torch.randn(4, 3, generator=g), source="real")
+    scale = (
+        av.aux(aux.clone(), source="sim").nan_to_num(0.0).clamp(-2.0, 2.0)
+        if leak
+        else av.primary(torch.rand(4, 4, generator=g), source="real")
+    )
+    weights = torch.ones_like(scale)
+    out = _ScaledKeepingHead.apply(wm(obs), scale)  # type: ignore[no-untyped-call]
+    (out * weights).sum().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 def window_taken_before_tagging(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(17)
     wm = torch.nn.Linear(3, 2)
@@ -1282,6 +1325,10 @@ _SCENARIOS = {
         (4, 3),
     ),
     "window taken before its rows were tagged": (window_taken_before_tagging, (4, 5)),
+    "gradient scaled in a custom backward through an earlier view": (
+        gradient_scaled_through_an_earlier_view,
+        (4, 4),
+    ),
     "target bootstrapped without grad": (bootstrapped_without_grad, (4, 3)),
     "actor-critic heads on shared features": (heads_on_shared_features, (4, 2)),
     "divergence estimated with create_graph": (divergence_by_hutchinson, (4, 3)),

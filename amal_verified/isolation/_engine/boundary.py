@@ -534,7 +534,7 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
         if state_labels or labelled_plain:
             return tuple(_track_plain_inputs(arg) for arg in args)
         return None
-    label = Label.join_all(labels)
+    label = next(iter(labels)) if len(labels) == 1 else Label.join_all(labels)
     frame = _Frame(label, type(module).__name__)
     if params:
         frame.params = tuple(params)
