@@ -1018,7 +1018,7 @@ class Run:
                         value.data = entries[key].data
         if shared:
             self.data_assigned = True  # the gated optimizer's state objects were replaced, not written
-            if step.how == "share":
+            if step.how in ("share", "data"):  # one memory for both optimizers' state from now on
                 s.state_shared.add("policy.head")
                 if self.config.policy_encoder == "own":
                     s.state_shared.add("policy.encoder")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -310,3 +312,27 @@ def test_shape_changing_inplace_ops_keep_tracked_metadata() -> None:
     t = auxd(2, 3)
     assert t.resize_(10) is t
     assert t.shape == (10,) and av.label_of(t) is A
+
+
+def test_recurrent_cells_called_on_differently_labelled_inputs_label_their_output() -> None:
+    """``rnn_tanh_cell`` adds the input's term, in C++, into the hidden state's term and goes on from
+    that plain intermediate: the module call, run operation by operation, labels its output."""
+    for nonlinearity in ("tanh", "relu"):
+        cell = torch.nn.RNNCell(3, 4, nonlinearity=nonlinearity)
+        assert av.label_of(cell(auxd(2, 3), prim(2, 4))) is PA
+        assert av.label_of(cell(auxd(3), torch.zeros(4))).has_aux
+        rnn = torch.nn.RNN(3, 4, nonlinearity=nonlinearity)
+        out, last = rnn(auxd(5, 3), prim(1, 4))
+        assert av.label_of(out) is PA and av.label_of(last) is PA
+    cell = torch.nn.RNNCell(3, 4)
+    assert av.label_of(cell(prim(2, 3), prim(2, 4))) is P  # one label: tracked at the boundary
+
+
+def test_an_out_target_left_without_elements_carries_the_label_of_what_decided_its_shape() -> None:
+    values = prim(4, 3)
+    mask = av.aux(torch.zeros(4, 3, dtype=torch.bool), source="aux-1")
+    out = av.primary(torch.zeros(5), source="real-env")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: a non-empty out= target is resized
+        torch.masked_select(values, mask, out=out)
+    assert out.numel() == 0 and av.label_of(out) is PA

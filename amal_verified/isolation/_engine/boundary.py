@@ -69,6 +69,7 @@ from amal_verified.isolation._engine.dispatch import (
     NO_DISPATCH,
     TaggedTensor,
     _TrackedOnFirstUse,
+    deferred_writes,
     plain,
     track_in_place,
     tracked,
@@ -132,6 +133,9 @@ class _State(threading.local):
         # the nested call whose test of one call-scoped registry found it nested (the test of the
         # other registry follows in the same expression and consumes it)
         self.nested_caller: FrameType | None = None
+        # the running operation-by-operation calls, innermost last: (the Python frame of the call,
+        # the deferred-write label of the calls around it when it began)
+        self.by_operation: list[tuple[FrameType, Label]] = []
 
 
 _state = _State()
@@ -531,6 +535,7 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
     if tracked_state or rows or input_labels > 1 or len(state_labels) > 1:
         # One label cannot describe this call: run it operation by operation, with every plain input
         # tracked where labels could meet it (labelled state, or labelled memory the input views).
+        _begin_by_operation(state)
         if state_labels or labelled_plain:
             return tuple(_track_plain_inputs(arg) for arg in args)
         return None
@@ -569,6 +574,8 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
     state = _state
     frame = state.frame
     if frame is None:
+        if state.by_operation:
+            return _end_by_operation(state, module, output)
         return None
     caller = sys._getframe(1)
     if caller is not frame.py_frame and caller is not frame.call_frame:
@@ -605,6 +612,36 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
         frame.input_versions = []
         frame.buffer_versions = []
         frame.protected_buffers = []
+
+
+def _begin_by_operation(state: _State) -> None:
+    """An operation-by-operation call begins: writes deferred during it are its own
+    (:data:`~amal_verified.isolation._engine.dispatch.deferred_writes`)."""
+    calls = state.by_operation
+    while calls and not _is_running(calls[-1][0]):
+        calls.pop()  # left behind by a call that raised a BaseException
+    calls.append((sys._getframe(2), deferred_writes.label))
+    deferred_writes.label = EMPTY
+
+
+def _end_by_operation(state: _State, module: torch.nn.Module, output: Any) -> Any:
+    """An operation-by-operation call returns: if a C++ operator wrote a labelled value into a plain
+    intermediate during it, its outputs take that label (what was computed from the intermediate in
+    C++ is unlabelled); the calls around it see the write too."""
+    caller, outer = state.by_operation[-1]
+    if sys._getframe(2) is not caller:
+        return None  # a nested call's hook
+    state.by_operation.pop()
+    written = deferred_writes.label
+    deferred_writes.label = outer.join(written)
+    if written is EMPTY or output is None:
+        return None
+    return _map_output(output, lambda t: tracked(t, written) if written._aux else _joined(t, written), module)
+
+
+def _joined(t: torch.Tensor, label: Label) -> torch.Tensor:
+    store.write_label(t, label)
+    return t
 
 
 def _refuse_protected_buffer_changes(frame: _Frame) -> None:

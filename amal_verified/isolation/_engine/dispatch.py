@@ -530,6 +530,22 @@ def _track_pending(values: Any) -> None:
             _track_pending(value)
 
 
+class _DeferredWrites(threading.local):
+    """The join of the labels written, during the running operation-by-operation module calls, into
+    plain tensors an operation may still hold (:func:`track_after_operation`'s deferred case).
+
+    A composite operator implemented in C++ (``rnn_tanh_cell``) may add a tracked value into an
+    intermediate it created, which is then plain memory with a label, and go on computing from it in
+    C++, where no operation reaches Python: its result is plain and unlabelled.  The module call
+    joins what was written so into its outputs (``boundary``)."""
+
+    def __init__(self) -> None:
+        self.label = EMPTY
+
+
+deferred_writes: Final = _DeferredWrites()
+
+
 def track_after_operation(t: torch.Tensor) -> None:
     """:func:`track_in_place` for the target of a running operation: a plain, non-leaf dense tensor
     is made tracked at its first use (:class:`_TrackedOnFirstUse`), anything else now.
@@ -546,6 +562,7 @@ def track_after_operation(t: torch.Tensor) -> None:
         if torch._C._current_graph_task_id() != -1 and track_in_place(t):
             return
         t.__class__ = _TrackedOnFirstUse
+        deferred_writes.label = deferred_writes.label.join(store.label_of_plain(t))
         return
     track_in_place(t)
 

@@ -255,7 +255,13 @@ def label_fresh(t: torch.Tensor, label: Label) -> bool:
 
 
 def _covers(t: torch.Tensor, storage: Any) -> bool:
-    """Whether ``t``'s elements span the whole storage (cheap test first, then the exact extent)."""
+    """Whether ``t``'s elements span the whole storage (cheap test first, then the exact extent).
+
+    A tensor without elements counts as covering it: what is written into it is known only by its
+    shape, which depends on the data written, so the label goes to the memory behind it (joined,
+    never overwriting, see :func:`write_label`)."""
+    if t.numel() == 0:
+        return True
     nbytes = storage.nbytes()
     if t.storage_offset() == 0 and t.numel() * t.element_size() >= nbytes and t.is_contiguous():
         return True
@@ -266,11 +272,14 @@ def _covers(t: torch.Tensor, storage: Any) -> bool:
 def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwrite: bool = False) -> Label:
     """Record that ``label``-ed data was written into the elements of ``t``; returns their new label.
 
-    ``overwrite``: the written elements no longer depend on what they held.
+    ``overwrite``: the written elements no longer depend on what they held (never for a tensor
+    without elements: there are none, and the memory behind it keeps what it held).
     """
     storage = _storage(t)
     if storage is None:
         return EMPTY
+    if overwrite and t.numel() == 0:
+        overwrite = False
     old = getattr(storage, _LABEL, None)
     if old is None:
         if label is EMPTY:
