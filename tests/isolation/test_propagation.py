@@ -325,6 +325,8 @@ def test_recurrent_cells_called_on_differently_labelled_inputs_label_their_outpu
         out, last = rnn(auxd(5, 3), prim(1, 4))
         assert av.label_of(out) is PA and av.label_of(last) is PA
     cell = torch.nn.RNNCell(3, 4)
+    cell(auxd(2, 3), prim(2, 4)).sum().backward()  # the values C++ saved for backward are plain
+    assert all(p.grad is not None and av.label_of(p.grad).has_aux for p in cell.parameters())
     assert av.label_of(cell(prim(2, 3), prim(2, 4))) is P  # one label: tracked at the boundary
 
 

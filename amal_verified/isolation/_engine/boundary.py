@@ -127,15 +127,28 @@ class _Frame:
         return self.label.join(self.grad_label)
 
 
+class _ByOperation:
+    """One running operation-by-operation call: what its end needs if a C++ operator wrote a labelled
+    value into a plain intermediate during it."""
+
+    __slots__ = ("call_frame", "label", "outer", "params", "seq_start")
+
+    def __init__(self, call_frame: FrameType, label: Label, params: list[torch.Tensor]) -> None:
+        self.call_frame = call_frame
+        self.label = label  # the join of its inputs' and its state's labels
+        self.params = params  # its protected parameters
+        self.seq_start = _current_sequence_nr() if torch.is_grad_enabled() else 0
+        self.outer = deferred_writes.label  # what the calls around it had seen written so far
+
+
 class _State(threading.local):
     def __init__(self) -> None:
         self.frame: _Frame | None = None
         # the nested call whose test of one call-scoped registry found it nested (the test of the
         # other registry follows in the same expression and consumes it)
         self.nested_caller: FrameType | None = None
-        # the running operation-by-operation calls, innermost last: (the Python frame of the call,
-        # the deferred-write label of the calls around it when it began)
-        self.by_operation: list[tuple[FrameType, Label]] = []
+        # the running operation-by-operation calls, innermost last
+        self.by_operation: list[_ByOperation] = []
 
 
 _state = _State()
@@ -535,7 +548,7 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
     if tracked_state or rows or input_labels > 1 or len(state_labels) > 1:
         # One label cannot describe this call: run it operation by operation, with every plain input
         # tracked where labels could meet it (labelled state, or labelled memory the input views).
-        _begin_by_operation(state)
+        _begin_by_operation(state, labels, params)
         if state_labels or labelled_plain:
             return tuple(_track_plain_inputs(arg) for arg in args)
         return None
@@ -614,33 +627,45 @@ def post_hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> An
         frame.protected_buffers = []
 
 
-def _begin_by_operation(state: _State) -> None:
+def _begin_by_operation(state: _State, labels: set[Label], params: list[torch.Tensor]) -> None:
     """An operation-by-operation call begins: writes deferred during it are its own
     (:data:`~amal_verified.isolation._engine.dispatch.deferred_writes`)."""
     calls = state.by_operation
-    while calls and not _is_running(calls[-1][0]):
+    while calls and not _is_running(calls[-1].call_frame):
         calls.pop()  # left behind by a call that raised a BaseException
-    calls.append((sys._getframe(2), deferred_writes.label))
+    calls.append(_ByOperation(sys._getframe(2), Label.join_all(labels), params))
     deferred_writes.label = EMPTY
 
 
 def _end_by_operation(state: _State, module: torch.nn.Module, output: Any) -> Any:
-    """An operation-by-operation call returns: if a C++ operator wrote a labelled value into a plain
-    intermediate during it, its outputs take that label (what was computed from the intermediate in
-    C++ is unlabelled); the calls around it see the write too."""
-    caller, outer = state.by_operation[-1]
-    if sys._getframe(2) is not caller:
+    """An operation-by-operation call returns.  If a C++ operator wrote a labelled value into a plain
+    intermediate during it, what C++ computed from that intermediate -- outputs, and values saved for
+    backward -- is unlabelled: the call is then labelled as one, like a call tracked at its boundary,
+    with the join of its inputs, its state and what was written (its outputs take it, and in backward
+    the gradients reaching its parameters or leaving it).  The calls around it see the write too."""
+    call = state.by_operation[-1]
+    if sys._getframe(2) is not call.call_frame:
         return None  # a nested call's hook
     state.by_operation.pop()
     written = deferred_writes.label
-    deferred_writes.label = outer.join(written)
+    deferred_writes.label = call.outer.join(written)
     if written is EMPTY or output is None:
         return None
-    return _map_output(output, lambda t: tracked(t, written) if written._aux else _joined(t, written), module)
+    frame = _Frame(call.label.join(written), type(module).__name__)
+    frame.params = tuple(call.params)
+    frame.seq_start = call.seq_start
+    if frame.label._aux:
+        frame.origin = f"{frame.module_name} called on data labelled {frame.label!r} at {user_call_site(2)}"
+    return _map_output(output, lambda t: _tag_output_as_one(t, frame), module)
 
 
-def _joined(t: torch.Tensor, label: Label) -> torch.Tensor:
-    store.write_label(t, label)
+def _tag_output_as_one(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
+    """:func:`_tag_output` of an output of an operation-by-operation call labelled as one."""
+    if not isinstance(t, TaggedTensor):
+        return _tag_output(t, frame)
+    store.write_label(t, frame.label, frame.origin)
+    if t.requires_grad and frame.label._aux:
+        t.register_hook(_OutputHook(frame, t if t.grad_fn is None else None))
     return t
 
 
