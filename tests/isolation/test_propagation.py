@@ -338,3 +338,20 @@ def test_an_out_target_left_without_elements_carries_the_label_of_what_decided_i
         warnings.simplefilter("ignore", UserWarning)  # torch: a non-empty out= target is resized
         torch.masked_select(values, mask, out=out)
     assert out.numel() == 0 and av.label_of(out) is PA
+
+
+def test_tagged_keyword_argument_of_a_module_call_reaches_every_parameter_gradient() -> None:
+    """A tagged ``attn_mask`` makes ``nn.MultiheadAttention`` run operation by operation: outputs
+    computed from it are tagged inside the call, and what they depend on through the call's plain
+    inputs (the query's label) reaches the parameters' gradients all the same."""
+    attention = torch.nn.MultiheadAttention(4, 2, add_bias_kv=True)
+    query = auxd(3, 1, 4)
+    mask = av.aux(torch.zeros(3, 3), source="aux-2")
+    both = A | Label.of(SourceKind.AUX, "aux-2")
+    out, weights = attention(query, query, query, attn_mask=mask)
+    assert av.label_of(out) is both and av.label_of(weights) is both
+    out.sum().backward()
+    data_dependent = ("in_proj_weight", "in_proj_bias", "bias_k", "bias_v", "out_proj.weight")
+    for name, parameter in attention.named_parameters():
+        if name in data_dependent:
+            assert parameter.grad is not None and A.flows_to(av.label_of(parameter.grad)), name

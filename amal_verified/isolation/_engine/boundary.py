@@ -131,14 +131,14 @@ class _ByOperation:
     """One running operation-by-operation call: what its end needs if a C++ operator wrote a labelled
     value into a plain intermediate during it."""
 
-    __slots__ = ("call_frame", "label", "outer", "params", "seq_start")
+    __slots__ = ("call_frame", "label", "params", "seq_start", "writes_start")
 
     def __init__(self, call_frame: FrameType, label: Label, params: list[torch.Tensor]) -> None:
         self.call_frame = call_frame
         self.label = label  # the join of its inputs' and its state's labels
         self.params = params  # its protected parameters
         self.seq_start = _current_sequence_nr() if torch.is_grad_enabled() else 0
-        self.outer = deferred_writes.label  # what the calls around it had seen written so far
+        self.writes_start = len(deferred_writes.pending)  # its deferred writes are recorded from here
 
 
 class _State(threading.local):
@@ -632,9 +632,9 @@ def _begin_by_operation(state: _State, labels: set[Label], params: list[torch.Te
     (:data:`~amal_verified.isolation._engine.dispatch.deferred_writes`)."""
     calls = state.by_operation
     while calls and not _is_running(calls[-1].call_frame):
-        calls.pop()  # left behind by a call that raised a BaseException
+        del deferred_writes.pending[calls.pop().writes_start :]  # left by a call that raised
     calls.append(_ByOperation(sys._getframe(2), Label.join_all(labels), params))
-    deferred_writes.label = EMPTY
+    deferred_writes.calls = len(calls)
 
 
 def _end_by_operation(state: _State, module: torch.nn.Module, output: Any) -> Any:
@@ -642,13 +642,13 @@ def _end_by_operation(state: _State, module: torch.nn.Module, output: Any) -> An
     intermediate during it, what C++ computed from that intermediate -- outputs, and values saved for
     backward -- is unlabelled: the call is then labelled as one, like a call tracked at its boundary,
     with the join of its inputs, its state and what was written (its outputs take it, and in backward
-    the gradients reaching its parameters or leaving it).  The calls around it see the write too."""
+    the gradients reaching its parameters or leaving it)."""
     call = state.by_operation[-1]
     if sys._getframe(2) is not call.call_frame:
         return None  # a nested call's hook
     state.by_operation.pop()
-    written = deferred_writes.label
-    deferred_writes.label = call.outer.join(written)
+    deferred_writes.calls = len(state.by_operation)
+    written = deferred_writes.since(call.writes_start)
     if written is EMPTY or output is None:
         return None
     frame = _Frame(call.label.join(written), type(module).__name__)
@@ -656,17 +656,7 @@ def _end_by_operation(state: _State, module: torch.nn.Module, output: Any) -> An
     frame.seq_start = call.seq_start
     if frame.label._aux:
         frame.origin = f"{frame.module_name} called on data labelled {frame.label!r} at {user_call_site(2)}"
-    return _map_output(output, lambda t: _tag_output_as_one(t, frame), module)
-
-
-def _tag_output_as_one(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
-    """:func:`_tag_output` of an output of an operation-by-operation call labelled as one."""
-    if not isinstance(t, TaggedTensor):
-        return _tag_output(t, frame)
-    store.write_label(t, frame.label, frame.origin)
-    if t.requires_grad and frame.label._aux:
-        t.register_hook(_OutputHook(frame, t if t.grad_fn is None else None))
-    return t
+    return _map_output(output, lambda t: _tag_output(t, frame), module)
 
 
 def _refuse_protected_buffer_changes(frame: _Frame) -> None:
@@ -708,8 +698,15 @@ def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
         if id(t) == alias_id:  # the alias is alive for the whole call, so its id is not reused
             return given  # an input returned as it is (Identity, Dropout(0)): the caller's own tensor
     if isinstance(t, TaggedTensor):
-        # Produced operation by operation inside the call (a tagged closure or keyword argument).
+        # Produced operation by operation inside the call (a tagged closure or keyword argument):
+        # what it depends on through the call's plain inputs is the call's label, which only the
+        # output's hook attributes in backward.
         store.write_label(t, frame.label, frame.origin)
+        if t.requires_grad:
+            leaf = t if t.grad_fn is None else None
+            if leaf is not None:
+                _grad_labels.ensure_hook(leaf)
+            _register_hook(t, _OutputHook(frame, leaf))
         return t
     storage = store._storage(t)
     if storage is not None and getattr(storage, store._LABEL, None) is None and store._covers(t, storage):

@@ -531,16 +531,25 @@ def _track_pending(values: Any) -> None:
 
 
 class _DeferredWrites(threading.local):
-    """The join of the labels written, during the running operation-by-operation module calls, into
-    plain tensors an operation may still hold (:func:`track_after_operation`'s deferred case).
+    """The labels written into plain tensors an operation may still hold
+    (:func:`track_after_operation`'s deferred case) while operation-by-operation module calls run
+    (``calls`` of them), one entry per write.
 
     A composite operator implemented in C++ (``rnn_tanh_cell``) may add a tracked value into an
     intermediate it created, which is then plain memory with a label, and go on computing from it in
-    C++, where no operation reaches Python: its result is plain and unlabelled.  The module call
-    joins what was written so into its outputs (``boundary``)."""
+    C++, where no operation reaches Python: its result, and what it saved for backward, are plain and
+    unlabelled.  Whether such a write was followed by C++ computation cannot be seen from here, so the
+    module call reads every one (``boundary``)."""
 
     def __init__(self) -> None:
-        self.label = EMPTY
+        self.calls = 0
+        self.pending: list[Label] = []
+
+    def since(self, start: int) -> Label:
+        """The join of the labels written since entry ``start``; those entries are dropped."""
+        written = Label.join_all(self.pending[start:])
+        del self.pending[start:]
+        return written
 
 
 deferred_writes: Final = _DeferredWrites()
@@ -562,7 +571,8 @@ def track_after_operation(t: torch.Tensor) -> None:
         if torch._C._current_graph_task_id() != -1 and track_in_place(t):
             return
         t.__class__ = _TrackedOnFirstUse
-        deferred_writes.label = deferred_writes.label.join(store.label_of_plain(t))
+        if deferred_writes.calls:
+            deferred_writes.pending.append(store.label_of_plain(t))
         return
     track_in_place(t)
 
