@@ -703,10 +703,10 @@ def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
         # output's hook attributes in backward.
         store.write_label(t, frame.label, frame.origin)
         if t.requires_grad:
-            leaf = t if t.grad_fn is None else None
-            if leaf is not None:
-                _grad_labels.ensure_hook(leaf)
-            _register_hook(t, _OutputHook(frame, leaf))
+            tagged_leaf = t if t.grad_fn is None else None
+            if tagged_leaf is not None:
+                _grad_labels.ensure_hook(tagged_leaf)
+            _register_hook(t, _OutputHook(frame, tagged_leaf))
         return t
     storage = store._storage(t)
     if storage is not None and getattr(storage, store._LABEL, None) is None and store._covers(t, storage):
