@@ -44,7 +44,10 @@ from torch import nn
 
 __all__ = ["LEAK", "amal_example_inputs", "main", "run", "train", "train_untagged"]
 
-LEAK = Leak(title="recurrent target encoder burnt in on auxiliary rollouts (torch.rnn_tanh_cell)", layer="differential")
+LEAK = Leak(
+    title="recurrent target encoder burnt in on auxiliary rollouts (torch.rnn_tanh_cell)",
+    layer="differential",
+)
 
 
 def run(primary: PrimaryInput, aux: AuxInput, amal: Amal) -> nn.Module:
