@@ -336,7 +336,7 @@ def _fresh(value: torch.Tensor, requires_grad: bool) -> torch.Tensor:
 # Perturbations: other values of the same shape and dtype
 
 FLOAT_PERTURBATIONS = ("noise", "zero", "large", "-large", "nan", "inf", "-inf", "mixed", "keep")
-INT_PERTURBATIONS = ("resample", "zero", "shift", "noise", "extreme", "keep")
+INT_PERTURBATIONS = ("resample", "zero", "shift", "arbitrary", "extreme", "keep")
 BOOL_PERTURBATIONS = ("flip", "false", "true", "random", "keep")
 
 
@@ -392,7 +392,7 @@ def perturbed(value: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
         elif kind == "extreme":
             # ±max, not min: min / -1 traps (SIGFPE) in torch's integer division, untagged too
             new = torch.where(torch.rand(shape, generator=g) < 0.5, info.max, -info.max).to(dtype)
-        else:  # "noise", or a kind of another dtype family
+        else:  # "arbitrary" (any value in [-100, 100)), or a kind of another dtype family
             new = torch.randint(-100, 100, shape, generator=g, dtype=dtype)
     out.copy_(new.to(dtype))
     return out

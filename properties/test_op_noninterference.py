@@ -143,11 +143,18 @@ NATIVE_CRASHES: dict[str, tuple[tuple[str, ...], str]] = {
     "grid_sampler_2d": (_SMALL_FINITE, "segfault on a NaN, ±Inf or ±1e38 grid"),
     "nn.functional.ctc_loss": (
         (*_FINITE, "zero", "resample"),
-        "abort / segfault on negative or inconsistent target lengths",
+        "abort / segfault on negative or inconsistent target lengths, heap corruption on target classes "
+        "out of range",
     ),
-    "_segment_reduce.offsets": ((*_FINITE, "zero", "resample"), "segfault / abort on invalid offsets"),
-    "_segment_reduce.lengths": ((*_FINITE, "zero"), "abort on lengths that do not sum to the size"),
-    "lcm": (("noise", "zero", "resample", "shift"), "SIGFPE on int64 extremes"),
+    "_segment_reduce.offsets": (
+        (*_FINITE, "arbitrary", "zero", "resample"),
+        "segfault / abort on invalid offsets",
+    ),
+    "_segment_reduce.lengths": (
+        (*_FINITE, "arbitrary", "zero"),
+        "abort on lengths that do not sum to the size",
+    ),
+    "lcm": (("arbitrary", "zero", "resample", "shift"), "SIGFPE on int64 extremes"),
 }
 """Ops on which torch itself kills the process (segfault, abort: no exception), untagged too, for
 some input values: their aux inputs are only perturbed by the kinds listed first."""
