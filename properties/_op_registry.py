@@ -409,6 +409,7 @@ class Observed:
     label: Label
     value: np.ndarray[Any, Any] | None
     python: object = None
+    tracked: bool = False  # a tracked tensor object (not a plain one whose memory carries the label)
 
 
 def _snapshot(t: torch.Tensor) -> np.ndarray[Any, Any]:
@@ -421,7 +422,7 @@ def _snapshot(t: torch.Tensor) -> np.ndarray[Any, Any]:
 
 def observe(t: Any) -> Observed:
     if isinstance(t, torch.Tensor):
-        return Observed(av.label_of(t), _snapshot(t))
+        return Observed(av.label_of(t), _snapshot(t), tracked=isinstance(t, av.TaggedTensor))
     return Observed(EMPTY, None, t)
 
 
