@@ -1266,6 +1266,11 @@ def run_tables_in_workers(
     tasks += [("schedulers", c) for c in sched_configs]
     order = sorted(range(len(tasks)), key=lambda i: not tasks[i][1].requires_closure)
     rows: dict[int, Row] = {}
+    # A spawned worker unpickles _worker_row by module name, so this file's directory must be on the
+    # sys.path it inherits, also when the module was loaded by file path (the report's property).
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.append(here)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {pool.submit(_worker_row, tasks[i][0], tasks[i][1].name): i for i in order}

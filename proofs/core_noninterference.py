@@ -118,6 +118,7 @@ OBLIGATION = Obligation(
             Method.HYPOTHESIS,
             "properties/test_core_mutants.py::test_every_non_equivalent_core_mutant_is_killed",
             files=(*_CORE, "properties/_core_mutants.py", "properties/test_theorem1_programs.py"),
+            timeout_s=10800.0,  # the full report runs every mutant: about 75 minutes on 2 cores alone
         ),
     ),
     notes=(

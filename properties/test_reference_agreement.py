@@ -71,6 +71,7 @@ from hypothesis import strategies as st
 
 import amal_verified as av
 from amal_verified.isolation import reference as ref
+from amal_verified.isolation._engine.dispatch import untracked_copy
 
 RefLabel = ref.Label
 SHAPE = (4, 4)
@@ -82,8 +83,9 @@ def to_ref(label: av.Label) -> RefLabel:
 
 
 def plain(t: torch.Tensor) -> torch.Tensor:
-    """The data of a (possibly tagged) tensor, for value comparisons that must not count as escapes."""
-    return t.elem if isinstance(t, av.TaggedTensor) else t
+    """The data of a (possibly tagged) tensor, for value comparisons that must not count as escapes
+    (also of a plain object whose memory an operation labelled, which its first use would track)."""
+    return untracked_copy(t)
 
 
 def agrees(actual: RefLabel, expected: RefLabel, finer: bool) -> bool:
