@@ -295,6 +295,35 @@ def test_an_out_target_labelled_mid_operation_keeps_the_operations_result(shape:
     assert av.label_of(outs[0] * 2) is A
 
 
+def test_aux_written_through_a_view_of_a_hooked_intermediate_keeps_autograd_and_does_not_hang() -> None:
+    """The view's base becomes tracked at its first use from Python, not while a later in-place
+    operation on the view runs (the base lost its autograd history), nor while autograd, rebasing
+    the base's history under its lock, resets the base's hooks through an attribute setter (the
+    interpreter hung).  Run in a child process, so that a hang fails the test instead of the suite."""
+    script = textwrap.dedent(
+        """
+        import torch, amal_verified as av
+        grads = []
+        for tag in (False, True):
+            torch.manual_seed(0)
+            leaf = torch.randn(4, 4, requires_grad=True)
+            base = leaf * 2
+            base.register_hook(lambda g: g * 3)
+            row = base[0]
+            values = torch.randn(4)
+            row.copy_(av.aux(values, source="aux-1") if tag else values)
+            row.add_(1.0)
+            (base * torch.arange(16.0).view(4, 4)).sum().backward()
+            grads.append(leaf.grad)
+        print(torch.equal(grads[0], grads[1]), av.label_of(base).has_aux, av.label_of(row).has_aux)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO, timeout=120
+    )
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
 @pytest.mark.slow
 def test_untagged_compiled_model_is_plain_pytorch() -> None:
     """Once tagged data has flowed, an unrelated torch.compile'd model has no graph break and gives

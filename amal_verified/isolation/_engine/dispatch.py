@@ -471,8 +471,14 @@ class _TrackedOnFirstUse(torch.Tensor):
         cls, func: Any, types: Sequence[type], args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        if func in _METADATA or torch._C._dispatch_tls_is_dispatch_key_excluded(_PYTHON_KEY):
-            # what the core reads while an operation runs (it may run on this very tensor)
+        if (
+            func in _METADATA
+            or func in _ATTRIBUTE_SETTERS
+            or torch._C._dispatch_tls_is_dispatch_key_excluded(_PYTHON_KEY)
+        ):
+            # What the core reads while an operation runs (it may run on this very tensor), and
+            # attribute setters: autograd resets a tensor's hooks through ``_backward_hooks``'s
+            # setter while it holds the tensor's autograd lock, which tracking it would take again.
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
         _track_pending(args)
@@ -489,6 +495,11 @@ class _TrackedOnFirstUse(torch.Tensor):
 
 
 _PYTHON_KEY: Final = torch._C.DispatchKey.Python
+_ATTRIBUTE_SETTERS: Final = frozenset(
+    descriptor.__set__
+    for descriptor in vars(torch._C.TensorBase).values()
+    if type(descriptor).__name__ == "getset_descriptor"
+)
 _METADATA: Final = frozenset(
     {
         torch.Tensor.untyped_storage,
@@ -563,7 +574,7 @@ def track_after_operation(t: torch.Tensor) -> None:
     custom ``autograd.Function``'s backward or a tensor hook goes back to the autograd engine, whose
     C++ code uses it with no first use from Python, so its label would not follow it."""
     if (
-        type(t) is torch.Tensor
+        (type(t) is torch.Tensor or type(t) is _TrackedOnFirstUse)  # the latter: written again, still pending
         and t.layout == torch.strided
         and not (t.is_leaf and t.requires_grad)
         and not torch._C._functorch.is_functorch_wrapped_tensor(t)
