@@ -5,6 +5,7 @@ auditors use: ``pytest properties --hypothesis-profile=audit``.  Also the sessio
 (fixture ``ray_instance``).
 """
 
+import os
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -25,6 +26,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("default")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sb3_log_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Stable-Baselines3 models the tests train log under the session's temporary directory, not
+    into a new ``<tempdir>/SB3-<time>`` folder each (SB3's default)."""
+    os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3-logs")))
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from amal_tools.bench.baselines import (
     train_sb3,
     train_td3,
 )
+from amal_tools.bench.baselines._common import torch_threads
 from amal_tools.bench.evaluation import TrainedPolicy, evaluate_policy, make_task_env
 from amal_tools.bench.tasks import Shift, TaskSpec
 
@@ -114,7 +115,8 @@ def test_act_gives_valid_actions_and_is_the_policy_evaluated_last(
             obs, *_ = env.step(action)
     finally:
         env.close()
-    again = evaluate_policy(task, result.act, run_seed=3, episodes=1)
+    with torch_threads(1):  # as in training (threads=1): CPU matmuls round by their thread count
+        again = evaluate_policy(task, result.act, run_seed=3, episodes=1)
     assert again.returns == result.curve[-1].returns
 
 

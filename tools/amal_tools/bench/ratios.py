@@ -427,6 +427,8 @@ def _time_sb3(
 ) -> float:
     from stable_baselines3 import PPO, SAC
 
+    from amal_tools.bench.baselines.sb3 import silent_logger
+
     env = make_env(env_id)
     try:
         model: Any
@@ -434,6 +436,7 @@ def _time_sb3(
             model = SAC("MlpPolicy", env, learning_starts=learning_starts, seed=seed, verbose=0, device="cpu")
         else:
             model = PPO("MlpPolicy", env, n_steps=n_steps, seed=seed, verbose=0, device="cpu")
+        model.set_logger(silent_logger())
         start = time.perf_counter()
         model.learn(total_timesteps=steps)
         elapsed = time.perf_counter() - start

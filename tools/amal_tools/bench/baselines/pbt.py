@@ -65,7 +65,7 @@ from amal_tools.bench.baselines._common import (
     steps_per_second,
     torch_threads,
 )
-from amal_tools.bench.baselines.sb3 import _hyperparameters, _import_sb3, _policy
+from amal_tools.bench.baselines.sb3 import _hyperparameters, _import_sb3, _policy, silent_logger
 from amal_tools.bench.evaluation import Policy, TrainedPolicy, check_training_arguments, make_task_env
 from amal_tools.bench.tasks import TaskSpec
 from amal_verified.common.runtime_checks import checked
@@ -173,11 +173,11 @@ def train_pbt(
                 env = make_task_env(task)
                 envs.append(env)
                 member_overrides = overrides | {"learning_rate": learning_rates[k]}
-                models.append(
-                    cls(
-                        "MlpPolicy", env, seed=_sub_seed(seed, k), device="cpu", verbose=0, **member_overrides
-                    )
+                member = cls(
+                    "MlpPolicy", env, seed=_sub_seed(seed, k), device="cpu", verbose=0, **member_overrides
                 )
+                member.set_logger(silent_logger())
+                models.append(member)
             initial_learning_rates = list(learning_rates)
             hyperparameters = _hyperparameters(models[0], overrides | {"learning_rate": learning_rates[0]})
             acts = [_policy(m, discrete) for m in models]

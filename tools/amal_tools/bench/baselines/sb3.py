@@ -63,7 +63,7 @@ from amal_verified.common.runtime_checks import checked
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-__all__ = ["Algo", "train_ppo", "train_sac", "train_sb3", "train_td3"]
+__all__ = ["Algo", "silent_logger", "train_ppo", "train_sac", "train_sb3", "train_td3"]
 
 Algo = Literal["ppo", "sac", "td3"]
 
@@ -76,6 +76,14 @@ _TD3_NOISE_SIGMA: Final = 0.1
 _NOT_HYPERPARAMETERS: Final = frozenset(
     {"self", "policy", "env", "seed", "verbose", "device", "tensorboard_log", "_init_setup_model"}
 )
+
+
+def silent_logger() -> Any:
+    """A Stable-Baselines3 logger that writes nothing and nowhere: SB3's default (``verbose=0``
+    included) creates a folder ``<tempdir>/SB3-<time>`` for every model it trains."""
+    from stable_baselines3.common.logger import Logger
+
+    return Logger(folder=None, output_formats=[])
 
 
 def _import_sb3() -> Any:
@@ -166,6 +174,7 @@ def _make_model(algo: Algo, env: gym.Env[Any, Any], *, seed: int, budget: int) -
             )
             noted["action_noise"] = f"NormalActionNoise(mean=0, sigma={_TD3_NOISE_SIGMA}) on scaled actions"
     model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **overrides)
+    model.set_logger(silent_logger())
     return model, _hyperparameters(model, overrides) | noted
 
 
