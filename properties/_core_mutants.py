@@ -413,6 +413,7 @@ AST_TARGETS: dict[str, tuple[str, ...]] = {
         "label_of_plain",
         "label_fresh",
         "write_label",
+        "label_new_memory",
         "Rows.over",
         "Rows.write",
     ),

@@ -711,10 +711,7 @@ def _tag_output(t: torch.Tensor, frame: _Frame) -> torch.Tensor:
     storage = store._storage(t)
     if storage is not None and getattr(storage, store._LABEL, None) is None and store._covers(t, storage):
         label = frame.label  # fresh memory, the whole of it (what write_label does, in fewer calls)
-        store.counters.tagged = True
-        setattr(storage, store._LABEL, label)
-        if label._aux:
-            store._record_origin(storage, label, frame.origin)
+        store.label_new_memory(storage, label, frame.origin)
     else:
         existing = store.label_of_plain(t)
         label = existing if existing is not EMPTY else frame.label  # an input passed through keeps its label

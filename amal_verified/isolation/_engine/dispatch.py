@@ -686,10 +686,7 @@ def _wrap_plain_fresh(out: torch.Tensor, label: Label, origin: str | None) -> to
     except (RuntimeError, NotImplementedError, TypeError):
         return _wrap_fresh(out, label, origin)  # type: ignore[no-any-return]
     if getattr(storage, store._LABEL, None) is None:  # fresh memory: the whole of it
-        store.counters.tagged = True
-        setattr(storage, store._LABEL, label)
-        if label._aux:
-            store._record_origin(storage, label, origin)
+        store.label_new_memory(storage, label, origin)
     else:
         label = store.write_label(out, label, origin)
     if label._aux or torch._C._current_autograd_node() is not None:
@@ -712,10 +709,7 @@ def _wrap_fresh(out: Any, label: Label, origin: str | None) -> Any:
         if storage is None:
             pass
         elif getattr(storage, store._LABEL, None) is None:  # fresh memory: the whole of it
-            store.counters.tagged = True
-            setattr(storage, store._LABEL, label)
-            if label._aux:
-                store._record_origin(storage, label, origin)
+            store.label_new_memory(storage, label, origin)
         else:
             label = store.write_label(out, label, origin)
         if label._aux or torch._C._current_autograd_node() is not None:

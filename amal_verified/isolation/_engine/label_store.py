@@ -31,6 +31,7 @@ __all__ = [
     "extent",
     "label_and_mixing",
     "label_fresh",
+    "label_new_memory",
     "label_of_plain",
     "origin_of",
     "set_label",
@@ -285,11 +286,7 @@ def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwr
         if label is EMPTY:
             return EMPTY
         if _covers(t, storage):
-            # Fresh memory written whole (the common case: a new tensor being labelled).
-            counters.tagged = True
-            setattr(storage, _LABEL, label)
-            if label._aux:  # memory without a label has no origin to clear
-                _record_origin(storage, label, origin)
+            label_new_memory(storage, label, origin)  # the common case: a new tensor being labelled
             return label
         lo, hi = extent(t)
         new: Label | Rows = Rows(((0, storage.nbytes(), EMPTY),)).write(lo, hi, label, overwrite=True)
@@ -318,6 +315,16 @@ def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwr
     setattr(storage, _LABEL, new)
     _record_origin(storage, new, origin)
     return new if type(new) is Label else new.over(*extent(t))
+
+
+def label_new_memory(storage: Any, label: Label, origin: str | None) -> None:
+    """Give ``storage``, which holds no label, the non-empty ``label`` for all of it: what
+    :func:`write_label` does for a tensor spanning fresh memory, for callers that already hold the
+    storage (memory without a label has no origin to clear)."""
+    counters.tagged = True
+    setattr(storage, _LABEL, label)
+    if label._aux:
+        _record_origin(storage, label, origin)
 
 
 def _record_origin(storage: Any, label: Label | Rows, origin: str | None) -> None:
