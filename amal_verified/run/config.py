@@ -157,7 +157,7 @@ _LATER_FIELDS: Final[dict[str, Any]] = {
     "wm_full_batch": False,
     "wm_normalise": False,
     "wm_holdout": 0.0,
-    "wm_check_every": 5,
+    "wm_check_every": 20,
     "wm_patience": 5,
     "aux_flush_every": 25,
     **EXECUTION_FIELDS,
@@ -254,7 +254,7 @@ class TrainConfig:
     ] = 0.0
     wm_check_every: Annotated[
         int, Field(ge=1, description="wm_holdout > 0: world-model updates between held-out checks")
-    ] = 5
+    ] = 20
     wm_patience: Annotated[
         int, Field(ge=1, description="wm_holdout > 0: checks without a 1 % improvement before a round stops")
     ] = 5

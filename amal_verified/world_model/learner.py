@@ -140,7 +140,7 @@ _OPTION_DEFAULTS: Final[dict[str, Any]] = {
     "full_batch": False,
     "normalise": False,
     "holdout": 0.0,
-    "check_every": 5,
+    "check_every": 20,
     "patience": 5,
 }
 # Fields of the recurrent ensemble that the linear-Gaussian model has no use for.
@@ -183,7 +183,7 @@ class WorldModelSpec:
     full_batch: bool = False
     normalise: bool = False
     holdout: float = 0.0
-    check_every: int = 5
+    check_every: int = 20
     patience: int = 5
 
     def __post_init__(self) -> None:
