@@ -16,7 +16,9 @@ update could sample (the rows that also give the naive predictors' statistics): 
 has not fitted its own data; one that wins in sample and loses held out does not generalise to the
 states the trained policy visits.  As a reference for what the data allow, it also fits a linear least-squares
 model ``[s', r] ≈ W [s, a, 1]`` to the first 80 % of those rows and scores it, with naive predictors fitted on
-the same 80 %, on the last 20 % (a held-out split of the primary stream).  It prints a Markdown table, and
+the same 80 %, on the last 20 % (a held-out split of the primary stream).  A run trained with a held-out
+split (``wm_holdout > 0``) is also measured on its own held-out primary transitions among those rows
+(``fit_run_held_out`` of ``amal evaluate``).  It prints a Markdown table, and
 writes every report as JSON with ``--json FILE``.
 
 ``offline RUN --updates N --every K [--set lr=0.003 --set normalise=true]`` asks how many updates a world
@@ -46,7 +48,7 @@ def _config(task: str, steps: int) -> dict[str, Any]:
 def _in_sample(run_dir: Path) -> dict[str, Any]:
     from amal_verified.common.rng_streams import RunStreams
     from amal_verified.record.primary_log import load_primary_stream
-    from amal_verified.run.config import CONFIG_FILENAME, primary_count_at_update, read_json
+    from amal_verified.run.config import CONFIG_FILENAME, last_round_rows, read_json
     from amal_verified.run.trained_policy import read_run_checkpoint
     from amal_verified.world_model.fit import world_model_fit
     from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
@@ -56,11 +58,9 @@ def _in_sample(run_dir: Path) -> dict[str, Any]:
     learner = WorldModelLearner(spec, RunStreams(config.seed), unsafe_mix=config.unsafe_mix)
     learner.load_state_dict(state["learner"])
     torch.set_num_threads(config.threads)
-    end = primary_count_at_update(config, learner.updates)
+    window = last_round_rows(config, int(state["step"]))
     data = load_primary_stream(run_dir).tensors
-    rows = {
-        k: data[k][max(0, end - config.buffer_size) : end] for k in ("obs", "action", "reward", "next_obs")
-    }
+    rows = {k: data[k][window] for k in ("obs", "action", "reward", "next_obs")}
     return {"fit": world_model_fit(learner, rows, rows).to_json(), "linear": _linear_reference(learner, rows)}
 
 
@@ -104,9 +104,10 @@ def _report(run_dirs: list[Path], episodes: int, out: Path | None) -> None:
         "| run | updates | held-out next-obs MSE: model / no change / best constant | held-out reward MSE: "
         "model / constant | held out: beats both | in sample: next-obs model / no change / constant | "
         "in sample: reward model / constant | in sample: beats both | primary split, linear least squares: "
-        "next-obs linear / no change / constant | reward linear / constant |"
+        "next-obs linear / no change / constant | reward linear / constant | run's held-out split "
+        "(wm_holdout): next-obs model / no change / constant | reward model / constant | beats both |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run_dir in run_dirs:
         evaluation = evaluate_run(run_dir, episodes=episodes)
         held = evaluation["world_model"]["fit"]
@@ -123,6 +124,15 @@ def _report(run_dirs: list[Path], episodes: int, out: Path | None) -> None:
             " / ".join(g(lin[f"{p}_next_obs_mse"]) for p in ("linear", "no_change", "best_constant")),
             " / ".join(g(lin[f"{p}_reward_mse"]) for p in ("linear", "best_constant")),
         ]
+        split = evaluation["world_model"].get("fit_run_held_out")
+        if split is None:
+            cells += ["—", "—", "—"]
+        else:
+            cells += [
+                " / ".join(g(split[p]["next_obs_mse"]) for p in ("model", "no_change", "best_constant")),
+                " / ".join(g(split[p]["reward_mse"]) for p in ("model", "best_constant")),
+                verdict(split),
+            ]
         print("| " + " | ".join(cells) + " |", flush=True)
     if out is not None:
         out.write_text(json.dumps(reports, indent=1, sort_keys=True))

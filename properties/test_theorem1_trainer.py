@@ -134,7 +134,10 @@ class Run:
 
 def _updates(run_dir: Path) -> list[tuple[Any, ...]]:
     lines = (run_dir / "ledger.jsonl").read_text().splitlines()[1:]
-    return [(r["step"], r["batch_digest"], r["param_digest"], r["labels"]) for r in map(json.loads, lines)]
+    return [
+        (r["step"], r["batch_digest"], r["param_digest"], r["labels"], r.get("round_end"))
+        for r in map(json.loads, lines)
+    ]
 
 
 def _chunks(run_dir: Path) -> list[dict[str, Any]]:
@@ -215,7 +218,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Run]:
             # everything else must pass.
             cert = certify_run(run_dir, write=False)
             assert [p for p in cert.problems if "auxiliary-side modules" not in p] == []
-            assert cert.updates_checked == cert.updates_in_ledger == len(run.updates) == 6
+            assert cert.updates_checked == cert.updates_in_ledger == len(run.updates)
+            assert len(run.updates) == 6 or "wm_holdout" in overrides
             assert run.chunks and run.chunks[-1]["end"] == FROZEN_PRIMARY["total_steps"]
         return cache[key]
 
@@ -253,6 +257,30 @@ def test_world_model_trajectory_ignores_auxiliary_settings_on_the_ray_backend(
     run_dir = tmp_path_factory.mktemp("ray-variant") / "run"
     aux = {**_STRESS, "aux_ratio": 0.25, "num_aux_agents": 3, "aux_seed": 7}
     run = _train(run_dir, seed=PRIMARY_SEEDS[0], aux_backend="ray", ray_agents_per_actor=4, **aux)
+    assert run.updates == expected.updates
+    assert run.chunks == expected.chunks
+
+
+# Rounds that stop on a held-out split of the primary data: at most 12 updates, a check every 2.
+_HOLDOUT = {
+    "wm_holdout": 0.25,
+    "wm_updates_per_round": 12,
+    "wm_check_every": 2,
+    "wm_patience": 2,
+    "wm_lr": 0.01,
+}
+
+
+def test_early_stopping_decisions_ignore_every_auxiliary_setting(
+    reference: Callable[..., Run], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With ``wm_holdout``, where each round stops is part of the world-model trajectory: the held-out
+    losses and stopping points (``round_end``) must not change with the auxiliary side either."""
+    expected = reference(PRIMARY_SEEDS[0], **_HOLDOUT)
+    ends = [u[4] for u in expected.updates if u[4] is not None]
+    assert len(ends) == 3 and len(expected.updates) < 3 * 12  # three rounds, at least one stopped early
+    aux = {**_STRESS, "aux_ratio": 0.25, "num_aux_agents": 3, "aux_seed": 11}
+    run = _train(tmp_path_factory.mktemp("holdout-variant") / "run", seed=PRIMARY_SEEDS[0], **_HOLDOUT, **aux)
     assert run.updates == expected.updates
     assert run.chunks == expected.chunks
 

@@ -417,7 +417,34 @@ class _TransitionBuffer(abc.ABC):
         if generator is not None and generator.device.type != "cpu":
             raise ValueError(f"{cls}.sample: generator must be a CPU torch.Generator, got {generator.device}")
         source = self._generator if generator is None else generator
-        indices = torch.randint(0, self._size, (batch_size,), generator=source, dtype=torch.int64)
+        return self._gather(torch.randint(0, self._size, (batch_size,), generator=source, dtype=torch.int64))
+
+    def take(self, indices: torch.Tensor) -> Batch:
+        """The stored transitions at rows ``indices`` (a 1-D int64 tensor of rows in ``[0, len)``), as a
+        :class:`Batch` of fresh tensors tagged like :meth:`sample`'s; nothing is read or advanced.
+        ``ValueError`` naming the problem for another shape, dtype or a row outside the stored ones;
+        :class:`~amal_verified.isolation.errors.TaggingError` if the rows were chosen from auxiliary data
+        (the batch would depend on it while carrying this buffer's label only)."""
+        cls = type(self).__name__
+        if isinstance(indices, torch.Tensor) and label_of(indices).has_aux:
+            raise TaggingError(
+                f"{cls}.take: the rows {label_of(indices)} were chosen from auxiliary data; choose rows "
+                "from this buffer's own data or the learner's generator"
+            )
+        if not isinstance(indices, torch.Tensor) or indices.dtype != torch.int64 or indices.dim() != 1:
+            what = f"{type(indices).__name__} {getattr(indices, 'dtype', '')}"
+            raise ValueError(
+                f"{cls}.take: indices must be a 1-D int64 tensor of rows, got {what} "
+                f"{tuple(getattr(indices, 'shape', ()))}"
+            )
+        if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= self._size):
+            raise ValueError(
+                f"{cls}(source={self._source.name!r}).take: rows must lie in [0, {self._size}) (the stored "
+                f"transitions), got rows from {int(indices.min())} to {int(indices.max())}"
+            )
+        return self._gather(_untag(indices))
+
+    def _gather(self, indices: torch.Tensor) -> Batch:
         s = self._storage
         return Batch(
             obs=self._tag(torch.index_select(s["obs"], 0, indices)),

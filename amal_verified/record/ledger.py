@@ -33,6 +33,11 @@ Lines 2, 3, ...: one record per world-model step::
 - ``check[f]`` is the first 8 hex digits of ``sha256(canonical_json(value of
   f))``.  It is *diagnostic only* -- it lets :func:`verify` name the field a
   naive edit changed; integrity rests on ``hash``/``prev``, never on ``check``.
+- ``round_end`` (only in runs whose world-model rounds stop early on a held-out
+  split of the primary data, :mod:`amal_verified.world_model.learner`) marks the
+  last update of a round and lists the round's held-out losses, each as
+  ``float.hex()``: the recorded stopping decision, which the replay recomputes.
+  ``check`` then has a ``round_end`` entry too.
 - ``labels`` are source names (``"primary:<name>"`` / ``"aux:<name>"``), sorted
   and deduplicated.  ``step`` strictly increases.
 
@@ -138,6 +143,9 @@ _HEX8 = re.compile(r"[0-9a-f]{8}")
 _LABEL = re.compile(r"(primary|aux):.+", re.DOTALL)
 _RECORD_FIELDS: Final = ("step", "batch_digest", "param_digest", "labels", "prev")
 _RECORD_KEYS: Final = frozenset({*_RECORD_FIELDS, "check", "hash"})
+# Present only on the last update of a world-model round that stopped by its held-out loss.
+_ROUND_END: Final = "round_end"
+_HEX_FLOAT = re.compile(r"-?(0x[01]\.[0-9a-f]{1,13}p[+-]\d{1,4}|inf)|nan")
 _HEADER_KEYS: Final = frozenset(
     {
         "format",
@@ -396,13 +404,23 @@ class LedgerRecord:
     labels: tuple[str, ...]
     prev: str
     hash: str
+    round_end: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record line's object, ``hash`` included."""
-        return _body(self.step, self.batch_digest, self.param_digest, list(self.labels), self.prev)[0]
+        return _body(
+            self.step,
+            self.batch_digest,
+            self.param_digest,
+            list(self.labels),
+            self.prev,
+            None if self.round_end is None else list(self.round_end),
+        )[0]
 
 
-def _body(step: int, batch: str, param: str, labels: list[str], prev: str) -> tuple[dict[str, Any], str]:
+def _body(
+    step: int, batch: str, param: str, labels: list[str], prev: str, round_end: list[str] | None = None
+) -> tuple[dict[str, Any], str]:
     body: dict[str, Any] = {
         "step": step,
         "batch_digest": batch,
@@ -410,7 +428,9 @@ def _body(step: int, batch: str, param: str, labels: list[str], prev: str) -> tu
         "labels": labels,
         "prev": prev,
     }
-    body["check"] = {k: _check_of(body[k]) for k in _RECORD_FIELDS}
+    if round_end is not None:
+        body[_ROUND_END] = round_end
+    body["check"] = {k: _check_of(body[k]) for k in _fields_of(body)}
     h = _sha256(canonical_json(body))
     return {**body, "hash": h}, h
 
@@ -503,13 +523,19 @@ def _parse_header(obj: Any) -> tuple[RunHeader | None, str]:
     return header, ""
 
 
+def _fields_of(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """The record fields ``obj`` holds, in their fixed order (``round_end`` last, where present)."""
+    return (*_RECORD_FIELDS, _ROUND_END) if _ROUND_END in obj else _RECORD_FIELDS
+
+
 def _record_shape_error(obj: Any) -> tuple[str | None, str]:
     """``(field, message)`` of the first schema violation, or ``(None, "")``."""
     if not isinstance(obj, dict):
         return None, "a record must be a JSON object"
-    if set(obj) != _RECORD_KEYS:
-        missing = sorted(_RECORD_KEYS - set(obj))
-        extra = sorted(set(obj) - _RECORD_KEYS)
+    keys = _RECORD_KEYS | {_ROUND_END} if _ROUND_END in obj else _RECORD_KEYS
+    if set(obj) != keys:
+        missing = sorted(keys - set(obj))
+        extra = sorted(set(obj) - keys)
         name = (missing or extra or [None])[0]
         return name, f"missing keys {missing} / unexpected keys {extra}"
     if isinstance(obj["step"], bool) or not isinstance(obj["step"], int):
@@ -520,13 +546,25 @@ def _record_shape_error(obj: Any) -> tuple[str | None, str]:
     labels = obj["labels"]
     if not isinstance(labels, list) or not all(isinstance(x, str) and _LABEL.fullmatch(x) for x in labels):
         return "labels", f"labels must be a list of 'primary:<name>'/'aux:<name>' strings, got {labels!r}"
+    if _ROUND_END in obj:
+        losses = obj[_ROUND_END]
+        if (
+            not isinstance(losses, list)
+            or not losses
+            or not all(isinstance(x, str) and _HEX_FLOAT.fullmatch(x) for x in losses)
+        ):
+            return _ROUND_END, (
+                f"round_end must be a non-empty list of held-out losses as float.hex() strings, got "
+                f"{losses!r}"
+            )
     check = obj["check"]
+    fields = _fields_of(obj)
     if (
         not isinstance(check, dict)
-        or set(check) != set(_RECORD_FIELDS)
+        or set(check) != set(fields)
         or not all(isinstance(v, str) and _HEX8.fullmatch(v) for v in check.values())
     ):
-        return "check", f"check must map {list(_RECORD_FIELDS)} to 8 hex digits, got {check!r}"
+        return "check", f"check must map {list(fields)} to 8 hex digits, got {check!r}"
     return None, ""
 
 
@@ -577,7 +615,7 @@ def _scan(
             parsed.append((i, None, False))
             continue
         body = {k: v for k, v in obj.items() if k != "hash"}
-        edited = [k for k in _RECORD_FIELDS if _check_of(obj[k]) != obj["check"][k]]
+        edited = [k for k in _fields_of(obj) if _check_of(obj[k]) != obj["check"][k]]
         actual = _sha256(canonical_json(body))
         consistent = True
         for k in edited:
@@ -616,6 +654,7 @@ def _scan(
                 tuple(obj["labels"]),
                 obj["prev"],
                 obj["hash"],
+                None if _ROUND_END not in obj else tuple(obj[_ROUND_END]),
             )
         )
 
@@ -961,6 +1000,7 @@ class Ledger:
         batch_digest: str,
         param_digest: str,
         labels: Label | Sequence[str],
+        round_end: Sequence[float] | None = None,
     ) -> LedgerRecord:
         """Append one world-model step and return its record.
 
@@ -968,7 +1008,10 @@ class Ledger:
         digests are 64 lowercase hex digits (:func:`batch_digest`,
         :func:`state_digest`); ``labels`` are source names such as
         ``"primary:real-env"`` (or a :class:`Label`), stored sorted and
-        deduplicated.  Violations raise :class:`LedgerError` and write nothing.
+        deduplicated; ``round_end``, given for the last update of a round that
+        stopped early, holds the round's held-out losses (stored as
+        ``float.hex`` strings, exact; non-empty; a diverged model's NaN is kept).  Violations raise
+        :class:`LedgerError` and write nothing.
         On return the line is in the kernel (survives a process kill) and, if
         this append completes a ``sync_every`` batch, on disk.
         """
@@ -987,7 +1030,15 @@ class Ledger:
         if isinstance(labels, str):
             raise TypeError(f"labels must be a list of source names, not the string {labels!r}")
         names = _normalise_labels(labels)
-        line, h = _body(step, batch_digest, param_digest, names, self.head)
+        losses: list[str] | None = None
+        if round_end is not None:
+            if not round_end or any(isinstance(x, bool) or not isinstance(x, float | int) for x in round_end):
+                raise LedgerError(
+                    f"round_end must be a non-empty sequence of held-out losses (numbers), got {round_end!r}",
+                    path=self._path,
+                )
+            losses = [float(x).hex() for x in round_end]
+        line, h = _body(step, batch_digest, param_digest, names, self.head, losses)
         size = os.fstat(self._fd).st_size
         try:
             _write_all(self._fd, canonical_json(line) + b"\n")
@@ -997,7 +1048,8 @@ class Ledger:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, size)
             raise
-        record = LedgerRecord(step, batch_digest, param_digest, tuple(names), line["prev"], h)
+        ended = None if losses is None else tuple(losses)
+        record = LedgerRecord(step, batch_digest, param_digest, tuple(names), line["prev"], h, ended)
         self._records.append(record)
         self._unsynced += 1
         if self._unsynced >= self._sync_every:

@@ -5,10 +5,12 @@ directory's configuration, ledger and recorded primary data — no auxiliary age
 environment, policy or gymnasium (the certificate records that none of those modules was loaded).
 It rebuilds the world-model learner from the run seed and replays every world-model update in the
 ledger: before update ``u`` the replay buffer holds exactly the primary transitions the trainer had
-stored (:func:`~amal_verified.run.config.primary_count_at_update`), the update samples its batch
+stored (:func:`~amal_verified.run.config.primary_counts_of_records`), the update samples its batch
 with its own stream, and the batch digest, parameter digest and labels must equal the ledger's
-record bit for bit.  Equality for every update certifies that the world-model trajectory of the run
-is a function of the primary data alone (Theorem 1, Eq. 8).
+record bit for bit; with a held-out split (``wm_holdout``), so must the held-out losses with which a
+round ended (``round_end``): the replay recomputes every stopping decision.  Equality for every
+update certifies that the world-model trajectory of the run is a function of the primary data alone
+(Theorem 1, Eq. 8).
 
 Checks, each failure named in the result:
 
@@ -16,7 +18,8 @@ Checks, each failure named in the result:
 - the ledger verifies (hash chain, order, no edits) and holds at least the records ``run.json``
   says were written (records cut from the end are found);
 - every data chunk matches the manifest (missing, changed, reordered or extra files are named);
-- the number of updates in the ledger is the number the configuration implies for the recorded steps;
+- the number of updates in the ledger is the number the configuration implies for the recorded steps
+  (with a held-out split: the number of rounds, each at most ``wm_updates_per_round`` long);
 - the checkpoint log (:mod:`~amal_verified.record.checkpoint_log`) verifies and its last seal is the
   complete run: its step, status, ledger head and count are those of ``run.json`` and of the ledger,
   its manifest digest is that of ``data/manifest.json`` (primary data rewritten with a consistent
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -50,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, final
@@ -78,8 +82,9 @@ from amal_verified.run.config import (
     RUN_FILENAME,
     TrainConfig,
     document_digest,
-    primary_count_at_update,
+    primary_counts_of_records,
     read_json,
+    rounds_completed_by,
     updates_completed_by,
     write_json_atomic,
 )
@@ -301,12 +306,7 @@ def _certify_here(
                 problems.append(
                     f"data/: {transitions} primary transitions recorded for a run at step {recorded_steps}"
                 )
-            implied = updates_completed_by(config, recorded_steps)
-            if in_ledger != implied:
-                problems.append(
-                    f"ledger: {in_ledger} world-model updates recorded, the configuration implies {implied} "
-                    f"after {recorded_steps} primary steps (records cut or added)"
-                )
+            problems += _count_problems(config, result.records, recorded_steps)
         if unsafe:
             problems.append(
                 "this run is an --unsafe-mix ablation: its world model trained on auxiliary data, so "
@@ -363,6 +363,42 @@ def _certify_here(
     if write and not loaded and path.is_dir():
         write_json_atomic(path / CERTIFICATE_FILENAME, cert.to_json())
     return cert
+
+
+def _count_problems(config: TrainConfig, records: Sequence[LedgerRecord], steps: int) -> list[str]:
+    """Whether the ledger holds the updates the configuration implies after ``steps`` primary steps:
+    ``wm_updates_per_round`` per round, or, with a held-out split, one ``round_end`` per round, at most
+    ``wm_updates_per_round`` updates in each, and the last record ending a round.  (The replay checks
+    that each round ended where its held-out losses say.)"""
+    in_ledger = len(records)
+    if not config.wm_holdout:
+        implied = updates_completed_by(config, steps)
+        if in_ledger == implied:
+            return []
+        return [
+            f"ledger: {in_ledger} world-model updates recorded, the configuration implies {implied} "
+            f"after {steps} primary steps (records cut or added)"
+        ]
+    implied_rounds = rounds_completed_by(config, steps)
+    ends = [i for i, r in enumerate(records) if r.round_end is not None]
+    problems = []
+    if len(ends) != implied_rounds:
+        problems.append(
+            f"ledger: {len(ends)} world-model rounds recorded (round_end), the configuration implies "
+            f"{implied_rounds} after {steps} primary steps (records cut or added)"
+        )
+    if records and records[-1].round_end is None:
+        problems.append(
+            f"ledger: the last record (update {records[-1].step}) does not end a round: records cut"
+        )
+    lengths = [b - a for a, b in itertools.pairwise([-1, *ends])]
+    longest = max(lengths, default=0)
+    if longest > config.wm_updates_per_round:
+        problems.append(
+            f"ledger: a round of {longest} world-model updates, more than wm_updates_per_round "
+            f"({config.wm_updates_per_round})"
+        )
+    return problems
 
 
 def _final_model_problems(path: Path, last: LedgerRecord) -> list[str]:
@@ -646,11 +682,11 @@ def _replay(
     processes replayed (and, when a split replay disagreed and the sequential one decided, where)."""
     limit = 0
     end_problem: str | None = None
-    for expected_index, record in enumerate(records, start=1):
+    counts = primary_counts_of_records(config, [r.round_end is not None for r in records])
+    for expected_index, (record, needed) in enumerate(zip(records, counts, strict=True), start=1):
         if record.step != expected_index:
             end_problem = f"ledger record {expected_index} has step {record.step}: updates are not contiguous"
             break
-        needed = primary_count_at_update(config, record.step)
         if needed > available:
             end_problem = (
                 f"update {record.step} needs {needed} primary transitions, the recorded data hold "
@@ -697,12 +733,14 @@ def _compare(
     checked = 0
     for record in records:
         update = replay.update()
+        ended = None if update.round_end is None else tuple(float(x).hex() for x in update.round_end)
         mismatches = [
             name
             for name, got, want in (
                 ("batch digest", update.batch_digest, record.batch_digest),
                 ("parameter digest", update.param_digest, record.param_digest),
                 ("labels", update.labels, record.labels),
+                ("round end (held-out losses)", ended, record.round_end),
             )
             if got != want
         ]

@@ -33,6 +33,10 @@ every ``n >= learning_starts`` that is a multiple of ``wm_train_every``, the tra
 ``wm_updates_per_round`` updates.  Update ``u`` (1-based, the ledger's ``step``) therefore saw
 exactly :func:`primary_count_at_update` transitions — a function of the configuration alone, which is
 what lets ``amal certify`` replay update ``u`` on the recorded primary data without anything else.
+With ``wm_holdout > 0`` a round may end before ``wm_updates_per_round`` updates, when its held-out
+loss stops improving (:mod:`amal_verified.world_model.learner`, "Early stopping"); the ledger marks the
+last update of every round (``round_end``), round ``k`` still runs at :func:`primary_count_at_round`
+transitions, and :func:`primary_counts_of_records` maps the records to their counts.
 
 Run directory
 -------------
@@ -50,7 +54,7 @@ import difflib
 import functools
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields
 from types import NoneType, UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Union, final, get_args, get_origin
@@ -90,10 +94,14 @@ __all__ = [
     "TrainConfig",
     "document_digest",
     "field_descriptions",
+    "last_round_rows",
     "parse_field",
+    "primary_count_at_round",
     "primary_count_at_update",
+    "primary_counts_of_records",
     "read_config_file",
     "read_json",
+    "rounds_completed_by",
     "updates_completed_by",
     "write_json_atomic",
 ]
@@ -148,6 +156,9 @@ _LATER_FIELDS: Final[dict[str, Any]] = {
     "wm_weight_decay": 0.0,
     "wm_full_batch": False,
     "wm_normalise": False,
+    "wm_holdout": 0.0,
+    "wm_check_every": 20,
+    "wm_patience": 5,
     "aux_flush_every": 25,
     **EXECUTION_FIELDS,
 }
@@ -201,7 +212,9 @@ class TrainConfig:
     wm_train_every: Annotated[
         int, Field(ge=1, description="primary steps between world-model update rounds")
     ] = 250
-    wm_updates_per_round: Annotated[int, Field(ge=1, description="world-model updates per round")] = 25
+    wm_updates_per_round: Annotated[
+        int, Field(ge=1, description="world-model updates per round (its most, with wm_holdout > 0)")
+    ] = 25
     eig_estimator: Annotated[
         Literal["pce", "nmc"],
         Field(description="information-gain estimator: prior contrastive (pce) or nested Monte Carlo (nmc)"),
@@ -228,6 +241,23 @@ class TrainConfig:
             "statistics, set at the start of each round"
         ),
     ] = False
+    # Early stopping on a held-out split of the primary data (MBPO): see WorldModelLearner, "Early
+    # stopping".  With wm_holdout = 0 every round runs wm_updates_per_round updates.
+    wm_holdout: Annotated[
+        int | float,
+        Field(
+            ge=0,
+            le=0.5,
+            description="fraction of primary transitions held out from world-model training; > 0: a round "
+            "stops once their loss stops improving",
+        ),
+    ] = 0.0
+    wm_check_every: Annotated[
+        int, Field(ge=1, description="wm_holdout > 0: world-model updates between held-out checks")
+    ] = 20
+    wm_patience: Annotated[
+        int, Field(ge=1, description="wm_holdout > 0: checks without a 1 % improvement before a round stops")
+    ] = 5
     # --- policy --------------------------------------------------------------------------------
     policy_hidden: Annotated[int, Field(ge=1, description="policy and critic hidden width")] = 256
     policy_tau: Annotated[
@@ -310,6 +340,11 @@ class TrainConfig:
             raise ValueError(
                 f"num_aux_agents ({self.num_aux_agents}) cannot exceed cem_population "
                 f"({self.cem_population}): the auxiliary agents are the best candidates of a CEM generation"
+            )
+        if self.wm_holdout and self.wm_full_batch:
+            raise ValueError(
+                "wm_holdout > 0 needs wm_full_batch=false: a full-batch update trains on every stored "
+                "transition, so none is held out"
             )
         if self.wm_model != "linear-gaussian":
             return
@@ -544,21 +579,62 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def primary_count_at_round(config: TrainConfig, round_number: int) -> int:
+    """How many primary transitions were stored when world-model round ``round_number`` (1-based) ran."""
+    if round_number < 1:
+        raise ValueError(f"rounds are numbered from 1, got {round_number}")
+    return config.first_round + (round_number - 1) * config.wm_train_every
+
+
 def primary_count_at_update(config: TrainConfig, update: int) -> int:
-    """How many primary transitions were stored when world-model update ``update`` (1-based) ran."""
+    """How many primary transitions were stored when world-model update ``update`` (1-based) ran.
+
+    Only for rounds of fixed length (``wm_holdout = 0``): with a held-out split, where rounds end is
+    recorded in the ledger (``round_end``), and :func:`primary_counts_of_records` reads it."""
+    if config.wm_holdout:
+        raise ValueError(
+            "with wm_holdout > 0 a round's length depends on its held-out loss: read the round ends from "
+            "the ledger (primary_counts_of_records)"
+        )
     if update < 1:
         raise ValueError(f"updates are numbered from 1, got {update}")
-    round_index = (update - 1) // config.wm_updates_per_round
-    return config.first_round + round_index * config.wm_train_every
+    return primary_count_at_round(config, (update - 1) // config.wm_updates_per_round + 1)
+
+
+def primary_counts_of_records(config: TrainConfig, round_ends: Sequence[bool]) -> list[int]:
+    """The primary-transition count each of a ledger's updates ran at, in order, given for each update
+    whether its record ends a round (only read with ``wm_holdout > 0``)."""
+    if not config.wm_holdout:
+        return [primary_count_at_update(config, u) for u in range(1, len(round_ends) + 1)]
+    counts, round_number = [], 1
+    for ends in round_ends:
+        counts.append(primary_count_at_round(config, round_number))
+        round_number += bool(ends)
+    return counts
+
+
+def last_round_rows(config: TrainConfig, primary_count: int) -> slice:
+    """The recorded primary transitions (stream positions) the last world-model round completed by
+    ``primary_count`` stored transitions could sample: the round's count, its last ``buffer_size``
+    (every recorded transition when no round has run)."""
+    rounds = rounds_completed_by(config, primary_count)
+    end = primary_count_at_round(config, rounds) if rounds else primary_count
+    return slice(max(0, end - config.buffer_size), end)
+
+
+def rounds_completed_by(config: TrainConfig, primary_count: int) -> int:
+    """How many world-model rounds have run once ``primary_count`` transitions are stored (and the
+    round due at that count, if any, has finished)."""
+    if primary_count < config.first_round:
+        return 0
+    return (primary_count - config.first_round) // config.wm_train_every + 1
 
 
 def updates_completed_by(config: TrainConfig, primary_count: int) -> int:
     """How many world-model updates have run once ``primary_count`` transitions are stored (and the
-    round due at that count, if any, has finished)."""
-    if primary_count < config.first_round:
-        return 0
-    rounds = (primary_count - config.first_round) // config.wm_train_every + 1
-    return rounds * config.wm_updates_per_round
+    round due at that count, if any, has finished), for rounds of fixed length (``wm_holdout = 0``;
+    with a held-out split it is at most this many)."""
+    return rounds_completed_by(config, primary_count) * config.wm_updates_per_round
 
 
 # ---------------------------------------------------------------------------------------- files

@@ -12,8 +12,12 @@ every training stream) and reports:
   (:func:`~amal_verified.world_model.fit.world_model_fit`) on the same transitions, which no buffer
   ever held: the evaluation episodes are the held-out set (that module says why).  The naive
   predictors' statistics come from the recorded primary transitions the world model's last update
-  could sample (the ``primary_count_at_update`` rows its last round saw, the last ``buffer_size`` of
-  them), or from every recorded transition when no update has run yet.
+  could sample (the rows its last round saw, the last ``buffer_size`` of them:
+  :func:`~amal_verified.run.config.last_round_rows`), or from every recorded transition when no update
+  has run yet;
+- with a held-out split (``wm_holdout > 0``), also the fit on the run's own held-out primary
+  transitions among those rows (``fit_run_held_out``; naive predictors from the rest), which the world
+  model never trained on either.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.envs import make_env, task_info
 from amal_verified.record.primary_log import load_primary_stream
-from amal_verified.run.config import CONFIG_FILENAME, TrainConfig, primary_count_at_update, read_json
+from amal_verified.run.config import CONFIG_FILENAME, TrainConfig, last_round_rows, read_json
 from amal_verified.run.trained_policy import policy_from_state, read_run_checkpoint
 from amal_verified.world_model.fit import world_model_fit
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
@@ -73,7 +77,12 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
     held_out = {
         name: torch.as_tensor(run.transitions[name]) for name in ("obs", "action", "reward", "next_obs")
     }
-    fit = world_model_fit(learner, _trained_rows(path, config, learner.updates, int(state["step"])), held_out)
+    rows, window = _last_round_rows(path, config, int(state["step"]))
+    training, held = _split(rows, window, learner, config.buffer_size)
+    fit = world_model_fit(learner, training, held_out)
+    run_split: dict[str, Any] = {}
+    if spec.holdout and learner.updates and len(held["reward"]):
+        run_split["fit_run_held_out"] = world_model_fit(learner, training, held).to_json()
     return {
         "run_dir": str(path),
         "env_id": config.env_id,
@@ -91,19 +100,32 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
             "nll_per_member_mean": fit.model_nll,
             "finite": math.isfinite(fit.model_nll),
             "fit": fit.to_json(),
+            **run_split,
         },
     }
 
 
-def _trained_rows(path: Path, config: TrainConfig, updates: int, step: int) -> dict[str, torch.Tensor]:
-    """The recorded primary transitions the last world-model update could sample (module docstring)."""
+def _last_round_rows(path: Path, config: TrainConfig, step: int) -> tuple[dict[str, torch.Tensor], slice]:
+    """The recorded primary transitions the last world-model update could sample (module docstring),
+    and their positions in the recorded stream."""
     stream = load_primary_stream(path)
-    end = primary_count_at_update(config, updates) if updates else step
-    if stream.problems or stream.count < end:
+    window = last_round_rows(config, step)
+    if stream.problems or stream.count < window.stop:
         problem = stream.problems[0].message if stream.problems else f"{stream.count} rows recorded"
         raise ValueError(
-            f"{path}: the recorded primary data do not hold the {end} transitions the world model trained "
-            f"on ({problem}); amal certify {path} names the damage"
+            f"{path}: the recorded primary data do not hold the {window.stop} transitions the world model "
+            f"trained on ({problem}); amal certify {path} names the damage"
         )
-    rows = slice(max(0, end - config.buffer_size), end)
-    return {name: stream.tensors[name][rows] for name in ("next_obs", "reward")}
+    names = ("obs", "action", "reward", "next_obs")
+    return {name: stream.tensors[name][window] for name in names}, window
+
+
+def _split(
+    rows: dict[str, torch.Tensor], window: slice, learner: WorldModelLearner, capacity: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``rows`` (the stream positions ``window``) split into the learner's training and held-out rows
+    (all training rows without a held-out split): position ``t`` was stored in the primary buffer's row
+    ``t mod capacity`` (a ring)."""
+    slots = torch.arange(window.start, window.stop) % capacity
+    mask = learner.held_out_mask(min(window.stop, capacity))[slots]
+    return {k: v[~mask] for k, v in rows.items()}, {k: v[mask] for k, v in rows.items()}

@@ -50,7 +50,7 @@ from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.buffers import PrimaryBuffer
 from amal_verified.record.ledger import state_digest
-from amal_verified.run.config import TrainConfig, primary_count_at_update
+from amal_verified.run.config import TrainConfig, primary_count_at_round
 from amal_verified.world_model.ensemble import EnsembleWorldModel
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec, WorldModelUpdate
 
@@ -115,35 +115,39 @@ class PrimaryReplay:
         self._data: Final = data
         self.available: Final = available
         self._stored = 0
+        self._rounds = 0
 
     def update(self) -> WorldModelUpdate:
-        """Store the primary transitions the next update saw, then run it; ``ValueError`` if the
-        recorded data end before that count."""
-        step = self.learner.updates + 1
-        needed = primary_count_at_update(self.config, step)
-        if needed > self.available:
-            raise ValueError(
-                f"update {step} needs {needed} primary transitions, the recorded data hold "
-                f"{self.available} (data missing from the end)"
-            )
-        if needed > self._stored:
-            rows = slice(self._stored, needed)
-            data = self._data
-            self.buffer.add(
-                data["obs"][rows],
-                data["action"][rows],
-                data["reward"][rows],
-                data["next_obs"][rows],
-                data["terminated"][rows],
-            )
-            self._stored = needed
-        if (step - 1) % self.config.wm_updates_per_round == 0:
-            self.learner.begin_round(self.buffer)  # as the trainer does before each round's first update
+        """Run the next update; before a round's first update, store the primary transitions the round
+        saw and begin it as the trainer does.  ``ValueError`` if the recorded data end before that
+        count.  Where a round ends is the learner's own decision (its update limit, or its held-out
+        loss), recomputed here: the update's ``round_end`` is what the ledger must hold."""
+        if not self.learner.in_round:
+            needed = primary_count_at_round(self.config, self._rounds + 1)
+            if needed > self.available:
+                raise ValueError(
+                    f"update {self.learner.updates + 1} needs {needed} primary transitions, the recorded "
+                    f"data hold {self.available} (data missing from the end)"
+                )
+            if needed > self._stored:
+                rows = slice(self._stored, needed)
+                data = self._data
+                self.buffer.add(
+                    data["obs"][rows],
+                    data["action"][rows],
+                    data["reward"][rows],
+                    data["next_obs"][rows],
+                    data["terminated"][rows],
+                )
+                self._stored = needed
+            self.learner.begin_round(self.buffer, self.config.wm_updates_per_round)
+            self._rounds += 1
         return self.learner.update(self.buffer)
 
 
 def _splittable(spec: WorldModelSpec) -> bool:
-    return spec.model == "ensemble" and not spec.shared_trunk and spec.members > 1
+    # With a held-out split, the whole ensemble's held-out loss ends each round.
+    return spec.model == "ensemble" and not spec.shared_trunk and spec.members > 1 and not spec.holdout
 
 
 def replay_processes(spec: WorldModelSpec, updates: int, jobs: int | None = None) -> int:
@@ -201,7 +205,7 @@ def split_is_exact(
     """Whether the first update, computed for each of :func:`member_ranges` ``(spec.members, processes)``
     here, is the whole learner's first update restricted to those members, bit for bit (``False`` when
     the recorded data hold too few transitions for it).  Costs about two updates."""
-    if primary_count_at_update(config, 1) > available:
+    if primary_count_at_round(config, 1) > available:
         return False
     whole = PrimaryReplay(config, spec, data, available)
     whole.update()

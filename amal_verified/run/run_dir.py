@@ -239,13 +239,23 @@ class RunDirectory:
 
     # ------------------------------------------------------------------ while running
 
-    def record_update(self, index: int, batch: str, params: str, labels: tuple[str, ...]) -> None:
-        """Append world-model update ``index`` to the ledger, or check it against the record it redoes."""
+    def record_update(
+        self,
+        index: int,
+        batch: str,
+        params: str,
+        labels: tuple[str, ...],
+        round_end: tuple[float, ...] | None = None,
+    ) -> None:
+        """Append world-model update ``index`` to the ledger, or check it against the record it redoes
+        (``round_end``: the round's held-out losses, on the last update of a round with a held-out split)."""
         redo = self._redo.pop(index, None)
         if redo is None:
-            self.ledger.append(index, batch, params, list(labels))
+            self.ledger.append(index, batch, params, list(labels), round_end)
             return
-        if (redo.batch_digest, redo.param_digest, redo.labels) != (batch, params, labels):
+        ended = None if round_end is None else tuple(float(x).hex() for x in round_end)
+        recorded = (redo.batch_digest, redo.param_digest, redo.labels, redo.round_end)
+        if recorded != (batch, params, labels, ended):
             raise DeterminismError(
                 f"world-model update {index} was recomputed after resuming and differs from its ledger "
                 "record: the run is not reproducible on this machine (thread count, library versions?)"

@@ -91,6 +91,9 @@ def world_model_spec(config: TrainConfig, task: TaskInfo) -> WorldModelSpec:
         weight_decay=config.wm_weight_decay,
         full_batch=config.wm_full_batch,
         normalise=config.wm_normalise,
+        holdout=config.wm_holdout,
+        check_every=config.wm_check_every,
+        patience=config.wm_patience,
     )
 
 
@@ -394,10 +397,12 @@ class Trainer:
 
     def _train_world_model(self) -> None:
         losses: list[float] = []
-        self.learner.begin_round(self.primary)
-        for _ in range(self.config.wm_updates_per_round):
+        self.learner.begin_round(self.primary, self.config.wm_updates_per_round)
+        while self.learner.in_round:
             update = self.learner.update(self.primary, self.aux.buffers)
-            self.files.record_update(update.index, update.batch_digest, update.param_digest, update.labels)
+            self.files.record_update(
+                update.index, update.batch_digest, update.param_digest, update.labels, update.round_end
+            )
             losses.append(update.loss)
         self._metrics["wm_loss"] = sum(losses) / len(losses)
         self._metrics["wm_updates"] = float(self.learner.updates)

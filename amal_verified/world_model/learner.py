@@ -40,6 +40,22 @@ all going through the same update, gate, primary buffer and ledger digests:
   imagined rollouts and every reader of predictions work in the data's units (the information gain
   is invariant under the per-dimension affine map anyway: it is a mutual information).
 
+Early stopping
+--------------
+``holdout=h > 0`` holds a fraction ``h`` of the primary buffer's rows out of training, as MBPO does:
+storage row ``i`` is held out when ``splitmix64(seed + i) < h · 2**64`` (``seed`` from the stream
+``world-model/holdout``; :meth:`WorldModelLearner.held_out_mask`), so a row keeps its role for the whole
+run and batches are drawn uniformly from the training rows.  A round (:meth:`WorldModelLearner.begin_round`
+with an update limit) then ends early: the *held-out loss* (:meth:`WorldModelLearner.validation_loss`: the
+members' mean squared error of ``[s', r]`` on the last :data:`VALIDATION_ROWS` held-out rows) is taken
+before the round's first update and after every ``check_every``-th update and the last one; a check
+improves when it is below the round's best by more than :data:`MIN_IMPROVEMENT` (1 %), and the round ends
+after ``patience`` checks without improvement or at the limit.  The update that ends a round returns the
+round's held-out losses (``WorldModelUpdate.round_end``), which the ledger records; the decision is a
+function of primary data and the learner's state alone, so the replay recomputes it exactly.  With
+``normalise``, the statistics are those of the training rows.  ``holdout = 0`` (default): every round runs
+to its limit and nothing above happens.
+
 With all four (linear-Gaussian, SGD, ``weight_decay > 0``, full batch) an update is one step of gradient
 descent on a fixed μ-strongly convex, L-smooth objective (μ, L: see the linear model's docstring):
 the setting of the paper's Theorem 2.  :meth:`WorldModelLearner.full_batch_loss` evaluates that
@@ -62,10 +78,12 @@ a sixteenth of the paper's 16-step windows.  Discrete actions are fed one-hot.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal, final, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -73,9 +91,10 @@ from torch import Tensor
 from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.buffers import AuxBuffer, Batch, PrimaryBuffer
+from amal_verified.isolation.errors import IsolationViolation
 from amal_verified.isolation.escapes import declassify
 from amal_verified.isolation.gate import GatedOptimizer
-from amal_verified.isolation.labels import Label
+from amal_verified.isolation.labels import Label, SourceKind
 from amal_verified.isolation.tagging import label_of
 from amal_verified.record.ledger import batch_digest, state_digest
 from amal_verified.world_model.ensemble import (
@@ -101,6 +120,11 @@ __all__ = [
 ]
 
 BOUND_PENALTY: Final = 0.01
+MAX_HOLDOUT: Final = 0.5
+# Early stopping (MBPO's rule): a check improves when it lowers the best held-out loss of the round by
+# more than this fraction; the held-out loss is taken over at most the last VALIDATION_ROWS held-out rows.
+MIN_IMPROVEMENT: Final = 0.01
+VALIDATION_ROWS: Final = 1024
 _STATE_FORMAT: Final = 1
 ModelName = Literal["ensemble", "linear-gaussian"]
 OptimizerName = Literal["adam", "sgd"]
@@ -115,6 +139,9 @@ _OPTION_DEFAULTS: Final[dict[str, Any]] = {
     "weight_decay": 0.0,
     "full_batch": False,
     "normalise": False,
+    "holdout": 0.0,
+    "check_every": 20,
+    "patience": 5,
 }
 # Fields of the recurrent ensemble that the linear-Gaussian model has no use for.
 _ENSEMBLE_ONLY: Final[dict[str, Any]] = {
@@ -155,6 +182,9 @@ class WorldModelSpec:
     weight_decay: float = 0.0
     full_batch: bool = False
     normalise: bool = False
+    holdout: float = 0.0
+    check_every: int = 20
+    patience: int = 5
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "members", "batch_size", "gru_hidden"):
@@ -175,6 +205,21 @@ class WorldModelSpec:
         for name in ("full_batch", "normalise"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"WorldModelSpec.{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("check_every", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"WorldModelSpec.{name} must be a positive integer, got {value!r}")
+        h = self.holdout
+        if isinstance(h, bool) or not (isinstance(h, float | int) and 0.0 <= h <= MAX_HOLDOUT):
+            raise ValueError(
+                f"WorldModelSpec.holdout must be a fraction in [0, {MAX_HOLDOUT}] of the primary "
+                f"transitions, got {h!r}"
+            )
+        if h and self.full_batch:
+            raise ValueError(
+                "WorldModelSpec.holdout > 0 needs full_batch=False: a full-batch update trains on every "
+                "stored transition, so none is held out"
+            )
         if self.model == "linear-gaussian":
             if self.members != 1:
                 raise ValueError(
@@ -219,6 +264,7 @@ class WorldModelUpdate:
     batch_digest: str
     param_digest: str
     labels: tuple[str, ...]
+    round_end: tuple[float, ...] | None = None
 
 
 @final
@@ -286,6 +332,21 @@ class WorldModelLearner:
         ]
         self.updates = 0
         self._rounds = 0
+        # Which primary rows are held out is a function of the row and this stream's seed alone.
+        self._holdout_seed: Final = streams.int_seed("world-model/holdout") if spec.holdout else None
+        self._held_out = torch.zeros(0, dtype=torch.bool)
+        self._round_open = False
+        self._round_limit: int | None = None
+        self._round_updates = 0
+        self._round_losses: list[float] = []
+        self._best = math.inf
+        self._stale = 0
+
+    @property
+    def in_round(self) -> bool:
+        """Whether the round begun by :meth:`begin_round` has updates left: it ends at its ``updates``
+        limit or, with a held-out split, when the held-out loss stops improving."""
+        return self._round_open
 
     @property
     def whole(self) -> bool:
@@ -304,6 +365,11 @@ class WorldModelLearner:
         if self.spec.full_batch:
             return _whole(primary, [] if not self.unsafe_mix else [b for b in aux if len(b)])
         size = self.spec.batch_size
+        if self.spec.holdout:
+            train = self._rows(len(primary), held_out=False)
+            picks = torch.randint(0, len(train), (size,), generator=self._batches, dtype=torch.int64)
+            # The ablation's auxiliary rows are not drawn here: the split concerns primary data only.
+            return primary.take(train[picks])
         if not self.unsafe_mix:
             return primary.sample(size, generator=self._batches)
         # D_P ∪ D_A, uniformly over all stored transitions: the ablation's data, never the default.
@@ -322,26 +388,52 @@ class WorldModelLearner:
 
     # ------------------------------------------------------------------ update
 
-    def begin_round(self, primary: PrimaryBuffer) -> None:
-        """Start a world-model round: with ``normalise``, set the model's normalisation statistics from
-        every transition stored in ``primary`` (see the module docstring); otherwise only count the round.
+    def begin_round(self, primary: PrimaryBuffer, updates: int | None = None) -> None:
+        """Start a world-model round of at most ``updates`` updates (``None``: no limit).
 
-        Call it before the first update of each round (the trainer and the replay do).  ``ValueError`` if
-        the buffer is empty.
+        With ``normalise``, set the model's normalisation statistics from every training transition
+        stored in ``primary`` (see the module docstring).  With ``holdout``, take the held-out loss
+        before the round's first update (see "Early stopping" in the module docstring).  Call it before
+        the first update of each round (the trainer and the replay do); :attr:`in_round` says when the
+        round is over.  ``ValueError`` if the buffer is empty or, with ``holdout``, holds no held-out or
+        no training transition yet.
         """
-        if len(primary) == 0:
+        if updates is not None and (isinstance(updates, bool) or not isinstance(updates, int) or updates < 1):
+            raise ValueError(f"begin_round: updates must be a positive integer or None, got {updates!r}")
+        size = len(primary)
+        if size == 0:
             raise ValueError(
                 f"{type(primary).__name__}(source={primary.source.name!r}): the buffer is empty; "
                 "add transitions first"
             )
+        if self.spec.holdout:
+            held, train = self._rows(size, held_out=True), self._rows(size, held_out=False)
+            if not len(held) or not len(train):
+                raise ValueError(
+                    f"holdout={self.spec.holdout} splits the {size} stored primary transitions into "
+                    f"{len(train)} for training and {len(held)} held out: both need some; store more "
+                    "before the first round (learning_starts) or change the holdout fraction"
+                )
         if self.spec.normalise:
             assert isinstance(self.model, EnsembleWorldModel)  # the spec allows normalise for it only
-            rows = primary.state_dict()  # copies of the stored rows [0, len)
+            if self.spec.holdout:
+                batch = primary.take(self._rows(size, held_out=False))
+                rows = {name: getattr(batch, name) for name in ("obs", "action", "reward", "next_obs")}
+            else:
+                rows = primary.state_dict()  # copies of the stored rows [0, len)
             statistics = normalisation_statistics(
                 rows["obs"], self.encode_action(rows["action"]), rows["reward"], rows["next_obs"]
             )
             self.model.set_normalisation(statistics)
         self._rounds += 1
+        self._round_open = True
+        self._round_limit = updates
+        self._round_updates = 0
+        self._round_losses = []
+        if self.spec.holdout:
+            loss = self.validation_loss(primary)
+            self._round_losses = [loss]
+            self._best, self._stale = loss, 0
 
     def update(self, primary: PrimaryBuffer, aux: Sequence[AuxBuffer] = ()) -> WorldModelUpdate:
         """One gradient step of Eq. 3 on a batch of ``primary`` (see the module docstring).
@@ -355,6 +447,11 @@ class WorldModelLearner:
             raise ValueError(
                 "normalise=True: call begin_round(primary) before the first update of every round (it sets "
                 "the normalisation statistics)"
+            )
+        if self.spec.holdout and not self._round_open:
+            raise ValueError(
+                "holdout > 0: call begin_round(primary, updates) before the updates of every round (the "
+                "round's held-out loss decides when it ends; in_round says when it has)"
             )
         batch = self._batch(primary, aux)
         loss = self._loss(batch)
@@ -379,7 +476,82 @@ class WorldModelLearner:
             batch_digest=digest,
             param_digest=self.param_digest() if self.whole else "",
             labels=labels,
+            round_end=self._advance_round(primary),
         )
+
+    def _advance_round(self, primary: PrimaryBuffer) -> tuple[float, ...] | None:
+        """Count an update of the open round and decide whether the round ends; the round's held-out
+        losses when it ends with a held-out split, else ``None``."""
+        if not self._round_open:
+            return None
+        self._round_updates += 1
+        n = self._round_updates
+        at_limit = self._round_limit is not None and n >= self._round_limit
+        if not self.spec.holdout:
+            self._round_open = not at_limit
+            return None
+        if n % self.spec.check_every == 0 or at_limit:
+            loss = self.validation_loss(primary)
+            self._round_losses.append(loss)
+            if loss < self._best * (1.0 - MIN_IMPROVEMENT):
+                self._best, self._stale = loss, 0
+            else:  # NaN never improves
+                self._stale += 1
+        if at_limit or self._stale >= self.spec.patience:
+            self._round_open = False
+            return tuple(self._round_losses)
+        return None
+
+    def validation_loss(self, primary: PrimaryBuffer) -> float:
+        """Mean squared error of the members' mean predictions of ``[s', r]`` on the last
+        :data:`VALIDATION_ROWS` held-out transitions of ``primary`` (averaged over members, rows and
+        dimensions).  Needs ``holdout > 0``; reads ``primary`` and changes nothing.
+
+        The value decides when a round of this learner stops, so it must not depend on auxiliary data:
+        :class:`~amal_verified.isolation.errors.IsolationViolation` if it does (only the unsafe ablation's
+        model can).
+        """
+        if not self.spec.holdout:
+            raise ValueError("validation_loss needs a held-out split: WorldModelSpec.holdout > 0")
+        held = self._rows(len(primary), held_out=True)[-VALIDATION_ROWS:]
+        if not len(held):
+            raise ValueError(f"no held-out transition among the {len(primary)} stored primary transitions")
+        batch = primary.take(held)
+        prediction = self.predict(batch.obs, batch.action)
+        with torch.no_grad():
+            obs_error = (prediction.next_obs_mean[:, :, 0, :] - batch.next_obs).square()
+            reward_error = (prediction.reward_mean[:, :, 0] - batch.reward).square()
+            loss = torch.cat([obs_error, reward_error.unsqueeze(-1)], dim=-1).mean()
+        label = label_of(loss)
+        if label.has_aux and not self.unsafe_mix:
+            raise IsolationViolation(
+                f"the world model's held-out loss depends on auxiliary data ({label}): it would decide when "
+                "the gated learner stops",
+                sources=[source for source in label.sources if source.kind is SourceKind.AUX],
+            )
+        with declassify(reason="the held-out loss of primary data ends the world model's own round"):
+            return float(loss)
+
+    def held_out_mask(self, size: int) -> Tensor:
+        """Which of the primary buffer's storage rows ``[0, size)`` are held out: a bool tensor ``(size,)``.
+
+        Row ``i`` is held out when ``splitmix64(seed + i) < holdout · 2**64`` (``seed``: the stream
+        ``world-model/holdout``): a row keeps its role for the whole run (a transition stored there is
+        never trained on), and which rows are held out depends on nothing but the row and the run seed.
+        All ``False`` with ``holdout = 0``."""
+        if self._holdout_seed is None:
+            return torch.zeros(size, dtype=torch.bool)
+        known = len(self._held_out)
+        if size > known:
+            fresh = _splitmix64(np.arange(known, size, dtype=np.uint64) + np.uint64(self._holdout_seed))
+            threshold = np.uint64(min(int(self.spec.holdout * 2.0**64), 2**64 - 1))
+            self._held_out = torch.cat([self._held_out, torch.from_numpy(fresh < threshold)])
+        return self._held_out[:size].clone()
+
+    def _rows(self, size: int, *, held_out: bool) -> Tensor:
+        """The storage rows ``[0, size)`` that are held out (or used for training), ascending, int64."""
+        mask = self.held_out_mask(size)
+        return torch.nonzero(mask if held_out else ~mask).flatten()
 
     def _loss(self, batch: Batch) -> Tensor:
         model = self.model
@@ -488,10 +660,22 @@ class WorldModelLearner:
         self._rounds = int(state.get("rounds", 0))
 
 
+def _splitmix64(x: np.ndarray[Any, np.dtype[np.uint64]]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """SplitMix64's output function, elementwise (uint64 arithmetic wraps modulo 2**64)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 def _member_range(spec: WorldModelSpec, unsafe_mix: bool, members: tuple[int, int] | None) -> tuple[int, int]:
     if members is None:
         return (0, spec.members)
     start, stop = members
+    if spec.holdout:
+        raise ValueError(
+            "a range of members needs holdout=0: the held-out loss that ends a round is the whole ensemble's"
+        )
     if spec.model != "ensemble" or spec.shared_trunk or unsafe_mix:
         raise ValueError(
             "a range of members needs the gated ensemble with full members (model='ensemble', "

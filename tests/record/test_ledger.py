@@ -499,3 +499,47 @@ def test_end_to_end_with_buffer_and_checkpoint(tmp_path: Path) -> None:
     assert result.ok, result.problems
     assert result.records[-1].param_digest == state_digest(ck["model"])
     assert result.records[0].labels == ("primary:real-env",)
+
+
+# ---------------------------------------------------------------------------------------- round ends
+
+
+def test_round_end_is_recorded_exactly_verified_and_its_edits_named(tmp_path: Path) -> None:
+    losses = [0.75, 0.1 + 0.2, 1e-310, float("nan")]
+    with Ledger.create(tmp_path, HEADER) as ledger:
+        ledger.append(1, digest(0), digest(1), REAL)
+        rec = ledger.append(2, digest(2), digest(3), REAL, round_end=losses)
+    assert rec.round_end == tuple(x.hex() for x in losses)
+    plain, ended = (json.loads(line) for line in lines_of(tmp_path)[1:])
+    assert "round_end" not in plain and "round_end" not in plain["check"]  # other records as before
+    assert ended["round_end"] == [x.hex() for x in losses] and "round_end" in ended["check"]
+    result = verify(tmp_path)
+    assert result.ok and result.records[1].round_end == rec.round_end and result.records[0].round_end is None
+    assert [float.fromhex(x) for x in rec.round_end][:3] == losses[:3]  # exact, not rounded
+    edit_field(tmp_path, 3, "round_end", [(0.5).hex()])
+    assert (ProblemKind.TAMPERED, 3, "round_end") in found(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"), [([], "non-empty list"), (["0.5"], "float.hex"), ([0.5], "float.hex")]
+)
+def test_malformed_round_end_is_named(tmp_path: Path, value: Any, message: str) -> None:
+    with Ledger.create(tmp_path, HEADER) as ledger:
+        ledger.append(1, digest(0), digest(1), REAL, round_end=[0.5])
+    edit_field(tmp_path, 2, "round_end", value)
+    problems = verify(tmp_path).problems
+    assert any(
+        p.kind is ProblemKind.MALFORMED_RECORD and p.field == "round_end" and message in p.message
+        for p in problems
+    ), problems
+
+
+def test_append_refuses_a_bad_round_end_and_writes_nothing(tmp_path: Path) -> None:
+    with Ledger.create(tmp_path, HEADER) as ledger:
+        for bad in ([], [True]):
+            with pytest.raises(LedgerError, match="round_end must be a non-empty sequence"):
+                ledger.append(1, digest(0), digest(1), REAL, round_end=bad)
+        with pytest.raises(TypeError, match="round_end"):  # beartype, on the public API
+            ledger.append(1, digest(0), digest(1), REAL, round_end=["0.5"])  # type: ignore[list-item]
+        assert len(ledger) == 0
+    assert len(lines_of(tmp_path)) == 1
