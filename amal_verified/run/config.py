@@ -341,6 +341,11 @@ class TrainConfig:
                 f"num_aux_agents ({self.num_aux_agents}) cannot exceed cem_population "
                 f"({self.cem_population}): the auxiliary agents are the best candidates of a CEM generation"
             )
+        if self.wm_holdout and self.unsafe_mix:
+            raise ValueError(
+                "wm_holdout > 0 needs unsafe_mix=false: the ablation's batches mix primary and auxiliary "
+                "rows, and a held-out split of the primary data alone would not compare like with like"
+            )
         if self.wm_holdout and self.wm_full_batch:
             raise ValueError(
                 "wm_holdout > 0 needs wm_full_batch=false: a full-batch update trains on every stored "

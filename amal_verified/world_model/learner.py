@@ -295,6 +295,11 @@ class WorldModelLearner:
         unsafe_mix: bool = False,
         members: tuple[int, int] | None = None,
     ) -> None:
+        if unsafe_mix and spec.holdout:
+            raise ValueError(
+                "unsafe_mix needs holdout=0: the ablation's batches mix primary and auxiliary rows, and a "
+                "held-out split of the primary data alone would not compare like with like"
+            )
         self.spec: Final = spec
         self.unsafe_mix: Final = unsafe_mix
         self.member_range: Final = _member_range(spec, unsafe_mix, members)
@@ -368,7 +373,6 @@ class WorldModelLearner:
         if self.spec.holdout:
             train = self._rows(len(primary), held_out=False)
             picks = torch.randint(0, len(train), (size,), generator=self._batches, dtype=torch.int64)
-            # The ablation's auxiliary rows are not drawn here: the split concerns primary data only.
             return primary.take(train[picks])
         if not self.unsafe_mix:
             return primary.sample(size, generator=self._batches)

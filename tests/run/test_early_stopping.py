@@ -149,6 +149,8 @@ def test_holdout_settings_are_checked_with_one_line_errors(tmp_path: Path) -> No
         TrainConfig(**{**tiny().__dict__, "wm_holdout": 0.75})
     with pytest.raises(ValueError, match="wm_full_batch=false"):
         tiny(wm_holdout=0.2, wm_full_batch=True)
+    with pytest.raises(ValueError, match="unsafe_mix=false"):
+        tiny(wm_holdout=0.2, unsafe_mix=True)
     args = ["train", "--out", str(tmp_path / "run"), "--steps", "10", "--no-progress"]
     result = amal(*args, "--set", "wm_patience=0")
     assert result.returncode == 2 and "wm_patience" in result.stderr and "Traceback" not in result.stderr

@@ -100,6 +100,8 @@ def test_updates_outside_a_round_and_too_small_splits_are_refused() -> None:
         learner.begin_round(buffer, 0)
     with pytest.raises(ValueError, match="holdout=0"):
         WorldModelLearner(_spec(), RunStreams(0), members=(0, 1))
+    with pytest.raises(ValueError, match="unsafe_mix needs holdout=0"):
+        WorldModelLearner(_spec(), RunStreams(0), unsafe_mix=True)
     with pytest.raises(ValueError, match="validation_loss needs a held-out split"):
         WorldModelLearner(_spec(holdout=0.0), RunStreams(0)).validation_loss(buffer)
 
