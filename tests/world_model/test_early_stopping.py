@@ -137,3 +137,31 @@ def test_take_returns_tagged_copies_and_refuses_bad_rows() -> None:
         buffer.take(torch.tensor([1.0]))
     with pytest.raises(TaggingError, match="chosen from auxiliary data"):
         buffer.take(aux(torch.tensor([1, 2]), source="sim"))
+
+
+def test_the_linear_model_with_discrete_actions_stops_on_its_held_out_loss_too() -> None:
+    spec = WorldModelSpec(
+        obs_dim=3,
+        action_dim=2,
+        discrete=True,
+        members=1,
+        model="linear-gaussian",
+        optimizer="sgd",
+        lr=0.05,
+        batch_size=64,
+        holdout=0.25,
+        check_every=2,
+        patience=2,
+    )
+    buffer = PrimaryBuffer(1_000, obs_shape=(3,), action_shape=(), action_dtype=torch.int64, seed=1)
+    g = torch.Generator().manual_seed(0)
+    obs, action = torch.randn(300, 3, generator=g), torch.randint(0, 2, (300,), generator=g)
+    buffer.add(obs, action, obs.sum(1), 0.5 * obs + action[:, None], torch.zeros(300, dtype=torch.bool))
+    learner = WorldModelLearner(spec, RunStreams(0))
+    learner.begin_round(buffer, 100)
+    updates = []
+    while learner.in_round:
+        updates.append(learner.update(buffer))
+    losses = updates[-1].round_end
+    assert losses is not None and len(losses) == 1 + len(updates) // 2
+    assert losses[-1] < 0.01 * losses[0]  # a linear target: the held-out error falls with every check
