@@ -389,3 +389,22 @@ def test_cli_report_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "VIOLATED: broken" in capsys.readouterr().out
     assert cli.main([*base, "--out", str(tmp_path / "ok"), "--only", "square"]) == 2
     assert "not an empty directory" in capsys.readouterr().err
+
+
+def test_check_artefacts_keep_no_path_of_the_building_machine(tmp_path: Path) -> None:
+    import tempfile
+
+    from amal_tools.compliance.execution import make_portable
+
+    root = tmp_path / "checkout"
+    work = root / "build" / "logs" / "check"
+    (work / "evidence").mkdir(parents=True)
+    scratch = Path(tempfile.gettempdir()) / "pytest-of-someone" / "test_x0" / "mutant.py"
+    (work / "log.txt").write_text(f"{root}/amal_verified/gate.py:12 and {scratch}:3\n", encoding="utf-8")
+    (work / "evidence" / "score.json").write_text(json.dumps({"file": str(scratch)}), encoding="utf-8")
+    (work / "plot.png").write_bytes(b"\x89PNG" + str(root).encode())
+    make_portable(work, root)
+    log = (work / "log.txt").read_text(encoding="utf-8")
+    assert log == "amal_verified/gate.py:12 and $TMPDIR/pytest-of-someone/test_x0/mutant.py:3\n"
+    assert json.loads((work / "evidence" / "score.json").read_text())["file"].startswith("$TMPDIR/")
+    assert (work / "plot.png").read_bytes().endswith(str(root).encode())  # binary files untouched

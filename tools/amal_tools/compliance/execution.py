@@ -17,6 +17,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -258,6 +259,30 @@ def _crosshair_verdict(kind: Kind, code: int | None, log: str) -> tuple[Verdict,
     )
 
 
+_TEXT_SUFFIXES: Final = frozenset({".txt", ".xml", ".json", ".log", ".md"})
+
+
+def make_portable(work: Path, root: Path) -> None:
+    """Rewrite the text files a check left in ``work`` so that no path of the building machine stays in
+    them: paths under the checkout become relative to it, paths under the system's temporary
+    directory (pytest's ``tmp_path``, mutants' copies) start with ``$TMPDIR/``.  Runs before the
+    verdict reads them and before the report records their digests."""
+    prefixes: list[tuple[str, str]] = []
+    for directory, replacement in ((root, ""), (Path(tempfile.gettempdir()), "$TMPDIR/")):
+        for form in {str(directory), str(directory.resolve())}:
+            prefixes.append((form.rstrip(os.sep) + os.sep, replacement))
+    prefixes.sort(key=lambda p: len(p[0]), reverse=True)
+    for path in sorted(work.rglob("*")):
+        if path.suffix not in _TEXT_SUFFIXES or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        portable = text
+        for prefix, replacement in prefixes:
+            portable = portable.replace(prefix, replacement)
+        if portable != text:
+            path.write_text(portable, encoding="utf-8")
+
+
 def run_check(check: Check, kind: Kind, root: Path, work: Path, settings: RunSettings) -> CheckResult:
     """Run ``check`` from ``root`` with artefacts in ``work`` (created); never raises for a failing check."""
     work.mkdir(parents=True, exist_ok=True)
@@ -269,6 +294,7 @@ def run_check(check: Check, kind: Kind, root: Path, work: Path, settings: RunSet
     start = time.perf_counter()
     code = _execute(command, root, env, log_path, check.timeout_s)
     duration = time.perf_counter() - start
+    make_portable(work, root)
     log = log_path.read_text(encoding="utf-8", errors="replace")
     result = CheckResult(
         name=check.name,
