@@ -45,6 +45,12 @@ Routes:
 - MAML's and CAVIA's inner loops: a ``differentiable=True`` optimizer stepping non-leaf fast weights
   (the world model through ``functional_call``) or a context fed to the world model as its input,
   whose autograd node changes at every step;
+  and MAML's inner loop on real inputs with auxiliary targets, the world model's call tracked at its
+  boundary;
+- a recurrent encoder cell stepped on simulated observations from a real hidden state (C++ goes on
+  from a plain intermediate inside the call: the call labels what it computed when it returns), and an
+  encoder returning a slice of its own hidden layer: outputs that view memory of the call;
+- a module returning the leading rows of a batch concatenated from real and simulated rows;
 - input gradients of the world model at simulated states (``torch.autograd.grad`` with respect to
   the states only) before a primary update, and an input-gradient penalty on a slice of rows that
   require grad;
@@ -659,6 +665,117 @@ def mixed_rows_partly_replaced(aux: torch.Tensor, leak: bool) -> list[torch.Tens
     observed[:2].copy_(av.primary(torch.randn(2, 3, generator=g), source="real"))
     y = av.primary(torch.randn(4, 2, generator=g), source="real")
     (wm(observed) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+def fast_weights_adapted_to_auxiliary_targets(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """MAML's inner loop as above, the world model's call on real transitions tracked at its boundary
+    (its input and its fast weights hold the same label), the second adaptation's targets auxiliary
+    when leaking: the auxiliary label reaches the fast weights only through the gradient hook of each
+    one's *current* autograd node, which every in-place step replaces."""
+    g = torch.Generator().manual_seed(23)
+    wm = torch.nn.Linear(3, 2)
+    fast = {name: p.clone() for name, p in wm.named_parameters()}
+    for t in fast.values():
+        t.retain_grad()
+    opt = av.GatedOptimizer(torch.optim.SGD(list(fast.values()), lr=0.1, differentiable=True), names=fast)
+
+    def adapt(y: torch.Tensor) -> None:
+        opt.zero_grad()
+        x = av.primary(torch.randn(4, 3, generator=g), source="real")
+        out = torch.func.functional_call(wm, fast, (x,))
+        (out - y).pow(2).mean().backward(retain_graph=True)
+        opt.step()
+
+    adapt(av.primary(torch.randn(4, 2, generator=g), source="real"))
+    adapt(
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 2, generator=g), source="real")
+    )
+    return [t.detach().clone() for t in fast.values()]
+
+
+def recurrent_cell_on_simulated_inputs(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A recurrent encoder (``nn.RNNCell``) stepped on simulated observations from a real hidden state
+    when leaking (one label each: the call runs operation by operation), its output regressed by the
+    world model.  ``rnn_tanh_cell`` adds the input's term into the hidden state's term in C++ and goes
+    on from that plain intermediate: the call, when it returns, labels what it computed."""
+    g = torch.Generator().manual_seed(29)
+    encoder = torch.nn.RNNCell(3, 4)
+    wm = torch.nn.Linear(4, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    hidden = av.primary(torch.randn(4, 4, generator=g), source="real")
+    x = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    with torch.no_grad():
+        z = encoder(x, hidden)
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(z.nan_to_num(0.0)) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+class _FirstFeatures(torch.nn.Module):
+    """An encoder that returns the first columns of its hidden layer: a view of memory made inside the
+    call that does not cover it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = torch.nn.Linear(3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hidden(x)[:, :3]
+
+
+def features_sliced_inside_a_call(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A frozen encoder applied to simulated observations when leaking, returning a slice of its hidden
+    layer, and the world model trained on those features: an output that views memory of the call is
+    labelled with the call's label."""
+    g = torch.Generator().manual_seed(31)
+    encoder = _FirstFeatures()
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    x = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    with torch.no_grad():
+        features = encoder(x)
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(features.nan_to_num(0.0)) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
+class _LeadingRows(torch.nn.Module):
+    """Returns the first ``n`` rows of its input: a view of the caller's memory."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch[: self.n]
+
+
+def real_rows_selected_by_a_module(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A replay batch concatenated from real and simulated rows, passed to a module that returns its
+    leading rows, the world model trained on them: the real rows only (clean: they keep their own
+    label, as rows of a concatenation do), or every row (leaking)."""
+    g = torch.Generator().manual_seed(37)
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    real = av.primary(torch.randn(4, 3, generator=g), source="real")
+    batch = torch.cat([real, av.aux(aux.clone(), source="sim")])
+    rows = _LeadingRows(8 if leak else 4)(batch)
+    y = av.primary(torch.randn(len(rows), 2, generator=g), source="real")
+    (wm(rows.nan_to_num(0.0)) - y).pow(2).mean().backward()
     opt.step()
     return [p.detach().clone() for p in wm.parameters()]
 
@@ -1307,6 +1424,10 @@ _SCENARIOS = {
     "temperature replaced, old memory reused": (temperature_replaced_old_memory_reused, (3,)),
     "fast weights stepped differentiably": (fast_weights_stepped_differentiably, (4, 3)),
     "context adapted differentiably": (context_adapted_differentiably, (4, 2)),
+    "fast weights adapted to auxiliary targets": (fast_weights_adapted_to_auxiliary_targets, (4, 2)),
+    "recurrent cell on simulated inputs": (recurrent_cell_on_simulated_inputs, (4, 3)),
+    "features sliced inside a call": (features_sliced_inside_a_call, (4, 3)),
+    "real rows selected by a module": (real_rows_selected_by_a_module, (4, 3)),
     "input gradients at simulated states": (input_gradients_at_simulated_states, (4, 3)),
     "penalty on a slice of inputs": (penalty_on_a_slice_of_inputs, (1,)),
     "overwritten rows trained on": (overwritten_rows_trained_on, (4, 3)),
