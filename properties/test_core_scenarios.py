@@ -51,6 +51,8 @@ Routes:
   from a plain intermediate inside the call: the call labels what it computed when it returns), and an
   encoder returning a slice of its own hidden layer: outputs that view memory of the call;
 - a module returning the leading rows of a batch concatenated from real and simulated rows;
+- a prototype table called on simulated observations, returning a view of its first rows: the world model
+  trained on its other rows;
 - input gradients of the world model at simulated states (``torch.autograd.grad`` with respect to
   the states only) before a primary update, and an input-gradient penalty on a slice of rows that
   require grad;
@@ -780,6 +782,36 @@ def real_rows_selected_by_a_module(aux: torch.Tensor, leak: bool) -> list[torch.
     return [p.detach().clone() for p in wm.parameters()]
 
 
+class _Prototypes(torch.nn.Module):
+    """A table of prototypes (a buffer) whose call returns the first two beside a transform of its
+    input: a view of its state that does not cover it."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", table)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 2.0 * x, self.table[:2]
+
+
+def prototypes_returned_to_a_simulator_call(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A prototype table called on simulated observations, returning its first two rows; the world model
+    then trained on the table's other rows (clean: no call ever returned them) or on the two returned
+    ones (leaking: they took the simulated call's label).  Labels of returned views go to the rows
+    they view, not to the whole table."""
+    g = torch.Generator().manual_seed(41)
+    prototypes = _Prototypes(torch.randn(4, 3, generator=g))
+    wm = torch.nn.Linear(3, 2)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    with torch.no_grad():
+        prototypes(av.aux(aux.clone(), source="sim"))
+    rows = prototypes.table[:2] if leak else prototypes.table[2:]
+    y = av.primary(torch.randn(2, 2, generator=g), source="real")
+    (wm(rows) - y).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 def context_adapted_differentiably(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     """CAVIA's inner loop: a context of primary origin, fed to the world model as its input, adapted
     by a ``differentiable=True`` SGD (a non-leaf tensor, whose autograd node changes at every step);
@@ -1428,6 +1460,7 @@ _SCENARIOS = {
     "recurrent cell on simulated inputs": (recurrent_cell_on_simulated_inputs, (4, 3)),
     "features sliced inside a call": (features_sliced_inside_a_call, (4, 3)),
     "real rows selected by a module": (real_rows_selected_by_a_module, (4, 3)),
+    "prototypes returned to a simulator call": (prototypes_returned_to_a_simulator_call, (4, 3)),
     "input gradients at simulated states": (input_gradients_at_simulated_states, (4, 3)),
     "penalty on a slice of inputs": (penalty_on_a_slice_of_inputs, (1,)),
     "overwritten rows trained on": (overwritten_rows_trained_on, (4, 3)),
