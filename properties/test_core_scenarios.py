@@ -53,6 +53,9 @@ Routes:
 - a module returning the leading rows of a batch concatenated from real and simulated rows;
 - a prototype table called on simulated observations, returning a view of its first rows: the world model
   trained on its other rows;
+- CAVIA with the context held by the world model as a tensor attribute, adapted on unlabelled warm-up
+  data and then on simulated observations: the gradient leaving the call towards the context (neither
+  an input nor a parameter of the call) carries the call's label;
 - input gradients of the world model at simulated states (``torch.autograd.grad`` with respect to
   the states only) before a primary update, and an input-gradient penalty on a slice of rows that
   require grad;
@@ -812,6 +815,46 @@ def prototypes_returned_to_a_simulator_call(aux: torch.Tensor, leak: bool) -> li
     return [p.detach().clone() for p in wm.parameters()]
 
 
+class _WithContextAttribute(torch.nn.Module):
+    """A world model that adds a context it holds as a plain tensor attribute to its input."""
+
+    def __init__(self, context: torch.Tensor) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+        self.context = context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x + self.context)
+
+
+def context_held_by_the_model_adapted(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """CAVIA with the context held by the world model (a tensor attribute, not an input), adapted by a
+    ``differentiable=True`` SGD that retains its gradient: first on unlabelled warm-up data, then on
+    simulated observations when leaking.  The context's gradient leaves the call towards a non-leaf
+    tensor that is neither an input nor a parameter of the call, and must carry the call's label."""
+    g = torch.Generator().manual_seed(43)
+    context = torch.zeros(4, 3, requires_grad=True).clone()
+    context.retain_grad()
+    wm = _WithContextAttribute(context)
+    opt = av.GatedOptimizer(
+        torch.optim.SGD([context], lr=0.1, differentiable=True), names={"context": context}
+    )
+
+    def adapt(x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad()
+        (wm(x) - y).pow(2).mean().backward(retain_graph=True)
+        opt.step()
+
+    adapt(torch.randn(4, 3, generator=g), torch.randn(4, 2, generator=g))  # warm-up, unlabelled
+    x = (
+        av.aux(aux.clone(), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    adapt(x.nan_to_num(0.0).clamp(-1e3, 1e3), torch.randn(4, 2, generator=g))
+    return [context.detach().clone()]
+
+
 def context_adapted_differentiably(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     """CAVIA's inner loop: a context of primary origin, fed to the world model as its input, adapted
     by a ``differentiable=True`` SGD (a non-leaf tensor, whose autograd node changes at every step);
@@ -1461,6 +1504,7 @@ _SCENARIOS = {
     "features sliced inside a call": (features_sliced_inside_a_call, (4, 3)),
     "real rows selected by a module": (real_rows_selected_by_a_module, (4, 3)),
     "prototypes returned to a simulator call": (prototypes_returned_to_a_simulator_call, (4, 3)),
+    "context held by the model, adapted": (context_held_by_the_model_adapted, (4, 3)),
     "input gradients at simulated states": (input_gradients_at_simulated_states, (4, 3)),
     "penalty on a slice of inputs": (penalty_on_a_slice_of_inputs, (1,)),
     "overwritten rows trained on": (overwritten_rows_trained_on, (4, 3)),
