@@ -77,19 +77,24 @@ SCENARIOS = "properties/test_core_scenarios.py::test_scenario_is_noninterfering"
 FIRST_LABEL = "properties/test_core_scenarios.py::test_first_auxiliary_label_of_a_process_arms_the_gate"
 PROVENANCE = "properties/test_core_scenarios.py::test_gated_steps_join_gradient_labels_into_parameters"
 TAG_JOINS = "properties/test_core_scenarios.py::test_tags_label_the_memory_given_and_join_what_it_holds"
+SCENARIOS_AT_START = (
+    "properties/test_core_scenarios.py::test_scenario_is_noninterfering_at_the_start_of_a_process"
+)
 DEFAULT_TESTS: tuple[str, ...] = (
     AGREEMENT,
     SCENARIOS,
     FIRST_LABEL,
     PROVENANCE,
     TAG_JOINS,
+    SCENARIOS_AT_START,
     PROGRAMS,
     OP_MODULES,
     OP_OPS,
     USER_TARGET,
 )
 """The killers, cheapest first: the reference agreement, the single routes and the labels the gate
-and the tags record (seconds each), the program property (about a minute), the op-level properties,
+and the tags record (seconds each), the single routes each in a fresh process (half a minute), the
+program property (about a minute), the op-level properties,
 the audit of the example trainer."""
 
 
@@ -104,7 +109,7 @@ class CoreMutant:
     id: str
     cls: str
     file: str  # e.g. "amal_verified/isolation/gate.py"
-    function: str  # qualified, e.g. "GatedOptimizer._refused"
+    function: str  # qualified, e.g. "GatedOptimizer.check"
     line: int
     original: str
     replacement: str
@@ -382,7 +387,7 @@ def named(root: Path = ROOT) -> list[CoreMutant]:
 
 AST_TARGETS: dict[str, tuple[str, ...]] = {
     "isolation/gate": (
-        "GatedOptimizer._refused",
+        "GatedOptimizer._follow_replaced_memory",
         "GatedOptimizer.check",
         "GatedOptimizer.step",
     ),

@@ -56,6 +56,9 @@ Routes:
 - CAVIA with the context held by the world model as a tensor attribute, adapted on unlabelled warm-up
   data and then on simulated observations: the gradient leaving the call towards the context (neither
   an input nor a parameter of the call) carries the call's label;
+- a FiLM context held by the world model, adapted (after a primary step) to raise the model's output on
+  simulated observations: the gradient reaching the call is plain, the one leaving it towards the
+  context depends on the simulated features, and the context's current autograd node must be hooked;
 - input gradients of the world model at simulated states (``torch.autograd.grad`` with respect to
   the states only) before a primary update, and an input-gradient penalty on a slice of rows that
   require grad;
@@ -145,10 +148,12 @@ the memory ``primary()``/``aux()`` label (the tensor given, joined with what it 
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import subprocess
 import sys
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 
 import pytest
 import torch
@@ -855,6 +860,49 @@ def context_held_by_the_model_adapted(aux: torch.Tensor, leak: bool) -> list[tor
     return [context.detach().clone()]
 
 
+class _ScaledByContext(torch.nn.Module):
+    """A world model whose hidden features are scaled by a context it holds (FiLM conditioning)."""
+
+    def __init__(self, context: torch.Tensor) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+        self.head = torch.nn.Linear(4, 1)
+        self.context = context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.lin(x)) * (1 + self.context))
+
+
+def context_scaling_features_adapted(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """CAVIA with a FiLM context held by the world model, adapted by a ``differentiable=True`` SGD to
+    raise the model's mean output (a loss linear in the output, as an actor's is in its critic's):
+    twice, the second time on simulated observations when leaking.  The gradient reaching the call's
+    output is plain and primary; the one leaving it towards the context depends on the simulated
+    features, and only the call's label says so, read by the context's own gradient hook -- on the
+    context's current autograd node, which the first step replaced."""
+    g = torch.Generator().manual_seed(47)
+    context = torch.zeros(4, requires_grad=True).clone()
+    context.retain_grad()
+    wm = _ScaledByContext(context)
+    opt = av.GatedOptimizer(
+        torch.optim.SGD([context], lr=0.1, differentiable=True), names={"context": context}
+    )
+
+    def adapt(x: torch.Tensor) -> None:
+        opt.zero_grad()
+        (-wm(x).mean()).backward(retain_graph=True)
+        opt.step()
+
+    adapt(av.primary(torch.randn(4, 3, generator=g), source="real"))
+    x = (
+        av.aux(aux.nan_to_num(0.0).clamp(-1e3, 1e3), source="sim")
+        if leak
+        else av.primary(torch.randn(4, 3, generator=g), source="real")
+    )
+    adapt(x)
+    return [context.detach().clone()]
+
+
 def context_adapted_differentiably(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     """CAVIA's inner loop: a context of primary origin, fed to the world model as its input, adapted
     by a ``differentiable=True`` SGD (a non-leaf tensor, whose autograd node changes at every step);
@@ -1505,6 +1553,7 @@ _SCENARIOS = {
     "real rows selected by a module": (real_rows_selected_by_a_module, (4, 3)),
     "prototypes returned to a simulator call": (prototypes_returned_to_a_simulator_call, (4, 3)),
     "context held by the model, adapted": (context_held_by_the_model_adapted, (4, 3)),
+    "context scaling the features, adapted": (context_scaling_features_adapted, (4, 3)),
     "input gradients at simulated states": (input_gradients_at_simulated_states, (4, 3)),
     "penalty on a slice of inputs": (penalty_on_a_slice_of_inputs, (1,)),
     "overwritten rows trained on": (overwritten_rows_trained_on, (4, 3)),
@@ -1555,6 +1604,64 @@ def test_scenario_is_noninterfering(
     scenario, shape = _SCENARIOS[name]
     first = _run(scenario, _aux_values(kinds[0], seeds[0], shape), leak)
     second = _run(scenario, _aux_values(kinds[1], seeds[1], shape), leak)
+    assert first[0] == second[0], f"{name}: one run {first[0]}, the other {second[0]}"
+    if first[0] == "completed":
+        assert _same(first[1], second[1]), f"{name}: the world model depends on auxiliary values"
+    assert first[0] == ("refused" if leak else "completed"), (
+        f"{name} ({'leaking' if leak else 'clean'}): {first[0]}"
+    )
+
+
+# Forked from one interpreter that imported this module (and torch's lazily imported compiler, which
+# constructing the first optimizer would import in every child) and labelled nothing.
+_PROCESS_START = multiprocessing.get_context("forkserver")
+_PROCESS_START.set_forkserver_preload([__name__, "torch._dynamo"])
+
+
+def _run_in_child(connection: Connection, name: str, leak: bool, kind: str, seed: int) -> None:
+    try:
+        scenario, shape = _SCENARIOS[name]
+        outcome, state = _run(scenario, _aux_values(kind, seed, shape), leak)
+        connection.send((outcome, [(str(t.dtype), t.tolist()) for t in state]))
+    except BaseException as error:  # reported to the test, not lost with the child's stderr
+        connection.send((f"raised {type(error).__name__}: {error}", []))
+    finally:
+        connection.close()
+
+
+def _run_at_process_start(name: str, leak: bool, kind: str, seed: int) -> Outcome:
+    """:func:`_run` in a fresh process: nothing was labelled in it before the scenario (the library's
+    process-wide switches -- a first label, a first auxiliary label, a first labelled state -- are
+    all off, as in a user's training script when it starts)."""
+    receive, send = _PROCESS_START.Pipe(duplex=False)
+    child = _PROCESS_START.Process(target=_run_in_child, args=(send, name, leak, kind, seed))
+    child.start()
+    send.close()
+    try:
+        outcome, state = receive.recv()
+    except EOFError:
+        outcome, state = "died without a result", []
+    child.join()
+    assert child.exitcode == 0, f"{name}: the child process exited with {child.exitcode}"
+    return outcome, [
+        torch.tensor(values, dtype=getattr(torch, dtype.removeprefix("torch."))) for dtype, values in state
+    ]
+
+
+@pytest.mark.parametrize("leak", [False, True], ids=["clean", "leaking"])
+@pytest.mark.parametrize("name", sorted(_SCENARIOS))
+@settings(max_examples=1)
+@given(
+    kinds=st.tuples(st.sampled_from(_KINDS), st.sampled_from(_KINDS)),
+    seeds=st.tuples(st.integers(0, 2**16), st.integers(0, 2**16)),
+)
+def test_scenario_is_noninterfering_at_the_start_of_a_process(
+    name: str, leak: bool, kinds: tuple[str, str], seeds: tuple[int, int]
+) -> None:
+    """Every route as above, each run the first thing its process labels: the paths the library
+    takes before its process-wide switches turn on are the ones a user's script starts on."""
+    first = _run_at_process_start(name, leak, kinds[0], seeds[0])
+    second = _run_at_process_start(name, leak, kinds[1], seeds[1])
     assert first[0] == second[0], f"{name}: one run {first[0]}, the other {second[0]}"
     if first[0] == "completed":
         assert _same(first[1], second[1]), f"{name}: the world model depends on auxiliary values"

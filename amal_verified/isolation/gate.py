@@ -59,7 +59,7 @@ from amal_verified.isolation._engine import protection as _protection
 from amal_verified.isolation._engine.dispatch import NO_DISPATCH, TaggedTensor, plain
 from amal_verified.isolation._engine.global_hooks import ensure_active
 from amal_verified.isolation._engine.optimizer_steps import Swapped, all_params, rewrap_grads, unwrap_grads
-from amal_verified.isolation._engine.refusals import Refused, named_tensors_in, tensors_in, violation
+from amal_verified.isolation._engine.refusals import named_tensors_in, tensors_in, violation
 from amal_verified.isolation.errors import IsolationViolation
 from amal_verified.isolation.labels import EMPTY, Label
 
@@ -319,20 +319,24 @@ class GatedOptimizer(torch.optim.Optimizer):
     def protected_names(self) -> list[str]:
         return [self._names[id(p)] for p in all_params(self.original_optimizer)]
 
-    def _refused(self) -> list[Refused]:
-        inner = self.original_optimizer
-        names = self._names
-        for p in all_params(inner):
+    def _follow_replaced_memory(self) -> None:
+        """Protect the memory each parameter uses now (``p.data = other`` on a plain tensor is not
+        seen when it happens), before any auxiliary label exists too: a later write into it is
+        refused as it is made."""
+        for p in all_params(self.original_optimizer):
             info = _protection.protection_of(p)
             if info is not None:
                 _protection.refresh(info)
-        return optimizer_steps.protected_reads(inner, lambda p: names.get(id(p), "<unnamed>"))
 
     def check(self) -> None:
         """Raise :class:`IsolationViolation` if anything the next step reads carries aux data."""
+        self._follow_replaced_memory()
         if not store.counters.aux:
             return  # no auxiliary label was ever written in this process
-        refused = self._refused()
+        names = self._names
+        refused = optimizer_steps.protected_reads(
+            self.original_optimizer, lambda p: names.get(id(p), "<unnamed>")
+        )
         if refused:
             raise violation(f"{self._owner}.step()", refused, _HINT)
 
