@@ -2,7 +2,7 @@
 
 The paper's statement (§5.3): "to achieve an ε-optimal world model, AMAL requires O((L/μ)·log(1/ε))
 samples from the primary agent".  Nothing in Theorem 2 counts samples: it counts gradient steps on a
-fixed loss L(D_P; θ).  The meaningful reading (``/work/shared/NOTES.md``) is an iteration bound:
+fixed loss L(D_P; θ).  The meaningful reading (the project's notes, ``NOTES.md``) is an iteration bound:
 
 Claim.  f μ-strongly convex and L-smooth, gradient descent with η = 1/L, a_t = ‖θ_t − θ*‖²:
 (i)   a_{t+1} ≤ (1 − μ/L)·a_t, with 0 ≤ 1 − μ/L < 1;

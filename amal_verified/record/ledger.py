@@ -130,6 +130,7 @@ __all__ = [
     "batch_digest",
     "canonical_json",
     "config_digest",
+    "round_end_text",
     "state_digest",
     "verify",
 ]
@@ -205,6 +206,11 @@ class LedgerError(Exception):
 
 
 # ---------------------------------------------------------------------------------------- canonical JSON
+
+
+def round_end_text(losses: Sequence[float]) -> tuple[str, ...]:
+    """Held-out losses as the ledger records them: exact ``float.hex()`` strings (NaN kept)."""
+    return tuple(float(x).hex() for x in losses)
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -1037,7 +1043,7 @@ class Ledger:
                     f"round_end must be a non-empty sequence of held-out losses (numbers), got {round_end!r}",
                     path=self._path,
                 )
-            losses = [float(x).hex() for x in round_end]
+            losses = list(round_end_text(round_end))
         line, h = _body(step, batch_digest, param_digest, names, self.head, losses)
         size = os.fstat(self._fd).st_size
         try:

@@ -72,7 +72,7 @@ from amal_verified.record.checkpoint_log import (
     read_checkpoint_log,
 )
 from amal_verified.record.files import DATA_DIRNAME, MANIFEST_FILENAME, RUN_DIRECTORY_ENTRIES
-from amal_verified.record.ledger import LedgerRecord, VerificationResult, state_digest, verify
+from amal_verified.record.ledger import LedgerRecord, VerificationResult, round_end_text, state_digest, verify
 from amal_verified.record.primary_log import load_primary_stream
 from amal_verified.record.signing import PREDICATE_TYPE, STATEMENT_TYPE
 from amal_verified.run.config import (
@@ -733,7 +733,7 @@ def _compare(
     checked = 0
     for record in records:
         update = replay.update()
-        ended = None if update.round_end is None else tuple(float(x).hex() for x in update.round_end)
+        ended = None if update.round_end is None else round_end_text(update.round_end)
         mismatches = [
             name
             for name, got, want in (

@@ -51,7 +51,7 @@ from amal_verified.record.checkpoint_log import (
     manifest_digest,
     read_checkpoint_log,
 )
-from amal_verified.record.ledger import Ledger, LedgerRecord, RunHeader, verify
+from amal_verified.record.ledger import Ledger, LedgerRecord, RunHeader, round_end_text, verify
 from amal_verified.record.primary_log import PrimaryDataLog
 from amal_verified.run.config import (
     CHECKPOINT_FILENAME,
@@ -253,7 +253,7 @@ class RunDirectory:
         if redo is None:
             self.ledger.append(index, batch, params, list(labels), round_end)
             return
-        ended = None if round_end is None else tuple(float(x).hex() for x in round_end)
+        ended = None if round_end is None else round_end_text(round_end)
         recorded = (redo.batch_digest, redo.param_digest, redo.labels, redo.round_end)
         if recorded != (batch, params, labels, ended):
             raise DeterminismError(

@@ -340,6 +340,7 @@ class WorldModelLearner:
         # Which primary rows are held out is a function of the row and this stream's seed alone.
         self._holdout_seed: Final = streams.int_seed("world-model/holdout") if spec.holdout else None
         self._held_out = torch.zeros(0, dtype=torch.bool)
+        self._rows_cache: dict[bool, tuple[int, Tensor]] = {}
         self._round_open = False
         self._round_limit: int | None = None
         self._round_updates = 0
@@ -553,9 +554,15 @@ class WorldModelLearner:
         return self._held_out[:size].clone()
 
     def _rows(self, size: int, *, held_out: bool) -> Tensor:
-        """The storage rows ``[0, size)`` that are held out (or used for training), ascending, int64."""
+        """The storage rows ``[0, size)`` that are held out (or used for training), ascending, int64.
+        Kept for the last size asked (a round's updates all ask for the same); callers never write it."""
+        cached = self._rows_cache.get(held_out)
+        if cached is not None and cached[0] == size:
+            return cached[1]
         mask = self.held_out_mask(size)
-        return torch.nonzero(mask if held_out else ~mask).flatten()
+        rows = torch.nonzero(mask if held_out else ~mask).flatten()
+        self._rows_cache[held_out] = (size, rows)
+        return rows
 
     def _loss(self, batch: Batch) -> Tensor:
         model = self.model
