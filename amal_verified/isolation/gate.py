@@ -193,9 +193,11 @@ class GatedOptimizer(torch.optim.Optimizer):
                 changed="Nothing was protected.",
             )
         self._names = names
+        records: list[_protection.Protected] = []
         for p in all_params(self.original_optimizer):
-            _protection.protect(p, names[id(p)], self._owner, "parameter")
+            records.append(_protection.protect(p, names[id(p)], self._owner, "parameter"))
             _grad_labels.ensure_hook(p)
+        self._parameter_records = records
         self._protect_state()
         for name, b in self._buffers:
             _protection.protect(b, name, self._owner, "buffer")
@@ -323,10 +325,8 @@ class GatedOptimizer(torch.optim.Optimizer):
         """Protect the memory each parameter uses now (``p.data = other`` on a plain tensor is not
         seen when it happens), before any auxiliary label exists too: a later write into it is
         refused as it is made."""
-        for p in all_params(self.original_optimizer):
-            info = _protection.protection_of(p)
-            if info is not None:
-                _protection.refresh(info)
+        for info in self._parameter_records:
+            _protection.refresh(info)
 
     def check(self) -> None:
         """Raise :class:`IsolationViolation` if anything the next step reads carries aux data."""
