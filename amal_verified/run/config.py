@@ -159,6 +159,7 @@ _LATER_FIELDS: Final[dict[str, Any]] = {
     "wm_holdout": 0.0,
     "wm_check_every": 20,
     "wm_patience": 5,
+    "wm_learner_process": False,
     "aux_flush_every": 25,
     **EXECUTION_FIELDS,
 }
@@ -258,6 +259,13 @@ class TrainConfig:
     wm_patience: Annotated[
         int, Field(ge=1, description="wm_holdout > 0: checks without a 1 % improvement before a round stops")
     ] = 5
+    wm_learner_process: Annotated[
+        bool,
+        Field(
+            description="world-model rounds run in a process of their own, beside the loop; the "
+            "information-gain bonus and imagined rollouts then use the previous round's model"
+        ),
+    ] = False
     # --- policy --------------------------------------------------------------------------------
     policy_hidden: Annotated[int, Field(ge=1, description="policy and critic hidden width")] = 256
     policy_tau: Annotated[
@@ -345,6 +353,11 @@ class TrainConfig:
             raise ValueError(
                 "wm_holdout > 0 needs unsafe_mix=false: the ablation's batches mix primary and auxiliary "
                 "rows, and a held-out split of the primary data alone would not compare like with like"
+            )
+        if self.wm_learner_process and self.unsafe_mix:
+            raise ValueError(
+                "wm_learner_process=true needs unsafe_mix=false: the learner's process holds the primary "
+                "buffer only, and the ablation trains on the auxiliary buffers too"
             )
         if self.wm_holdout and self.wm_full_batch:
             raise ValueError(

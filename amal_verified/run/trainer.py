@@ -8,7 +8,11 @@ One primary environment step, in order (:meth:`Trainer.train_step`)::
     4. every wm_train_every steps: a world-model round (its start sets the normalisation statistics from
        D_P when ``wm_normalise``), then updates on D_P only, through GatedOptimizer (Eq. 3),
        each appended to the hash-chained ledger; then IG(s, a) of the primary transitions collected
-       since the previous round, and (if real_ratio < 1) imagined rollouts carrying the IG bonus
+       since the previous round, and (if real_ratio < 1) imagined rollouts carrying the IG bonus.
+       With ``wm_learner_process`` the round runs in the learner's own process
+       (:mod:`amal_verified.run.learner_process`) while the loop goes on; the bonus and the imagined
+       rollouts then use the model of the previous round, which is put in use when this one starts
+       (its records reach the ledger then, or at a checkpoint, in the same order and bit for bit)
     5. policy updates (Eq. 4): SAC on real primary (reward + λ·IG, Eq. 6), real auxiliary and
        (optionally) imagined transitions
 
@@ -50,6 +54,7 @@ from amal_verified.isolation.buffers import PrimaryBuffer
 from amal_verified.isolation.escapes import declassify
 from amal_verified.isolation.tagging import primary
 from amal_verified.run.config import EXECUTION_FIELDS, TrainConfig
+from amal_verified.run.learner_process import LearnerProcess
 from amal_verified.run.logs import RunLogger
 from amal_verified.run.run_dir import DeterminismError, RunDirectory
 from amal_verified.run.stop_signals import RunInterrupted, StopSignals
@@ -160,6 +165,13 @@ class Trainer:
         )
         self.spec: Final = world_model_spec(config, task)
         self.learner: Final = WorldModelLearner(self.spec, streams, unsafe_mix=config.unsafe_mix)
+        # With wm_learner_process, self.learner holds the model the bonus and imagination use (the
+        # previous round's); the process trains, starting from this state when it starts.
+        self._learner_process: LearnerProcess | None = None
+        self._process_start_state: Mapping[str, Any] | None = None
+        self._latest_model: dict[str, Any] | None = None  # the last finished round's, not yet in use
+        self._sent = 0  # primary transitions the process holds
+        self._recorded_updates = 0
         self.policy: Final = make_policy(config, task, self.env.env, streams.torch_generator("policy"))
         self.policy_batches: Final = streams.torch_generator("policy/batches")
         self.rollouts: Final = streams.torch_generator("model-rollouts")
@@ -312,6 +324,9 @@ class Trainer:
                     if stop.requested is not None and self.step < self.config.total_steps:
                         self.save_checkpoint(interrupted=True)
                         raise RunInterrupted(self.step, stop.requested, self.run_dir)
+                if self._learner_process is not None:
+                    # What state_dict() reports after the run: the learner as the last round left it.
+                    self._process_start_state = self._learner_state()
             except RunInterrupted:
                 raise
             except BaseException as exc:
@@ -320,6 +335,9 @@ class Trainer:
                 raise
             finally:
                 self.aux.close()
+                if self._learner_process is not None:
+                    self._learner_process.close()
+                    self._learner_process = None
                 self.logger.close()
                 self.files.close()
         return dict(self._metrics)
@@ -396,6 +414,9 @@ class Trainer:
             self._metrics["aux_fitness"] = float(scores.mean())
 
     def _train_world_model(self) -> None:
+        if self.config.wm_learner_process:
+            self._next_round_in_process()
+            return
         losses: list[float] = []
         self.learner.begin_round(self.primary, self.config.wm_updates_per_round)
         while self.learner.in_round:
@@ -406,6 +427,54 @@ class Trainer:
             losses.append(update.loss)
         self._metrics["wm_loss"] = sum(losses) / len(losses)
         self._metrics["wm_updates"] = float(self.learner.updates)
+
+    def _next_round_in_process(self) -> None:
+        """Put the previous round's model in use (the bonus and imagination read it from now on) and
+        start this round in the learner's process, on the primary transitions stored up to now."""
+        process = self._learner_process
+        if process is None:
+            state = self._process_start_state
+            process = LearnerProcess(
+                self.spec,
+                seed=self.config.seed,
+                threads=self.config.threads,
+                learner_state=self.learner.state_dict() if state is None else state,
+                primary=self.primary,
+            )
+            self._learner_process, self._process_start_state, self._sent = process, None, self.step
+        self._finish_round_in_process()
+        if self._latest_model is not None:
+            self.learner.model.load_state_dict(self._latest_model)
+            self._latest_model = None
+        rows = None
+        if self._sent < self.step:
+            rows = self.primary.take(torch.arange(self._sent, self.step) % self.config.buffer_size)
+        process.start_round(rows, self.config.wm_updates_per_round)
+        self._sent = self.step
+
+    def _finish_round_in_process(self) -> None:
+        """Wait for the running round, if any, and append its updates to the ledger."""
+        process = self._learner_process
+        if process is None or not process.in_round:
+            return
+        result = process.finish_round()
+        for update in result.updates:
+            self.files.record_update(
+                update.index, update.batch_digest, update.param_digest, update.labels, update.round_end
+            )
+        self._latest_model = result.model_state
+        self._recorded_updates = result.updates[-1].index
+        self._metrics["wm_loss"] = sum(u.loss for u in result.updates) / len(result.updates)
+        self._metrics["wm_updates"] = float(self._recorded_updates)
+
+    def _learner_state(self) -> Mapping[str, Any]:
+        """The training learner's state: the process's (after its running round) when it runs."""
+        if not self.config.wm_learner_process:
+            return self.learner.state_dict()
+        self._finish_round_in_process()
+        if self._learner_process is not None:
+            return self._learner_process.learner_state()
+        return self.learner.state_dict() if self._process_start_state is None else self._process_start_state
 
     def _score_recent_transitions(self) -> None:
         """IG(s, a) under the current world model for the primary transitions of the last round."""
@@ -510,7 +579,7 @@ class Trainer:
         return {
             "step": self.step,
             "total_steps": self.config.total_steps,
-            "updates": self.learner.updates,
+            "updates": self._recorded_updates if self.config.wm_learner_process else self.learner.updates,
             "unsafe_mix": self.config.unsafe_mix,
         }
 
@@ -525,7 +594,8 @@ class Trainer:
             "env": self.env.state_dict(),
             "primary_actions": self.primary_actions.get_state(),
             "primary_buffer": self.primary.state_dict(),
-            "learner": self.learner.state_dict(),
+            "learner": self._learner_state(),
+            **({"model_in_use": self.learner.model.state_dict()} if self.config.wm_learner_process else {}),
             "policy": self.policy.state_dict(),
             "policy_batches": self.policy_batches.get_state(),
             "rollouts": self.rollouts.get_state(),
@@ -545,6 +615,11 @@ class Trainer:
         self.primary_actions.set_state(state["primary_actions"])
         self.primary.load_state_dict(state["primary_buffer"])
         self.learner.load_state_dict(state["learner"])
+        if self.config.wm_learner_process:
+            self._process_start_state = state["learner"]
+            self._latest_model = state["learner"]["model"]
+            self._recorded_updates = int(state["learner"]["updates"])
+            self.learner.model.load_state_dict(state["model_in_use"])
         self.policy.load_state_dict(state["policy"])
         self.policy_batches.set_state(state["policy_batches"])
         self.rollouts.set_state(state["rollouts"])

@@ -90,7 +90,7 @@ def test_rules_relating_fields_keep_their_messages() -> None:
 def test_it_stays_a_frozen_dataclass() -> None:
     config = TrainConfig(env_id="Pendulum-v1", seed=3)
     names = [f.name for f in dataclasses.fields(TrainConfig)]
-    assert names[:3] == ["env_id", "total_steps", "seed"] and len(names) == 56
+    assert names[:3] == ["env_id", "total_steps", "seed"] and len(names) == 57
     assert dataclasses.asdict(config)["env_id"] == "Pendulum-v1"
     assert dataclasses.replace(config, seed=4).seed == 4
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
@@ -126,6 +126,7 @@ def test_documents_without_the_later_fields_still_load() -> None:
         "wm_holdout",
         "wm_check_every",
         "wm_patience",
+        "wm_learner_process",
         "aux_flush_every",
         *EXECUTION_FIELDS,
     ):
