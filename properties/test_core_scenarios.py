@@ -1590,13 +1590,27 @@ _SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("leak", [False, True], ids=["clean", "leaking"])
-@pytest.mark.parametrize("name", sorted(_SCENARIOS))
-@settings(max_examples=6)
-@given(
+# Two auxiliary inputs per example, one for each run of a scenario.
+_two_aux_inputs = given(
     kinds=st.tuples(st.sampled_from(_KINDS), st.sampled_from(_KINDS)),
     seeds=st.tuples(st.integers(0, 2**16), st.integers(0, 2**16)),
 )
+
+
+def _assert_contract(name: str, leak: bool, first: Outcome, second: Outcome) -> None:
+    """Both runs refused or neither, the same world model if completed; refused iff leaking."""
+    assert first[0] == second[0], f"{name}: one run {first[0]}, the other {second[0]}"
+    if first[0] == "completed":
+        assert _same(first[1], second[1]), f"{name}: the world model depends on auxiliary values"
+    assert first[0] == ("refused" if leak else "completed"), (
+        f"{name} ({'leaking' if leak else 'clean'}): {first[0]}"
+    )
+
+
+@pytest.mark.parametrize("leak", [False, True], ids=["clean", "leaking"])
+@pytest.mark.parametrize("name", sorted(_SCENARIOS))
+@settings(max_examples=6)
+@_two_aux_inputs
 def test_scenario_is_noninterfering(
     name: str, leak: bool, kinds: tuple[str, str], seeds: tuple[int, int]
 ) -> None:
@@ -1604,12 +1618,7 @@ def test_scenario_is_noninterfering(
     scenario, shape = _SCENARIOS[name]
     first = _run(scenario, _aux_values(kinds[0], seeds[0], shape), leak)
     second = _run(scenario, _aux_values(kinds[1], seeds[1], shape), leak)
-    assert first[0] == second[0], f"{name}: one run {first[0]}, the other {second[0]}"
-    if first[0] == "completed":
-        assert _same(first[1], second[1]), f"{name}: the world model depends on auxiliary values"
-    assert first[0] == ("refused" if leak else "completed"), (
-        f"{name} ({'leaking' if leak else 'clean'}): {first[0]}"
-    )
+    _assert_contract(name, leak, first, second)
 
 
 # Forked from one interpreter that imported this module (and torch's lazily imported compiler, which
@@ -1651,10 +1660,7 @@ def _run_at_process_start(name: str, leak: bool, kind: str, seed: int) -> Outcom
 @pytest.mark.parametrize("leak", [False, True], ids=["clean", "leaking"])
 @pytest.mark.parametrize("name", sorted(_SCENARIOS))
 @settings(max_examples=1)
-@given(
-    kinds=st.tuples(st.sampled_from(_KINDS), st.sampled_from(_KINDS)),
-    seeds=st.tuples(st.integers(0, 2**16), st.integers(0, 2**16)),
-)
+@_two_aux_inputs
 def test_scenario_is_noninterfering_at_the_start_of_a_process(
     name: str, leak: bool, kinds: tuple[str, str], seeds: tuple[int, int]
 ) -> None:
@@ -1662,12 +1668,7 @@ def test_scenario_is_noninterfering_at_the_start_of_a_process(
     takes before its process-wide switches turn on are the ones a user's script starts on."""
     first = _run_at_process_start(name, leak, kinds[0], seeds[0])
     second = _run_at_process_start(name, leak, kinds[1], seeds[1])
-    assert first[0] == second[0], f"{name}: one run {first[0]}, the other {second[0]}"
-    if first[0] == "completed":
-        assert _same(first[1], second[1]), f"{name}: the world model depends on auxiliary values"
-    assert first[0] == ("refused" if leak else "completed"), (
-        f"{name} ({'leaking' if leak else 'clean'}): {first[0]}"
-    )
+    _assert_contract(name, leak, first, second)
 
 
 _FIRST_LABEL_PROGRAMS = {
