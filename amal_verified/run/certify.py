@@ -695,14 +695,17 @@ def _replay(
             break
         limit += 1
     processes = replay_processes(spec, limit, jobs)
-    if processes > 1 and not split_is_exact(config, spec, data, available, processes):
-        environment["replay_split"] = "not exact for this model's shapes: replayed in one process"
-        processes = 1
     checked, mismatch = 0, None
     if processes > 1:
         try:
+            # The workers start (and replay their first updates) while this process checks that the
+            # split is exact; nothing they compute is compared before that check has passed.
             with MemberSplitReplay(config, spec, data, available, limit, processes) as split:
-                checked, mismatch = _compare(split, records[:limit], progress, len(records))
+                if split_is_exact(config, spec, data, available, processes):
+                    checked, mismatch = _compare(split, records[:limit], progress, len(records))
+                else:
+                    environment["replay_split"] = "not exact for this model's shapes: replayed in one process"
+                    processes = 1
         except (OSError, RuntimeError) as exc:  # no process could start, or a worker failed
             environment["replay_split"] = f"abandoned ({exc}): replayed in one process"
             processes, checked, mismatch = 1, 0, None

@@ -366,6 +366,7 @@ class MemberSplitReplay:
             package_root = str(Path(__file__).resolve().parents[2])
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+            payloads: list[bytes] = []
             for start, stop in member_ranges(spec.members, processes):
                 job = io.BytesIO()
                 torch.save(
@@ -382,6 +383,7 @@ class MemberSplitReplay:
                     },
                     job,
                 )
+                payloads.append(job.getvalue())
                 # open while the worker lives; closed by close()
                 errors = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115
                 process = subprocess.Popen(
@@ -393,11 +395,12 @@ class MemberSplitReplay:
                 )
                 if process.stdin is None or process.stdout is None:  # pragma: no cover - PIPE requested
                     raise RuntimeError("subprocess.Popen returned no pipes")
-                worker = _Worker(
-                    f"members {start}-{stop - 1}", process, process.stdin, process.stdout, errors
+                self._workers.append(
+                    _Worker(f"members {start}-{stop - 1}", process, process.stdin, process.stdout, errors)
                 )
-                self._workers.append(worker)
-                payload = job.getvalue()
+            # Every worker is started before any is written to: a worker reads its job only once it has
+            # imported torch, and a job larger than the pipe would hold the next worker's start back.
+            for worker, payload in zip(self._workers, payloads, strict=True):
                 worker.stdin.write(len(payload).to_bytes(8, "little") + payload + b"\x01\x01")
                 worker.stdin.flush()
         except BaseException:
