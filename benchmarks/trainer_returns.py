@@ -55,6 +55,8 @@ def run_task(
         check=False,
     )
     certify_seconds = time.perf_counter() - start
+    # Results are committed: name the run by its directory's name, never by this machine's path.
+    portable = f"<out>/{run_dir.name}"
     return {
         "env_id": env_id,
         "seed": seed,
@@ -69,8 +71,8 @@ def run_task(
         "steps_per_second": round(steps / train_seconds, 2),
         "certify_seconds": round(certify_seconds, 1),
         "certified": cert.returncode == 0,
-        "certify_output": cert.stdout.strip(),
-        "run_dir": str(run_dir),
+        "certify_output": cert.stdout.strip().replace(str(run_dir), portable),
+        "run_dir": portable,
     }
 
 

@@ -232,7 +232,33 @@ def test_a_sitting_cut_short_is_still_recorded(
     assert capsys.readouterr().err.splitlines() == ["amal bench: interrupted"] * 2
     metadata = json.loads((tmp_path / "metadata.json").read_text())
     assert [s["end"] for s in metadata["sittings"]] == ["interrupted (no end recorded)"] * 2
-    assert metadata["sittings"][0]["command"] == "amal bench " + " ".join(argv[1:])
+    # The command is recorded without this machine's directories (results are committed).
+    assert metadata["sittings"][0]["command"] == (
+        "amal bench " + " ".join(argv[1:-1]) + f" '<outside the repository>/{tmp_path.name}'"
+    )
+    assert str(tmp_path) not in (tmp_path / "metadata.json").read_text()
+
+
+def test_recorded_commands_name_no_directory_of_the_machine(tmp_path: Path) -> None:
+    from amal_tools.bench.command import portable_command
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    argv = [
+        "bench",
+        "--full",
+        "--out",
+        str(repo / "benchmarks" / "results"),
+        "--results",
+        str(tmp_path / "sitting.md"),
+        f"--results={tmp_path / 'other.md'}",
+        "--tasks",
+        "CartPole",
+    ]
+    assert portable_command(argv, root=repo) == (
+        "amal bench --full --out benchmarks/results --results '<outside the repository>/sitting.md' "
+        "'--results=<outside the repository>/other.md' --tasks CartPole"
+    )
 
 
 def test_quick_mode_is_one_seed_of_every_method_on_its_suite_and_full_mode_three(

@@ -127,6 +127,28 @@ def _networks(plan: BenchPlan) -> dict[str, str]:
     return sizes
 
 
+OUTSIDE: Final = "<outside the repository>"
+
+
+def portable_command(argv: Sequence[str], root: Path | None = None) -> str:
+    """The ``amal bench`` command line as recorded in committed results: an argument that is an absolute
+    path (alone or after ``--option=``) is written relative to ``root`` (the working directory) when it
+    lies inside it, and as ``<outside the repository>/NAME`` otherwise, so that no record names a
+    machine's directories."""
+    base = (root or Path.cwd()).resolve()
+
+    def portable(arg: str) -> str:
+        prefix, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if not value.startswith(os.sep):
+            return arg
+        path = Path(value).resolve()
+        shown = str(path.relative_to(base)) if path.is_relative_to(base) else f"{OUTSIDE}/{path.name}"
+        return prefix + sep + shown
+
+    words = list(argv[1:] if argv and argv[0] == "bench" else argv)
+    return "amal bench " + shlex.join(portable(w) for w in words)
+
+
 def _list() -> int:
     print("tasks (name, env id, family, quick / full budget, optimum from):")
     for t in TASKS.values():
@@ -165,7 +187,7 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     started = utc_now()
     ratios_md = out / "ratios.md"
     sitting: dict[str, Any] = {
-        "command": "amal bench " + shlex.join(argv[1:] if argv and argv[0] == "bench" else argv),
+        "command": portable_command(argv),
         "start": started,
         "end": _INTERRUPTED,
         "git_commit": code_commit(),
