@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 import gymnasium
 import torch
+from amal_tools.bench.runner import code_commit
 from torch.utils.flop_counter import FlopCounterMode
 
 from amal_verified.agents.sac import SACAgent
@@ -50,16 +50,6 @@ from amal_verified.world_model.ensemble import (
     member_generators,
 )
 from amal_verified.world_model.learner import BOUND_PENALTY
-
-
-def _commit() -> str:
-    here = Path(__file__).parent
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=here
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _measure(step: Callable[[], object], repeats: int) -> tuple[int, float]:
@@ -159,7 +149,7 @@ def main() -> None:
     one_core = sb3_flops / (wm_flops + sac_flops)
     two_cores = sb3_flops / max(wm_flops, sac_flops)
     print(
-        f"commit {_commit()}, {args.env}, Table 1 sizes ({config.ensemble_size} members, batch "
+        f"commit {code_commit()}, {args.env}, Table 1 sizes ({config.ensemble_size} members, batch "
         f"{config.batch_size}, policy {config.policy_hidden}-{config.policy_hidden}), one thread"
     )
     print(f"{'unit':24s} {'GFLOP':>9s} {'CPU ms':>8s} {'GFLOP/s':>8s}")
@@ -177,7 +167,7 @@ def main() -> None:
         args.json.write_text(
             json.dumps(
                 {
-                    "commit": _commit(),
+                    "commit": code_commit(),
                     "env": args.env,
                     "units": {k: {"flops": f, "cpu_s": s} for k, (f, s) in units.items()},
                     "bound_one_core": one_core,

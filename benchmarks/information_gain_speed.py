@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 
 import torch
 from amal_tools.bench.ratios import loop_gaussian_ensemble_eig
+from amal_tools.bench.runner import code_commit
 
 from amal_verified.world_model.information_gain import gaussian_ensemble_eig
 
@@ -66,27 +66,6 @@ def _inputs(states: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     means = centre + 0.3 * torch.randn((MEMBERS, states, dim), generator=g)
     stds = torch.exp(-1.0 + 0.3 * torch.randn((MEMBERS, states, dim), generator=g))
     return means, stds
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def measure(dim: int, states: int, repeats: int) -> dict[str, Any]:
@@ -135,7 +114,7 @@ def main() -> None:
     torch.set_num_threads(1)
     states, repeats = (32, 1) if args.quick else (256, args.repeats)
     rows = [measure(dim, states, repeats) for dim in (4, 18)]
-    print(f"commit {_commit()}, torch {torch.__version__}, 1 thread, K = {MEMBERS}, {PER_MEMBER}/member")
+    print(f"commit {code_commit()}, torch {torch.__version__}, 1 thread, K = {MEMBERS}, {PER_MEMBER}/member")
     print("| D | loop ms (CPU / wall) | direct ms | quadratic ms | direct speed-up | quadratic speed-up |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -149,7 +128,7 @@ def main() -> None:
     for r in rows:
         print(f"D = {r['dim']}: max |Δ| against the loop (nats): {r['max_abs_diff_vs_loop']}")
     if args.json:
-        args.json.write_text(json.dumps({"commit": _commit(), "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"commit": code_commit(), "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

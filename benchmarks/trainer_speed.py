@@ -36,15 +36,6 @@ HERE = Path(__file__).resolve().parent
 SIDES = ("sb3", "trainer", "trainer-process")
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=HERE
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
@@ -149,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"({row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} s CPU of its own process)",
                 flush=True,
             )
-    summary: dict[str, Any] = {"commit": _commit(), "env": args.env, "steps": args.steps, "rows": rows}
+    from amal_tools.bench.runner import code_commit  # here: the workers never import the tooling
+
+    summary: dict[str, Any] = {"commit": code_commit(), "env": args.env, "steps": args.steps, "rows": rows}
     for side in SIDES[1:]:
         ratios = [
             next(r for r in rows if r["pair"] == p and r["side"] == side)["steps_per_s"]

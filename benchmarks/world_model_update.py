@@ -33,13 +33,12 @@ import argparse
 import hashlib
 import statistics
 import struct
-import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+from amal_tools.bench.runner import code_commit
 
 from amal_verified.common.rng_streams import RunStreams
 from amal_verified.isolation.buffers import PrimaryBuffer
@@ -49,24 +48,6 @@ from amal_verified.world_model.ensemble import EnsembleWorldModel
 from amal_verified.world_model.learner import WorldModelLearner, WorldModelSpec
 
 OBS, ACT = 17, 6
-
-
-def _commit() -> str:
-    here = Path(__file__).parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=here
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=here,
-    ).stdout.strip()
-    return head + ("+dirty" if dirty else "")
 
 
 def _buffer(rows: int) -> PrimaryBuffer:
@@ -163,7 +144,7 @@ def main() -> None:
 
     params = sum(p.numel() for p in learners["skip"].model.parameters())
     print(
-        f"commit {_commit()}, torch {torch.__version__}, 1 thread, {spec.members} members, "
+        f"commit {code_commit()}, torch {torch.__version__}, 1 thread, {spec.members} members, "
         f"{params:,} parameters, batch {spec.batch_size}, {repeats} updates per variant (median)"
     )
     print("| variant | CPU ms / update | wall ms / update | CPU vs product | final digest = product's |")
