@@ -148,13 +148,13 @@ the memory ``primary()``/``aux()`` label (the tensor given, joined with what it 
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import subprocess
 import sys
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from typing import Any
 
+import _fresh_process
 import pytest
 import torch
 from hypothesis import given, settings
@@ -1621,37 +1621,23 @@ def test_scenario_is_noninterfering(
     _assert_contract(name, leak, first, second)
 
 
-# Forked from one interpreter that imported this module (and torch's lazily imported compiler, which
-# constructing the first optimizer would import in every child) and labelled nothing.
-_PROCESS_START = multiprocessing.get_context("forkserver")
-_PROCESS_START.set_forkserver_preload([__name__, "torch._dynamo"])
+_fresh_process.preload(__name__)
 
 
-def _run_in_child(connection: Connection, name: str, leak: bool, kind: str, seed: int) -> None:
-    try:
-        scenario, shape = _SCENARIOS[name]
-        outcome, state = _run(scenario, _aux_values(kind, seed, shape), leak)
-        connection.send((outcome, [(str(t.dtype), t.tolist()) for t in state]))
-    except BaseException as error:  # reported to the test, not lost with the child's stderr
-        connection.send((f"raised {type(error).__name__}: {error}", []))
-    finally:
-        connection.close()
+def _portable_run(name: str, leak: bool, kind: str, seed: int) -> tuple[str, list[tuple[str, list[Any]]]]:
+    scenario, shape = _SCENARIOS[name]
+    outcome, state = _run(scenario, _aux_values(kind, seed, shape), leak)
+    return outcome, [(str(t.dtype), t.tolist()) for t in state]
 
 
 def _run_at_process_start(name: str, leak: bool, kind: str, seed: int) -> Outcome:
     """:func:`_run` in a fresh process: nothing was labelled in it before the scenario (the library's
     process-wide switches -- a first label, a first auxiliary label, a first labelled state -- are
     all off, as in a user's training script when it starts)."""
-    receive, send = _PROCESS_START.Pipe(duplex=False)
-    child = _PROCESS_START.Process(target=_run_in_child, args=(send, name, leak, kind, seed))
-    child.start()
-    send.close()
-    try:
-        outcome, state = receive.recv()
-    except EOFError:
-        outcome, state = "died without a result", []
-    child.join()
-    assert child.exitcode == 0, f"{name}: the child process exited with {child.exitcode}"
+    result = _fresh_process.run_at_process_start(_portable_run, name, leak, kind, seed)
+    if isinstance(result, str):
+        return result, []  # raised in the child
+    outcome, state = result
     return outcome, [
         torch.tensor(values, dtype=getattr(torch, dtype.removeprefix("torch."))) for dtype, values in state
     ]

@@ -65,9 +65,12 @@ values (the surgery is branch-free), escapes (``.item()``), global-RNG consumpti
 auxiliary data, auxiliary shapes and counts.
 
 Budget: ``default`` profile 40 x 25 = 1000 programs (about 40 s on two cores); ``audit`` profile
-10 000.  ``AMAL_PROGRAM_EXAMPLES=N`` overrides both.  The test records the features the programs
-exercised (evidence ``program_coverage``) and fails if a statement kind, an encoder block, a
-scenario, a refused or a completed run, or a liveness-checked program never occurred.
+10 000.  A fortieth of that budget runs again with each run in a fresh process
+(:func:`test_generated_programs_are_noninterfering_at_the_start_of_a_process`: the library's
+process-wide switches off, as when a user's script starts).  ``AMAL_PROGRAM_EXAMPLES=N``
+overrides both.  The test records the features the programs exercised (evidence
+``program_coverage``) and fails if a statement kind, an encoder block, a scenario, a refused or a
+completed run, or a liveness-checked program never occurred.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+import _fresh_process
 import torch
 from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
@@ -1127,10 +1131,15 @@ def features_of(program: Program, outcome: Outcome) -> Iterator[str]:
     yield "liveness checked" if not outcome.shadow.exposed else "world model exposed to aux data"
 
 
-def check_program(program: Program, aux: tuple[AuxValues, AuxValues]) -> Outcome:
-    """Soundness and liveness of one program (see the module docstring); returns the first run."""
-    first = run_program(program, aux[0])
-    second = run_program(program, aux[1])
+def check_program(
+    program: Program,
+    aux: tuple[AuxValues, AuxValues],
+    run: Callable[[Program, AuxValues], Outcome] = run_program,
+) -> Outcome:
+    """Soundness and liveness of one program (see the module docstring), each run by ``run``; returns
+    the first run."""
+    first = run(program, aux[0])
+    second = run(program, aux[1])
     note(f"program:\n{program}")
     note(f"aux values: {aux[0]} / {aux[1]}")
     note(f"refusals: {first.refused} / {second.refused}")
@@ -1145,7 +1154,7 @@ def check_program(program: Program, aux: tuple[AuxValues, AuxValues]) -> Outcome
     if first.refused is None or not first.data_assigned:
         diff = differences(first.state, second.state)
         if diff:
-            again = run_program(program, aux[0])
+            again = run(program, aux[0])
             assert not differences(first.state, again.state), "the program is not deterministic on its own"
         when = "completed" if first.refused is None else f"were refused at the same point ({first.refused})"
         assert not diff, f"both runs {when}, but the world model differs in {diff}"
@@ -1206,6 +1215,45 @@ def test_generated_programs_are_noninterfering_and_live(evidence: Any) -> None:
     }
     missing = sorted(expected - set(FEATURES))
     assert not missing, f"the generated programs never exercised {missing}"
+
+
+_fresh_process.preload(__name__)
+# default profile 25 programs, audit 250: two fresh processes each
+_FRESH_EXAMPLES = max(10, _EXAMPLES // 40)
+
+
+def _portable_run(program: Program, aux_values: AuxValues) -> tuple[Any, ...]:
+    outcome = run_program(program, aux_values)
+    state = {k: (str(v.dtype), v.tolist()) for k, v in outcome.state.items()}
+    return outcome.refused, state, outcome.shadow, outcome.data_assigned
+
+
+def _run_at_process_start(program: Program, aux_values: AuxValues) -> Outcome:
+    """:func:`run_program` in a fresh process, the program's run the first thing it labels."""
+    result = _fresh_process.run_at_process_start(_portable_run, program, aux_values)
+    assert not isinstance(result, str), f"the run {result}\nprogram:\n{program}"
+    refused, state, shadow, data_assigned = result
+    tensors = {
+        key: torch.tensor(values, dtype=getattr(torch, dtype.removeprefix("torch.")))
+        for key, (dtype, values) in state.items()
+    }
+    return Outcome(refused, tensors, shadow, data_assigned)
+
+
+def test_generated_programs_are_noninterfering_at_the_start_of_a_process() -> None:
+    """Soundness and liveness with each run the first thing its process labels: the library's
+    process-wide switches (a first label, a first auxiliary label, a first labelled state) are off,
+    as when a user's script starts, where :func:`test_generated_programs_are_noninterfering_and_live`
+    runs every program after they turned on."""
+
+    @settings(max_examples=_FRESH_EXAMPLES)
+    @given(program=programs(), aux=aux_pairs())
+    @example(program=_RESTORED_POLICY_AVERAGED_IN, aux=(AuxValues("noise", 0), AuxValues("noise", 1)))
+    def check(program: Program, aux: tuple[AuxValues, AuxValues]) -> None:
+        outcome = check_program(program, aux, run=_run_at_process_start)
+        event("refused" if outcome.refused else "completed")
+
+    check()
 
 
 STEP_CLASSES: tuple[type[Step], ...] = (
