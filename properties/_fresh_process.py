@@ -9,7 +9,8 @@ lazily imported compiler (which constructing the first optimizer would import in
 labelled nothing.
 
 The function, its arguments and its result travel by pickle: results should hold plain Python values
-(a labelled tensor unpickled here would switch tracking on in the test process).  An exception in the
+(a labelled tensor unpickled here would switch tracking on in the test process): :func:`portable`
+turns a tensor into them.  An exception in the
 child is returned as the string ``"raised <type>: <message>"``; a child that dies is an assertion
 failure naming its exit code.
 """
@@ -21,8 +22,21 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+import torch
+
 _CONTEXT = multiprocessing.get_context("forkserver")
 _PRELOAD: list[str] = ["torch._dynamo"]
+
+
+def portable(t: torch.Tensor) -> tuple[str, Any]:
+    """``t`` as plain Python values (its dtype's name and its nested list), for a result to send."""
+    return str(t.dtype), t.tolist()
+
+
+def from_portable(value: tuple[str, Any]) -> torch.Tensor:
+    """The tensor :func:`portable` described."""
+    dtype, values = value
+    return torch.tensor(values, dtype=getattr(torch, dtype.removeprefix("torch.")))
 
 
 def preload(module: str) -> None:

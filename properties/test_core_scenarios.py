@@ -1624,10 +1624,10 @@ def test_scenario_is_noninterfering(
 _fresh_process.preload(__name__)
 
 
-def _portable_run(name: str, leak: bool, kind: str, seed: int) -> tuple[str, list[tuple[str, list[Any]]]]:
+def _portable_run(name: str, leak: bool, kind: str, seed: int) -> tuple[str, list[tuple[str, Any]]]:
     scenario, shape = _SCENARIOS[name]
     outcome, state = _run(scenario, _aux_values(kind, seed, shape), leak)
-    return outcome, [(str(t.dtype), t.tolist()) for t in state]
+    return outcome, [_fresh_process.portable(t) for t in state]
 
 
 def _run_at_process_start(name: str, leak: bool, kind: str, seed: int) -> Outcome:
@@ -1638,9 +1638,7 @@ def _run_at_process_start(name: str, leak: bool, kind: str, seed: int) -> Outcom
     if isinstance(result, str):
         return result, []  # raised in the child
     outcome, state = result
-    return outcome, [
-        torch.tensor(values, dtype=getattr(torch, dtype.removeprefix("torch."))) for dtype, values in state
-    ]
+    return outcome, [_fresh_process.from_portable(t) for t in state]
 
 
 @pytest.mark.parametrize("leak", [False, True], ids=["clean", "leaking"])

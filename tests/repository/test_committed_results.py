@@ -9,14 +9,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # Where measurements and generated reports are committed.
 RECORDED = ("benchmarks", "reports")
 TEXT = {".md", ".json", ".jsonl", ".csv", ".txt", ".html"}
-MACHINE_PATH = re.compile(r"(?<![\w.<>-])/(?:tmp|work|root|home|Users|var/folders)/[\w.-]")
+MACHINE_PATH = re.compile(r"(?<![\w.-])/(?:tmp|work|root|home|Users|var/folders)/[\w.-]")
 
 
 def _recorded_files() -> list[Path]:
     files = []
     for top in RECORDED:
         for path in sorted((ROOT / top).rglob("*")):
-            if path.is_file() and path.suffix in TEXT and ".venv" not in path.parts:
+            if path.is_file() and path.suffix in TEXT:
                 files.append(path)
     return files
 
