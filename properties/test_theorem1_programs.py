@@ -1224,7 +1224,7 @@ _FRESH_EXAMPLES = max(10, _EXAMPLES // 40)
 
 def _portable_run(program: Program, aux_values: AuxValues) -> tuple[Any, ...]:
     outcome = run_program(program, aux_values)
-    state = {k: (str(v.dtype), v.tolist()) for k, v in outcome.state.items()}
+    state = {k: _fresh_process.portable(v) for k, v in outcome.state.items()}
     return outcome.refused, state, outcome.shadow, outcome.data_assigned
 
 
@@ -1233,10 +1233,7 @@ def _run_at_process_start(program: Program, aux_values: AuxValues) -> Outcome:
     result = _fresh_process.run_at_process_start(_portable_run, program, aux_values)
     assert not isinstance(result, str), f"the run {result}\nprogram:\n{program}"
     refused, state, shadow, data_assigned = result
-    tensors = {
-        key: torch.tensor(values, dtype=getattr(torch, dtype.removeprefix("torch.")))
-        for key, (dtype, values) in state.items()
-    }
+    tensors = {key: _fresh_process.from_portable(value) for key, value in state.items()}
     return Outcome(refused, tensors, shadow, data_assigned)
 
 

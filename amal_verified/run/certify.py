@@ -706,7 +706,7 @@ def _replay(
                 else:
                     environment["replay_split"] = "not exact for this model's shapes: replayed in one process"
                     processes = 1
-        except (OSError, RuntimeError) as exc:  # no process could start, or a worker failed
+        except (OSError, RuntimeError) as exc:  # no process could start, a worker failed, or the check did
             environment["replay_split"] = f"abandoned ({exc}): replayed in one process"
             processes, checked, mismatch = 1, 0, None
         if mismatch is not None:
