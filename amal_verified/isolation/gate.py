@@ -218,7 +218,7 @@ class GatedOptimizer(torch.optim.Optimizer):
             for key, value in entries.items():
                 for t in tensors_in(value):
                     if _protection.protection_of(t) is None:
-                        name = self._names.get(id(p), "<unnamed>")
+                        name = self._name_of(p)
                         _protection.protect(t, f"{name}[{key!r}]", self._owner, "optimizer state")
 
     # -- proxies (Opacus style) ------------------------------------------------
@@ -316,6 +316,15 @@ class GatedOptimizer(torch.optim.Optimizer):
         ensure_active()
         self._setup(state["original_optimizer"], state["names"], state["buffers"])
 
+    def _name_of(self, p: torch.Tensor) -> str:
+        """The parameter's name in refusals; parameters added to the wrapped optimizer itself after
+        gating are named when first met (by position, as unnamed ones are)."""
+        name = self._names.get(id(p))
+        if name is None:
+            self._names = _param_names(self.original_optimizer, self._names_arg)
+            name = self._names.get(id(p), "<unnamed>")
+        return name
+
     # -- the gate ----------------------------------------------------------------
     @property
     def protected_names(self) -> list[str]:
@@ -333,10 +342,7 @@ class GatedOptimizer(torch.optim.Optimizer):
         self._follow_replaced_memory()
         if not store.counters.aux:
             return  # no auxiliary label was ever written in this process
-        names = self._names
-        refused = optimizer_steps.protected_reads(
-            self.original_optimizer, lambda p: names.get(id(p), "<unnamed>")
-        )
+        refused = optimizer_steps.protected_reads(self.original_optimizer, self._name_of)
         if refused:
             raise violation(f"{self._owner}.step()", refused, _HINT)
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -384,6 +385,42 @@ def test_compiled_code_on_tagged_data_is_tracked() -> None:
     assert "sim" in out[1]
 
 
+@pytest.mark.slow
+def test_a_compiled_policy_trains_on_aux_data_as_it_does_untagged() -> None:
+    """A torch.compile'd policy (plain optimizer) trained on auxiliary data: backward runs, the
+    parameters take the aux label, and their bits are those of the same training on untagged data."""
+    script = textwrap.dedent(
+        """
+        import sys, warnings
+        import torch
+        import amal_verified as av
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        policy = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        compiled = torch.compile(policy, backend="aot_eager")
+        opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+        for step in range(3):
+            g = torch.Generator().manual_seed(step)
+            obs, target = torch.randn(16, 4, generator=g), torch.randn(16, 2, generator=g)
+            if sys.argv[1] == "aux":
+                obs, target = av.aux(obs, source="sim"), av.aux(target, source="sim")
+            opt.zero_grad()
+            ((compiled(obs) - target) ** 2).mean().backward()
+            opt.step()
+        values = torch.cat([p.detach().flatten() for p in policy.parameters()])
+        print(av.label_of(policy[0].weight).has_aux, values.sum().item().hex())
+        """
+    )
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", script, side], capture_output=True, text=True, check=True, cwd=REPO
+        ).stdout.split()
+        for side in ("untagged", "aux")
+    ]
+    assert outputs[0][0] == "False" and outputs[1][0] == "True"
+    assert outputs[0][1] == outputs[1][1]
+
+
 def test_no_bare_assert_in_the_isolation_core() -> None:
     core = sorted((REPO / "amal_verified" / "isolation").rglob("*.py"))
     assert len(core) > 15
@@ -438,6 +475,45 @@ def test_labels_survive_multiprocessing_queues() -> None:
     assert [av.label_of(t) for t in received] == [P, A, A]
 
 
+def _shared_encoder_step(
+    encoder: torch.nn.Module, head: torch.nn.Module, data: torch.Tensor, results: Any
+) -> None:
+    """A worker's plain optimizer stepping a policy that shares the world model's encoder."""
+    opt = torch.optim.SGD([*encoder.parameters(), *head.parameters()], lr=0.5)
+    head(encoder(data)).pow(2).mean().backward()
+    try:
+        opt.step()
+        results.put("stepped")
+    except av.IsolationViolation as exc:
+        results.put("refused: " + str(exc).splitlines()[0])
+
+
+@pytest.mark.parametrize("kind", ["aux", "primary"])
+def test_a_protected_encoder_in_shared_memory_is_protected_in_a_spawned_worker(kind: str) -> None:
+    """Hogwild/A3C: the world model's encoder, in shared memory, also serves a policy trained in a
+    spawned worker; the worker's step on auxiliary data is refused there, one on primary data is not."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    encoder, head = torch.nn.Linear(3, 4), torch.nn.Linear(4, 1)
+    encoder.share_memory()
+    wm = torch.nn.Sequential(encoder, torch.nn.Linear(4, 3))
+    gated(wm)
+    before = [p.detach().clone() for p in encoder.parameters()]
+    data = auxd(5, 3) if kind == "aux" else prim(5, 3)
+    results = context.SimpleQueue()
+    worker = context.Process(target=_shared_encoder_step, args=(encoder, head, data, results))
+    worker.start()
+    worker.join(timeout=300)
+    outcome = results.get()
+    changed = not all(torch.equal(a, p) for a, p in zip(before, encoder.parameters(), strict=True))
+    if kind == "aux":
+        assert outcome.startswith("refused") and "shared from another process" in outcome, outcome
+        assert not changed
+    else:
+        assert outcome == "stepped" and changed
+
+
 def test_labels_survive_pickle_deepcopy_and_torch_save(tmp_path: Path) -> None:
     values = {"p": prim(3), "a": auxd(2, 2), "rows": torch.cat([prim(2, 2), auxd(2, 2)])}
     for copied in (pickle.loads(pickle.dumps(values)), copy.deepcopy(values)):
@@ -488,6 +564,45 @@ def test_aux_written_into_optimizer_state_is_refused_before_anything_changes() -
         opt.step()
     assert all(torch.equal(b, plain_values(p)) for b, p in zip(before, wm.parameters(), strict=True))
     assert str(opt.state_dict()) == str(state_before)
+
+
+def test_optimizer_state_of_a_scalar_parameter_stepped_on_aux_data_is_labelled() -> None:
+    """A 0-dim parameter (a learned log-std) stepped by a plain optimizer on auxiliary gradients: its
+    moments carry the label, so a gated optimizer refuses to load them; the step counter does not."""
+    log_std = torch.nn.Parameter(torch.zeros(()))
+    aux_opt = torch.optim.Adam([log_std], lr=0.1)
+    (log_std * auxd(5).mean()).backward()
+    aux_opt.step()
+    state = aux_opt.state[log_std]
+    assert av.label_of(state["exp_avg"]).has_aux and av.label_of(state["exp_avg_sq"]).has_aux
+    assert not av.label_of(state["step"]).has_aux
+    fresh = av.GatedOptimizer(torch.optim.Adam([torch.nn.Parameter(torch.zeros(()))], lr=0.1))
+    with pytest.raises(av.IsolationViolation, match="exp_avg"):
+        fresh.load_state_dict(aux_opt.state_dict())
+    assert not fresh.state
+
+
+def test_a_gated_model_loads_and_converts_when_pytorch_swaps_parameters() -> None:
+    """Under ``torch.__future__.set_swap_module_params_on_conversion(True)`` a gated model loads a
+    checkpoint and converts its dtype as plain PyTorch does, and its parameters stay protected."""
+    wm = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 4))
+    checkpoint = {k: v.detach().clone() + 1 for k, v in wm.state_dict().items()}
+    opt = gated(wm)
+    wm(prim(3, 4)).pow(2).mean().backward()
+    opt.step()
+    aux_checkpoint = {k: av.aux(v.clone(), source="aux-1") for k, v in checkpoint.items()}
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        with pytest.raises(av.IsolationViolation, match="load_state_dict"):
+            wm.load_state_dict(aux_checkpoint)
+        wm.load_state_dict(checkpoint)
+        assert all(torch.equal(v, checkpoint[k]) for k, v in wm.state_dict().items())
+        wm.double()
+        assert all(p.dtype == torch.float64 for p in wm.parameters())
+        with pytest.raises(av.IsolationViolation, match="protected"), torch.no_grad():
+            wm[0].weight.add_(av.aux(torch.randn(8, 4, dtype=torch.float64), source="aux-1"))
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(False)
 
 
 def test_optimizer_load_state_dict_of_aux_derived_state_is_refused() -> None:

@@ -33,6 +33,7 @@ ESCAPES: dict[str, Callable[[torch.Tensor], Any]] = {
     "tolist": lambda t: t.tolist(),
     "numpy": lambda t: t.numpy(),
     "np.asarray": lambda t: np.asarray(t),
+    "torch.from_dlpack": lambda t: torch.from_dlpack(t),
     "torch.tensor(t.tolist())": lambda t: torch.tensor(t.tolist()),
     "torch.equal": lambda t: torch.equal(t, t),
     "format": lambda t: f"{t.sum():.2f}",

@@ -380,6 +380,18 @@ def test_add_param_group_protects_new_parameters() -> None:
     assert len(err.parameters) == 2
 
 
+def test_parameters_added_to_the_wrapped_optimizer_itself_are_named_in_refusals() -> None:
+    _, opt, _, a = make()
+    extra = torch.nn.Linear(4, 4)
+    opt.original_optimizer.add_param_group({"params": list(extra.parameters())})
+    extra(a).sum().backward()
+    err = refused(opt.step)
+    assert err.parameters == (
+        "param_groups[1]['params'][0] (shape (4, 4))",
+        "param_groups[1]['params'][1] (shape (4,))",
+    )
+
+
 def test_lr_scheduler_works_with_gated_optimizer() -> None:
     wm, opt, p, _ = make()
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)

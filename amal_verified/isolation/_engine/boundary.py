@@ -60,6 +60,7 @@ from types import FrameType
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import PackedSequence
 from torch.utils.hooks import RemovableHandle as _RemovableHandle
 
 from amal_verified.isolation._engine import grad_labels as _grad_labels
@@ -389,7 +390,7 @@ def _input_labels(value: Any, found: set[Label]) -> tuple[bool, bool, bool]:
             return isinstance(value, TaggedTensor), mixing, type(value) is torch.Tensor
         return isinstance(value, TaggedTensor), False, False
     tv = type(value)
-    if tv is tuple or tv is list:
+    if tv is tuple or tv is list or tv is PackedSequence:
         tagged = rows = labelled_plain = False
         for item in value:
             t, r, p = _input_labels(item, found)
@@ -434,7 +435,22 @@ def _unwrap_input(value: Any, frame: _Frame) -> Any:
         return alias
     if tv is tuple or tv is list:
         return tv(_unwrap_input(item, frame) for item in value)
+    if tv is PackedSequence:
+        return _unwrap_packed(value, frame)
     return value
+
+
+def _unwrap_packed(value: PackedSequence, frame: _Frame) -> PackedSequence:
+    """A packed sequence with its labelled tensors replaced by plain aliases.  Its batch sizes and
+    orderings, which a recurrent module returns as it received them, are recorded as inputs too, so
+    an output that is one of them keeps its own label instead of taking the call's."""
+    items = []
+    for item in value:
+        unwrapped = _unwrap_input(item, frame)
+        if unwrapped is item and isinstance(item, torch.Tensor):
+            frame.input_versions.append((item, item._version, id(item)))
+        items.append(unwrapped)
+    return PackedSequence(*items)
 
 
 def _track_plain_inputs(value: Any) -> Any:
@@ -446,6 +462,8 @@ def _track_plain_inputs(value: Any) -> Any:
     tv = type(value)
     if tv is tuple or tv is list:
         return tv(_track_plain_inputs(item) for item in value)
+    if tv is PackedSequence:
+        return PackedSequence(*(_track_plain_inputs(item) for item in value))
     return value
 
 

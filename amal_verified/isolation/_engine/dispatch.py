@@ -257,6 +257,10 @@ class TaggedTensor(torch.Tensor):
         record_escape(".numpy()", self.label)
         return self.elem.numpy(force=force)
 
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any:
+        record_escape("DLPack export (torch.from_dlpack, __dlpack__)", self.label)
+        return super().__dlpack__(*args, **kwargs)
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         record_escape("numpy.asarray()", self.label)
         arr = self.elem.numpy()
@@ -493,6 +497,16 @@ class _TrackedOnFirstUse(torch.Tensor):
         track_in_place(self)
         return self.__deepcopy__(memo)
 
+    def __coerce_same_metadata_as_tangent__(
+        self, expected_metadata: Any, expected_type: type | None = None
+    ) -> torch.Tensor | None:
+        """The plain gradient a compiled backward was traced with.  Compiled code, like the autograd
+        engine's C++ code, makes no first use of it from Python: the module call it belongs to was
+        labelled at its boundary, and its gradients are labelled there."""
+        if expected_type is not None and expected_type is not torch.Tensor:
+            return None
+        return plain(self)
+
 
 _PYTHON_KEY: Final = torch._C.DispatchKey.Python
 _ATTRIBUTE_SETTERS: Final = frozenset(
@@ -624,9 +638,34 @@ def _swap_leaf(t: torch.Tensor) -> bool:
 
 
 class _TrackedParameter(TaggedTensor):
-    """The class a parameter takes when tracked in place: still an ``nn.Parameter`` to PyTorch."""
+    """The class a parameter takes when tracked in place: still an ``nn.Parameter`` to PyTorch.
+
+    Its copies are parameters too: ``copy.deepcopy`` gives a ``_TrackedParameter`` with the same
+    values, labels and ``requires_grad`` (a plain ``nn.Parameter`` for the audit's unlabelled
+    copies), and pickling (``pickle``, ``torch.save``, ``multiprocessing``) rebuilds one
+    (``__reduce_ex__``, given by ``transfer.install``).
+    """
 
     _is_param = True
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> torch.Tensor:
+        if id(self) in memo:
+            return memo[id(self)]  # type: ignore[no-any-return]
+        out = super().__deepcopy__(memo)
+        if isinstance(out, TaggedTensor):
+            out.__class__ = _TrackedParameter
+        else:
+            out = torch.nn.Parameter(out, self.requires_grad)
+        memo[id(self)] = out
+        return out
+
+
+def as_tracked_parameter(t: torch.Tensor) -> torch.Tensor:
+    """The tracked tensor ``t`` made a parameter in place (its class becomes ``_TrackedParameter``)."""
+    if type(t) is not TaggedTensor:
+        raise TypeError(f"amal_verified: expected a tracked tensor, got {type(t).__name__}")
+    t.__class__ = _TrackedParameter
+    return t
 
 
 # ---------------------------------------------------------------------------

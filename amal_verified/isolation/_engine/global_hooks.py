@@ -19,6 +19,10 @@ pays nothing.  Once active:
   (PyTorch would otherwise write the entries before the refused one and turn
   the refusal into a ``RuntimeError``), and afterwards makes the parameters and
   buffers it filled with auxiliary data tracked;
+- with ``torch.__future__.set_swap_module_params_on_conversion(True)``, ``Module.load_state_dict`` and
+  ``Module._apply`` (``.to()``, ``.double()``) swap parameters: protected ones are made swappable for
+  the call and protected again afterwards (``protection.swappable``);
+- ``torch.nn.utils.rnn``'s padding and packing label their outputs (``sequence_packing``);
 - pickling carries labels (``transfer``), rebuilt by :func:`rebuild_tagged` and
   :func:`rebuild_from` (registered with ``torch.serialization.add_safe_globals`` when this module is
   imported, also under the names files written before the package's layering used).
@@ -29,18 +33,25 @@ from __future__ import annotations
 import functools
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from amal_verified.isolation._engine import boundary, optimizer_steps, parameter_data, protection, transfer
+from amal_verified.isolation._engine import (
+    boundary,
+    optimizer_steps,
+    parameter_data,
+    protection,
+    sequence_packing,
+    transfer,
+)
 from amal_verified.isolation._engine import label_store as store
 from amal_verified.isolation._engine.dispatch import TaggedTensor, track_in_place
 from amal_verified.isolation.errors import IsolationViolation
 from amal_verified.isolation.labels import Label
 
-__all__ = ["ensure_active", "is_active", "rebuild_from", "rebuild_tagged"]
+__all__ = ["ensure_active", "is_active", "rebuild_from", "rebuild_protected", "rebuild_tagged"]
 
 _active = False
 
@@ -55,8 +66,9 @@ def ensure_active() -> None:
     parameter_data.install_parameter_data_guard()
     register_optimizer_step_pre_hook(optimizer_steps.any_optimizer_pre_step)
     register_optimizer_step_post_hook(optimizer_steps.any_optimizer_post_step)
-    transfer.install(rebuild_tagged, rebuild_from)
+    transfer.install(rebuild_tagged, rebuild_from, rebuild_protected)
     _guard_load_state_dict()
+    sequence_packing.install()
     _active = True
 
 
@@ -72,11 +84,36 @@ def _guard_load_state_dict() -> None:
         if torch.compiler.is_compiling():
             return original(self, state_dict, *args, **kwargs)
         _refuse_protected_loads(self, state_dict)
-        result = original(self, state_dict, *args, **kwargs)
+        with protection.swappable(_swapped_by_pytorch(self)):
+            result = original(self, state_dict, *args, **kwargs)
         _track_loaded_aux_state(self)
         return result
 
     torch.nn.Module.load_state_dict = load_state_dict  # type: ignore[method-assign]
+
+    original_apply: Any = torch.nn.Module._apply
+
+    @functools.wraps(original_apply)
+    def _apply(self: torch.nn.Module, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        swapped = _swapped_by_pytorch(self)
+        if not swapped or torch.compiler.is_compiling():
+            return original_apply(self, fn, *args, **kwargs)
+        with protection.swappable(swapped):
+            return original_apply(self, fn, *args, **kwargs)
+
+    torch.nn.Module._apply = _apply  # type: ignore[method-assign]
+
+
+def _swapped_by_pytorch(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The protected parameters and buffers of ``module`` that PyTorch would swap
+    (``torch.__future__.set_swap_module_params_on_conversion(True)``); empty when it would not."""
+    if not store.counters.tagged or not torch.__future__.get_swap_module_params_on_conversion():
+        return []
+    return [
+        value
+        for value in module.state_dict(keep_vars=True).values()
+        if isinstance(value, torch.Tensor) and protection.protection_of(value) is not None
+    ]
 
 
 def _track_loaded_aux_state(module: torch.nn.Module) -> None:
@@ -164,6 +201,19 @@ def rebuild_from(reducer: Callable[..., Any], args: tuple[Any, ...], spec: Any) 
     if type(elem) is torch.nn.Parameter:
         return elem  # a parameter keeps its type; its memory is labelled
     return torch.Tensor._make_subclass(TaggedTensor, elem, elem.requires_grad)
+
+
+def rebuild_protected(
+    reducer: Callable[..., Any], args: tuple[Any, ...], spec: Any, protected: tuple[str, str, str]
+) -> torch.Tensor:
+    """:func:`rebuild_from`, for a protected tensor whose memory another process shares with this one:
+    the tensor is protected here too (an unpickling function of ``multiprocessing`` transfers)."""
+    elem = rebuild_from(reducer, args, spec)
+    name, owner, kind = protected
+    if kind not in ("parameter", "buffer", "optimizer state"):
+        raise pickle.UnpicklingError(f"amal_verified: unknown kind of protected tensor {kind!r}")
+    protection.protect(elem, name, f"{owner} (shared from another process)", cast(protection.Kind, kind))
+    return elem
 
 
 # Files written before the package was arranged in layers name these functions by their old paths

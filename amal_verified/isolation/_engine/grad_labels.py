@@ -83,6 +83,8 @@ class _BeforeAccumulation:
     """Joins the pending label into the gradient of one parameter (a tensor hook)."""
 
     __slots__ = ("pid",)
+    # Hooks belong to one process: PyTorch drops them when it pickles the tensor, without a warning.
+    __torch_unserializable__ = True
 
     def __init__(self, pid: int) -> None:
         self.pid = pid  # keys pending labels, which live only while one backward pass runs

@@ -152,9 +152,9 @@ def any_optimizer_post_step(optimizer: torch.optim.Optimizer, args: Any, kwargs:
             continue  # primary provenance is followed for protected parameters (the gate's) only
         entries = state.get(p)
         if entries:
-            for value in entries.values():
+            for key, value in entries.items():
                 for t in tensors_in(value):
-                    if t.is_floating_point() and t.dim() > 0:  # not step counters: data-independent
+                    if t.is_floating_point() and key != "step":  # step counters are data-independent
                         store.write_label(t, label)
                         track_in_place(t)  # copies made from it (exp_avg.copy_ into another) are seen
         new = store.write_label(p, label)

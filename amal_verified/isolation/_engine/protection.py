@@ -11,15 +11,18 @@ into the tensor's own ``__dict__``, which ``pickle`` and ``torch.save`` would
 carry.  A
 protected tensor whose storage was replaced (``p.data = other``) is followed to
 its new storage by :func:`refresh`; a storage record whose tensor moved on or
-died is ignored and dropped.  No weak reference is ever taken to a tensor that
-could later need :func:`torch.utils.swap_tensors`: the record refers to the
-protected tensor weakly, and protected tensors are never swapped (they cannot
-gain an auxiliary label).
+died is ignored and dropped.  The record refers to the protected tensor weakly,
+and a weak reference blocks :func:`torch.utils.swap_tensors`: the library never
+swaps a protected tensor (it cannot gain an auxiliary label), and where PyTorch
+swaps parameters (``torch.__future__.set_swap_module_params_on_conversion``)
+:func:`swappable` lifts the records for the call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -32,6 +35,7 @@ __all__ = [
     "protected_memory",
     "protection_of",
     "refresh",
+    "swappable",
 ]
 
 Kind = Literal["parameter", "buffer", "optimizer state"]
@@ -43,7 +47,7 @@ _by_tensor: Final = WeakIdKeyDictionary()
 class Protected:
     """One protected tensor: what it is called, who protects it, and which storage it uses now."""
 
-    ref: weakref.ref[torch.Tensor]
+    ref: Callable[[], torch.Tensor | None]  # a weak reference (none while PyTorch swaps the tensor)
     name: str
     owner: str
     kind: Kind
@@ -111,3 +115,29 @@ def protected_memory(t: torch.Tensor) -> Protected | None:
             refresh(info)
         return None
     return info
+
+
+def _no_tensor() -> None:
+    return None
+
+
+@contextlib.contextmanager
+def swappable(tensors: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Let PyTorch swap the contents of these protected tensors (``torch.utils.swap_tensors``, which a
+    weak reference to a tensor blocks), as ``load_state_dict`` and ``Module.to`` do under
+    ``torch.__future__.set_swap_module_params_on_conversion(True)``: for the duration their records
+    refer to nothing, afterwards to the same tensor objects again, protecting the memory they hold then.
+    """
+    released: list[tuple[torch.Tensor, Protected]] = []
+    for t in tensors:
+        info: Protected | None = _by_tensor.pop(t, None)
+        if info is not None:
+            info.ref = _no_tensor
+            released.append((t, info))
+    try:
+        yield
+    finally:
+        for t, info in released:
+            info.ref = weakref.ref(t)
+            _by_tensor[t] = info
+            refresh(info)

@@ -1,0 +1,111 @@
+"""Padding and packing of sequences (``torch.nn.utils.rnn``): outputs labelled at the Python entry.
+
+``pad_packed_sequence`` and ``pad_sequence`` reach C++ functions that create their output there and
+copy the input into it: each copy passes the dispatcher, which labels the output's memory, but the
+output object stays a plain tensor, so what is computed from it next (``rewards * gamma``) would not
+carry the label.  ``_pack_padded_sequence`` is one operation, and the per-operation rule would give
+its batch sizes, which depend on the lengths alone, the data's label as well.
+
+Once tracking is active (:func:`install`), the entry points ``torch.nn.utils.rnn`` calls
+(``torch._VF._pack_padded_sequence``, ``torch._VF._pad_packed_sequence``,
+``torch._C._nn.pad_sequence``) are wrapped: each output is labelled with exactly what it depends on
+-- padded or packed data: the data and the batch sizes or lengths; batch sizes and lengths: the
+lengths or batch sizes alone -- and returned tracked where that includes an auxiliary source.  The
+wrapped function is called with the caller's arguments, so values are PyTorch's; while
+``torch.compile`` traces, the wrappers are the original functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from amal_verified.isolation._engine import label_store as store
+from amal_verified.isolation._engine.dispatch import _TrackedOnFirstUse, plain, track_in_place, tracked
+from amal_verified.isolation.labels import EMPTY, Label
+
+__all__ = ["install"]
+
+_installed = False
+
+
+def _argument(args: Sequence[Any], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    return args[index] if index < len(args) else kwargs.get(name)
+
+
+def _label(*values: Any) -> Label:
+    label = EMPTY
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            label = label.join(store.label_of_plain(value))
+        elif type(value) is list or type(value) is tuple:
+            label = label.join(_label(*value))
+    return label
+
+
+def _depending_on(t: torch.Tensor, label: Label) -> torch.Tensor:
+    """``t`` (fresh memory from the function) with ``label`` joined in; tracked if that is auxiliary."""
+    if label is not EMPTY:
+        store.write_label(t, label)
+    if not store.label_of_plain(t)._aux:
+        return t
+    if type(t) is _TrackedOnFirstUse:
+        track_in_place(t)
+    return tracked(t)
+
+
+def _exactly(t: torch.Tensor, label: Label) -> torch.Tensor:
+    """``t`` (fresh memory computed from ``label``-ed values alone) labelled ``label`` exactly."""
+    store.set_label(t, label)
+    if label._aux:
+        return tracked(t)
+    return plain(t)
+
+
+def _pack_padded_sequence(original: Callable[..., Any]) -> Callable[..., Any]:
+    def pack(*args: Any, **kwargs: Any) -> Any:
+        data, batch_sizes = original(*args, **kwargs)
+        if torch.compiler.is_compiling() or not store.counters.tagged:
+            return data, batch_sizes
+        lengths = _label(_argument(args, kwargs, 1, "lengths"))
+        padded = _label(_argument(args, kwargs, 0, "input"))
+        return _depending_on(data, padded.join(lengths)), _exactly(batch_sizes, lengths)
+
+    return pack
+
+
+def _pad_packed_sequence(original: Callable[..., Any]) -> Callable[..., Any]:
+    def pad(*args: Any, **kwargs: Any) -> Any:
+        padded, lengths = original(*args, **kwargs)
+        if torch.compiler.is_compiling() or not store.counters.tagged:
+            return padded, lengths
+        batch_sizes = _label(_argument(args, kwargs, 1, "batch_sizes"))
+        data = _label(_argument(args, kwargs, 0, "data"))
+        return _depending_on(padded, data.join(batch_sizes)), _exactly(lengths, batch_sizes)
+
+    return pad
+
+
+def _pad_sequence(original: Callable[..., Any]) -> Callable[..., Any]:
+    def pad(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        if torch.compiler.is_compiling() or not store.counters.tagged:
+            return out
+        return _depending_on(out, _label(_argument(args, kwargs, 0, "sequences")))
+
+    return pad
+
+
+def install() -> None:
+    """Wrap the entry points (once per process)."""
+    global _installed
+    if _installed:
+        return
+    vf: Any = torch._VF
+    vf._pack_padded_sequence = _pack_padded_sequence(torch._C._VariableFunctions._pack_padded_sequence)
+    vf._pad_packed_sequence = _pad_packed_sequence(torch._C._VariableFunctions._pad_packed_sequence)
+    nn_functions: Any = torch._C._nn
+    nn_functions.pad_sequence = _pad_sequence(nn_functions.pad_sequence)
+    _installed = True
