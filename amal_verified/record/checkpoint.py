@@ -4,7 +4,11 @@ File format
 ===========
 A checkpoint is an ordinary ``torch.save`` file (zip container, pickle
 protocol 2) of a ``dict`` whose values are restricted to what
-``torch.load(weights_only=True)`` accepts, checked before anything is written:
+``torch.load(weights_only=True)`` accepts, checked before anything is written.
+It is pickled without the memo, so its bytes depend on the payload's values
+only, never on which of its objects happen to be shared in memory: the same
+state gives the same file (and SHA-256) in any process.  Files pickled with the
+memo (written before) load alike.  The values allowed:
 
 - ``None``, ``bool``, ``int`` (any size), ``float``, ``complex``, ``str``, ``bytes``;
 - plain ``torch.Tensor`` (any dtype, dense or sparse; ``torch.nn.Parameter``
@@ -38,29 +42,31 @@ target's directory, flushes and fsyncs it, optionally loads it back with
 on POSIX and Windows), then fsyncs the directory so the rename itself is
 durable.  At every instant the target path holds either the complete previous
 checkpoint or the complete new one.  On any exception the temporary file is
-removed; only a process killed outright (SIGKILL, power loss) can leave a
-``.*.tmp`` file behind, which is never read and may be deleted.
+removed and the first error is raised (an ``OSError`` naming the target: a
+failed flush while closing never replaces it); only a process killed outright
+(SIGKILL, power loss) can leave a ``.*.tmp`` file behind, which is never read
+and may be deleted.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import errno
 import hashlib
 import os
 import pickle
 import secrets
 import shutil
+import types
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import torch
 
-from amal_verified.common.durable_io import fsync_dir
 from amal_verified.common.runtime_checks import checked
+from amal_verified.record.atomic import replace_atomically
 
 __all__ = [
     "CheckpointError",
@@ -78,6 +84,20 @@ _ATOMS: Final = (type(None), bool, int, float, complex, str, bytes)
 # Free space below which a failed write is reported as a full disk.
 _FULL_BELOW: Final = 1 << 20
 _SIMPLE: Final = frozenset({*_ATOMS, torch.Size, torch.dtype, torch.device})
+
+
+class _ValuePickler(pickle.Pickler):
+    """A pickler without the memo (pickle's "fast" mode): equal values are written alike whichever
+    objects happen to be shared in memory, so a checkpoint's bytes are a function of its values.  The
+    payload holds no reference cycle (:func:`to_checkpointable` refuses them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast = True
+
+
+# What torch.save takes as its ``pickle_module``: it only subclasses ``Pickler`` and reads ``__name__``.
+_VALUE_PICKLE: Final = types.SimpleNamespace(Pickler=_ValuePickler, __name__=__name__)
 
 
 class CheckpointError(Exception):
@@ -292,7 +312,10 @@ def save_checkpoint(
     a temporary file in the same directory, which is flushed, fsync'd, (with
     ``verify``) loaded back with ``weights_only=True``, renamed over ``path``
     with ``os.replace`` and made durable by an fsync of the directory.  On any
-    failure the temporary file is removed and ``path`` is untouched.
+    failure the temporary file is removed and ``path`` is untouched; the first
+    error is raised, and an ``OSError`` of the write, flush, fsync, close or
+    rename (a full disk, a read-only directory) keeps its errno and names
+    ``path`` (:func:`~amal_verified.record.atomic.replace_atomically`).
 
     ``before_replace``, if given, is called with the SHA-256 (hex) of the complete new file just
     before the rename (the run seals its checkpoints there); if it raises, nothing is replaced.
@@ -305,30 +328,33 @@ def save_checkpoint(
     if not directory.is_dir():
         raise CheckpointError(f"cannot save {target}: directory {directory} does not exist", path=target)
     tmp = directory / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            try:
-                torch.save(converted, f)
-            except RuntimeError as exc:  # torch's writer reports a failed write without its cause
-                raise _write_failure(directory, target, exc) from exc
-            f.flush()
-            os.fsync(f.fileno())
+
+    def write(f: BinaryIO) -> None:
+        try:
+            torch.save(converted, f, pickle_module=_VALUE_PICKLE)
+        except RuntimeError as exc:  # torch's writer reports a failed write without its cause
+            raise _write_failure(directory, target, exc) from exc
+
+    def check(written: Path) -> None:
         if verify:
-            _load_raw(tmp, tmp)
+            _load_raw(written, written)
         if before_replace is not None:
-            with open(tmp, "rb") as f:
+            with open(written, "rb") as f:
                 before_replace(hashlib.file_digest(f, "sha256").hexdigest())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(directory)
+
+    replace_atomically(tmp, target, write, check=check, exclusive=True)
 
 
 def _write_failure(directory: Path, target: Path, exc: RuntimeError) -> OSError:
-    """The ``OSError`` a failed ``torch.save`` stands for: the disk is full, or another I/O error."""
+    """The ``OSError`` a failed ``torch.save`` stands for, naming ``target``: the failed write's own
+    (which torch leaves as the context of its ``RuntimeError``), else a full disk or another I/O error."""
+    cause: BaseException | None = exc.__context__
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return OSError(cause.errno, cause.strerror, str(target))
+        seen.add(id(cause))
+        cause = cause.__context__
     if shutil.disk_usage(directory).free < _FULL_BELOW:
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
     return OSError(errno.EIO, f"{os.strerror(errno.EIO)} ({exc})", str(target))

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final, final
 
 from amal_verified.common.durable_io import fsync_dir
+from amal_verified.record.atomic import name_target
 from amal_verified.record.files import CHECKPOINT_LOG_FILENAME
 from amal_verified.record.ledger import canonical_json
 
@@ -278,7 +279,8 @@ class CheckpointLog:
     ) -> CheckpointSeal:
         """Seal one checkpoint: append its line with one write and fsync it before returning.
 
-        A failed write is cut back, so the log never keeps a partial line it could continue.
+        A failed write is cut back, so the log never keeps a partial line it could continue; its
+        ``OSError`` names the log file.
         """
         if status not in SEAL_STATUSES:
             raise ValueError(f"status must be one of {list(SEAL_STATUSES)}, got {status!r}")
@@ -308,9 +310,11 @@ class CheckpointLog:
                 while view:
                     view = view[os.write(fd, view) :]
                 os.fsync(fd)
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, size)
+                if isinstance(exc, OSError):
+                    name_target(exc, self.path)
                 raise
         finally:
             os.close(fd)

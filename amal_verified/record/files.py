@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
-from amal_verified.common.durable_io import fsync_dir
+from amal_verified.record.atomic import replace_atomically
 from amal_verified.record.ledger import canonical_json
 
 __all__ = [
@@ -64,15 +64,16 @@ RUN_DIRECTORY_ENTRIES: Final = frozenset(
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write canonical JSON to ``path`` atomically (temporary file, fsync, rename, fsync directory)."""
+    """Write canonical JSON to ``path`` atomically (temporary file ``.NAME.tmp``, fsync, rename, fsync
+    directory).
+
+    On any failure the temporary file is removed, ``path`` is untouched and the error is raised; an
+    ``OSError`` (a full disk, a read-only directory) keeps its errno and names ``path``
+    (:func:`~amal_verified.record.atomic.replace_atomically`).
+    """
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(canonical_json(obj) + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    fsync_dir(target.parent)
+    data = canonical_json(obj) + b"\n"
+    replace_atomically(target.with_name(f".{target.name}.tmp"), target, lambda f: f.write(data))
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:

@@ -117,6 +117,7 @@ from amal_verified._version import __version__
 from amal_verified.common.durable_io import fsync_dir
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.labels import Label
+from amal_verified.record.atomic import name_target
 
 __all__ = [
     "LEDGER_FILENAME",
@@ -896,6 +897,9 @@ class Ledger:
             os.link(tmp, path)  # fails if the target appeared meanwhile; never overwrites
         except FileExistsError as e:
             raise LedgerError(f"a ledger already exists at {path}; use Ledger.open", path=path) from e
+        except OSError as e:  # a full disk, a read-only directory: named by the ledger's path
+            name_target(e, path)
+            raise
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -1048,11 +1052,13 @@ class Ledger:
         size = os.fstat(self._fd).st_size
         try:
             _write_all(self._fd, canonical_json(line) + b"\n")
-        except BaseException:
+        except BaseException as exc:
             # A failed write (disk full, interrupted) must not leave a partial line that a later
             # append would continue: cut the file back to the last complete record.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, size)
+            if isinstance(exc, OSError):
+                name_target(exc, self._path)
             raise
         ended = None if losses is None else tuple(losses)
         record = LedgerRecord(step, batch_digest, param_digest, tuple(names), line["prev"], h, ended)
@@ -1063,9 +1069,14 @@ class Ledger:
         return record
 
     def sync(self) -> None:
-        """fsync the ledger: every record appended so far survives an OS crash."""
+        """fsync the ledger: every record appended so far survives an OS crash.  An ``OSError`` names
+        the ledger file."""
         if self._fd is not None:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                name_target(exc, self._path)
+                raise
             self._unsynced = 0
 
     def close(self) -> None:

@@ -18,8 +18,8 @@ the ETA and (for training) the latest returns.  :class:`ConsoleProgress` is the 
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -31,9 +31,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from amal_verified.common.runtime_checks import checked
+from amal_verified.record.atomic import replace_atomically
 from amal_verified.record.files import METRICS_FILENAME, TENSORBOARD_DIRNAME
 
-__all__ = ["COLUMNS", "TENSORBOARD_TAGS", "ConsoleProgress", "RunLogger", "TextStream"]
+__all__ = ["COLUMNS", "TENSORBOARD_TAGS", "WALL_CLOCK_COLUMNS", "ConsoleProgress", "RunLogger", "TextStream"]
 
 COLUMNS: Final = (
     "step",
@@ -53,6 +54,9 @@ COLUMNS: Final = (
     "isolation",
     "unsafe_mix",
 )
+WALL_CLOCK_COLUMNS: Final = frozenset({"wall_time", "steps_per_s"})
+"""The columns measured by the clock, which differ between two runs of one seed: they are logged
+only, never checkpointed, sealed or signed (a run's record is reproducible bit for bit from its seed)."""
 TENSORBOARD_TAGS: Final = {
     "steps_per_s": "train/steps_per_s",
     "episode_return": "train/episode_return",
@@ -208,14 +212,12 @@ class RunLogger:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         kept = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in kept)
+        data = text.getvalue().encode("utf-8")
+        replace_atomically(path.with_name(f".{path.name}.tmp"), path, lambda f: f.write(data))
 
     def steps_per_s(self, step: int) -> float:
         """Primary environment steps per second since this logger started."""

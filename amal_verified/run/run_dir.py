@@ -24,6 +24,8 @@ Contracts:
   checkpoint's ledger head against the ledger before anything is changed; the records written after
   the checkpoint are kept to be recomputed, and :meth:`record_update` refuses a recomputation that
   differs (:class:`DeterminismError`).
+- :meth:`withdraw_certificate` removes the certificate and its signed envelope of a run that is
+  resumed to change, before anything it covers changes: no certificate outlives the run it describes.
 - :meth:`keep_evidence_of_failure` leaves, after an error, every update recorded so far checkable.
   A resumed run drops the data chunks written after its checkpoint (the evidence of an attempt that
   failed or was interrupted): it records those transitions again, and recomputes and checks the
@@ -42,6 +44,7 @@ from typing import Any, Final, final
 import torch
 
 from amal_verified._version import __version__
+from amal_verified.common.durable_io import fsync_dir
 from amal_verified.record.checkpoint import load_checkpoint, save_checkpoint
 from amal_verified.record.checkpoint_log import (
     CHECKPOINT_LOG_FILENAME,
@@ -51,6 +54,7 @@ from amal_verified.record.checkpoint_log import (
     manifest_digest,
     read_checkpoint_log,
 )
+from amal_verified.record.files import CERTIFICATE_FILENAME, SIGNED_CERTIFICATE_FILENAME
 from amal_verified.record.ledger import Ledger, LedgerRecord, RunHeader, round_end_text, verify
 from amal_verified.record.primary_log import PrimaryDataLog
 from amal_verified.run.config import (
@@ -232,6 +236,34 @@ class RunDirectory:
             for leftover in directory.glob(".*.tmp"):
                 if leftover.is_file():
                     leftover.unlink()
+
+    def withdraw_certificate(self) -> list[Path]:
+        """Remove the run's ``certificate.dsse.json`` and ``certificate.json`` (in that order), then
+        fsync the directory; returns the files removed (none if the run has no certificate).
+
+        A resumed run calls this before it changes anything a certificate covers, so a certificate
+        in the run directory always describes the run as it is; a process stopped in between leaves
+        a certificate that still does.  An ``OSError`` names the file it could not remove.
+        """
+        removed: list[Path] = []
+        for name in (SIGNED_CERTIFICATE_FILENAME, CERTIFICATE_FILENAME):
+            certificate = self.path / name
+            try:
+                certificate.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(certificate)
+        if removed:
+            fsync_dir(self.path)
+        return removed
+
+    def is_marked_complete(self) -> bool:
+        """Whether ``run.json`` marks the run ``complete``."""
+        try:
+            status = read_json(self.path / RUN_FILENAME, "run status")
+        except ValueError:
+            return False
+        return isinstance(status, dict) and status.get("status") == "complete"
 
     def rewrite_config(self) -> None:
         """Write ``config.json`` again (a resumed run whose length was changed)."""

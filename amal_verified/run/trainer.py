@@ -35,9 +35,11 @@ configuration: reproducible bit for bit, and resumable bit for bit from a checkp
 
 from __future__ import annotations
 
+import errno
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, final
 
 import gymnasium as gym
 import numpy as np
@@ -55,7 +57,7 @@ from amal_verified.isolation.escapes import declassify
 from amal_verified.isolation.tagging import primary
 from amal_verified.run.config import EXECUTION_FIELDS, TrainConfig
 from amal_verified.run.learner_process import LearnerProcess
-from amal_verified.run.logs import RunLogger
+from amal_verified.run.logs import WALL_CLOCK_COLUMNS, RunLogger
 from amal_verified.run.run_dir import DeterminismError, RunDirectory
 from amal_verified.run.stop_signals import RunInterrupted, StopSignals
 from amal_verified.world_model.ensemble import DEFAULT_DECODER, DEFAULT_ENCODER, DEFAULT_GRU_HIDDEN
@@ -269,6 +271,12 @@ class Trainer:
         ``execution`` may change :data:`~amal_verified.run.config.EXECUTION_FIELDS` (e.g.
         ``{"aux_backend": "ray"}``: checkpoints are the same for both backends); the run's
         ``config.json`` then records them for later resumptions.
+
+        A run resumed to continue (below its length, or not yet marked complete) loses its
+        ``certificate.json`` and ``certificate.dsse.json``
+        (:meth:`~amal_verified.run.run_dir.RunDirectory.withdraw_certificate`), once the resume was
+        accepted and before the run changes; one line on standard error says so.  A complete run
+        resumed at its length changes nothing a certificate covers and keeps it.
         """
         config, state = RunDirectory.read_for_resume(run_dir, total_steps)
         changed = dict(execution or {})
@@ -293,6 +301,20 @@ class Trainer:
             trainer.aux.close()
             files.close()
             raise
+        if trainer.step < config.total_steps or not files.is_marked_complete():
+            try:
+                withdrawn = files.withdraw_certificate()
+            except BaseException:
+                trainer.aux.close()
+                files.close()
+                raise
+            if withdrawn:
+                print(
+                    f"{files.path}: removed {' and '.join(p.name for p in withdrawn)}, "
+                    f"written for the run as it was before this resume; certify it again when it ends: "
+                    f"amal certify {files.path}",
+                    file=sys.stderr,
+                )
         trainer._open_logs(trainer.step)
         if total_steps is not None or changed:
             files.rewrite_config()
@@ -309,7 +331,9 @@ class Trainer:
         SIGINT and SIGTERM stop the run at the end of the current step: it checkpoints, is marked
         ``interrupted`` and raises :class:`RunInterrupted` (a ``KeyboardInterrupt``); a second signal
         stops it at once, and it resumes from its previous checkpoint.  Any other error marks it
-        ``failed``, resumable from its last checkpoint.
+        ``failed``, resumable from its last checkpoint; a file-system fault (an ``OSError`` such as a
+        full disk, naming the file) is raised with what to do and the resume command appended to
+        its message, so that its one line is the whole report.
         """
         with StopSignals() as stop:
             try:
@@ -332,6 +356,8 @@ class Trainer:
             except BaseException as exc:
                 status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
                 self.files.keep_evidence_of_failure(status, **self._counts())
+                if _is_file_system_fault(exc):
+                    exc.strerror = f"{exc.strerror}; {self._resume_hint(exc)}"
                 raise
             finally:
                 self.aux.close()
@@ -341,6 +367,19 @@ class Trainer:
                 self.logger.close()
                 self.files.close()
         return dict(self._metrics)
+
+    def _resume_hint(self, exc: OSError) -> str:
+        """What to do after the file-system fault ``exc`` stopped the run (appended to its message)."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "free space on its file system"
+        elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            fix = "make its directory writable"
+        else:
+            fix = "repair the file system"
+        return (
+            f"the run stopped with its checkpoint at step {self.files.checkpoint_step} intact: {fix}, "
+            f"then continue it with: amal train --resume --out {self.run_dir}"
+        )
 
     def train_step(self) -> None:
         """One primary environment step and everything scheduled at it (see the module docstring)."""
@@ -587,10 +626,16 @@ class Trainer:
         self.files.write_status(status, **self._counts())
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything the loop needs to continue bit for bit: every component and random stream."""
+        """Everything the loop needs to continue bit for bit: every component and random stream.
+
+        Nothing measured by the clock (:data:`~amal_verified.run.logs.WALL_CLOCK_COLUMNS`): the
+        checkpoint, hence its seal and a signed certificate, is the same for every run of a seed.
+        """
         return {
             "returns": list(self._returns),
-            "metrics": {k: v for k, v in self._metrics.items() if v is not None},
+            "metrics": {
+                k: v for k, v in self._metrics.items() if v is not None and k not in WALL_CLOCK_COLUMNS
+            },
             "env": self.env.state_dict(),
             "primary_actions": self.primary_actions.get_state(),
             "primary_buffer": self.primary.state_dict(),
@@ -610,7 +655,7 @@ class Trainer:
         """Restore :meth:`state_dict` (a checkpoint's, with its ``step``)."""
         self.step = int(state["step"])
         self._returns = list(state["returns"])
-        self._metrics = dict(state["metrics"])
+        self._metrics = {k: v for k, v in state["metrics"].items() if k not in WALL_CLOCK_COLUMNS}
         self.env.load_state_dict(state["env"])
         self.primary_actions.set_state(state["primary_actions"])
         self.primary.load_state_dict(state["primary_buffer"])
@@ -629,6 +674,15 @@ class Trainer:
         self._recent = [(o, a.item() if self.task.discrete else a) for o, a in state["recent"]]
         self.aux.load_state_dict(state["aux"])
         self.imagined.load_state_dict(state["imagined"])
+
+
+def _is_file_system_fault(exc: BaseException) -> TypeGuard[OSError]:
+    """A full disk, a read-only directory or another I/O error (not a missing or existing path)."""
+    return (
+        isinstance(exc, OSError)
+        and exc.errno is not None
+        and not isinstance(exc, FileExistsError | FileNotFoundError)
+    )
 
 
 def action_space_of(env: Any) -> gym.spaces.Discrete | gym.spaces.Box:
