@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final, TypeAlias
@@ -73,6 +74,7 @@ from torch import nn
 from amal_verified.common.rng_streams import RunStreams
 from amal_verified.common.runtime_checks import checked
 from amal_verified.isolation.buffers import PrimaryBuffer
+from amal_verified.isolation.errors import TaggingError, TrackingError
 from amal_verified.isolation.gate import GatedOptimizer
 from amal_verified.record.checkpoint import load_checkpoint, save_checkpoint
 
@@ -220,11 +222,34 @@ def _factory_name(factory: WorldModelFactory | None) -> str:
 
 def _flat_dim(space: gym.Space[Any], what: str) -> int:
     if not isinstance(space, gym.spaces.Box):
-        raise TypeError(
-            f"GatedWorldModelCallback needs a Box {what} space, got {type(space).__name__}; "
-            "wrap the environment so that it has one (e.g. gymnasium.wrappers.FlattenObservation)"
-        )
+        if what == "action":
+            fix = (
+                "the callback serves continuous-action off-policy agents (SAC, TD3, DDPG) on environments "
+                "with Box actions; discrete-action agents such as DQN are not supported"
+            )
+        else:
+            fix = (
+                "wrap the environment so that its observations are one Box "
+                "(e.g. gymnasium.wrappers.FlattenObservation)"
+            )
+        raise TypeError(f"GatedWorldModelCallback needs a Box {what} space, got {space}; {fix}")
     return int(np.prod(space.shape))
+
+
+def _env_name(env: object) -> str:
+    """``env``'s registered id, or its class name if it has none."""
+    env_id = getattr(getattr(env, "spec", None), "id", None)
+    return repr(env_id) if isinstance(env_id, str) and env_id else type(env).__name__
+
+
+def _same_box(a: gym.Space[Any], b: gym.Space[Any], *, bounds: bool) -> bool:
+    """Both are Boxes of one shape (and, with ``bounds``, the same float32 bounds)."""
+    if not (isinstance(a, gym.spaces.Box) and isinstance(b, gym.spaces.Box)) or a.shape != b.shape:
+        return False
+    return not bounds or all(
+        np.array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
+        for x, y in ((a.low, b.low), (a.high, b.high))
+    )
 
 
 @checked
@@ -232,12 +257,14 @@ class GatedWorldModelCallback(BaseCallback):
     """Trains a gated world model on the real transitions of an off-policy SB3 agent and feeds the
     agent auxiliary transitions (see the module docstring for the contract).
 
-    ``aux_envs``: auxiliary environments with the agent's spaces, stepped by the default
-    :meth:`auxiliary_transitions`.  ``world_model``: a :data:`WorldModelFactory`, or ``None`` for
-    :class:`WorldModel` with ``hidden`` units.  ``train_freq``: environment steps between world-model
-    rounds; ``gradient_steps``: updates per round; ``batch_size``, ``learning_rate`` (Adam),
-    ``buffer_size`` (the primary buffer's capacity, in transitions); ``seed``: the callback's random
-    streams; ``record``: keep every transition for :meth:`recording`.
+    ``aux_envs``: auxiliary environments with the agent's spaces (its observation shape and its
+    action space; checked when ``learn`` starts, ``ValueError`` naming the environment and both
+    spaces otherwise), stepped by the default :meth:`auxiliary_transitions`.  ``world_model``: a
+    :data:`WorldModelFactory`, or ``None`` for :class:`WorldModel` with ``hidden`` units.
+    ``train_freq``: environment steps between world-model rounds; ``gradient_steps``: updates per
+    round; ``batch_size``, ``learning_rate`` (Adam), ``buffer_size`` (the primary buffer's capacity,
+    in transitions); ``seed``: the callback's random streams; ``record``: keep every transition for
+    :meth:`recording`.
 
     Attributes once built (when ``learn`` starts, or by :meth:`load`): ``world_model``,
     ``wm_optimizer`` (the ``GatedOptimizer``), ``primary_buffer``, ``agent_buffer`` (the agent's
@@ -296,6 +323,9 @@ class GatedWorldModelCallback(BaseCallback):
         self.aux_added = 0
         self.n_envs = 0  # known once real transitions arrive (or once an agent buffer is attached)
         self._pending_aux: Transitions | None = None
+        # auxiliary transitions dropped for NaN/Inf since this object was made (not saved)
+        self.dropped_aux_rows = 0
+        self._warned_sources: set[int] = set()
         self._aux_obs: list[Any] | None = None
         streams = RunStreams(seed)
         self._init_generator = streams.torch_generator("sb3-world-model-init")
@@ -365,12 +395,31 @@ class GatedWorldModelCallback(BaseCallback):
         self.agent_buffer = agent_buffer
         self.n_envs = int(agent_buffer.n_envs)
 
+    def _check_aux_envs(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
+        """``ValueError`` naming the first auxiliary environment whose observation shape or action space
+        (shape and bounds) differs from the agent's Box spaces."""
+        for i, env in enumerate(self.aux_envs):
+            aux_obs, aux_action = env.observation_space, env.action_space
+            if not (
+                _same_box(aux_obs, observation_space, bounds=False)
+                and _same_box(aux_action, action_space, bounds=True)
+            ):
+                raise ValueError(
+                    f"aux_envs[{i}] ({_env_name(env)}) has observation space {aux_obs} and action space "
+                    f"{aux_action}, but the agent has {observation_space} and {action_space}; pass "
+                    "auxiliary environments with the agent's observation shape and action space"
+                )
+
     def _init_callback(self) -> None:
         replay_buffer = getattr(self.model, "replay_buffer", None)
         if not isinstance(replay_buffer, ReplayBuffer):
             raise TypeError(
                 f"{type(self).__name__} needs an off-policy agent with a ReplayBuffer (SAC, TD3, DDPG)"
             )
+        observation_space, action_space = self.model.observation_space, self.model.action_space
+        _flat_dim(observation_space, "observation")
+        _flat_dim(action_space, "action")
+        self._check_aux_envs(observation_space, action_space)
         if not self.built:
             if self.model.num_timesteps > 0:
                 raise ValueError(
@@ -403,6 +452,7 @@ class GatedWorldModelCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         aux = self.auxiliary_transitions()
+        self._check_aux(aux, f"{type(self).__name__}.auxiliary_transitions()")
         self.step(self.real_transitions(), aux)
         if not math.isnan(self.world_model_loss):
             self.logger.record("world_model/loss", self.world_model_loss)
@@ -444,7 +494,11 @@ class GatedWorldModelCallback(BaseCallback):
         (any number of rows each), in the environment's units.  Called once per environment step,
         before :meth:`step`.  By default each of ``aux_envs`` takes one step with the agent's
         stochastic policy, sampled from the callback's own stream; an episode that ends is reset.
-        Override it to draw auxiliary data from elsewhere (a simulator, a dataset, other agents)."""
+        Override it to draw auxiliary data from elsewhere (a simulator, a dataset, other agents).
+        What it returns is checked before anything is stored: a list of :class:`Transitions` whose
+        observations and actions have the agent's widths (``TypeError`` / ``ValueError`` naming the
+        hook and the source otherwise); rows holding NaN/Inf are dropped (:meth:`_finite_rows`), and
+        the default hook restarts an environment whose next observation is not finite."""
         if not self.aux_envs:
             return []
         if self._aux_obs is None:
@@ -459,7 +513,10 @@ class GatedWorldModelCallback(BaseCallback):
                 action, _ = self.model.predict(seen, deterministic=False)
                 self._aux_policy_rng = torch.get_rng_state()
             next_obs, reward, terminated, truncated, _ = env.step(action)
-            self._aux_obs[i] = env.reset()[0] if terminated or truncated else next_obs
+            # A non-finite state (its row is dropped, see _finite_rows) ends the episode too, as in the
+            # trainer's auxiliary population: the policy is never asked to act on it.
+            restart = terminated or truncated or not np.isfinite(np.asarray(next_obs, np.float64)).all()
+            self._aux_obs[i] = env.reset()[0] if restart else next_obs
             out.append(
                 Transitions(
                     obs=np.asarray(obs, dtype=np.float32).reshape(1, -1),
@@ -472,21 +529,84 @@ class GatedWorldModelCallback(BaseCallback):
             )
         return out
 
+    def _check_aux(self, aux: object, origin: str) -> None:
+        """Refuse auxiliary rows the agent's buffer cannot take, before anything is stored: ``TypeError``
+        unless ``aux`` is a list of :class:`Transitions`; ``ValueError`` naming ``origin`` and the source
+        (and, from the default hook, its environment) for observations or actions of another width
+        than the agent's or non-numeric values.  These depend on the code, not on the values: a
+        refusal that depended on auxiliary values (NaN/Inf) would let them stop the world model's
+        training, so such rows are dropped instead (:meth:`_finite_rows`)."""
+        if not isinstance(aux, list | tuple) or not all(isinstance(rows, Transitions) for rows in aux):
+            kinds = sorted({type(rows).__name__ for rows in aux} if isinstance(aux, list | tuple) else set())
+            got = f"a {type(aux).__name__}" + (f" of {', '.join(kinds)}" if kinds else "")
+            raise TypeError(
+                f"{origin} must return a list of Transitions (one per auxiliary source), got {got}"
+            )
+        default_hook = type(self).auxiliary_transitions is GatedWorldModelCallback.auxiliary_transitions
+        widths = {"obs": int(np.prod(self.obs_shape)), "actions": len(self.action_low)}
+        widths["next_obs"] = widths["obs"]
+        for i, rows in enumerate(aux):
+            source = f"auxiliary source {i}"
+            if default_hook and i < len(self.aux_envs):
+                source += f" (aux_envs[{i}], {_env_name(self.aux_envs[i])})"
+            for field in ("obs", "actions", "rewards", "next_obs"):
+                values = getattr(rows, field)
+                if values.dtype.kind not in "biuf":
+                    raise ValueError(
+                        f"{origin} returned {field} of dtype {values.dtype} for {source}; auxiliary rows "
+                        "must hold real numbers"
+                    )
+                width = widths.get(field)
+                if width is not None and values.shape[1] != width:
+                    what = "observation" if field != "actions" else "action"
+                    raise ValueError(
+                        f"{origin} returned {field} of shape {values.shape} for {source}, expected "
+                        f"({len(values)}, {width}) (the agent's flattened {what} size); return rows "
+                        f"shaped like the agent's {what}s"
+                    )
+
+    def _finite_rows(self, rows: Transitions, source: int) -> Transitions:
+        """``rows`` without those holding NaN/Inf in ``obs``, ``actions``, ``rewards`` or ``next_obs``
+        (the agent's losses would turn non-finite), as the trainer's auxiliary population drops them:
+        counted in :attr:`dropped_aux_rows`, with a ``UserWarning`` naming the source and the
+        environment step the first time rows of a source are dropped."""
+        finite = np.ones(len(rows), dtype=bool)
+        for field in ("obs", "actions", "rewards", "next_obs"):
+            values = np.asarray(getattr(rows, field), dtype=np.float64)
+            finite &= np.isfinite(values).reshape(len(rows), -1).all(axis=1)
+        if finite.all():
+            return rows
+        dropped = int((~finite).sum())
+        if source not in self._warned_sources:
+            self._warned_sources.add(source)
+            warnings.warn(
+                f"{type(self).__name__}: dropped {dropped} auxiliary transition(s) of source {source} "
+                f"holding "
+                f"NaN/Inf at environment step {self.real_steps + 1} (the agent would learn non-finite "
+                "losses from them; dropped_aux_rows counts them); fix the auxiliary environment or the hook",
+                stacklevel=3,
+            )
+        self.dropped_aux_rows += dropped
+        return Transitions(*(getattr(rows, f)[finite] for f in _FIELDS))
+
     def step(self, primary: Transitions, aux: Sequence[Transitions]) -> None:
         """The update path: ``aux`` goes to the agent's buffer (actions scaled to ``[-1, 1]`` as SB3
         stores them for Box spaces, ``n_envs`` rows per ``add``), ``primary`` (the step's ``n_envs``
         real transitions) to the primary buffer; every ``train_freq`` steps the world model trains
-        on primary batches.  SB3 adds the real transitions to its buffer itself, after this call."""
+        on primary batches.  SB3 adds the real transitions to its buffer itself, after this call.
+        ``aux`` rows of the wrong width are refused (``ValueError``, see :meth:`_check_aux`) before
+        anything is stored; rows with NaN/Inf are dropped (:meth:`_finite_rows`)."""
         if not self.built or not hasattr(self, "agent_buffer"):
             raise RuntimeError("step() needs build() and attach(), which learn() calls")
+        self._check_aux(aux, "step()'s aux")
         if self.record:
             self.recorded_primary.append(primary)
             while len(self.recorded_aux) < len(aux):
                 self.recorded_aux.append([])
             for i, a in enumerate(aux):
                 self.recorded_aux[i].append(a)
-        for a in aux:
-            self._add_aux(a)
+        for i, a in enumerate(aux):
+            self._add_aux(self._finite_rows(a, i))
         self.primary_buffer.add(
             primary.obs, primary.actions, primary.rewards, primary.next_obs, primary.terminated
         )
@@ -621,37 +741,148 @@ class GatedWorldModelCallback(BaseCallback):
         ``world_model``, which must be the factory the saved one was built with) wrapped in a fresh
         ``GatedOptimizer``, whose ``load_state_dict`` checks the saved optimizer state; the primary
         buffer, counters and random streams as saved.  ``aux_envs``, ``record`` and ``verbose`` as
-        for the constructor.  Raises ``ValueError`` naming the file for a state it cannot use."""
+        for the constructor.
+
+        Every field is checked here, before it is used: a state it cannot use (missing or extra
+        fields, a bad ``config``, counters that are not non-negative ints, a random-stream state torch
+        does not accept, pending rows that do not fit, ...) raises a one-line ``ValueError`` naming the
+        file and the field; nothing outside the new callback is changed (the global torch random
+        stream included, whether loading succeeds or not).  Optimizer state carrying auxiliary data is
+        refused by the gate (``IsolationViolation``)."""
+        where = os.fspath(path)
         state = load_checkpoint(path)
         keys = set(state)
         if keys != _STATE_KEYS or state["format"] != _STATE_FORMAT:
             raise ValueError(
-                f"{os.fspath(path)} is not a GatedWorldModelCallback state of format {_STATE_FORMAT} "
+                f"{where} is not a GatedWorldModelCallback state of format {_STATE_FORMAT} "
                 f"(missing keys {sorted(_STATE_KEYS - keys)}, unexpected keys {sorted(keys - _STATE_KEYS)}); "
                 "write it with GatedWorldModelCallback.save"
             )
-        callback = cls(aux_envs, world_model=world_model, record=record, verbose=verbose, **state["config"])
-        low = state["action_low"].numpy()
-        high = state["action_high"].numpy()
-        obs_space = gym.spaces.Box(-np.inf, np.inf, shape=tuple(state["obs_shape"]), dtype=np.float32)
-        callback.build(obs_space, gym.spaces.Box(low, high, dtype=np.float32))
+        _check_state_fields(where, state)
         try:
-            callback.world_model.load_state_dict(state["world_model"])
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ValueError(
-                f"{os.fspath(path)} holds a world model built by {state['world_model_factory']}, which "
-                f"{_factory_name(world_model)} does not match ({first}); pass world_model= as when saved"
-            ) from None
-        callback.wm_optimizer.load_state_dict(state["optimizer"])
-        callback.primary_buffer.load_state_dict(state["primary_buffer"])
-        callback.real_steps = int(state["real_steps"])
-        callback.aux_added = int(state["aux_added"])
-        callback.world_model_loss = float(state["world_model_loss"])
-        callback._aux_policy_rng = state["aux_policy_rng"].clone()
-        pending = state["pending_aux"]
-        callback._pending_aux = None if pending is None else Transitions.from_dict(pending)
+            callback = cls(
+                aux_envs, world_model=world_model, record=record, verbose=verbose, **state["config"]
+            )
+        except (TypeError, ValueError) as exc:
+            raise _field_error(where, "config", f"is invalid ({_first_line(exc)})") from None
+        # Building draws nn.Module default initialisations from the global torch stream: keep the
+        # caller's stream as it was, whether loading succeeds or a field is refused.
+        with torch.random.fork_rng(devices=[]):
+            low = state["action_low"].numpy()
+            high = state["action_high"].numpy()
+            obs_space = gym.spaces.Box(-np.inf, np.inf, shape=tuple(state["obs_shape"]), dtype=np.float32)
+            callback.build(obs_space, gym.spaces.Box(low, high, dtype=np.float32))
+            try:
+                callback.world_model.load_state_dict(state["world_model"])
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"{where} holds a world model built by {state['world_model_factory']}, which "
+                    f"{_factory_name(world_model)} does not match ({_first_line(exc)}); pass world_model= as "
+                    "when saved"
+                ) from None
+            for field, target in (
+                ("optimizer", callback.wm_optimizer),
+                ("primary_buffer", callback.primary_buffer),
+            ):
+                try:
+                    target.load_state_dict(state[field])
+                except (TaggingError, TrackingError):  # isolation errors pass unchanged
+                    raise
+                except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+                    raise _field_error(
+                        where, field, f"is invalid ({type(exc).__name__}: {_first_line(exc)})"
+                    ) from None
+            callback.real_steps = state["real_steps"]
+            callback.aux_added = state["aux_added"]
+            pending = state["pending_aux"]
+            if pending is not None:
+                try:
+                    rows = Transitions.from_dict(pending)
+                    callback._check_aux([rows], "the saved pending auxiliary rows")
+                except (TypeError, ValueError) as exc:
+                    raise _field_error(where, "pending_aux", f"is invalid ({_first_line(exc)})") from None
+                callback._pending_aux = rows
+            callback.world_model_loss = float(state["world_model_loss"])
+            callback._aux_policy_rng = state["aux_policy_rng"].clone()
         return callback
+
+
+_CONFIG_INTS: Final = ("train_freq", "gradient_steps", "batch_size", "hidden", "buffer_size", "seed")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _field_error(where: str, field: str, problem: str) -> ValueError:
+    return ValueError(
+        f"{where}: field {field!r} {problem}; the file is damaged or was not written by "
+        "GatedWorldModelCallback.save (save the callback again)"
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_state_fields(where: str, state: dict[str, Any]) -> None:
+    """The checks :meth:`GatedWorldModelCallback.load` runs before building anything from ``state``."""
+    config = state["config"]
+    expected = {*_CONFIG_INTS, "learning_rate"}
+    if not isinstance(config, dict) or set(config) != expected:
+        got = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise _field_error(where, "config", f"must be a dict with the keys {sorted(expected)}, got {got}")
+    for key in _CONFIG_INTS:
+        if not _is_int(config[key]):
+            raise _field_error(where, "config", f"holds {key}={_shown(config[key])}, not an int")
+    if isinstance(config["learning_rate"], bool) or not isinstance(config["learning_rate"], int | float):
+        raise _field_error(
+            where, "config", f"holds learning_rate={_shown(config['learning_rate'])}, not a number"
+        )
+    for key in ("real_steps", "aux_added"):
+        if not _is_int(state[key]) or state[key] < 0:
+            raise _field_error(where, key, f"is {_shown(state[key])}, not a non-negative int")
+    loss = state["world_model_loss"]
+    if isinstance(loss, bool) or not isinstance(loss, int | float):
+        raise _field_error(where, "world_model_loss", f"is {_shown(loss)}, not a number")
+    if not isinstance(state["world_model_factory"], str):
+        raise _field_error(
+            where, "world_model_factory", f"is {_shown(state['world_model_factory'])}, not a name"
+        )
+    shape = state["obs_shape"]
+    if not isinstance(shape, list | tuple) or not shape or not all(_is_int(d) and d > 0 for d in shape):
+        raise _field_error(where, "obs_shape", f"is {_shown(shape)}, not a list of positive ints")
+    bounds = state["action_low"], state["action_high"]
+    for key, bound in zip(("action_low", "action_high"), bounds, strict=True):
+        if not (
+            isinstance(bound, torch.Tensor)
+            and bound.dtype == torch.float32
+            and bound.dim() == 1
+            and bound.numel() > 0
+            and bool(torch.isfinite(bound).all())
+        ):
+            raise _field_error(where, key, f"is {_shown(bound)}, not a non-empty 1-D finite float32 tensor")
+    if bounds[0].shape != bounds[1].shape or not bool((bounds[0] <= bounds[1]).all()):
+        raise _field_error(where, "action_high", "does not match action_low (same shape, high >= low)")
+    rng = state["aux_policy_rng"]
+    problem = None
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.dim() != 1:
+        problem = f"is {_shown(rng)}, not a 1-D uint8 tensor"
+    else:
+        try:  # a scratch generator: torch checks the state without the global stream being touched
+            torch.Generator().set_state(rng.clone())
+        except (RuntimeError, TypeError, ValueError) as exc:
+            problem = f"is not a torch CPU random state torch accepts ({_first_line(exc)})"
+    if problem is not None:
+        raise _field_error(where, "aux_policy_rng", problem)
+    if state["pending_aux"] is not None and not isinstance(state["pending_aux"], dict):
+        raise _field_error(where, "pending_aux", f"is {_shown(state['pending_aux'])}, not None or a dict")
 
 
 @checked

@@ -30,7 +30,8 @@ Contract shared by both buffers:
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias, final
 
@@ -240,11 +241,12 @@ class _TransitionBuffer(abc.ABC):
         never fills an integer field, ``done`` takes bools or exact 0/1.
 
         Raises :class:`~amal_verified.isolation.errors.TaggingError` for data labelled
-        with a source other than this buffer's, ``TypeError`` for unsupported
-        types or dtypes, ``ValueError`` for wrong shapes, disagreeing batch
-        sizes, batches larger than ``capacity``, NaN/Inf, and out-of-range
-        values.  Every check runs before anything is written: a refused call
-        leaves the buffer exactly unchanged.
+        with a source other than this buffer's, ``TypeError`` (one line naming the
+        argument, what it received and what to pass) for unsupported types such as
+        lists, tuples, ``None`` or dicts, or unsupported dtypes, ``ValueError`` for
+        wrong shapes, disagreeing batch sizes, batches larger than ``capacity``,
+        NaN/Inf, and out-of-range values.  Every check runs before anything is
+        written: a refused call leaves the buffer exactly unchanged.
         """
         values = {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "done": done}
         plain = {f.name: self._to_plain(f.name, values[f.name]) for f in self._fields}
@@ -590,6 +592,62 @@ class _TransitionBuffer(abc.ABC):
         self._generator.set_state(scratch.get_state())
         self._size = size
         self._pos = pos
+
+
+def _argument_fix(field: str, value: object) -> str:
+    """What to pass instead of ``value`` (not a tensor, NumPy array or Python scalar) for ``field``."""
+    if value is None:
+        return f"pass a number, NumPy array or tensor for {field}"
+    if isinstance(value, tuple) and field == "done" and len(value) == 2:
+        return (
+            "pass one bool per transition, not a (terminated, truncated) pair, "
+            "e.g. torch.as_tensor(terminated)"
+        )
+    if isinstance(value, Mapping):
+        return "pass the array itself, not a dict (flatten dict observations first)"
+    if isinstance(value, list | tuple):
+        return f"convert it first, e.g. torch.as_tensor({field}) or numpy.asarray({field})"
+    return f"convert it to a tensor, e.g. torch.as_tensor({field})"
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, list | tuple):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return f"a {type(value).__module__}.{type(value).__qualname__}".replace("builtins.", "")
+
+
+_ADD_ARGUMENT_TYPES: Final = (torch.Tensor, np.ndarray, np.generic, bool, int, float)
+
+
+def _one_line_argument_errors(add: Callable[..., None]) -> Callable[..., None]:
+    """Wrap the (beartype-checked) ``add``: an argument of a type ``add`` does not take gets a one-line
+    ``TypeError`` naming it, what was received and what to pass, before beartype sees it."""
+
+    @functools.wraps(add)
+    def checked_add(
+        self: _TransitionBuffer,
+        obs: ArrayLike,
+        action: ArrayLike,
+        reward: ArrayLike,
+        next_obs: ArrayLike,
+        done: ArrayLike,
+    ) -> None:
+        values = {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs, "done": done}
+        for field, value in values.items():
+            if not isinstance(value, _ADD_ARGUMENT_TYPES):
+                raise TypeError(
+                    f"{type(self).__name__}.add: {field} must be a torch.Tensor, NumPy array or Python "
+                    f"scalar, got {_describe(value)}; {_argument_fix(field, value)}"
+                )
+        add(self, obs, action, reward, next_obs, done)
+
+    return checked_add
+
+
+# The public add: the one-line argument check first, then beartype's check and the body.
+_TransitionBuffer.add = _one_line_argument_errors(_TransitionBuffer.add)  # type: ignore[method-assign]
 
 
 def _check_finite(what: str, t: torch.Tensor, n: int, batched: bool, when: str) -> None:

@@ -9,6 +9,7 @@ Stable-Baselines3 the import names the extra to install.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from stable_baselines3 import PPO, SAC
+from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
@@ -328,6 +329,189 @@ def test_refuses_agents_and_arguments_it_cannot_serve() -> None:
             np.zeros(2, bool),
             np.zeros(2, bool),
         )
+
+
+def test_a_discrete_action_agent_is_refused_with_the_fix_for_actions() -> None:
+    agent = DQN("MlpPolicy", "CartPole-v1", learning_starts=10, buffer_size=100, seed=0)
+    with pytest.raises(TypeError) as refused:
+        agent.learn(total_timesteps=10, callback=GatedWorldModelCallback(**TINY))
+    message = str(refused.value)
+    assert message.startswith("GatedWorldModelCallback needs a Box action space, got Discrete(2); ")
+    assert "continuous-action off-policy agents (SAC, TD3, DDPG)" in message and "DQN" in message
+    assert "FlattenObservation" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("aux_id", "spaces"),
+    [
+        (
+            "MountainCarContinuous-v0",
+            r"observation space Box\(.*\(2,\), float32\) and action space Box\(-1\.0, 1\.0",
+        ),
+        ("CartPole-v1", r"observation space Box\(.*\(4,\), float32\) and action space Discrete\(2\)"),
+    ],
+)
+def test_auxiliary_environments_with_other_spaces_are_refused_at_set_up(aux_id: str, spaces: str) -> None:
+    callback = GatedWorldModelCallback([gym.make(aux_id)], **TINY)
+    model = make_sac(make_env(1))
+    with pytest.raises(ValueError, match=r"^aux_envs\[0\] ") as refused:
+        model.learn(total_timesteps=10, callback=callback)
+    message = str(refused.value)
+    assert message.startswith(f"aux_envs[0] ('{aux_id}') has ") and "\n" not in message
+    assert re.search(spaces, message), message
+    assert re.search(
+        r"but the agent has Box\(.*\(3,\), float32\) and Box\(-2\.0, 2\.0, \(1,\), float32\)", message
+    )
+    assert model.num_timesteps == 0 and not callback.built
+
+
+class _FixedAux(GatedWorldModelCallback):
+    """Returns ``self.rows`` (two rows of the given widths, values ``fill``) from the hook."""
+
+    rows: tuple[int, int, float] = (3, 1, 0.0)
+
+    def auxiliary_transitions(self) -> list[Transitions]:
+        obs_dim, action_dim, fill = self.rows
+        obs = np.full((2, obs_dim), fill, np.float32)
+        return [
+            Transitions(
+                obs,
+                np.zeros((2, action_dim), np.float32),
+                np.zeros(2, np.float32),
+                obs,
+                np.zeros(2, bool),
+                np.zeros(2, bool),
+            )
+        ]
+
+
+@pytest.mark.parametrize(
+    ("rows", "match"),
+    [
+        (
+            (4, 1, 0.0),
+            r"_FixedAux\.auxiliary_transitions\(\) returned obs of shape \(2, 4\) for auxiliary source 0, "
+            r"expected \(2, 3\)",
+        ),
+        (
+            (3, 2, 0.0),
+            r"_FixedAux\.auxiliary_transitions\(\) returned actions of shape \(2, 2\) for auxiliary "
+            r"source 0, expected \(2, 1\)",
+        ),
+    ],
+)
+def test_hook_rows_of_the_wrong_width_are_refused_before_storing(
+    rows: tuple[int, int, float], match: str
+) -> None:
+    callback = _FixedAux(**TINY)
+    callback.rows = rows
+    model = make_sac(make_env(1))
+    with pytest.raises(ValueError, match=match) as refused:
+        model.learn(total_timesteps=10, callback=callback)
+    assert "\n" not in str(refused.value)
+    assert callback.aux_added == 0 and callback._pending_aux is None
+    assert model.replay_buffer.pos == 0 and len(callback.primary_buffer) == 0
+
+
+class _NaNObsAt(gym.Wrapper[Any, Any, Any, Any]):
+    """Its ``at``-th step returns a NaN observation."""
+
+    def __init__(self, env: gym.Env[Any, Any], at: int) -> None:
+        super().__init__(env)
+        self.at, self.steps = at, 0
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return (obs * np.nan if self.steps == self.at else obs), reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf")])
+def test_non_finite_hook_rows_are_dropped_counted_and_warned(fill: float) -> None:
+    """Non-finite auxiliary rows never reach the agent's buffer and never stop the world model's
+    training (a refusal would let auxiliary values decide whether it trains)."""
+    callback = _FixedAux(**TINY)
+    callback.rows = (3, 1, fill)
+    model = make_sac(make_env(1))
+    with pytest.warns(
+        UserWarning,
+        match=r"dropped 2 auxiliary transition\(s\) of source 0 holding NaN/Inf at environment step 1",
+    ):
+        model.learn(total_timesteps=10, callback=callback)
+    assert callback.dropped_aux_rows == 20 and callback.aux_added == 0 and callback.real_steps == 10
+    assert model.replay_buffer.pos == 10 and np.isfinite(model.replay_buffer.observations[:10]).all()
+
+
+def test_non_finite_rows_of_an_auxiliary_environment_are_dropped_naming_it_and_the_step() -> None:
+    callback = GatedWorldModelCallback([make_aux_env(), _NaNObsAt(make_aux_env(), at=5)], **TINY)
+    model = make_sac(make_env(1))
+    with pytest.warns(UserWarning, match=r"of source 1 holding NaN/Inf at environment step 5"):
+        model.learn(total_timesteps=20, callback=callback)
+    assert callback.real_steps == 20 and callback.dropped_aux_rows == 1
+    assert callback.aux_added == 2 * 20 - 1
+    stored = model.replay_buffer.observations[: model.replay_buffer.pos]
+    assert (
+        np.isfinite(stored).all()
+        and np.isfinite(model.replay_buffer.next_observations[: model.replay_buffer.pos]).all()
+    )
+
+
+@pytest.fixture(scope="module")
+def saved_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    _, callback = train(1, 60, aux=1)
+    path = tmp_path_factory.mktemp("saved") / "world_model.pt"
+    callback.save(path)
+    return load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "damage", "problem"),
+    [
+        ("real_steps", "abc", r"is 'abc', not a non-negative int"),
+        ("aux_added", -1, r"is -1, not a non-negative int"),
+        ("world_model_loss", "low", r"is 'low', not a number"),
+        ("config", {"train_freq": 1}, r"must be a dict with the keys"),
+        (
+            "config",
+            "batch_size",
+            r"is invalid \(need 1 <= batch_size <= buffer_size, got batch_size=1000000000",
+        ),
+        ("config", "hidden", r"holds hidden='64', not an int"),
+        (
+            "aux_policy_rng",
+            torch.zeros(3, dtype=torch.uint8),
+            r"is not a torch CPU random state torch accepts \(Expected",
+        ),
+        ("aux_policy_rng", torch.zeros(3), r"not a 1-D uint8 tensor"),
+        ("obs_shape", [3, 0], r"is \[3, 0\], not a list of positive ints"),
+        ("action_low", torch.tensor([float("nan")]), r"not a non-empty 1-D finite float32 tensor"),
+        ("pending_aux", {"obs": np.zeros((1, 3))}, r"is invalid \(transitions need the fields"),
+        ("primary_buffer", {}, r"is invalid \("),
+    ],
+)
+def test_load_refuses_a_damaged_field_naming_the_file_and_the_field(
+    tmp_path: Path, saved_state: dict[str, Any], field: str, damage: Any, problem: str
+) -> None:
+    state = dict(saved_state)
+    if field == "config" and damage == "batch_size":
+        state["config"] = {**state["config"], "batch_size": 10**9}
+    elif field == "config" and damage == "hidden":
+        state["config"] = {**state["config"], "hidden": "64"}
+    else:
+        state[field] = damage
+    path = tmp_path / "damaged.pt"
+    save_checkpoint(path, state)
+    aux_env = make_aux_env()
+    rng_before = torch.get_rng_state()
+    with pytest.raises(ValueError, match=re.escape(str(path))) as refused:
+        GatedWorldModelCallback.load(path, [aux_env])
+    message = str(refused.value)
+    assert message.startswith(f"{path}: field '{field}' ") and "\n" not in message
+    assert re.search(problem, message), message
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    # the undamaged state still loads
+    save_checkpoint(path, saved_state)
+    assert GatedWorldModelCallback.load(path, [aux_env]).real_steps == 60
 
 
 # ------------------------------------------------------------------------------------- the extra

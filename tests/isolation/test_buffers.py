@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import pathlib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -525,16 +526,51 @@ def test_refused_add_leaves_buffer_exactly_unchanged(
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
-    [("obs", "abc"), ("action", [0.0, 1.0]), ("reward", None), ("done", {"x": 1})],
+    ("field", "value", "got", "fix"),
+    [
+        ("obs", "abc", "a str", r"torch\.as_tensor\(obs\)"),
+        (
+            "action",
+            [0.0, 1.0],
+            "a list of length 2",
+            r"torch\.as_tensor\(action\) or numpy\.asarray\(action\)",
+        ),
+        ("reward", None, "None", "pass a number, NumPy array or tensor for reward"),
+        ("done", {"x": 1}, "a dict", "pass the array itself, not a dict"),
+        (
+            "done",
+            (np.array(False), np.array(True)),
+            "a tuple of length 2",
+            r"not a \(terminated, truncated\) pair, e\.g\. torch\.as_tensor\(terminated\)",
+        ),
+    ],
 )
-def test_non_numeric_types_are_type_errors(field: str, value: Any) -> None:
-    buf = make_primary()
+@pytest.mark.parametrize("make", [make_primary, make_aux], ids=["primary", "aux"])
+def test_non_numeric_types_are_one_line_type_errors(
+    make: Callable[..., Buffer], field: str, value: Any, got: str, fix: str
+) -> None:
+    """A list, None, dict or (terminated, truncated) pair gets one line naming the argument, what was
+    received and what to pass; the buffer is unchanged."""
+    buf = make()
     buf.add(**one(1))
     before = snapshot(buf)
-    with pytest.raises(TypeError, match=f"parameter {field}="):
+    with pytest.raises(TypeError) as excinfo:
         buf.add(**{**one(2), field: value})
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert message.startswith(f"{type(buf).__name__}.add: {field} must be a torch.Tensor, NumPy array or")
+    assert f"got {got}; " in message
+    assert re.search(fix, message), message
+    assert raised_in_buffers(excinfo), excinfo.traceback[-1]
     assert_same(before, snapshot(buf))
+
+
+def test_add_keeps_beartype_and_accepts_keywords() -> None:
+    """The one-line check sits in front of the beartype-checked method, which stays in place."""
+    assert getattr(PrimaryBuffer.add.__wrapped__, "__beartype_wrapper", False)  # type: ignore[attr-defined]
+    buf = make_primary()
+    buf.add(obs=one(1)["obs"], action=one(1)["action"], reward=0.5, next_obs=one(1)["next_obs"], done=True)
+    assert len(buf) == 1
 
 
 # ---------------------------------------------------------------------------------------- labels
