@@ -153,6 +153,13 @@ class GatedOptimizer(torch.optim.Optimizer):
     def __init__(self, optimizer: torch.optim.Optimizer, *, names: NamesArg = None) -> None:
         if isinstance(optimizer, GatedOptimizer):
             raise TypeError("this optimizer is already gated; wrap the original optimizer once")
+        lazy = sum(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in all_params(optimizer))
+        if lazy:
+            raise TypeError(
+                f"{lazy} parameter(s) of this optimizer belong to a lazy module (nn.LazyLinear, ...) and are "
+                "not initialised yet, so their memory cannot be protected; run one forward pass first (on "
+                "any data) to initialise them, then gate the optimizer"
+            )
         ensure_active()
         buffers = list(names.named_buffers()) if isinstance(names, torch.nn.Module) else []
         self._setup(optimizer, names, buffers)
@@ -196,7 +203,8 @@ class GatedOptimizer(torch.optim.Optimizer):
         records: list[_protection.Protected] = []
         for p in all_params(self.original_optimizer):
             records.append(_protection.protect(p, names[id(p)], self._owner, "parameter"))
-            _grad_labels.ensure_hook(p)
+            if p.requires_grad:  # a frozen parameter has no gradient to label (until unfrozen: then
+                _grad_labels.ensure_hook(p)  # the module boundary hooks it where auxiliary data reach it)
         self._parameter_records = records
         self._protect_state()
         for name, b in self._buffers:

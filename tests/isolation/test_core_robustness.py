@@ -605,6 +605,63 @@ def test_a_gated_model_loads_and_converts_when_pytorch_swaps_parameters() -> Non
         torch.__future__.set_swap_module_params_on_conversion(False)
 
 
+class _EMACodebook(torch.nn.Module):
+    """A VQ codebook kept as a parameter and moved towards its assigned inputs in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Parameter(torch.randn(4, 3))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        code = torch.cdist(z, self.embed).argmin(1)
+        if self.training:
+            with torch.no_grad():
+                onehot = F.one_hot(code, 4).float()
+                mean = (onehot.t() @ z) / onehot.sum(0).clamp(min=1)[:, None]
+                self.embed.data.lerp_(mean, 0.5)
+        return z + (self.embed[code] - z).detach()
+
+
+def test_a_call_on_aux_data_that_writes_protected_parameters_is_undone_and_refused() -> None:
+    """Modules that write their own parameters in forward (an EMA codebook, Embedding's max_norm):
+    called on auxiliary data, the call is undone and refused; on primary data the write is made."""
+    codebook = _EMACodebook()
+    embedding = torch.nn.Embedding(10, 3, max_norm=0.5)
+    wm = torch.nn.ModuleList([codebook, embedding])
+    gated(wm)
+    before = [p.detach().clone() for p in wm.parameters()]
+    with pytest.raises(av.IsolationViolation, match=r"parameter 0\.embed .*restored"):
+        codebook(auxd(8, 3))
+    with pytest.raises(av.IsolationViolation, match=r"parameter 1\.weight .*restored"):
+        embedding(av.aux(torch.tensor([1, 2, 3]), source="aux-1"))
+    assert all(torch.equal(a, p) for a, p in zip(before, wm.parameters(), strict=True))
+    codebook(prim(8, 3))
+    embedding(av.primary(torch.tensor([1, 2, 3])))
+    assert not all(torch.equal(a, p) for a, p in zip(before, wm.parameters(), strict=True))
+
+
+def test_frozen_parameters_can_be_gated() -> None:
+    wm = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    wm[0].requires_grad_(False)
+    opt = gated(wm)
+    wm(prim(4, 3)).sum().backward()
+    opt.step()
+    wm(auxd(4, 3)).sum().backward()
+    with pytest.raises(av.IsolationViolation, match="aux-1"):
+        opt.step()
+
+
+def test_a_lazy_module_runs_on_tagged_data_and_is_gated_once_initialised() -> None:
+    wm = torch.nn.Sequential(torch.nn.LazyLinear(4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    with pytest.raises(TypeError, match=r"lazy module .* run one forward pass first"):
+        gated(wm)
+    assert av.label_of(wm(prim(5, 3))) is P  # the first call initialises it
+    opt = gated(wm)
+    wm(auxd(5, 3)).sum().backward()
+    with pytest.raises(av.IsolationViolation, match="aux-1"):
+        opt.step()
+
+
 def test_optimizer_load_state_dict_of_aux_derived_state_is_refused() -> None:
     wm, other = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
     opt = gated(wm)

@@ -375,7 +375,7 @@ def test_add_param_group_protects_new_parameters() -> None:
     _, opt, _, a = make()
     extra = torch.nn.Linear(4, 4)
     opt.add_param_group({"params": list(extra.parameters())})
-    extra(a).sum().backward()
+    extra(a).pow(2).sum().backward()
     err = refused(opt.step)
     assert len(err.parameters) == 2
 
@@ -384,7 +384,7 @@ def test_parameters_added_to_the_wrapped_optimizer_itself_are_named_in_refusals(
     _, opt, _, a = make()
     extra = torch.nn.Linear(4, 4)
     opt.original_optimizer.add_param_group({"params": list(extra.parameters())})
-    extra(a).sum().backward()
+    extra(a).pow(2).sum().backward()
     err = refused(opt.step)
     assert err.parameters == (
         "param_groups[1]['params'][0] (shape (4, 4))",

@@ -38,8 +38,9 @@ global module hooks: tagged keyword arguments are tracked operation by
 operation inside the call, which is correct, only slower.
 
 A call on auxiliary data that would change a protected buffer (running
-statistics of a gated world model) is undone and refused when the call
-returns: the buffers get their old values back before the refusal is raised.
+statistics of a gated world model) or parameter (a codebook updated in forward,
+``nn.Embedding``'s ``max_norm``) is undone and refused when the call returns:
+they get their old values back before the refusal is raised.
 
 Design invariants: untagged code in a process where nothing was ever labelled
 pays one attribute test per call; nothing runs while ``torch.compile`` traces
@@ -121,7 +122,8 @@ class _Frame:
         self.input_nodes: set[int] = set()
         # the call's protected parameters (primary-only labels are attributed to them, see above)
         self.params: tuple[torch.Tensor, ...] = ()
-        # protected buffers and copies of their values, when the call could change them with aux data
+        # protected buffers and parameters and copies of their values, when the call could change them
+        # with aux data
         self.protected_buffers: list[tuple[torch.Tensor, torch.Tensor, _protection.Protected]] = []
 
     def full_label(self) -> Label:
@@ -576,7 +578,7 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
         frame.params = tuple(params)
     if label._aux:
         frame.origin = f"{frame.module_name} called on data labelled {label!r} at {user_call_site(2)}"
-        frame.protected_buffers = _snapshot_protected_buffers(module)
+        frame.protected_buffers = _snapshot_protected_state(module, params)
     if torch.is_grad_enabled():
         frame.seq_start = _current_sequence_nr()
     frame.buffer_versions = _buffer_versions(module)
@@ -587,15 +589,22 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
     return new_args
 
 
-def _snapshot_protected_buffers(
-    module: torch.nn.Module,
+def _snapshot_protected_state(
+    module: torch.nn.Module, params: list[torch.Tensor]
 ) -> list[tuple[torch.Tensor, torch.Tensor, _protection.Protected]]:
+    """Copies of the protected buffers and parameters a call on auxiliary data could change (running
+    statistics; a codebook updated in forward, ``nn.Embedding``'s ``max_norm``): compared when it
+    returns, and put back before a refusal."""
     saved = []
-    for b in module.buffers():
-        info = _protection.protection_of(b)
-        if info is not None:
-            with NO_DISPATCH():
+    with NO_DISPATCH(), torch.no_grad():
+        for b in module.buffers():
+            info = _protection.protection_of(b)
+            if info is not None:
                 saved.append((b, b.clone(), info))
+        for p in params:
+            info = _protection.protection_of(p)
+            if info is not None:
+                saved.append((p, p.detach().clone(), info))
     return saved
 
 
@@ -691,14 +700,14 @@ def _refuse_protected_buffer_changes(frame: _Frame) -> None:
     with NO_DISPATCH(), torch.no_grad():
         for buffer, before, _ in frame.protected_buffers:
             if buffer.shape == before.shape:
-                buffer.copy_(before)
+                buffer.detach().copy_(before)
     sources = tuple(sorted(frame.label.aux_sources))
-    names = ", ".join(info.name for info in changed)
+    names = ", ".join(f"{info.kind} {info.name}" for info in changed)
     raise IsolationViolation(
         f"refused {frame.module_name} call: it was called on data from {', '.join(map(str, sources))} and "
-        f"would change {len(changed)} protected buffer(s): {names} (protected by {changed[0].owner}). "
-        f"The buffers were restored; nothing was changed. Call the world model on auxiliary data only in "
-        f"evaluation mode (module.eval()), or on a copy of it.",
+        f"would change {len(changed)} protected value(s): {names} (protected by {changed[0].owner}). "
+        f"They were restored; nothing was changed. Call the world model on auxiliary data only in "
+        f"evaluation mode (module.eval()) and without writing its parameters, or on a copy of it.",
         parameters=tuple(info.name for info in changed),
         sources=sources,
         operation=frame.origin,

@@ -63,11 +63,13 @@ counters: Final = Counters()
 
 def _storage(t: torch.Tensor) -> Any:
     """``t``'s storage object (of its values, for sparse tensors), looking through functorch
-    wrappers; None for storage-less tensors."""
+    wrappers; None for storage-less tensors (an uninitialised parameter of a lazy module too)."""
     try:
         return t.untyped_storage()
     except (RuntimeError, NotImplementedError, TypeError):
         pass
+    except ValueError:  # torch.nn.UninitializedParameter refuses every use
+        return None
     if t.layout != torch.strided:
         return _sparse_values_storage(t)
     functorch = torch._C._functorch
