@@ -66,3 +66,56 @@ def test_a_report_names_no_path_of_the_machine_that_built_it(tmp_path: Path) -> 
     report = json.loads((out / "report.json").read_text())
     assert report["command"].endswith("--out $REPORT")
     assert any("$REPORT/logs/" in c for o in report["obligations"] for c in o["commands"])
+
+
+def test_a_report_records_every_repository_module_its_checked_files_import(tmp_path: Path) -> None:
+    """Direct, relative, sibling, ``importlib`` and lazily exported imports all count, transitively;
+    modules outside the tree do not."""
+    from amal_tools.compliance.dependencies import import_closure
+
+    files = {
+        "pkg/__init__.py": '_EXPORTS = {"thing": "pkg.impl", "other": "pkg.unused"}\n',
+        "pkg/impl.py": "from . import helper\n",
+        "pkg/helper.py": "import importlib\nimportlib.import_module('pkg.dynamic')\n",
+        "pkg/dynamic.py": "import torch\n",
+        "pkg/unused.py": "",
+        "properties/test_x.py": "import _sibling\nimport pkg as p\n\np.thing\n",
+        "properties/_sibling.py": "",
+        "tools/lib/__init__.py": "",
+        "tools/lib/tool.py": "",
+        "proofs/ob.py": "from lib import tool\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert import_closure(["properties/test_x.py"], tmp_path) == {
+        "properties/test_x.py",
+        "properties/_sibling.py",
+        "pkg/__init__.py",
+        "pkg/impl.py",
+        "pkg/helper.py",
+        "pkg/dynamic.py",
+    }
+    assert import_closure(["proofs/ob.py"], tmp_path) == {
+        "proofs/ob.py",
+        "tools/lib/__init__.py",
+        "tools/lib/tool.py",
+    }
+
+
+def test_the_core_obligation_records_the_modules_tagging_runs() -> None:
+    """The files a change to which would invalidate the core verdict are recorded, whether or not the
+    obligation names them (the process-wide hooks, the fresh-process helper of the properties)."""
+    from amal_tools.compliance.discovery import discover
+    from amal_tools.compliance.runner import _file_digests
+
+    root = Path(__file__).resolve().parents[2]
+    (core,) = [e for e in discover(root / "proofs", root) if e.obligation.id == "core-noninterference"]
+    recorded = _file_digests(core, root)
+    for name in (
+        "amal_verified/isolation/_engine/global_hooks.py",
+        "amal_verified/isolation/_engine/sequence_packing.py",
+        "properties/_fresh_process.py",
+        "properties/test_core_scenarios.py",
+    ):
+        assert name in recorded, name

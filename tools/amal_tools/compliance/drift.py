@@ -1,6 +1,7 @@
 """Drift of a compliance report: which files it checked have changed since it was built.
 
-A report records, per obligation, the SHA-256 of every file its checks depend on (``files``) and the
+A report records, per obligation, the SHA-256 of every file its checks depend on (``files``: those the
+obligation names and every repository module they import, ``dependencies.import_closure``) and the
 commit of the checkout it was built from (``git``).  :func:`report_drift` recomputes the digests in
 a tree and lists every file that changed or no longer exists: a verdict whose files drifted speaks
 of other code than the tree's, and the report must be built again before it is quoted.
@@ -34,8 +35,8 @@ class ReportDrift:
 
     commit: str | None
     dirty: bool | None
-    files_checked: int
-    drifted: tuple[Drift, ...]
+    files_checked: int  # distinct files, whichever obligations recorded them
+    drifted: tuple[Drift, ...]  # one per obligation and file
 
     @property
     def ok(self) -> bool:
@@ -47,7 +48,8 @@ class ReportDrift:
         head = f"report built at commit {self.commit or 'unknown'}{state}; {self.files_checked} checked files"
         if self.ok:
             return [f"{head}: none changed since"]
-        out = [f"{head}: {len(self.drifted)} changed or missing since, so these verdicts need a new report:"]
+        changed = len({d.file for d in self.drifted})
+        out = [f"{head}: {changed} changed or missing since, so these verdicts need a new report:"]
         out += [f"  {d.obligation}: {d.file} {d.change}" for d in self.drifted]
         return out
 
@@ -75,15 +77,15 @@ def report_drift(report_dir: Path, root: Path) -> ReportDrift:
     if not isinstance(obligations, list):
         raise ValueError(f"{path} is not a compliance report (no obligations)")
     drifted: list[Drift] = []
-    checked = 0
+    checked: set[str] = set()
     for obligation in obligations:
         files = obligation.get("files", {}) if isinstance(obligation, dict) else {}
         for name, digest in sorted(files.items()):
-            checked += 1
+            checked.add(name)
             target = root / name
             if not target.is_file():
                 drifted.append(Drift(str(obligation.get("id")), name, "missing"))
             elif _sha256(target) != digest:
                 drifted.append(Drift(str(obligation.get("id")), name, "changed"))
     git = report.get("git") if isinstance(report.get("git"), dict) else {}
-    return ReportDrift(git.get("commit"), git.get("dirty"), checked, tuple(drifted))
+    return ReportDrift(git.get("commit"), git.get("dirty"), len(checked), tuple(drifted))

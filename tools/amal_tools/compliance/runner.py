@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amal_tools.compliance.dependencies import import_closure
 from amal_tools.compliance.discovery import ObligationFile, discover
 from amal_tools.compliance.execution import CheckResult, RunSettings, run_check
 from amal_tools.compliance.obligation import Check, Kind, Method, Verdict
@@ -132,6 +133,7 @@ def _file_digests(entry: ObligationFile, root: Path) -> dict[str, str]:
         if target:
             paths.add(target)
         paths.update(check.files)
+    paths |= import_closure(sorted(paths), root)
     digests = {}
     for path in sorted(paths):
         full = root / path
