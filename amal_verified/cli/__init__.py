@@ -93,7 +93,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="env_id: gymnasium id (default CartPole-v1), or MODULE:ID (imports MODULE, which registers ID)",
     )
     train.add_argument("--steps", type=int, default=None, help="total_steps: primary environment steps")
-    train.add_argument("--seed", type=int, default=None, help="seed: every random stream derives from it")
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed: every random stream derives from it (a non-negative integer below 2**63)",
+    )
     train.add_argument(
         "--config",
         type=Path,
@@ -122,7 +127,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default=[],
         type=_parse_override,
         metavar="KEY=VALUE",
-        help="set a configuration field (listed below; none for None, true/false); repeatable",
+        help="set a configuration field (listed below; none for None, true/false); repeatable, once "
+        "per field",
     )
     train.add_argument(
         "--print-config",
@@ -135,8 +141,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate a run's policy and world model on the real env")
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
-    evaluate.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
+    evaluate.add_argument(
+        "--episodes", type=int, default=10, help="evaluation episodes, a positive integer (default 10)"
+    )
+    evaluate.add_argument(
+        "--seed",
+        type=int,
+        default=12345,
+        help="seed of the evaluation episodes, a non-negative integer (default 12345)",
+    )
     evaluate.add_argument("--json", action="store_true", help="print the full report as JSON")
 
     certify = commands.add_parser(
@@ -178,7 +191,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--certificate",
         type=Path,
         metavar="FILE",
-        help="write the certificate to FILE (default: RUN_DIR/certificate.json), e.g. for a read-only run",
+        help="write the certificate to FILE (default: RUN_DIR/certificate.json), e.g. for a read-only run; "
+        "not inside RUN_DIR",
     )
     where.add_argument("--no-write", action="store_true", help="print the verdict only; write no certificate")
 
@@ -267,10 +281,30 @@ _FIELD_FLAGS: Final = {
 }
 
 
+def _settings(overrides: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The fields set by ``--set KEY=VALUE``, each parsed and checked (:func:`parse_field`); a field set
+    twice is refused (one line naming it), never resolved by order."""
+    from amal_verified.run.config import parse_field
+
+    settings: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    for key, raw in overrides:
+        if key in texts:
+            raise ValueError(
+                f"--set {key} is given more than once ({key}={texts[key]}, {key}={raw}): give it once"
+            )
+        texts[key] = raw
+        try:
+            settings[key] = parse_field(key, raw)
+        except ValueError as exc:
+            raise ValueError(f"--set {key}={raw}: {exc}") from None
+    return settings
+
+
 def _train_config(args: argparse.Namespace) -> Any:
     """The run's TrainConfig: defaults < --config file < flags and --set (flag and --set of one field
     must agree).  Imports neither torch nor the environments."""
-    from amal_verified.run.config import TrainConfig, parse_field, read_config_file
+    from amal_verified.run.config import TrainConfig, read_config_file
 
     values: dict[str, Any] = {} if args.config is None else read_config_file(args.config)
     flags = {
@@ -280,12 +314,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         "unsafe_mix": args.unsafe_mix or None,
     }
     given = {name: value for name, value in flags.items() if value is not None}
-    settings: dict[str, Any] = {}
-    for key, raw in args.overrides:
-        try:
-            settings[key] = parse_field(key, raw)
-        except ValueError as exc:
-            raise ValueError(f"--set {key}={raw}: {exc}") from None
+    settings = _settings(args.overrides)
     for name in given.keys() & settings.keys():
         if given[name] != settings[name]:
             flag = _FIELD_FLAGS[name]
@@ -298,7 +327,7 @@ def _train_config(args: argparse.Namespace) -> Any:
 def _train(args: argparse.Namespace) -> int:
     execution: dict[str, Any] = {}
     if args.resume:
-        from amal_verified.run.config import EXECUTION_FIELDS, parse_field
+        from amal_verified.run.config import EXECUTION_FIELDS
 
         fixed = [key for key, _ in args.overrides if key not in EXECUTION_FIELDS]
         conflicting = [
@@ -319,11 +348,7 @@ def _train(args: argparse.Namespace) -> int:
                 "(only --steps may change, to extend the run, and --set of the execution fields "
                 f"{', '.join(EXECUTION_FIELDS)})"
             )
-        for key, raw in args.overrides:
-            try:
-                execution[key] = parse_field(key, raw)
-            except ValueError as exc:
-                raise ValueError(f"--set {key}={raw}: {exc}") from None
+        execution = _settings(args.overrides)
     else:
         config = _train_config(args)  # checked before the trainer (torch, environments) is imported
         if args.print_config:
@@ -362,6 +387,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be a positive integer, got {args.episodes}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     from amal_verified.run.evaluate import evaluate_run
 
     report = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)
@@ -394,17 +423,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _signed_path(certificate: Path) -> Path:
-    """Where the signed envelope of a certificate file goes: ``NAME.dsse.json`` beside it."""
-    from amal_verified.record.files import CERTIFICATE_FILENAME, SIGNED_CERTIFICATE_FILENAME
-
-    if certificate.name == CERTIFICATE_FILENAME:
-        return certificate.with_name(SIGNED_CERTIFICATE_FILENAME)
-    return certificate.with_name(certificate.name.removesuffix(".json") + ".dsse.json")
-
-
 def _certificate_beside(envelope: Path) -> Path:
-    """The certificate file that ``_signed_path`` puts ``envelope`` beside."""
+    """The certificate file that :func:`~amal_verified.run.certify.signed_path` puts ``envelope`` beside."""
     return envelope.with_name(envelope.name.removesuffix(".dsse.json") + ".json")
 
 
@@ -460,22 +480,46 @@ def _processes_note(processes: str | None) -> str:
     return f" by {processes} processes" if processes not in (None, "1") else ""
 
 
-def _certify(args: argparse.Namespace) -> int:
-    from amal_verified.record.files import CERTIFICATE_FILENAME, write_json_atomic
+def _certify_target(run_dir: Path, certificate: Path | None) -> Path:
+    """Where ``amal certify`` writes the certificate: ``--certificate FILE``, or
+    ``RUN_DIR/certificate.json``.  ``ValueError`` for a ``FILE`` inside the run directory other than
+    ``RUN_DIR/certificate.json``: a run directory holds no other file, and the next certify would
+    refuse it as unknown."""
+    from amal_verified.record.files import CERTIFICATE_FILENAME
 
+    default = run_dir / CERTIFICATE_FILENAME
+    if certificate is None:
+        return default
+    inside = run_dir.resolve()
+    resolved = certificate.resolve()
+    if resolved != default.resolve() and resolved.is_relative_to(inside):
+        raise ValueError(
+            f"--certificate {certificate} is inside the run directory {run_dir}, which holds no such file "
+            f"(the next amal certify would refuse it): write it outside the run, or to {default}"
+        )
+    return certificate
+
+
+def _certify(args: argparse.Namespace) -> int:
     if args.verify is not None:
         return _verify(args)
     if args.public_key is not None:
         raise ValueError("--public-key is for --verify ENVELOPE")
     if args.run_dir is None:
         raise ValueError("amal certify needs RUN_DIR (or --verify ENVELOPE --public-key PUB)")
+    from amal_verified.run.certify import not_a_run
+
+    refusal = not_a_run(args.run_dir)
+    if refusal is not None:
+        raise ValueError(refusal)
+    target = _certify_target(args.run_dir, args.certificate)
     if args.sign is not None:
         if args.no_write:
             raise ValueError("--sign writes a signed envelope beside the certificate: drop --no-write")
         from amal_verified.record.signing import signing_key_id
 
         signing_key_id(args.sign)  # the key is usable: checked before the replay
-    from amal_verified.run.certify import certify_run, run_statement
+    from amal_verified.run.certify import certify_run, run_statement, signed_path, write_certificate
 
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
@@ -491,29 +535,27 @@ def _certify(args: argparse.Namespace) -> int:
         for problem in cert.problems:
             print(f"  problem: {problem}")
     print(f"{verdict}: {args.run_dir}" + (" — Theorem 1 holds for this run" if cert.ok else ""))
-    if not args.no_write and args.run_dir.is_dir():
-        target = args.certificate or args.run_dir / CERTIFICATE_FILENAME
+    if not args.no_write:
         document = cert.to_json()
         envelope: dict[str, Any] | None = None
         if args.sign is not None and cert.ok:
             from amal_verified.record.signing import sign_statement
 
             envelope = sign_statement(run_statement(document), args.sign)
-        signed = _signed_path(target)
-        writing = target
+        signed = signed_path(target)
         try:
-            write_json_atomic(target, document)
-            if envelope is not None:
-                writing = signed
-                write_json_atomic(signed, envelope)
+            stale = write_certificate(target, document, envelope)
         except OSError as exc:
-            what = "the certificate" if writing == target else "the signed envelope"
+            writing = Path(exc.filename) if exc.filename else target
+            what = "the signed envelope" if writing.name == signed.name else "the certificate"
             print(
                 f"amal certify: error: cannot write {what} to {writing}: {exc.strerror or exc}; "
                 "write it elsewhere with --certificate FILE",
                 file=sys.stderr,
             )
             return 2
+        if stale is not None:
+            print(f"removed {stale}: it signed the previous certificate, not this one")
         if envelope is not None:
             print(f"signed: {signed}")
         elif args.sign is not None:

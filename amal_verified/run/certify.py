@@ -25,6 +25,10 @@ Checks, each failure named in the result:
   its manifest digest is that of ``data/manifest.json`` (primary data rewritten with a consistent
   manifest are found even where no update sampled them), and its checkpoint digest is the SHA-256 of
   ``checkpoint.pt``;
+- what ``amal train --resume`` checks (:func:`~amal_verified.run.run_dir.check_sealed_run`): the sealed
+  checkpoint's own recorded configuration, ledger head and count and data manifest are the run
+  directory's, and the ledger header's seed is ``config.json``'s (an edit of ``config.json`` or of the
+  ledger header with every digest, chain and seal recomputed around the untouched checkpoint is found);
 - every replayed update reproduces its record, and the final checkpoint's world model is the one the
   last update produced.
 
@@ -62,6 +66,7 @@ from typing import Any, Final, final
 import torch
 
 from amal_verified._version import __version__
+from amal_verified.common.durable_io import fsync_dir
 from amal_verified.common.runtime_checks import checked
 from amal_verified.record.checkpoint import CheckpointError, load_checkpoint
 from amal_verified.record.checkpoint_log import (
@@ -71,8 +76,21 @@ from amal_verified.record.checkpoint_log import (
     manifest_digest,
     read_checkpoint_log,
 )
-from amal_verified.record.files import DATA_DIRNAME, MANIFEST_FILENAME, RUN_DIRECTORY_ENTRIES
-from amal_verified.record.ledger import LedgerRecord, VerificationResult, round_end_text, state_digest, verify
+from amal_verified.record.files import (
+    DATA_DIRNAME,
+    MANIFEST_FILENAME,
+    RUN_DIRECTORY_ENTRIES,
+    SIGNED_CERTIFICATE_FILENAME,
+)
+from amal_verified.record.ledger import (
+    LEDGER_FILENAME,
+    LedgerRecord,
+    RunHeader,
+    VerificationResult,
+    round_end_text,
+    state_digest,
+    verify,
+)
 from amal_verified.record.primary_log import load_primary_stream
 from amal_verified.record.signing import PREDICATE_TYPE, STATEMENT_TYPE
 from amal_verified.run.config import (
@@ -94,6 +112,7 @@ from amal_verified.run.primary_replay import (
     replay_processes,
     split_is_exact,
 )
+from amal_verified.run.run_dir import check_sealed_run
 from amal_verified.world_model.learner import WorldModelSpec
 
 __all__ = [
@@ -101,12 +120,18 @@ __all__ = [
     "Certificate",
     "PrimaryReplay",
     "certify_run",
+    "not_a_run",
     "process_has_run_state",
     "run_statement",
+    "signed_path",
     "statement_mismatches",
+    "write_certificate",
 ]
 
 CERTIFICATE_FORMAT: Final = "amal_verified.certificate/3"
+
+# A directory holding none of these is no run directory.
+_RUN_MARKS: Final = (CONFIG_FILENAME, LEDGER_FILENAME, RUN_FILENAME)
 
 # Modules whose presence in the certifying process would mean the replay could have used them.
 FORBIDDEN_MODULES: Final = (
@@ -188,7 +213,9 @@ def certify_run(
 ) -> Certificate:
     """Replay and check every world-model update of the run in ``run_dir`` (see the module docstring).
 
-    Writes ``certificate.json`` into the run directory when ``write``.  ``progress`` is ``True`` for a
+    Writes ``certificate.json`` into the run directory when ``write`` (:func:`write_certificate`: a
+    signed envelope beside it is removed first), never into a path that is no run directory
+    (:func:`not_a_run`).  ``progress`` is ``True`` for a
     report on standard error (:class:`~amal_verified.run.logs.ConsoleProgress`: a bar on a terminal,
     plain lines otherwise), or a callable called as ``progress(done, total)`` after each update.
     Never raises for a bad run directory: every problem found is in the result.
@@ -329,6 +356,8 @@ def _certify_here(
                 problems += _final_model_problems(path, result.records[-1])
         if status.get("status") == "complete":  # an unfinished run is refused as such above
             seal_problems, last_seal = _seal_problems(path, config, status, result, stream.count)
+            if not seal_problems and result.header is not None and result.header.config_digest == digest:
+                seal_problems += _sealed_state_problems(path, document, result.header)
             problems += seal_problems
             if last_seal is not None and not seal_problems:
                 run_head, checkpoint_digest = last_seal.hash, last_seal.checkpoint_digest
@@ -360,9 +389,68 @@ def _certify_here(
         run_head=run_head,
         checkpoint_digest=checkpoint_digest,
     )
-    if write and not loaded and path.is_dir():
-        write_json_atomic(path / CERTIFICATE_FILENAME, cert.to_json())
+    if write and not loaded and not_a_run(path) is None:
+        write_certificate(path / CERTIFICATE_FILENAME, cert.to_json())
     return cert
+
+
+def not_a_run(path: Path) -> str | None:
+    """Why ``path`` is no run directory to certify (one line), or ``None``: it does not exist, is not a
+    directory, or holds none of a run's ``config.json``, ``ledger.jsonl`` and ``run.json``.  ``amal
+    certify`` refuses such a path as bad input (exit 2) and :func:`certify_run` writes no certificate
+    into it."""
+    if not path.exists():
+        return f"run directory {path} does not exist"
+    if not path.is_dir():
+        return f"{path} is not a directory (amal certify needs a run directory)"
+    if not any((path / name).exists() for name in _RUN_MARKS):
+        return f"{path} is not a run directory: it holds none of {', '.join(_RUN_MARKS)}"
+    return None
+
+
+def write_certificate(
+    target: Path, document: Mapping[str, Any], envelope: Mapping[str, Any] | None = None
+) -> Path | None:
+    """Write the certificate ``document`` to ``target`` and, if given, its signed ``envelope`` beside it
+    (:func:`signed_path`); the stale envelope that was there, if any, is removed before the certificate
+    is replaced (returned when no new envelope replaces it, else ``None``).
+
+    An envelope beside a certificate always signs that certificate: a process stopped in between leaves
+    a certificate without an envelope, never one with another certificate's envelope.  ``OSError`` as
+    for :func:`~amal_verified.run.config.write_json_atomic` (``filename``: the file it could not write).
+    """
+    signed = signed_path(target)
+    stale: Path | None = None
+    try:
+        signed.unlink()
+        stale = signed
+        fsync_dir(signed.parent)
+    except FileNotFoundError:
+        pass
+    write_json_atomic(target, document)
+    if envelope is not None:
+        write_json_atomic(signed, envelope)
+        return None
+    return stale
+
+
+def signed_path(certificate: Path) -> Path:
+    """Where the signed envelope of a certificate file goes: ``NAME.dsse.json`` beside it
+    (``certificate.dsse.json`` beside ``certificate.json``)."""
+    if certificate.name == CERTIFICATE_FILENAME:
+        return certificate.with_name(SIGNED_CERTIFICATE_FILENAME)
+    return certificate.with_name(certificate.name.removesuffix(".json") + ".dsse.json")
+
+
+def _sealed_state_problems(path: Path, document: Mapping[str, Any], header: RunHeader) -> list[str]:
+    """What :func:`~amal_verified.run.run_dir.check_sealed_run` (the check ``amal train --resume``
+    makes) finds against the run directory: the sealed checkpoint's own configuration, ledger head and
+    count and data manifest, and the ledger header's seed, must be the run directory's."""
+    try:
+        check_sealed_run(path, document, header, restore=False)
+    except (ValueError, CheckpointError) as exc:
+        return [str(exc)]
+    return []
 
 
 def _count_problems(config: TrainConfig, records: Sequence[LedgerRecord], steps: int) -> list[str]:

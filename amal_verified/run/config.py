@@ -88,6 +88,7 @@ __all__ = [
     "MANIFEST_FILENAME",
     "RUN_DOCUMENT_FORMAT",
     "RUN_FILENAME",
+    "SEED_LIMIT",
     "UNSAFE_MARKER_FILENAME",
     "ModelName",
     "OptimizerName",
@@ -135,6 +136,10 @@ ModelName = Literal["ensemble", "linear-gaussian"]
 OptimizerName = Literal["adam", "sgd"]
 """The world-model learner's optimizers (:data:`amal_verified.world_model.learner.OPTIMIZERS`)."""
 
+SEED_LIMIT: Final = 2**63
+"""Seeds (``seed``, ``aux_seed``) lie in ``[0, SEED_LIMIT)``, the range
+:class:`~amal_verified.common.rng_streams.RunStreams` accepts."""
+
 RUN_DOCUMENT_FORMAT: Final = "amal_verified.run.config/1"
 """The ``format`` of a run's ``config.json`` document."""
 
@@ -181,7 +186,9 @@ class TrainConfig:
         ),
     ] = "CartPole-v1"
     total_steps: Annotated[int, Field(ge=1, description="primary environment steps of the run")] = 20_000
-    seed: Annotated[int, Field(ge=0, description="run seed: every random stream derives from it")] = 0
+    seed: Annotated[
+        int, Field(ge=0, lt=SEED_LIMIT, description="run seed: every random stream derives from it")
+    ] = 0
     # --- Table 1 -------------------------------------------------------------------------------
     wm_lr: Annotated[int | float, Field(gt=0, description="world-model learning rate")] = 3e-4
     policy_lr: Annotated[int | float, Field(gt=0, description="policy (SAC) learning rate")] = 3e-4
@@ -196,7 +203,7 @@ class TrainConfig:
     ] = 16
     cem_population: Annotated[int, Field(ge=1, description="CEM population per generation")] = 100
     cem_elite_fraction: Annotated[
-        int | float, Field(ge=0, le=1, description="fraction of the CEM population kept as elites")
+        int | float, Field(gt=0, le=1, description="fraction of the CEM population kept as elites")
     ] = 0.2
     mi_outer_samples: Annotated[
         int, Field(ge=1, description="M: outer samples of the information-gain estimator")
@@ -306,7 +313,8 @@ class TrainConfig:
     # The auxiliary side's own seed: its streams (cem, cem/probes, aux/<i>/*) derive from it instead of
     # ``seed``, so auxiliary randomness can vary while the primary side stays fixed.  None: ``seed``.
     aux_seed: Annotated[
-        int | None, Field(ge=0, description="seed of the auxiliary side's random streams; None: seed")
+        int | None,
+        Field(ge=0, lt=SEED_LIMIT, description="seed of the auxiliary side's random streams; None: seed"),
     ] = None
     aux_flush_every: Annotated[
         int,
@@ -443,8 +451,10 @@ def _bound(value: Any) -> str:
 
 
 @functools.cache
-def _expected(name: str) -> str:
-    """What field ``name`` accepts, in words (its type and bounds)."""
+def _expected(name: str, *, below_lower: bool = False) -> str:
+    """What field ``name`` accepts, in words (its type and bounds).  A seed (an integer in
+    ``[0, SEED_LIMIT)``) is "a non-negative integer below 2**63"; ``below_lower``: the value given is
+    below the lower bound, and a seed's words leave out the upper one."""
     info = _FIELDS[name]
     annotation = info.annotation
     members = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
@@ -470,6 +480,8 @@ def _expected(name: str) -> str:
         elif isinstance(constraint, annotated_types.Lt):
             upper = (")", constraint.lt)
     kind = "integer" if integer else "number"
+    if integer and lower == ("[", 0) and upper == (")", SEED_LIMIT):
+        return prefix + "a non-negative integer" + ("" if below_lower else " below 2**63")
     if lower is not None and upper is not None:
         return f"{prefix}a {kind} in {lower[0]}{_bound(lower[1])}, {_bound(upper[1])}{upper[0]}"
     finite = "" if integer else "finite "
@@ -498,7 +510,8 @@ def _one_line(exc: ValidationError) -> str:
             unknown[name] = error["input"]
         elif name in _FIELDS and name not in named:
             named.add(name)
-            problems.append(f"{name} must be {_expected(name)}, got {error['input']!r}")
+            below = error["type"] in ("greater_than_equal", "greater_than")
+            problems.append(f"{name} must be {_expected(name, below_lower=below)}, got {error['input']!r}")
         elif name not in _FIELDS:
             problems.append(f"{name}: {error['msg']}")
     if unknown:
@@ -562,20 +575,42 @@ def parse_field(name: str, text: str) -> Any:
         raise ValueError(f"{name} must be {_expected(name)}, got {text!r}") from None
 
 
+class _DuplicateKey(Exception):
+    """A JSON object holds ``key`` twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s object hook: the object, refusing a key given twice (JSON keeps the last)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
+
+
 @checked
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The configuration fields in the JSON file ``path``: a JSON object of :class:`TrainConfig` fields
     (any subset; the others keep their defaults), or a run's ``config.json`` (its ``train`` section).
 
     The values are returned as written (validate with :meth:`TrainConfig.from_json`, after any
-    overrides).  Raises a one-line ``ValueError`` naming the file for a missing file, invalid JSON, an
-    unsupported document format or unknown keys.
+    overrides).  Raises a one-line ``ValueError`` naming the file for a missing file, invalid JSON, a
+    key given twice in one JSON object (naming the key), an unsupported document format or unknown keys.
     """
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read())
+            data = json.loads(f.read(), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise ValueError(f"configuration file {os.fspath(path)} does not exist") from None
+    except _DuplicateKey as exc:
+        raise ValueError(
+            f"configuration file {os.fspath(path)}: key {exc.key!r} is given more than once; keep one"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"configuration file {os.fspath(path)} is not valid JSON ({exc})") from None
     if isinstance(data, dict) and "format" in data:

@@ -19,7 +19,9 @@ Contracts:
   not on disk.  The new checkpoint file is sealed (its SHA-256, step, status, ledger head and data
   manifest digest appended to ``checkpoints.jsonl``) before it replaces the previous one.
 - :meth:`RunDirectory.read_for_resume` loads only a checkpoint whose SHA-256 a seal records
-  (:func:`sealed_checkpoint`): a checkpoint changed on disk is refused in one line.
+  (:func:`sealed_checkpoint`) and whose content agrees with its seal and with ``config.json``
+  (:func:`check_sealed_run`, which ``amal certify`` checks too): a checkpoint changed on disk, or a run
+  directory edited around it, is refused in one line.
 - :meth:`RunDirectory.open_for_resume` checks ``config.json`` against the ledger's header and the
   checkpoint's ledger head against the ledger before anything is changed; the records written after
   the checkpoint are kept to be recomputed, and :meth:`record_update` refuses a recomputation that
@@ -69,7 +71,7 @@ from amal_verified.run.config import (
     write_json_atomic,
 )
 
-__all__ = ["CHECKPOINT_FORMAT", "DeterminismError", "RunDirectory", "sealed_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "DeterminismError", "RunDirectory", "check_sealed_run", "sealed_checkpoint"]
 
 # 2: every checkpoint is sealed in checkpoints.jsonl (format 1 runs had no seals: refused, named).
 CHECKPOINT_FORMAT: Final = 2
@@ -180,16 +182,9 @@ class RunDirectory:
         if total_steps is not None:
             config = TrainConfig.from_json({**config.to_json(), "total_steps": total_steps})
         header = verify(path).header
-        if header is None or document_digest(document) != header.config_digest:
-            raise ValueError(
-                f"{path / CONFIG_FILENAME} does not match the configuration digest in the run's ledger: it "
-                "was edited after the run started; restore it (only the run length may change, with --steps)"
-            )
-        seal = sealed_checkpoint(path, header.genesis)
-        state = load_checkpoint(path / CHECKPOINT_FILENAME)
-        if not isinstance(state.get("step"), int):
-            raise ValueError(f"{path / CHECKPOINT_FILENAME} is not a trainer checkpoint")
-        _check_sealed_state(path, seal, state)
+        if header is None:
+            raise ValueError(_config_refusal(path))
+        state = check_sealed_run(path, document, header)
         if total_steps is not None and total_steps < state["step"]:
             raise ValueError(f"total_steps={total_steps} is below the checkpoint's step {state['step']}")
         return config, state
@@ -393,6 +388,54 @@ def sealed_checkpoint(path: str | Path, genesis: str) -> CheckpointSeal:
             "changed after it was written (a bit flip or an edit); restore it from a copy"
         )
     return seal
+
+
+def check_sealed_run(
+    path: str | Path, document: Mapping[str, Any], header: RunHeader, *, restore: bool = True
+) -> dict[str, Any]:
+    """The content of the run's ``checkpoint.pt`` (``restore`` as for
+    :func:`~amal_verified.record.checkpoint.load_checkpoint`), checked against the run directory: what
+    :meth:`RunDirectory.read_for_resume` and ``amal certify`` require before they trust a run.
+
+    ``document`` (``config.json``) has the configuration digest and the seed of the ledger ``header``; a
+    seal records the checkpoint's SHA-256 (:func:`sealed_checkpoint`); the checkpoint is a trainer
+    checkpoint of format :data:`CHECKPOINT_FORMAT` whose step, ledger head and count and data manifest
+    are its seal's, and whose recorded configuration has ``document``'s digest.  A run directory whose
+    chains were recomputed after an edit (``config.json``, the ledger header) fails the last two: the
+    sealed checkpoint still holds the original ledger head and configuration.
+
+    ``ValueError`` (one line, naming the file) otherwise; ``CheckpointError`` for an unreadable checkpoint.
+    """
+    path = Path(path)
+    if document_digest(document) != header.config_digest:
+        raise ValueError(_config_refusal(path))
+    train = document.get("train")
+    if not isinstance(train, Mapping) or train.get("seed") != header.seed:
+        raise ValueError(
+            f"{path / CONFIG_FILENAME}: its seed is not the seed {header.seed} in the run's ledger header: "
+            "the run directory was edited; restore it from a copy"
+        )
+    seal = sealed_checkpoint(path, header.genesis)
+    state = load_checkpoint(path / CHECKPOINT_FILENAME, restore=restore)
+    if not isinstance(state.get("step"), int):
+        raise ValueError(f"{path / CHECKPOINT_FILENAME} is not a trainer checkpoint")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(_format_refusal(path, state))
+    _check_sealed_state(path, seal, state)
+    recorded = state.get("config")
+    if not isinstance(recorded, Mapping) or document_digest(recorded) != header.config_digest:
+        raise ValueError(
+            f"{path / CHECKPOINT_FILENAME} (seal {seal.index}) records another configuration than "
+            f"{CONFIG_FILENAME}: the run directory was edited; restore it from a copy"
+        )
+    return state
+
+
+def _config_refusal(path: Path) -> str:
+    return (
+        f"{path / CONFIG_FILENAME} does not match the configuration digest in the run's ledger: it "
+        "was edited after the run started; restore it (only the run length may change, with --steps)"
+    )
 
 
 def _check_sealed_state(path: Path, seal: CheckpointSeal, state: Mapping[str, Any]) -> None:

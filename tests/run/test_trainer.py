@@ -341,7 +341,7 @@ def test_cli_refuses_bad_input_with_a_message(tmp_path: Path) -> None:
     not_empty = amal("train", "--out", str(tmp_path / "c"))
     assert not_empty.returncode == 2 and "not empty" in not_empty.stderr
     missing = amal("certify", str(tmp_path / "nowhere"))
-    assert missing.returncode == 1 and "does not exist" in missing.stdout
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and not missing.stdout
 
 
 def test_evaluate_reports_returns_and_model_error(reference_run: Path) -> None:
