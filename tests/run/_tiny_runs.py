@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,11 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(v, f"{prefix}{i}."))
         return out
     return {prefix.rstrip("."): obj}
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of the run directory ``src`` at ``dst``, without its certificate and signed envelope."""
+    shutil.copytree(src, dst)
+    for name in ("certificate.json", "certificate.dsse.json"):
+        (dst / name).unlink(missing_ok=True)
+    return dst

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _tiny_runs import amal, tiny
+from _tiny_runs import amal, copy_run, tiny
 
 from amal_verified.record.ledger import canonical_json
 from amal_verified.run.config import document_digest
@@ -31,22 +30,6 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     Trainer.create(tiny(total_steps=250), run_dir).run()
     return run_dir
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    pytest.importorskip("cryptography")
-    key = tmp_path_factory.mktemp("keys") / "signing-key"
-    done = amal("keygen", "--out", str(key))
-    assert done.returncode == 0, done.stderr
-    return key, key.with_name(key.name + ".pub")
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    for name in ("certificate.json", "certificate.dsse.json"):
-        (dst / name).unlink(missing_ok=True)
-    return dst
 
 
 def _sha(obj: Any) -> str:
@@ -109,7 +92,7 @@ def _versions(document: dict[str, Any], header: dict[str, Any]) -> None:
 def test_a_run_forged_around_its_sealed_checkpoint_is_not_certified_as_resume_refuses_it(
     finished: Path, tmp_path: Path, edit: Callable[[dict[str, Any], dict[str, Any]], None], named: str
 ) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     _forge(run_dir, edit)
     with pytest.raises(ValueError, match="the run directory was edited"):
         RunDirectory.read_for_resume(run_dir, None)
@@ -124,7 +107,7 @@ def test_a_run_forged_around_its_sealed_checkpoint_is_not_certified_as_resume_re
 
 
 def test_the_genuine_run_still_certifies_and_resumes(finished: Path, tmp_path: Path) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     config, state = RunDirectory.read_for_resume(run_dir, None)
     assert state["step"] == config.total_steps
     done = amal("certify", str(run_dir), "--quiet")
@@ -134,7 +117,7 @@ def test_the_genuine_run_still_certifies_and_resumes(finished: Path, tmp_path: P
 def test_certifying_a_signed_run_again_never_leaves_the_old_envelope(
     finished: Path, tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     envelope = run_dir / "certificate.dsse.json"
     assert amal("certify", str(run_dir), "--quiet", "--sign", str(keys[0])).returncode == 0
     assert envelope.is_file()
@@ -179,7 +162,7 @@ def test_a_path_that_is_no_run_directory_is_bad_input_and_nothing_is_written(tmp
 def test_a_certificate_target_inside_the_run_directory_is_refused_before_replaying(
     finished: Path, tmp_path: Path
 ) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     for target in (run_dir / "data" / "c.json", run_dir / "mine.json", run_dir / "data" / ".." / "x.json"):
         _bad_input(amal("certify", str(run_dir), "--certificate", str(target)), "inside the run directory")
         assert not target.exists()

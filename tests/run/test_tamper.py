@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _tiny_runs import amal, tiny
+from _tiny_runs import amal, copy_run, tiny
 
 import amal_verified as av
 from amal_verified.record.checkpoint import load_checkpoint, save_checkpoint
@@ -45,22 +44,6 @@ def unsampled_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("tail") / "run"
     Trainer.create(tiny(total_steps=250), run_dir).run()
     return run_dir
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    pytest.importorskip("cryptography")
-    key = tmp_path_factory.mktemp("keys") / "signing-key"
-    done = amal("keygen", "--out", str(key))
-    assert done.returncode == 0, done.stderr
-    return key, key.with_name(key.name + ".pub")
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    for name in ("certificate.json", "certificate.dsse.json"):
-        (dst / name).unlink(missing_ok=True)
-    return dst
 
 
 def _refused(run_dir: Path, *named: str) -> str:
@@ -114,7 +97,7 @@ def test_the_run_head_seals_every_checkpoint(finished: Path) -> None:
 def test_a_ledger_cut_by_its_last_round_with_run_json_edited_is_refused(
     finished: Path, tmp_path: Path
 ) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     path = run_dir / "ledger.jsonl"
     lines = path.read_text().splitlines()
     kept = lines[: len(lines) - tiny().wm_updates_per_round]
@@ -131,7 +114,7 @@ def test_a_ledger_cut_by_its_last_round_with_run_json_edited_is_refused(
 
 
 def test_a_run_json_edited_to_another_status_is_refused(finished: Path, tmp_path: Path) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     status = json.loads((run_dir / "run.json").read_text())
     status["ledger_head"] = "0" * 64
     (run_dir / "run.json").write_text(json.dumps(status))
@@ -140,7 +123,7 @@ def test_a_run_json_edited_to_another_status_is_refused(finished: Path, tmp_path
 
 
 def test_extra_files_are_named(finished: Path, tmp_path: Path) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     (run_dir / "model-final.pt").write_bytes(b"\0")
     (run_dir / "data" / "notes.txt").write_text("left here")
     _refused(
@@ -154,7 +137,7 @@ def test_unsampled_primary_transitions_rewritten_with_a_consistent_manifest_are_
     unsampled_tail: Path, tmp_path: Path
 ) -> None:
     assert certify_run(unsampled_tail, write=False, fresh_process=True).ok
-    run_dir = _copy(unsampled_tail, tmp_path / "run")
+    run_dir = copy_run(unsampled_tail, tmp_path / "run")
     chunk = run_dir / "data" / "primary-0000000200-0000000250.pt"
     data = load_checkpoint(chunk)
     data["reward"] = data["reward"].clone()
@@ -171,7 +154,7 @@ def test_unsampled_primary_transitions_rewritten_with_a_consistent_manifest_are_
 def test_a_bit_flipped_checkpoint_is_refused_by_certify_resume_and_load_policy(
     finished: Path, tmp_path: Path
 ) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     _flip_bit(run_dir / "checkpoint.pt")
     _refused(run_dir, "checkpoint.pt: its SHA-256 is not the one sealed at the last checkpoint")
     before = _files(run_dir)
@@ -199,7 +182,7 @@ def test_a_bit_flipped_checkpoint_mid_run_is_not_resumed(tmp_path: Path) -> None
 
 
 def test_a_tampered_final_world_model_is_refused(finished: Path, tmp_path: Path) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     state = load_checkpoint(run_dir / "checkpoint.pt")
     name, tensor = next(iter(state["learner"]["model"].items()))
     state["learner"]["model"][name] = tensor + 1e-3  # the model a user would deploy, changed
@@ -214,14 +197,14 @@ def test_a_tampered_final_world_model_is_refused(finished: Path, tmp_path: Path)
 
 
 def test_seals_cut_from_the_end_are_refused(finished: Path, tmp_path: Path) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     log = run_dir / "checkpoints.jsonl"
     log.write_text("".join(log.read_text().splitlines(keepends=True)[:-1]))
     _refused(run_dir, "checkpoints.jsonl: the last sealed checkpoint is 'running' at step 200")
 
 
 def test_an_edited_seal_is_refused(finished: Path, tmp_path: Path) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     log = run_dir / "checkpoints.jsonl"
     lines = log.read_text().splitlines()
     last = json.loads(lines[-1])
@@ -261,7 +244,7 @@ def test_a_seal_whose_checkpoint_never_landed_and_a_cut_seal_line_still_resume(
 
 
 def test_a_run_stopped_after_its_final_checkpoint_resumes_to_complete(finished: Path, tmp_path: Path) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     status = json.loads((run_dir / "run.json").read_text())
     # Killed after the final checkpoint replaced the previous one, before run.json said so.
     (run_dir / "run.json").write_text(json.dumps({**status, "status": "running"}))
@@ -271,7 +254,7 @@ def test_a_run_stopped_after_its_final_checkpoint_resumes_to_complete(finished: 
 
 
 def test_a_run_of_checkpoint_format_1_is_refused_naming_the_format(finished: Path, tmp_path: Path) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     state = load_checkpoint(run_dir / "checkpoint.pt")
     state["format"] = 1
     save_checkpoint(run_dir / "checkpoint.pt", state)
@@ -306,7 +289,7 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(t
 
 
 def _signed(finished: Path, tmp_path: Path, keys: tuple[Path, Path]) -> tuple[Path, Path]:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     done = amal("certify", str(run_dir), "--quiet", "--sign", str(keys[0]))
     assert done.returncode == 0, done.stdout + done.stderr
     envelope = run_dir / "certificate.dsse.json"
@@ -387,7 +370,7 @@ def test_an_envelope_checked_with_the_wrong_key_is_invalid(
     # A signature by another key that claims the right key's id does not verify either.
     forger = tmp_path / "forger"
     assert amal("keygen", "--out", str(forger)).returncode == 0
-    forged_dir = _copy(finished, tmp_path / "forged")
+    forged_dir = copy_run(finished, tmp_path / "forged")
     assert amal("certify", str(forged_dir), "--quiet", "--sign", str(forger)).returncode == 0
     forged = json.loads((forged_dir / "certificate.dsse.json").read_text())
     forged["signatures"][0]["keyid"] = json.loads(envelope.read_text())["signatures"][0]["keyid"]
@@ -407,7 +390,7 @@ def test_a_valid_envelope_does_not_vouch_for_a_changed_run(
     _flip_bit(run_dir / "checkpoint.pt")
     _invalid(_verify(envelope, keys[1], run_dir), "checkpoint.pt: its SHA-256 is not the one in the signed")
     # The envelope of another run does not match this one.
-    other = _copy(finished, tmp_path / "other")
+    other = copy_run(finished, tmp_path / "other")
     (other / "checkpoints.jsonl").write_text("")
     _invalid(_verify(envelope, keys[1], other), "run_head: the run's is None")
 
@@ -415,7 +398,7 @@ def test_a_valid_envelope_does_not_vouch_for_a_changed_run(
 def test_signing_is_refused_without_a_usable_key_and_for_an_uncertified_run(
     finished: Path, tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
-    run_dir = _copy(finished, tmp_path / "run")
+    run_dir = copy_run(finished, tmp_path / "run")
     missing = amal("certify", str(run_dir), "--sign", str(tmp_path / "no-key"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "amal keygen" in missing.stderr
     assert missing.stderr.count("\n") == 1 and not (run_dir / "certificate.json").exists()
@@ -443,7 +426,7 @@ def test_without_cryptography_signing_names_the_extra_to_install(tmp_path: Path)
 
 
 def test_the_certificate_names_no_path_of_the_machine(finished: Path, tmp_path: Path) -> None:
-    run_dir = _copy(finished, tmp_path / "run").resolve()
+    run_dir = copy_run(finished, tmp_path / "run").resolve()
     status = json.loads((run_dir / "run.json").read_text())
     status["status"] = "running"
     (run_dir / "run.json").write_text(json.dumps(status))
