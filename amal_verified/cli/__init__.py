@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -40,12 +41,45 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _StoreOnce(argparse._StoreAction):
+    """An option that may be given once: a second occurrence is refused, not silently kept."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Namespaces compare by value, so they are tracked by identity.
+        self._given_in: list[weakref.ref[argparse.Namespace]] = []
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        self._given_in = [ref for ref in self._given_in if ref() is not None]
+        if any(ref() is namespace for ref in self._given_in):
+            flag = option_string or self.option_strings[0]
+            previous = getattr(namespace, self.dest, None)
+            raise argparse.ArgumentError(
+                self, f"given more than once ({flag} {previous}, {flag} {values}): give it once"
+            )
+        self._given_in.append(weakref.ref(namespace))
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose epilog may be computed only when its help is shown."""
+    """An argument parser whose epilog may be computed only when its help is shown, and whose
+    single-valued options may each be given once."""
 
     def __init__(self, *args: Any, epilog_factory: Callable[[], str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._epilog_factory = epilog_factory
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        """As ``ArgumentParser.add_argument``; an option that stores one value is refused when repeated."""
+        if args and args[0].startswith("-") and kwargs.get("action", "store") == "store":
+            kwargs["action"] = _StoreOnce
+        return super().add_argument(*args, **kwargs)
 
     def format_help(self) -> str:
         """The help text, with the epilog computed on first use."""

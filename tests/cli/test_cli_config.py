@@ -177,3 +177,32 @@ def test_the_readmes_one_minute_configuration_is_valid(capsys: pytest.CaptureFix
     printed = json.loads(capsys.readouterr().out)
     assert printed == {**printed, **json.loads(smoke.read_text())}
     assert TrainConfig.from_json(printed).total_steps == 1500
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["train", "--seed", "3", "--seed", "4"],
+            "argument --seed: given more than once (--seed 3, --seed 4)",
+        ),
+        (
+            ["train", "--steps", "10", "--print-config", "--steps", "20"],
+            "argument --steps: given more than once",
+        ),
+        (
+            ["evaluate", "run", "--episodes", "2", "--episodes", "3"],
+            "argument --episodes: given more than once",
+        ),
+        (["audit", "m:f", "--seed", "1", "--seed", "1"], "argument --seed: given more than once (--seed 1"),
+    ],
+)
+def test_a_repeated_option_is_refused_not_silently_overridden(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(f"amal {argv[0]}: error: {expected}"), last
+    assert last.endswith(": give it once"), last
