@@ -22,6 +22,7 @@ refuses them, the auxiliary population drops them.
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, final
@@ -116,18 +117,38 @@ def _checked_reset(env: gym.Env[Any, Any], seed: int) -> npt.NDArray[Any]:
     return array
 
 
+def _old_step_api(env: gym.Env[Any, Any]) -> ValueError:
+    return ValueError(
+        f"environment {_env_name(env)}: step() returned 4 values (obs, reward, done, info), the old "
+        f"gym API; return {_STEP_API} as gymnasium does (port old gym environments to gymnasium, "
+        "e.g. with shimmy's GymV21CompatibilityV0)"
+    )
+
+
+def _wrapper_met_old_step_api(error: ValueError) -> bool:
+    """Whether a gymnasium wrapper (``TimeLimit``, ``OrderEnforcing`` ...) failed to unpack the 4-tuple
+    of an old gym environment's ``step()`` into gymnasium's five values."""
+    if str(error) != "not enough values to unpack (expected 5, got 4)":
+        return False
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}gymnasium{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
 def _checked_step(env: gym.Env[Any, Any], action: Any) -> tuple[npt.NDArray[Any], float, bool, bool]:
     """``(obs, reward, terminated, truncated)`` of ``env.step(action)``, after checking the result is
     gymnasium's ``(obs, reward, terminated, truncated, info)`` with the types the module docstring
     lists; ``ValueError`` (one line naming the environment, the value and the fix) otherwise."""
-    result: object = env.step(action)
+    try:
+        result: object = env.step(action)
+    except ValueError as error:
+        if _wrapper_met_old_step_api(error):
+            raise _old_step_api(env) from error
+        raise
     if not isinstance(result, tuple) or len(result) != 5:
         if isinstance(result, tuple) and len(result) == 4:
-            raise ValueError(
-                f"environment {_env_name(env)}: step() returned 4 values (obs, reward, done, info), the old "
-                f"gym API; return {_STEP_API} as gymnasium does (port old gym environments to gymnasium, "
-                "e.g. with shimmy's GymV21CompatibilityV0)"
-            )
+            raise _old_step_api(env)
         raise ValueError(
             f"environment {_env_name(env)}: step() returned {_shown(result)}, not the 5-tuple {_STEP_API} "
             f"of gymnasium's API; return {_STEP_API} from step()"

@@ -118,6 +118,39 @@ def test_the_environment_is_named_by_its_registered_id() -> None:
         del gym.registry["ScriptedNoneReward-v0"]
 
 
+class UnpacksBadly(Scripted):
+    def step(self, action: int) -> Any:
+        obs, reward, terminated, truncated, info = super().step(action)[:4]
+        return obs, reward, terminated, truncated, info
+
+
+def _scripted_old_step_api() -> Scripted:
+    return Scripted(lambda r: (r[0], r[1], False, {}))
+
+
+def test_an_old_gym_step_inside_gymnasiums_wrappers_is_named_as_such() -> None:
+    """``gym.make`` (what ``amal train`` uses) puts ``TimeLimit`` around the environment, which fails
+    to unpack an old 4-tuple before the runner sees it; the runner still names the old API."""
+    gym.register("ScriptedOldStepApi-v0", entry_point=_scripted_old_step_api, max_episode_steps=50)
+    try:
+        env = gym.make("ScriptedOldStepApi-v0", disable_env_checker=True)
+        runner = EnvRunner(env, np.random.default_rng(0))
+        runner.step(0)
+        runner.step(0)
+        with pytest.raises(
+            ValueError,
+            match=r"^environment 'ScriptedOldStepApi-v0': step\(\) returned 4 values \(obs, reward, done, "
+            r"info\), the old gym API; return \(obs, reward, terminated, truncated, info\)",
+        ):
+            runner.step(0)
+        # The same unpacking error raised by the environment's own code is the environment's.
+        runner = EnvRunner(gym.wrappers.TimeLimit(UnpacksBadly(), 50), np.random.default_rng(0))
+        with pytest.raises(ValueError, match=r"^not enough values to unpack \(expected 5, got 4\)$"):
+            runner.step(0)
+    finally:
+        del gym.registry["ScriptedOldStepApi-v0"]
+
+
 @pytest.mark.parametrize(
     ("bad_reset", "match"),
     [
