@@ -938,3 +938,33 @@ def test_world_model_trained_on_the_tagged_object_is_refused() -> None:
     with pytest.raises(av.IsolationViolation):
         opt.step()
     assert all(torch.equal(b, p.detach()) for b, p in zip(before, wm.parameters(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def user_operator_library() -> Any:
+    """A user's own operator (``torch.library``) that writes its first argument in place."""
+    library = torch.library.Library("amal_user_ops", "DEF")
+    library.define("scale_into(Tensor(a!) out, Tensor x) -> ()")
+
+    def scale_into(out: torch.Tensor, x: torch.Tensor) -> None:
+        out.copy_(x * 2)
+
+    library.impl("scale_into", scale_into, "CompositeExplicitAutograd")
+    yield torch.ops.amal_user_ops.scale_into
+    del library  # unregisters the operator
+
+
+def test_a_refused_user_operator_is_named_by_its_own_namespace(user_operator_library: Any) -> None:
+    world_model = torch.nn.Linear(3, 3)
+    av.GatedOptimizer(torch.optim.SGD(world_model.parameters(), lr=0.1), names=world_model)
+    before = world_model.bias.detach().clone()
+    with pytest.raises(av.IsolationViolation) as refused, torch.no_grad():
+        user_operator_library(world_model.bias, auxd(3))
+    message = str(refused.value)
+    assert message.startswith("refused amal_user_ops.scale_into at "), message
+    assert "aten." not in message, message
+    assert torch.equal(world_model.bias.detach(), before)
+    # On primary data the same operator writes, as without the library.
+    with torch.no_grad():
+        user_operator_library(world_model.bias, prim(3))
+    assert not torch.equal(world_model.bias.detach(), before)

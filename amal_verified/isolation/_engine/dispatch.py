@@ -164,13 +164,14 @@ class OpInfo:
         packet = func.overloadpacket
         # The C++ operator itself (what OpOverload.__call__ calls, without its Python frame).
         self.call: Callable[..., Any] = func._op if type(func) is torch._ops.OpOverload else func
-        self.name = f"aten.{packet.__name__}"
+        # Named by its own namespace: a user's torch.library operator is not an aten one.
+        self.name = f"{getattr(func, 'namespace', 'aten')}.{packet.__name__}"
         self.neutral = packet in _NEUTRAL_PACKETS
         self.metadata = packet in _METADATA_PACKETS
         self.rows = packet in _ROW_PACKETS
         self.copies = packet in _COPY_PACKETS
         self.is_foreach = packet.__name__.startswith(("_foreach_", "_amp_foreach_", "_fused_"))
-        self.escape_kind = _ESCAPE_KINDS.get(packet, f"aten.{packet.__name__} (returns a Python value)")
+        self.escape_kind = _ESCAPE_KINDS.get(packet, f"{self.name} (returns a Python value)")
         overwrite_all = packet in _OVERWRITE_PACKETS
         written: list[tuple[int, str, bool]] = []  # (position, name, overwrites)
         for i, arg in enumerate(schema.arguments):
