@@ -64,28 +64,21 @@ def _exactly(t: torch.Tensor, label: Label) -> torch.Tensor:
     return plain(t)
 
 
-def _pack_padded_sequence(original: Callable[..., Any]) -> Callable[..., Any]:
-    def pack(*args: Any, **kwargs: Any) -> Any:
-        data, batch_sizes = original(*args, **kwargs)
+def _data_and_sizes(
+    original: Callable[..., Any], data_arg: tuple[int, str], sizes_arg: tuple[int, str]
+) -> Callable[..., Any]:
+    """``original`` returning ``(data, sizes)`` computed from its arguments ``data_arg`` and
+    ``sizes_arg`` (position, name): the data depends on both, the sizes on ``sizes_arg`` alone."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        data, sizes = original(*args, **kwargs)
         if torch.compiler.is_compiling() or not store.counters.tagged:
-            return data, batch_sizes
-        lengths = _label(_argument(args, kwargs, 1, "lengths"))
-        padded = _label(_argument(args, kwargs, 0, "input"))
-        return _depending_on(data, padded.join(lengths)), _exactly(batch_sizes, lengths)
+            return data, sizes
+        by_sizes = _label(_argument(args, kwargs, *sizes_arg))
+        by_data = _label(_argument(args, kwargs, *data_arg))
+        return _depending_on(data, by_data.join(by_sizes)), _exactly(sizes, by_sizes)
 
-    return pack
-
-
-def _pad_packed_sequence(original: Callable[..., Any]) -> Callable[..., Any]:
-    def pad(*args: Any, **kwargs: Any) -> Any:
-        padded, lengths = original(*args, **kwargs)
-        if torch.compiler.is_compiling() or not store.counters.tagged:
-            return padded, lengths
-        batch_sizes = _label(_argument(args, kwargs, 1, "batch_sizes"))
-        data = _label(_argument(args, kwargs, 0, "data"))
-        return _depending_on(padded, data.join(batch_sizes)), _exactly(lengths, batch_sizes)
-
-    return pad
+    return wrapper
 
 
 def _pad_sequence(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -104,8 +97,11 @@ def install() -> None:
     if _installed:
         return
     vf: Any = torch._VF
-    vf._pack_padded_sequence = _pack_padded_sequence(torch._C._VariableFunctions._pack_padded_sequence)
-    vf._pad_packed_sequence = _pad_packed_sequence(torch._C._VariableFunctions._pad_packed_sequence)
+    functions = torch._C._VariableFunctions
+    # packing: (padded input, lengths) -> (packed data, batch sizes)
+    vf._pack_padded_sequence = _data_and_sizes(functions._pack_padded_sequence, (0, "input"), (1, "lengths"))
+    # padding: (packed data, batch sizes) -> (padded data, lengths)
+    vf._pad_packed_sequence = _data_and_sizes(functions._pad_packed_sequence, (0, "data"), (1, "batch_sizes"))
     nn_functions: Any = torch._C._nn
     nn_functions.pad_sequence = _pad_sequence(nn_functions.pad_sequence)
     _installed = True
