@@ -4,7 +4,9 @@ and the fix, before the runner's state changes."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -103,19 +105,31 @@ def _scripted_none_reward() -> Scripted:
     return Scripted(_set(1, None))
 
 
-def test_the_environment_is_named_by_its_registered_id() -> None:
-    gym.register("ScriptedNoneReward-v0", entry_point=_scripted_none_reward)
+def _scripted_old_step_api() -> Scripted:
+    return Scripted(lambda r: (r[0], r[1], False, {}))
+
+
+@contextlib.contextmanager
+def _registered_runner(env_id: str, entry_point: Callable[[], gym.Env[Any, Any]]) -> Iterator[EnvRunner]:
+    """A runner on ``gym.make(env_id)`` (gymnasium's wrappers included) just before ``BAD_STEP``."""
+    gym.register(env_id, entry_point=entry_point, max_episode_steps=50)
     try:
-        env = gym.make("ScriptedNoneReward-v0", disable_env_checker=True)
-        runner = EnvRunner(env, np.random.default_rng(0))
-        runner.step(0)
-        runner.step(0)
-        with pytest.raises(
-            ValueError, match=r"^environment 'ScriptedNoneReward-v0': step\(\) returned reward = None"
-        ):
+        runner = EnvRunner(gym.make(env_id, disable_env_checker=True), np.random.default_rng(0))
+        for _ in range(BAD_STEP - 1):
             runner.step(0)
+        yield runner
     finally:
-        del gym.registry["ScriptedNoneReward-v0"]
+        del gym.registry[env_id]
+
+
+def test_the_environment_is_named_by_its_registered_id() -> None:
+    with (
+        _registered_runner("ScriptedNoneReward-v0", _scripted_none_reward) as runner,
+        pytest.raises(
+            ValueError, match=r"^environment 'ScriptedNoneReward-v0': step\(\) returned reward = None"
+        ),
+    ):
+        runner.step(0)
 
 
 class UnpacksBadly(Scripted):
@@ -124,31 +138,22 @@ class UnpacksBadly(Scripted):
         return obs, reward, terminated, truncated, info
 
 
-def _scripted_old_step_api() -> Scripted:
-    return Scripted(lambda r: (r[0], r[1], False, {}))
-
-
 def test_an_old_gym_step_inside_gymnasiums_wrappers_is_named_as_such() -> None:
     """``gym.make`` (what ``amal train`` uses) puts ``TimeLimit`` around the environment, which fails
     to unpack an old 4-tuple before the runner sees it; the runner still names the old API."""
-    gym.register("ScriptedOldStepApi-v0", entry_point=_scripted_old_step_api, max_episode_steps=50)
-    try:
-        env = gym.make("ScriptedOldStepApi-v0", disable_env_checker=True)
-        runner = EnvRunner(env, np.random.default_rng(0))
-        runner.step(0)
-        runner.step(0)
-        with pytest.raises(
+    with (
+        _registered_runner("ScriptedOldStepApi-v0", _scripted_old_step_api) as runner,
+        pytest.raises(
             ValueError,
             match=r"^environment 'ScriptedOldStepApi-v0': step\(\) returned 4 values \(obs, reward, done, "
             r"info\), the old gym API; return \(obs, reward, terminated, truncated, info\)",
-        ):
-            runner.step(0)
-        # The same unpacking error raised by the environment's own code is the environment's.
-        runner = EnvRunner(gym.wrappers.TimeLimit(UnpacksBadly(), 50), np.random.default_rng(0))
-        with pytest.raises(ValueError, match=r"^not enough values to unpack \(expected 5, got 4\)$"):
-            runner.step(0)
-    finally:
-        del gym.registry["ScriptedOldStepApi-v0"]
+        ),
+    ):
+        runner.step(0)
+    # The same unpacking error raised by the environment's own code is the environment's.
+    runner = EnvRunner(gym.wrappers.TimeLimit(UnpacksBadly(), 50), np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"^not enough values to unpack \(expected 5, got 4\)$"):
+        runner.step(0)
 
 
 @pytest.mark.parametrize(
