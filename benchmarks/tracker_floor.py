@@ -35,7 +35,8 @@ The share of the library's cost above the dispatch floor is what labelling, the 
 gradient labels and the gate's checks cost; ``small_model_overhead.py``'s targets (1.10 at batch
 256, 1.30 at 32) are printed beside it.
 
-Exit status: 0; 1 if parameters differ; 2 if a worker fails. Nothing here limits wall-clock time.
+Exit status: 0; 1 if parameters differ; 2 if a worker fails or imports another variant's package.
+Nothing here limits wall-clock time.
 """
 
 from __future__ import annotations
@@ -196,11 +197,23 @@ def _write_stand_ins(root: Path) -> dict[str, Path | None]:
     return paths
 
 
+class WrongPackage(RuntimeError):
+    """A gated worker imported another ``amal_verified`` than its variant's."""
+
+
+def _check_imported_from(worker: Any, variant: str, path: Path) -> None:
+    imported = Path(worker.amal_file).resolve() if worker.amal_file else None
+    if imported is None or not imported.is_relative_to(path.resolve()):
+        raise WrongPackage(f"the {variant} worker imported amal_verified from {imported}, not from {path}")
+
+
 def measure(
     rounds: int, workloads: Sequence[str], batches: Sequence[int], warmup: int, steps: int | None, pool: int
-) -> tuple[list[Row], list[str]]:
-    """Run the rounds; the rows and every parameter difference found (empty when bit-identical)."""
+) -> tuple[list[Row], list[str], dict[str, str]]:
+    """Run the rounds; the rows, every parameter difference found (empty when bit-identical) and
+    where each variant's workers imported ``amal_verified`` from."""
     differences: list[str] = []
+    imported_from: dict[str, str] = {}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tracker-floor-") as tmp:
         paths = _write_stand_ins(Path(tmp))
@@ -224,7 +237,10 @@ def measure(
                         workers[None] = harness.run_worker("plain", w, b, settings, out_dir)
                     else:
                         with_path = dataclasses.replace(settings, amal_path=paths[variant])
-                        workers[variant] = harness.run_worker("gated", w, b, with_path, out_dir)
+                        worker = harness.run_worker("gated", w, b, with_path, out_dir)
+                        _check_imported_from(worker, variant, paths[variant])
+                        imported_from[variant] = str(Path(worker.amal_file).resolve().parent)
+                        workers[variant] = worker
                 plain = workers[None]
                 plain_ms.append(plain.cpu_median_ms)
                 name = harness.WORKLOADS[w]
@@ -239,7 +255,7 @@ def measure(
                 print(line, flush=True)
         for (w, b), (plain_ms, ratios, fast_ratios) in per_config.items():
             rows.append(Row(w, b, statistics.median(plain_ms), ratios, fast_ratios))
-    return rows, differences
+    return rows, differences, imported_from
 
 
 def print_table(rows: Sequence[Row]) -> None:
@@ -284,11 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     try:
-        rows, differences = measure(
+        rows, differences, imported_from = measure(
             args.rounds, args.workloads, args.batches, args.warmup, args.steps, args.pool
         )
     except harness.WorkerFailed as failed:
         print(f"{failed}\n{failed.stdout}\n{failed.stderr}", file=sys.stderr)
+        return 2
+    except WrongPackage as wrong:
+        print(wrong, file=sys.stderr)
         return 2
     print_table(rows)
     commit = harness._git("rev-parse", "--short", "HEAD")
@@ -299,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rounds": args.rounds,
             "rows": [dataclasses.asdict(row) for row in rows],
             "parameter_differences": differences,
+            "imported_from": imported_from,
         }
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     for desc in differences:
