@@ -19,7 +19,7 @@ import sys
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 __all__ = ["main"]
 
@@ -41,13 +41,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_ActionT = TypeVar("_ActionT", bound=argparse.Action)
+
+
 class _StoreOnce(argparse._StoreAction):
     """An option that may be given once: a second occurrence is refused, not silently kept."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Namespaces compare by value, so they are tracked by identity.
-        self._given_in: list[weakref.ref[argparse.Namespace]] = []
+    # The namespaces this option was given in; namespaces compare by value, so they are kept by identity.
+    _given_in: tuple[weakref.ref[argparse.Namespace], ...] = ()
 
     def __call__(
         self,
@@ -56,14 +57,14 @@ class _StoreOnce(argparse._StoreAction):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        self._given_in = [ref for ref in self._given_in if ref() is not None]
+        self._given_in = tuple(ref for ref in self._given_in if ref() is not None)
         if any(ref() is namespace for ref in self._given_in):
             flag = option_string or self.option_strings[0]
             previous = getattr(namespace, self.dest, None)
             raise argparse.ArgumentError(
                 self, f"given more than once ({flag} {previous}, {flag} {values}): give it once"
             )
-        self._given_in.append(weakref.ref(namespace))
+        self._given_in += (weakref.ref(namespace),)
         super().__call__(parser, namespace, values, option_string)
 
 
@@ -75,11 +76,13 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._epilog_factory = epilog_factory
 
-    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
-        """As ``ArgumentParser.add_argument``; an option that stores one value is refused when repeated."""
-        if args and args[0].startswith("-") and kwargs.get("action", "store") == "store":
-            kwargs["action"] = _StoreOnce
-        return super().add_argument(*args, **kwargs)
+    def _add_action(self, action: _ActionT) -> _ActionT:
+        # Every option that stores one value, added directly or through a mutually exclusive group,
+        # is refused when repeated.
+        if type(action) is argparse._StoreAction and action.option_strings:
+            store_once: type = _StoreOnce
+            action.__class__ = store_once
+        return super()._add_action(action)
 
     def format_help(self) -> str:
         """The help text, with the epilog computed on first use."""

@@ -195,6 +195,10 @@ def test_the_readmes_one_minute_configuration_is_valid(capsys: pytest.CaptureFix
             "argument --episodes: given more than once",
         ),
         (["audit", "m:f", "--seed", "1", "--seed", "1"], "argument --seed: given more than once (--seed 1"),
+        (
+            ["certify", "run", "--certificate", "a.json", "--certificate", "b.json"],
+            "argument --certificate: given more than once (--certificate a.json, --certificate b.json)",
+        ),
     ],
 )
 def test_a_repeated_option_is_refused_not_silently_overridden(
