@@ -105,6 +105,9 @@ _STATE_HINT = (
 )
 
 
+_DICT: Final = frozenset({dict})
+
+
 def _grad_labels_unwrapped(params: Iterable[torch.Tensor], swapped: Swapped) -> list[Label]:
     """The labels of the parameters' gradients (EMPTY where there is none), giving the wrapped
     optimizer plain gradients as :func:`~amal_verified.isolation._engine.optimizer_steps.unwrap_grads`
@@ -213,10 +216,12 @@ class GatedOptimizer(torch.optim.Optimizer):
     def _protect_state(self) -> None:
         state = self.original_optimizer.state
         # Optimizers create state lazily and then update it in place: protect only what is new.
-        signature = (
-            len(state),
-            sum(len(v) for v in state.values() if type(v) is dict or isinstance(v, Mapping)),
-        )
+        values = state.values()
+        if set(map(type, values)) <= _DICT:  # what every torch optimizer keeps; counted in C, every step
+            counted = sum(map(len, values))
+        else:
+            counted = sum(len(v) for v in values if type(v) is dict or isinstance(v, Mapping))
+        signature = (len(state), counted)
         if signature == self._state_signature:
             return
         self._state_signature = signature
@@ -395,7 +400,7 @@ class GatedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             labels = [EMPTY if p.grad is None else store.label_of_plain(p.grad) for p in params]
         for p, label in zip(params, labels, strict=True):
-            if label is not EMPTY:
+            if label is not EMPTY and not store.holds_exactly(p, label):
                 store.write_label(p, label)
             if not p.is_leaf:  # updated in place: its autograd node changed
                 _grad_labels.rehook_non_leaf(p)

@@ -70,6 +70,9 @@ def attribute(params: Iterable[torch.Tensor], label: Label, origin: str | None =
         # Labels are pending only for the backward pass that produced them; anything
         # left from a pass that raised before its end callbacks ran is dropped here.
         _start_pass(task)
+    if not _pending:  # the first attribution of this pass: nothing to join with
+        _pending.update(dict.fromkeys(map(id, params), (label, origin)))
+        return
     for p in params:
         pid = id(p)
         previous = _pending.get(pid)
@@ -102,6 +105,8 @@ class _BeforeAccumulation:
         if pending is None:
             return None
         label, origin = pending
+        if not label._aux and store.label_fresh(grad, label):
+            return None  # fresh memory, now labelled: what write_label does there, in fewer calls
         if isinstance(grad, TaggedTensor) or not label._aux:
             store.write_label(grad, label, origin)
             return None

@@ -29,6 +29,7 @@ __all__ = [
     "Rows",
     "counters",
     "extent",
+    "holds_exactly",
     "label_and_mixing",
     "label_fresh",
     "label_new_memory",
@@ -174,7 +175,11 @@ def label_of_plain(t: torch.Tensor) -> Label:
     """The label of the memory ``t``'s elements occupy (EMPTY if never labelled)."""
     if not counters.tagged:
         return EMPTY
-    storage = _storage(t)
+    storage: Any
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        storage = _storage(t)  # sparse, functorch-wrapped or storage-less
     if storage is None:
         return EMPTY
     found = getattr(storage, _LABEL, None)
@@ -186,11 +191,23 @@ def label_of_plain(t: torch.Tensor) -> Label:
     return rows.over(*extent(t))
 
 
+def holds_exactly(t: torch.Tensor, label: Label) -> bool:
+    """Whether all of ``t``'s memory carries exactly ``label`` (then writing it changes nothing)."""
+    try:
+        return getattr(t.untyped_storage(), _LABEL, None) is label
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return False  # no dense memory of its own: let write_label decide
+
+
 def storage_label(t: torch.Tensor) -> Label:
     """The join of every label in ``t``'s storage (whatever part of it ``t`` views)."""
     if not counters.tagged:
         return EMPTY
-    storage = _storage(t)
+    storage: Any
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        storage = _storage(t)  # sparse, functorch-wrapped or storage-less
     found = None if storage is None else getattr(storage, _LABEL, None)
     if found is None:
         return EMPTY
@@ -202,7 +219,11 @@ def label_and_mixing(t: torch.Tensor) -> tuple[Label, bool]:
     labels (a concatenation's)."""
     if not counters.tagged:
         return EMPTY, False
-    storage = _storage(t)
+    storage: Any
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        storage = _storage(t)  # sparse, functorch-wrapped or storage-less
     found = None if storage is None else getattr(storage, _LABEL, None)
     if found is None:
         return EMPTY, False
@@ -266,7 +287,7 @@ def _covers(t: torch.Tensor, storage: Any) -> bool:
     if t.numel() == 0:
         return True
     nbytes = storage.nbytes()
-    if t.storage_offset() == 0 and t.numel() * t.element_size() >= nbytes and t.is_contiguous():
+    if t.storage_offset() == 0 and t.nbytes >= nbytes and t.is_contiguous():
         return True
     lo, hi = extent(t)
     return lo == 0 and hi >= nbytes
@@ -278,7 +299,11 @@ def write_label(t: torch.Tensor, label: Label, origin: str | None = None, overwr
     ``overwrite``: the written elements no longer depend on what they held (never for a tensor
     without elements: there are none, and the memory behind it keeps what it held).
     """
-    storage = _storage(t)
+    storage: Any
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        storage = _storage(t)  # sparse, functorch-wrapped or storage-less
     if storage is None:
         return EMPTY
     if overwrite and t.numel() == 0:

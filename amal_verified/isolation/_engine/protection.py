@@ -89,8 +89,11 @@ def refresh(info: Protected) -> None:
     t = info.ref()
     if t is None:
         return
-    storage = _storage(t)
-    if storage is None or storage is info.storage:
+    try:
+        storage = t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return  # no memory of its own
+    if storage is info.storage:
         return
     info.storage = storage
     setattr(storage, _ATTR, info)
