@@ -475,3 +475,26 @@ def test_inputs_with_different_labels_are_tracked_exactly() -> None:
     assert av.label_of(heads.world.weight.grad).is_primary_only
     assert av.label_of(heads.value.weight.grad).has_aux
     opt.step()
+
+
+@pytest.mark.parametrize("make", [torch.optim.SparseAdam, torch.optim.Adagrad], ids=["SparseAdam", "Adagrad"])
+def test_sparse_gradients_step_as_without_the_gate(make: Callable[..., torch.optim.Optimizer]) -> None:
+    """Sparse gradients (an embedding looked up with primary indices) are labelled and stepped
+    exactly as plain PyTorch steps them; the label store has no dense memory to read for them."""
+    torch.manual_seed(0)
+    plain_table = torch.nn.Embedding(16, 4, sparse=True)
+    gated_table = copy.deepcopy(plain_table)
+    plain_opt = make(plain_table.parameters(), lr=0.1)
+    gated_opt = av.GatedOptimizer(make(gated_table.parameters(), lr=0.1), names=gated_table)
+    for step in range(3):
+        indices = torch.tensor([step, 3, 7, 3])
+        for table, opt, idx in (
+            (plain_table, plain_opt, indices),
+            (gated_table, gated_opt, av.primary(indices.clone(), source="real-env")),
+        ):
+            opt.zero_grad()
+            table(idx).square().sum().backward()
+            opt.step()
+    assert gated_table.weight.grad is not None and gated_table.weight.grad.is_sparse
+    assert torch.equal(gated_table.weight.detach(), plain_table.weight.detach())
+    assert av.label_of(gated_table.weight).is_primary_only

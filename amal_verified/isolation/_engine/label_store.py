@@ -287,7 +287,7 @@ def _covers(t: torch.Tensor, storage: Any) -> bool:
     if t.numel() == 0:
         return True
     nbytes = storage.nbytes()
-    if t.storage_offset() == 0 and t.nbytes >= nbytes and t.is_contiguous():
+    if t.storage_offset() == 0 and t.numel() * t.element_size() >= nbytes and t.is_contiguous():
         return True
     lo, hi = extent(t)
     return lo == 0 and hi >= nbytes
