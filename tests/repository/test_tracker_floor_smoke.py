@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "tracker_floor.py"
-VARIANTS = ["dispatch floor", "function floor", "hooks floor", "library"]
+VARIANTS = ["dispatch floor", "function floor", "hooks floor", "design floor", "library"]
 
 
 @pytest.mark.slow
