@@ -13,11 +13,12 @@ is not implemented for these hints in beartype 0.23).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar, cast
 
-from beartype import BeartypeConf, beartype
+from beartype import BeartypeConf, FrozenDict, beartype
 
-__all__ = ["checked"]
+__all__ = ["checked", "checked_as"]
 
 _T = TypeVar("_T")
 _GETRANDBITS: Final = "__beartype_getrandbits"
@@ -37,7 +38,23 @@ def _own_random(function: Any) -> None:
 def checked(obj: _T) -> _T:
     """Decorate a function or class with beartype (``TypeError`` on violations, PEP 484 numeric tower),
     using the library's own random stream for container-item sampling (see the module docstring)."""
-    decorated: Any = _beartype(obj)  # type: ignore[type-var]  # any function or class
+    return _decorate(_beartype, obj)
+
+
+def checked_as(overrides: Mapping[type, type]) -> Callable[[_T], _T]:
+    """:func:`checked`, with each type in ``overrides`` checked at run time as the type it maps to
+    (beartype's ``hint_overrides``): for a hint whose ``isinstance`` test costs more than the check
+    is worth, such as a subtype the function's result belongs to by construction."""
+    decorator = beartype(
+        conf=BeartypeConf(
+            violation_type=TypeError, is_pep484_tower=True, hint_overrides=FrozenDict(overrides)
+        )
+    )
+    return lambda obj: _decorate(decorator, obj)
+
+
+def _decorate(decorator: Any, obj: _T) -> _T:
+    decorated: Any = decorator(obj)
     if isinstance(decorated, type):
         for attr in vars(decorated).values():
             if isinstance(attr, staticmethod | classmethod):

@@ -24,7 +24,7 @@ from typing import cast, final
 
 import torch
 
-from amal_verified.common.runtime_checks import checked
+from amal_verified.common.runtime_checks import checked_as
 from amal_verified.isolation._engine import label_store as store
 from amal_verified.isolation._engine.dispatch import (
     TaggedTensor,
@@ -120,7 +120,12 @@ def _tag_aux(x: torch.Tensor, label: Label) -> TaggedTensor:
     return x.as_subclass(TaggedTensor)  # not swappable (a functorch wrapper): a differentiable alias
 
 
-@checked
+# The results' labels are set by ``_tag`` itself; checking them through the label views would read
+# them back from the label store on every call.  beartype checks that they are tracked tensors.
+_checked_tagging = checked_as({PrimaryData: TaggedTensor, AuxData: TaggedTensor})
+
+
+@_checked_tagging
 def primary(x: torch.Tensor, *, source: str = "real-env") -> PrimaryData:
     """Tag ``x`` (no copy) as primary data from ``source``.
 
@@ -129,7 +134,7 @@ def primary(x: torch.Tensor, *, source: str = "real-env") -> PrimaryData:
     return cast(PrimaryData, _tag(x, SourceKind.PRIMARY, source))
 
 
-@checked
+@_checked_tagging
 def aux(x: torch.Tensor, *, source: str) -> AuxData:
     """Tag ``x`` (no copy) as auxiliary data from ``source`` (e.g. ``"aux-3"``)."""
     return cast(AuxData, _tag(x, SourceKind.AUX, source))
