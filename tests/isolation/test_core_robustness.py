@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, Dataset
 
 import amal_verified as av
@@ -968,3 +969,132 @@ def test_a_refused_user_operator_is_named_by_its_own_namespace(user_operator_lib
     with torch.no_grad():
         user_operator_library(world_model.bias, prim(3))
     assert not torch.equal(world_model.bias.detach(), before)
+
+
+# -- training patterns of users' code: selection by priorities, activation checkpointing, parametrizations
+
+
+def _world_model(seed: int = 0) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4))
+
+
+def _select(kind: str, scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    if kind == "multinomial":
+        return torch.multinomial(scores.abs() + 1e-3, 8, replacement=True, generator=generator)
+    if kind == "topk":
+        return torch.topk(scores, 8).indices
+    if kind == "argsort":
+        return torch.argsort(scores)[:8]
+    return scores > 0  # a boolean mask
+
+
+@pytest.mark.parametrize("kind", ["multinomial", "topk", "argsort", "mask"])
+def test_primary_rows_selected_by_auxiliary_scores_are_refused(kind: str) -> None:
+    """Prioritised replay with priorities from a critic of auxiliary data: every row is primary, which rows
+    train the world model is not."""
+    replay = prim(32, 4)
+    world_model = _world_model()
+    gate = av.GatedOptimizer(torch.optim.Adam(world_model.parameters()), names=world_model)
+    before = [p.detach().clone() for p in world_model.parameters()]
+    batch = replay[_select(kind, auxd(32), torch.Generator().manual_seed(0))]
+    assert isinstance(batch, av.AuxData)
+    F.mse_loss(world_model(batch), batch).backward()
+    with pytest.raises(av.IsolationViolation, match="aux:aux-1"):
+        gate.step()
+    assert all(torch.equal(p.detach(), b) for p, b in zip(world_model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize("kind", ["multinomial", "topk", "argsort", "mask"])
+def test_primary_rows_selected_by_primary_scores_train_as_without_the_library(kind: str) -> None:
+    values = torch.randn(32, 4)
+    scores = torch.randn(32)
+
+    def train(tagged: bool) -> list[torch.Tensor]:
+        world_model = _world_model()
+        inner = torch.optim.Adam(world_model.parameters())
+        optimizer = av.GatedOptimizer(inner, names=world_model) if tagged else inner
+        replay = av.primary(values.clone(), source="real-env") if tagged else values.clone()
+        s = av.primary(scores.clone(), source="real-env") if tagged else scores.clone()
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(3):
+            batch = replay[_select(kind, s, generator)]
+            optimizer.zero_grad()
+            F.mse_loss(world_model(batch), batch).backward()
+            optimizer.step()
+        return [p.detach().clone() for p in world_model.parameters()]
+
+    for gated, plain in zip(train(True), train(False), strict=True):
+        assert torch.equal(gated, plain)
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+@pytest.mark.parametrize("where", ["whole model", "inside forward"])
+def test_activation_checkpointing_on_auxiliary_data_is_refused(use_reentrant: bool, where: str) -> None:
+    """``torch.utils.checkpoint`` runs the forward again inside backward; the recomputation is tracked too."""
+    world_model = _world_model()
+    gate = av.GatedOptimizer(torch.optim.Adam(world_model.parameters()), names=world_model)
+    x = auxd(16, 4).requires_grad_(use_reentrant)  # the reentrant form needs an input that requires grad
+    if where == "whole model":
+        out = checkpoint(world_model, x, use_reentrant=use_reentrant)
+    else:
+        hidden = checkpoint(lambda v: world_model[1](world_model[0](v)), x, use_reentrant=use_reentrant)
+        out = world_model[2](hidden)
+    F.mse_loss(out, prim(16, 4)).backward()
+    with pytest.raises(av.IsolationViolation, match="aux:aux-1"):
+        gate.step()
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_activation_checkpointing_on_primary_data_trains_as_without_the_library(use_reentrant: bool) -> None:
+    values, targets = torch.randn(16, 4), torch.randn(16, 4)
+
+    def train(tagged: bool) -> list[torch.Tensor]:
+        world_model = _world_model()
+        inner = torch.optim.Adam(world_model.parameters())
+        optimizer = av.GatedOptimizer(inner, names=world_model) if tagged else inner
+        x = av.primary(values.clone(), source="real-env") if tagged else values.clone()
+        y = av.primary(targets.clone(), source="real-env") if tagged else targets.clone()
+        for _ in range(3):
+            optimizer.zero_grad()
+            out = checkpoint(world_model, x.requires_grad_(use_reentrant), use_reentrant=use_reentrant)
+            F.mse_loss(out, y).backward()
+            optimizer.step()
+        return [p.detach().clone() for p in world_model.parameters()]
+
+    for gated, plain in zip(train(True), train(False), strict=True):
+        assert torch.equal(gated, plain)
+
+
+def test_parametrized_weights_trained_on_auxiliary_data_are_refused_and_on_primary_as_without() -> None:
+    """``weight_norm`` computes the weight in forward from parameters of a parametrization submodule."""
+
+    def make() -> torch.nn.Sequential:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 8)),
+            torch.nn.Tanh(),
+            torch.nn.Linear(8, 4),
+        )
+
+    world_model = make()
+    gate = av.GatedOptimizer(torch.optim.Adam(world_model.parameters()), names=world_model)
+    F.mse_loss(world_model(auxd(16, 4)), prim(16, 4)).backward()
+    with pytest.raises(av.IsolationViolation, match="original0"):
+        gate.step()
+
+    values, targets = torch.randn(16, 4), torch.randn(16, 4)
+    results = []
+    for tagged in (True, False):
+        world_model = make()
+        inner = torch.optim.Adam(world_model.parameters())
+        optimizer = av.GatedOptimizer(inner, names=world_model) if tagged else inner
+        x = av.primary(values.clone(), source="real-env") if tagged else values.clone()
+        y = av.primary(targets.clone(), source="real-env") if tagged else targets.clone()
+        for _ in range(3):
+            optimizer.zero_grad()
+            F.mse_loss(world_model(x), y).backward()
+            optimizer.step()
+        results.append([p.detach().clone() for p in world_model.parameters()])
+    for gated, plain in zip(*results, strict=True):
+        assert torch.equal(gated, plain)

@@ -33,9 +33,9 @@ def _module(path: Path) -> ModuleType:
     return _layers.load(path)
 
 
-def test_gallery_holds_two_controls_and_twenty_eight_leak_classes() -> None:
-    assert [p.name[:2] for p in SCRIPTS] == [f"{n:02d}" for n in range(30)]
-    assert len(LEAKS) == 28 and all(path.is_file() for path in CONTROLS)
+def test_gallery_holds_two_controls_and_twenty_nine_leak_classes() -> None:
+    assert [p.name[:2] for p in SCRIPTS] == [f"{n:02d}" for n in range(31)]
+    assert len(LEAKS) == 29 and all(path.is_file() for path in CONTROLS)
     for path in SCRIPTS:
         module = _module(path)
         for name in ("LEAK", "amal_example_inputs", "run", "train", "train_untagged", "main"):
