@@ -84,7 +84,7 @@ quick-report: $(STAMP)
 	rm -rf build/report-quick
 	$(BIN)/amal report --quick --jobs 2 --out build/report-quick
 
-# The full report (by hand; 45-65 min on 2 cores, most of it the run of every core mutant): audit Hypothesis
+# The full report (by hand; 45-80 min on 2 cores, most of it the run of every core mutant): audit Hypothesis
 # profile, every core mutant and the timing measurements.
 REPORT_OUT ?= build/report-$(shell date +%Y%m%d-%H%M%S)
 report: $(STAMP)
