@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -1045,31 +1046,40 @@ def test_activation_checkpointing_on_auxiliary_data_is_refused(use_reentrant: bo
         gate.step()
 
 
-@pytest.mark.parametrize("use_reentrant", [False, True])
-def test_activation_checkpointing_on_primary_data_trains_as_without_the_library(use_reentrant: bool) -> None:
+def _trains_as_without_the_library(
+    make: Callable[[], torch.nn.Module], forward: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+) -> None:
+    """Three Adam steps of ``mse(forward(model, x), y)``, tagged and gated against plain: bit-identical."""
     values, targets = torch.randn(16, 4), torch.randn(16, 4)
-
-    def train(tagged: bool) -> list[torch.Tensor]:
-        world_model = _world_model()
+    results = []
+    for tagged in (True, False):
+        world_model = make()
         inner = torch.optim.Adam(world_model.parameters())
         optimizer = av.GatedOptimizer(inner, names=world_model) if tagged else inner
         x = av.primary(values.clone(), source="real-env") if tagged else values.clone()
         y = av.primary(targets.clone(), source="real-env") if tagged else targets.clone()
         for _ in range(3):
             optimizer.zero_grad()
-            out = checkpoint(world_model, x.requires_grad_(use_reentrant), use_reentrant=use_reentrant)
-            F.mse_loss(out, y).backward()
+            F.mse_loss(forward(world_model, x), y).backward()
             optimizer.step()
-        return [p.detach().clone() for p in world_model.parameters()]
-
-    for gated, plain in zip(train(True), train(False), strict=True):
+        results.append([p.detach().clone() for p in world_model.parameters()])
+    for gated, plain in zip(*results, strict=True):
         assert torch.equal(gated, plain)
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_activation_checkpointing_on_primary_data_trains_as_without_the_library(use_reentrant: bool) -> None:
+    def forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = checkpoint(model, x.requires_grad_(use_reentrant), use_reentrant=use_reentrant)
+        return out
+
+    _trains_as_without_the_library(_world_model, forward)
 
 
 def test_parametrized_weights_trained_on_auxiliary_data_are_refused_and_on_primary_as_without() -> None:
     """``weight_norm`` computes the weight in forward from parameters of a parametrization submodule."""
 
-    def make() -> torch.nn.Sequential:
+    def make() -> torch.nn.Module:
         torch.manual_seed(0)
         return torch.nn.Sequential(
             torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 8)),
@@ -1082,19 +1092,4 @@ def test_parametrized_weights_trained_on_auxiliary_data_are_refused_and_on_prima
     F.mse_loss(world_model(auxd(16, 4)), prim(16, 4)).backward()
     with pytest.raises(av.IsolationViolation, match="original0"):
         gate.step()
-
-    values, targets = torch.randn(16, 4), torch.randn(16, 4)
-    results = []
-    for tagged in (True, False):
-        world_model = make()
-        inner = torch.optim.Adam(world_model.parameters())
-        optimizer = av.GatedOptimizer(inner, names=world_model) if tagged else inner
-        x = av.primary(values.clone(), source="real-env") if tagged else values.clone()
-        y = av.primary(targets.clone(), source="real-env") if tagged else targets.clone()
-        for _ in range(3):
-            optimizer.zero_grad()
-            F.mse_loss(world_model(x), y).backward()
-            optimizer.step()
-        results.append([p.detach().clone() for p in world_model.parameters()])
-    for gated, plain in zip(*results, strict=True):
-        assert torch.equal(gated, plain)
+    _trains_as_without_the_library(make, lambda model, x: model(x))
