@@ -355,7 +355,7 @@ class GatedOptimizer(torch.optim.Optimizer):
         self._follow_replaced_memory()
         if not store.counters.aux:
             return  # no auxiliary label was ever written in this process
-        refused = optimizer_steps.protected_reads(self.original_optimizer, self._name_of)
+        refused = optimizer_steps.protected_reads(self.original_optimizer, self._name_of, all_named=True)
         if refused:
             raise violation(f"{self._owner}.step()", refused, _HINT)
 

@@ -19,6 +19,7 @@ Writes join into the ranges they touch (a whole-range overwrite replaces them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 import torch
@@ -189,6 +190,25 @@ def label_of_plain(t: torch.Tensor) -> Label:
         return found
     rows: Rows = found
     return rows.over(*extent(t))
+
+
+def any_aux(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether the memory of any of ``tensors`` carries an auxiliary source: ``any(label_of_plain(t).has_aux
+    for t in tensors)``, in one call, reading each dense tensor's storage label directly."""
+    if not counters.aux:
+        return False
+    for t in tensors:
+        try:
+            found = getattr(t.untyped_storage(), _LABEL, None)
+        except (RuntimeError, NotImplementedError, TypeError, ValueError):
+            found = label_of_plain(t)  # sparse, functorch-wrapped or storage-less
+        if found is None:
+            continue
+        if type(found) is not Label:
+            found = label_of_plain(t)  # rows of a concatenation: the ones ``t`` spans
+        if found._aux:
+            return True
+    return False
 
 
 def holds_exactly(t: torch.Tensor, label: Label) -> bool:

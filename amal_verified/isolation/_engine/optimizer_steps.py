@@ -96,13 +96,65 @@ def _protected_name(p: torch.Tensor) -> str | None:
     return None if info is None else info.name
 
 
+_ATOMS = frozenset({float, int, bool, str, type(None)})
+
+
+def _reads(
+    optimizer: torch.optim.Optimizer, name_of: Callable[[torch.Tensor], str | None], all_named: bool
+) -> list[torch.Tensor]:
+    """Every tensor :func:`protected_reads` reads, without what it needs to name them: the common
+    step, where none carries an auxiliary source, is decided by one :func:`label_store.any_aux`."""
+    reads: list[torch.Tensor] = []
+    state = optimizer.state
+    any_named = False
+    for group in optimizer.param_groups:
+        named = group["params"] if all_named else [p for p in group["params"] if name_of(p) is not None]
+        if not named:
+            continue
+        any_named = True
+        for key, value in group.items():
+            kind = type(value)
+            if kind in _ATOMS or key == "params":
+                continue
+            if kind is tuple:  # betas
+                for item in value:
+                    if type(item) not in _ATOMS:
+                        reads.extend(tensors_in(item))
+            else:
+                reads.extend(tensors_in(value))
+        for p in named:
+            reads.append(p)
+            grad = p.grad
+            if grad is not None:
+                reads.append(grad)
+            entries = state.get(p)
+            if entries:
+                for value in entries.values():
+                    if type(value) is torch.Tensor:
+                        reads.append(value)
+                    else:
+                        reads.extend(tensors_in(value))
+    if any_named:
+        for attribute in AMP_ATTRIBUTES:
+            value = optimizer.__dict__.get(attribute)
+            if isinstance(value, torch.Tensor):
+                reads.append(value)
+    return reads
+
+
 def protected_reads(
-    optimizer: torch.optim.Optimizer, name_of: Callable[[torch.Tensor], str | None]
+    optimizer: torch.optim.Optimizer,
+    name_of: Callable[[torch.Tensor], str | None],
+    *,
+    all_named: bool = False,
 ) -> list[Refused]:
     """What a step of ``optimizer`` reads for the parameters ``name_of`` names (``name_of(p)`` is
     ``None`` for the others) that carries an auxiliary source, by what it is: the parameter's
     gradient, its memory, its state entries, the tensor hyperparameters of a group holding such a
-    parameter, and the ``GradScaler`` tensors handed to the optimizer."""
+    parameter, and the ``GradScaler`` tensors handed to the optimizer.  ``all_named``: ``name_of``
+    names every parameter of ``optimizer`` (a gate's own), so it is called only to name refusals."""
+    if not store.any_aux(_reads(optimizer, name_of, all_named)):
+        return []
     refused: list[Refused] = []
     state = optimizer.state
     any_named = False
