@@ -213,9 +213,16 @@ def _digest(named: Sequence[tuple[str, Tensor]], out_file: Path) -> str:
 
 
 def _setup(
-    av: Any, workload: str, batch: int, pool_size: int
+    av: Any, workload: str, batch: int, pool_size: int, aux_present: bool = False
 ) -> tuple[Callable[[int], Tensor], Callable[[], list[tuple[str, Tensor]]]]:
-    """Models, optimizers and the step function of ``workload``; ``av`` is the library or ``None``."""
+    """Models, optimizers and the step function of ``workload``; ``av`` is the library or ``None``.
+
+    ``aux_present`` (gated side): auxiliary data exist in the process, as wherever auxiliary agents
+    run beside the learner: one tensor is tagged ``av.aux`` first.  Nothing of the workload reads it,
+    but the gate's check then reads every label of the step instead of returning at once.
+    """
+    if av is not None and aux_present:
+        av.aux(torch.zeros(batch, OBS_DIM), source="aux-0")
     torch.manual_seed(SEED)
     wm = WorldModel()
     wm_optimizer = torch.optim.Adam(wm.parameters(), lr=WM_LR)
@@ -338,6 +345,7 @@ def run_worker(
     pool_size: int,
     out_dir: Path,
     profile_file: Path | None,
+    aux_present: bool = False,
 ) -> Path:
     """Time ``warmup + steps`` steps of ``workload`` on ``side``; return the result file."""
     _assert_plain(side, "after importing torch")
@@ -346,7 +354,7 @@ def run_worker(
     if side == "gated":
         import amal_verified as av
 
-    step, named_tensors = _setup(av, workload, batch, pool_size)
+    step, named_tensors = _setup(av, workload, batch, pool_size, aux_present)
     for i in range(warmup):
         step(i)
 
@@ -409,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, required=True)
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--profile-file", type=Path)
+    parser.add_argument("--aux-present", action="store_true")
     args = parser.parse_args(argv)
     try:
         _assert_plain(args.side, "at start-up")
@@ -421,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.pool,
             args.out_dir,
             args.profile_file,
+            args.aux_present,
         )
     except PlainAmalImported as exc:
         print(f"FATAL: {exc}", file=sys.stderr)

@@ -86,7 +86,9 @@ def _load_worker_module() -> ModuleType:
     return module
 
 
-def count_in_this_process(side: str, workload: str, batch: int, warmup: int, steps: int) -> dict[str, Any]:
+def count_in_this_process(
+    side: str, workload: str, batch: int, warmup: int, steps: int, aux_present: bool = False
+) -> dict[str, Any]:
     """Run the workload here and count what ``steps`` steps execute (the worker's body)."""
     import torch
 
@@ -97,7 +99,7 @@ def count_in_this_process(side: str, workload: str, batch: int, warmup: int, ste
         import amal_verified as av
     elif PACKAGE in sys.modules:
         raise SystemExit(PLAIN_IMPORT_EXIT)
-    step, _ = worker._setup(av, workload, batch, 4)
+    step, _ = worker._setup(av, workload, batch, 4, aux_present)
     for i in range(warmup):
         step(i)
     bytecodes: collections.Counter[Key] = collections.Counter()
@@ -151,13 +153,22 @@ class WorkerFailed(RuntimeError):
 
 
 def run_worker(
-    side: str, workload: str, batch: int, warmup: int, steps: int, amal_path: Path | None, out: Path
+    side: str,
+    workload: str,
+    batch: int,
+    warmup: int,
+    steps: int,
+    amal_path: Path | None,
+    out: Path,
+    aux_present: bool = False,
 ) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
     if side == "gated" and amal_path is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(amal_path), env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-P", str(Path(__file__).resolve()), "--worker", side, "--workloads", workload]
     cmd += ["--batch", str(batch), "--warmup", str(warmup), "--steps", str(steps), "--json", str(out)]
+    if aux_present:
+        cmd.append("--aux-present")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0 or not out.is_file():
         why = " (the plain side imported amal_verified)" if proc.returncode == PLAIN_IMPORT_EXIT else ""
@@ -201,6 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=15, help="functions listed per workload (default 15)")
     parser.add_argument("--amal-path", type=Path, help="directory holding the amal_verified to count")
     parser.add_argument("--json", type=Path, help="also write the result as JSON to this path")
+    parser.add_argument(
+        "--aux-present",
+        action="store_true",
+        help="the gated worker tags auxiliary data first, as where auxiliary agents run",
+    )
     parser.add_argument("--worker", choices=["plain", "gated"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.warmup < 0 or args.top < 0:
@@ -209,7 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--amal-path {args.amal_path}: no {PACKAGE}/__init__.py there")
     if args.worker is not None:
         (workload,) = args.workloads
-        result = count_in_this_process(args.worker, workload, args.batch, args.warmup, args.steps)
+        result = count_in_this_process(
+            args.worker, workload, args.batch, args.warmup, args.steps, args.aux_present
+        )
         args.json.write_text(json.dumps(result))
         return 0
 
@@ -226,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.steps,
                         args.amal_path,
                         Path(tmp) / f"{workload}-{side}.json",
+                        side == "gated" and args.aux_present,
                     )
                     for side in ("plain", "gated")
                 )
@@ -260,7 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commit = _git("rev-parse", "--short", "HEAD") if inside else None
     where = f"this repository at {commit}" if inside else "the directory given by --amal-path"
     dirty = bool(_git("status", "--porcelain", "--", PACKAGE)) if inside else None
-    print(f"\n{PACKAGE} counted: {where}{' (modified in the working tree)' if dirty else ''}")
+    print(
+        f"\n{PACKAGE} counted: {where}{' (modified in the working tree)' if dirty else ''}"
+        + ("; auxiliary data present in the gated worker" if args.aux_present else "")
+    )
     if args.json is not None:
         summary = {
             "commit": commit if inside else None,
@@ -269,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "batch": args.batch,
             "warmup": args.warmup,
             "steps": args.steps,
+            "aux_present": args.aux_present,
             "torch": rows[0][1]["torch"],
             "workloads": {
                 workload: {

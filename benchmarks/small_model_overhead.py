@@ -129,6 +129,7 @@ class Settings:
     workloads: tuple[str, ...]
     amal_path: Path | None = None
     jobs: int = 1
+    aux_present: bool = False  # gated workers tag auxiliary data before their first step
 
     def steps_for(self, workload: str) -> int:
         return self.steps if self.steps is not None else DEFAULT_STEPS[workload]
@@ -257,6 +258,8 @@ def run_worker(
     cmd += ["--pool", str(settings.pool), "--out-dir", str(out_dir)]
     if profile_file is not None:
         cmd += ["--profile-file", str(profile_file)]
+    if side == "gated" and settings.aux_present:
+        cmd.append("--aux-present")
     label = f"{side} {workload} batch {batch}"
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env=_worker_env(side, settings.amal_path), check=False
@@ -464,6 +467,7 @@ def _provenance(settings: Settings, results: Sequence[ConfigResult]) -> dict[str
         "commit": commit,
         "amal_verified_modified_in_working_tree": bool(dirty) if dirty is not None else None,
         "amal_path": str(settings.amal_path) if settings.amal_path else None,
+        "aux_present": settings.aux_present,
         "amal_verified_imported_from": sorted(str(Path(f).parent) for f in files),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -498,6 +502,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-batch", type=int, default=32)
     parser.add_argument("--profile-top", type=int, default=25, help="functions to list (default 25)")
     parser.add_argument("--amal-path", type=Path, help="directory holding the amal_verified to gate with")
+    parser.add_argument(
+        "--aux-present",
+        action="store_true",
+        help="gated workers tag auxiliary data first, as where auxiliary agents run (the gate checks fully)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.warmup, args.steps = 1, 1, 3
@@ -521,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workloads=tuple(args.workloads),
         amal_path=args.amal_path.resolve() if args.amal_path else None,
         jobs=jobs,
+        aux_present=args.aux_present,
     )
     import torch  # only for the version string
 
@@ -556,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else ""
             )
             + f"; {len(results) * settings.pairs * 2} workers in {elapsed:.0f} s"
+            + ("; auxiliary data present in the gated workers" if settings.aux_present else "")
         )
         if args.json is not None:
             summary = {**provenance, "configs": [c.summary() for c in results]}

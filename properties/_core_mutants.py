@@ -393,6 +393,7 @@ AST_TARGETS: dict[str, tuple[str, ...]] = {
     ),
     "isolation/_engine/optimizer_steps": (
         "protected_reads",
+        "_reads",
         "any_optimizer_pre_step",
         "any_optimizer_post_step",
     ),
@@ -416,6 +417,7 @@ AST_TARGETS: dict[str, tuple[str, ...]] = {
     "isolation/_engine/grad_labels": ("attribute", "_BeforeAccumulation.__call__"),
     "isolation/_engine/label_store": (
         "label_of_plain",
+        "any_aux",
         "label_fresh",
         "write_label",
         "label_new_memory",
@@ -516,6 +518,15 @@ EQUIVALENT: dict[str, str] = {
         "storage holds the EMPTY label (write_label and set_label remove the attribute instead, "
         "label_fresh and the dispatcher's fresh outputs set non-empty labels only), so label flows "
         "to old and old.join(label) is old: the mutant `new = old` computes the same label."
+    ),
+    "isolation/_engine/optimizer_steps._reads.negated-condition.1": (
+        "`_reads` only pre-screens: when what it collects holds no auxiliary label, protected_reads "
+        "returns no refusal, otherwise protected_reads's own pass over the named parameters decides. "
+        "Negating `all_named` makes the gate's call (all_named=True) filter its parameters by its "
+        "name_of, which names every parameter of the gate's optimizer, so it keeps them all; and the "
+        "global step hook's call (all_named=False) take every parameter of a group with a protected "
+        "one, a superset of the named ones, which can only send more steps to that decisive pass. No "
+        "refusal is added or lost."
     ),
     "isolation/_engine/dispatch._wrap_plain_fresh.negated-condition.1": _FRESH_OUTPUT_GUARD,
     "isolation/_engine/dispatch._wrap_fresh.negated-condition.6": _FRESH_OUTPUT_GUARD,

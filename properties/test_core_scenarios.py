@@ -35,6 +35,7 @@ Routes:
   parameters and the optimizer state;
 - a tensor learning rate computed from auxiliary data: refused before the wrapped optimizer changes
   any weight or state, and before a plain optimizer that shares the world model's parameters steps;
+  Adam's momentum coefficients as a tuple of tensors, one computed from auxiliary data;
   a ``GradScaler``'s scale set from auxiliary data between backward and a fused optimizer's step,
   which divides primary gradients by it;
 - a plain alias taken before its memory was tagged auxiliary, tagged primary: refused;
@@ -389,6 +390,36 @@ def tensor_learning_rate(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
             "a refused step moved a weight"
         )
         assert not opt.state, "a refused step changed the optimizer's state"
+        raise
+    state = [p.detach().clone() for p in wm.parameters()]
+    return state + [v.detach().clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+
+
+def tensor_betas(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """Adam's momentum coefficients as tensors, the first from a schedule that reads auxiliary data
+    when leaking: a tensor inside a hyperparameter's tuple is read like one on its own, and refused
+    before Adam writes it into fresh state."""
+    g = torch.Generator().manual_seed(24)
+    wm = torch.nn.Linear(3, 2)
+    betas = (torch.tensor(0.9), torch.tensor(0.999))
+    opt = av.GatedOptimizer(torch.optim.Adam(wm.parameters(), lr=0.01, betas=betas), names=wm)
+    sim = av.aux(aux.clone(), source="sim")
+    beta1 = (sim.nan_to_num(0.0).clamp(0.0, 0.0) + 0.9) if leak else torch.tensor(0.9)
+    opt.param_groups[0]["betas"] = (beta1.reshape(()), torch.tensor(0.999))
+    x = av.primary(torch.randn(4, 3, generator=g), source="real")
+    y = av.primary(torch.randn(4, 2, generator=g), source="real")
+    (wm(x) - y).pow(2).mean().backward()
+    before = [p.detach().clone() for p in wm.parameters()]
+    try:
+        opt.step()
+    except av.IsolationViolation as refusal:
+        after = [p.detach().clone() for p in wm.parameters()]
+        assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True)), (
+            "a refused step moved a weight"
+        )
+        assert not opt.state, "a refused step changed the optimizer's state"
+        named = set(refusal.parameters)
+        assert named == {"hyperparameter 'betas'"}, f"the gate refused {named}, not the coefficient it reads"
         raise
     state = [p.detach().clone() for p in wm.parameters()]
     return state + [v.detach().clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
@@ -1532,6 +1563,7 @@ _SCENARIOS = {
     "buffer tagged through a view": (buffer_tagged_through_a_view, (4, 3)),
     "closure adds a penalty": (closure_adds_penalty, (4, 2)),
     "tensor learning rate from auxiliary data": (tensor_learning_rate, (1,)),
+    "tensor momentum coefficients from auxiliary data": (tensor_betas, (1,)),
     "plain alias of auxiliary memory tagged primary": (primary_of_a_plain_alias, (4, 3)),
     "second optimizer with an auxiliary learning rate": (second_optimizer_with_auxiliary_rate, (1,)),
     "concatenation through an identity operator": (concatenation_through_an_identity_operator, (4, 3)),

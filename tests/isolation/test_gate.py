@@ -212,6 +212,72 @@ def test_another_optimizer_is_refused_what_the_gate_refuses(read: str) -> None:
     assert_unchanged(wm, opt, snap)
 
 
+@pytest.mark.parametrize("read", ["state entry", "plain state entry", "tensor betas", "found_inf"])
+def test_every_read_of_the_step_is_checked_before_it_runs(read: str) -> None:
+    """What the step reads besides the gradients -- an optimizer state entry replaced in the state
+    dict, a tensor hyperparameter inside a tuple, the ``GradScaler`` flag -- is refused by the check,
+    named, before the wrapped optimizer changes anything (a later write would be refused only
+    after state was updated)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    g = torch.Generator().manual_seed(0)
+    x = av.primary(torch.randn(8, 4, generator=g), source="real-env")
+    y = av.primary(torch.randn(8, 3, generator=g), source="real-env")
+    aux_value = av.aux(torch.randn(3, generator=g), source="aux-3")
+    if read == "tensor betas":
+        beta1 = (aux_value.mean() * 0.0 + 0.9).reshape(())
+        with pytest.warns(av.IsolationWarning):  # Adam validates betas with a Python comparison
+            inner = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(beta1, torch.tensor(0.999)))
+    else:
+        inner = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = av.GatedOptimizer(inner, names=model)
+    if read in ("state entry", "plain state entry"):
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+        entry = aux_value * 0.0
+        # a plain alias of auxiliary memory: what a copy that lost its tracked type still is
+        opt.state[model.bias]["exp_avg"] = entry if read == "state entry" else entry.elem
+    elif read == "found_inf":
+        opt.found_inf = aux_value.sum() * 0.0  # an inf flag computed from auxiliary gradients
+    opt.zero_grad()
+    F.mse_loss(model(x), y).backward()
+    params = [p.detach().clone() for p in model.parameters()]
+    state = [(k, v.detach().clone()) for entries in opt.state.values() for k, v in entries.items()]
+    err = refused(opt.step)
+    expected = {
+        "state entry": "bias state['exp_avg']",
+        "plain state entry": "bias state['exp_avg']",
+        "tensor betas": "hyperparameter 'betas'",
+        "found_inf": "GradScaler's found_inf",
+    }[read]
+    assert expected in str(err)
+    assert all(torch.equal(a, b) for a, b in zip(params, model.parameters(), strict=True))
+    after = [(k, v) for entries in opt.state.values() for k, v in entries.items()]
+    assert len(after) == len(state)
+    with av.declassify(reason="the test compares the state's values"):
+        assert all(k == k2 and torch.equal(v, v2) for (k, v), (k2, v2) in zip(state, after, strict=True))
+
+
+@pytest.mark.parametrize("rows", ["primary", "auxiliary"])
+def test_a_gradient_viewing_rows_of_a_concatenation_is_judged_by_its_rows(rows: str) -> None:
+    """A gradient set from one side of ``torch.cat([primary, aux])`` carries the label of the rows
+    it views: the auxiliary side is refused, the primary side steps."""
+    model = torch.nn.Linear(4, 3)
+    opt = av.GatedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), names=model)
+    both = torch.cat([av.primary(torch.ones(3), source="real-env"), av.aux(torch.ones(3), source="aux-3")])
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    model.bias.grad = both[:3] if rows == "primary" else both[3:]
+    before = model.bias.detach().clone()
+    if rows == "primary":
+        opt.step()
+        assert torch.equal(model.bias.detach(), before - 0.1)
+    else:
+        err = refused(opt.step)
+        assert "bias" in str(err)
+        assert torch.equal(model.bias.detach(), before)
+
+
 def test_other_code_paths_writing_protected_parameters_refused() -> None:
     wm, opt, _, a = make()
     snap = snapshot(wm, opt)

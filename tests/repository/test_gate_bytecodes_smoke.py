@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gate_bytecodes.py"
 
 
-def _count(tmp_path: Path, name: str) -> dict[str, Any]:
+def _count(tmp_path: Path, name: str, *extra: str) -> dict[str, Any]:
     out = tmp_path / f"{name}.json"
-    argv = ["--workloads", "wm", "--steps", "2", "--warmup", "1", "--top", "5", "--json", str(out)]
+    argv = ["--workloads", "wm", "--steps", "2", "--warmup", "1", "--top", "5", "--json", str(out), *extra]
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), *argv],
         capture_output=True,
@@ -47,3 +47,11 @@ def test_counts_are_exact_and_name_the_library(tmp_path: Path) -> None:
     assert "/" not in str(first["commit"])  # a commit, not a path of this machine
     second = _count(tmp_path, "second")
     assert second["workloads"] == first["workloads"]
+
+
+@pytest.mark.slow
+def test_with_auxiliary_data_present_the_gate_reads_every_label_of_the_step(tmp_path: Path) -> None:
+    summary = _count(tmp_path, "aux", "--aux-present")
+    assert summary["aux_present"] is True
+    library = {row["function"] for row in summary["workloads"]["wm"]["added"] if row["library"]}
+    assert {"protected_reads", "any_aux"} <= library
