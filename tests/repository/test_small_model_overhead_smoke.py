@@ -50,3 +50,26 @@ def test_small_model_overhead_quick(tmp_path: Path) -> None:
         assert sorted(w["side"] for w in config["workers"]) == ["gated", "plain"]
         assert len({w["param_sha256"] for w in config["workers"]}) == 1
         assert not any(w["amal_imported"] for w in config["workers"] if w["side"] == "plain")
+
+
+@pytest.mark.slow
+def test_auxiliary_data_present_in_the_gated_worker_only(tmp_path: Path) -> None:
+    """``--aux-present``: the gated worker tags auxiliary data first; the plain one still never imports
+    the library, and training stays bit-identical."""
+    summary_file = tmp_path / "summary.json"
+    argv = ["--quick", "--workloads", "wm", "--batches", "32", "--aux-present", "--json", str(summary_file)]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "auxiliary data present in the gated workers" in proc.stdout
+    assert "plain workers never imported amal_verified: yes" in proc.stdout
+    summary = json.loads(summary_file.read_text())
+    assert summary["aux_present"] is True
+    (config,) = summary["configs"]
+    assert config["params_identical"] is True
