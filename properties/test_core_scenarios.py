@@ -370,42 +370,23 @@ def closure_adds_penalty(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     return state + [v.detach().clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
 
 
-def tensor_learning_rate(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
-    """A tensor hyperparameter derived from auxiliary data: refused before Adam changes anything."""
-    g = torch.Generator().manual_seed(8)
+def _adam_step_on_a_tensor_hyperparameter(
+    aux: torch.Tensor, leak: bool, key: str, seed: int
+) -> list[torch.Tensor]:
+    """One step of a gated Adam whose hyperparameter ``key`` (``"lr"``, or ``"betas"`` as a tuple of
+    tensors) is a tensor computed from auxiliary data when leaking: refused, naming it, before Adam
+    changes a weight or writes its state."""
+    g = torch.Generator().manual_seed(seed)
     wm = torch.nn.Linear(3, 2)
+    if key == "lr":
+        inner = torch.optim.Adam(wm.parameters(), lr=torch.tensor(0.01))
+    else:
+        inner = torch.optim.Adam(wm.parameters(), lr=0.01, betas=(torch.tensor(0.9), torch.tensor(0.999)))
+    opt = av.GatedOptimizer(inner, names=wm)
     sim = av.aux(aux.clone(), source="sim")
-    lr = (sim.nan_to_num(0.0).clamp(0.0, 0.0) + 0.01) if leak else torch.tensor(0.01)
-    opt = av.GatedOptimizer(torch.optim.Adam(wm.parameters(), lr=torch.tensor(0.01)), names=wm)
-    opt.param_groups[0]["lr"] = lr.reshape(())
-    x = av.primary(torch.randn(4, 3, generator=g), source="real")
-    y = av.primary(torch.randn(4, 2, generator=g), source="real")
-    (wm(x) - y).pow(2).mean().backward()
-    before = [p.detach().clone() for p in wm.parameters()]
-    try:
-        opt.step()
-    except av.IsolationViolation:
-        after = [p.detach().clone() for p in wm.parameters()]
-        assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True)), (
-            "a refused step moved a weight"
-        )
-        assert not opt.state, "a refused step changed the optimizer's state"
-        raise
-    state = [p.detach().clone() for p in wm.parameters()]
-    return state + [v.detach().clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
-
-
-def tensor_betas(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
-    """Adam's momentum coefficients as tensors, the first from a schedule that reads auxiliary data
-    when leaking: a tensor inside a hyperparameter's tuple is read like one on its own, and refused
-    before Adam writes it into fresh state."""
-    g = torch.Generator().manual_seed(24)
-    wm = torch.nn.Linear(3, 2)
-    betas = (torch.tensor(0.9), torch.tensor(0.999))
-    opt = av.GatedOptimizer(torch.optim.Adam(wm.parameters(), lr=0.01, betas=betas), names=wm)
-    sim = av.aux(aux.clone(), source="sim")
-    beta1 = (sim.nan_to_num(0.0).clamp(0.0, 0.0) + 0.9) if leak else torch.tensor(0.9)
-    opt.param_groups[0]["betas"] = (beta1.reshape(()), torch.tensor(0.999))
+    base = 0.01 if key == "lr" else 0.9
+    value = ((sim.nan_to_num(0.0).clamp(0.0, 0.0) + base) if leak else torch.tensor(base)).reshape(())
+    opt.param_groups[0][key] = value if key == "lr" else (value, torch.tensor(0.999))
     x = av.primary(torch.randn(4, 3, generator=g), source="real")
     y = av.primary(torch.randn(4, 2, generator=g), source="real")
     (wm(x) - y).pow(2).mean().backward()
@@ -419,10 +400,21 @@ def tensor_betas(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
         )
         assert not opt.state, "a refused step changed the optimizer's state"
         named = set(refusal.parameters)
-        assert named == {"hyperparameter 'betas'"}, f"the gate refused {named}, not the coefficient it reads"
+        assert named == {f"hyperparameter {key!r}"}, f"the gate refused {named}, not the {key} it reads"
         raise
     state = [p.detach().clone() for p in wm.parameters()]
     return state + [v.detach().clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+
+
+def tensor_learning_rate(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """A tensor learning rate derived from auxiliary data."""
+    return _adam_step_on_a_tensor_hyperparameter(aux, leak, "lr", seed=8)
+
+
+def tensor_betas(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    """Adam's momentum coefficients as tensors, the first from a schedule that reads auxiliary data
+    when leaking: a tensor inside a hyperparameter's tuple is read like one on its own."""
+    return _adam_step_on_a_tensor_hyperparameter(aux, leak, "betas", seed=24)
 
 
 def second_optimizer_with_auxiliary_rate(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:

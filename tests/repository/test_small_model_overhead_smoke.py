@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "small_model_overhead.py"
 
 
-@pytest.mark.slow
-def test_small_model_overhead_quick(tmp_path: Path) -> None:
+def _run_quick(tmp_path: Path, *extra: str) -> tuple[str, dict[str, Any]]:
+    """``--quick`` with ``extra`` arguments: its standard output and its JSON summary."""
     summary_file = tmp_path / "summary.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(summary_file)],
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(summary_file), *extra],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -32,14 +33,20 @@ def test_small_model_overhead_quick(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    summary: dict[str, Any] = json.loads(summary_file.read_text())
+    return proc.stdout, summary
+
+
+@pytest.mark.slow
+def test_small_model_overhead_quick(tmp_path: Path) -> None:
+    stdout, summary = _run_quick(tmp_path)
     for workload in ("wm", "sac"):
         for batch in (32, 256):
-            assert f"CPU ratio ({workload}, batch {batch}):" in proc.stdout
-            assert f"wall ratio ({workload}, batch {batch}):" in proc.stdout
-    assert "plain workers never imported amal_verified: yes" in proc.stdout
-    assert "parameters: bit-identical between plain and gated in every configuration" in proc.stdout
+            assert f"CPU ratio ({workload}, batch {batch}):" in stdout
+            assert f"wall ratio ({workload}, batch {batch}):" in stdout
+    assert "plain workers never imported amal_verified: yes" in stdout
+    assert "parameters: bit-identical between plain and gated in every configuration" in stdout
 
-    summary = json.loads(summary_file.read_text())
     configs = {(c["workload"], c["batch"]): c for c in summary["configs"]}
     assert sorted(configs) == [("sac", 32), ("sac", 256), ("wm", 32), ("wm", 256)]
     for config in configs.values():
@@ -56,20 +63,9 @@ def test_small_model_overhead_quick(tmp_path: Path) -> None:
 def test_auxiliary_data_present_in_the_gated_worker_only(tmp_path: Path) -> None:
     """``--aux-present``: the gated worker tags auxiliary data first; the plain one still never imports
     the library, and training stays bit-identical."""
-    summary_file = tmp_path / "summary.json"
-    argv = ["--quick", "--workloads", "wm", "--batches", "32", "--aux-present", "--json", str(summary_file)]
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), *argv],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "auxiliary data present in the gated workers" in proc.stdout
-    assert "plain workers never imported amal_verified: yes" in proc.stdout
-    summary = json.loads(summary_file.read_text())
+    stdout, summary = _run_quick(tmp_path, "--workloads", "wm", "--batches", "32", "--aux-present")
+    assert "auxiliary data present in the gated workers" in stdout
+    assert "plain workers never imported amal_verified: yes" in stdout
     assert summary["aux_present"] is True
     (config,) = summary["configs"]
     assert config["params_identical"] is True
