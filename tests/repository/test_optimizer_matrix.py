@@ -8,7 +8,8 @@ xfail: once it passes, the test fails and its entry must be deleted.
 
 Below the matrix: gate behaviours the matrix relies on, checked directly (a refusal at a later
 closure evaluation restores what the step changed; a group that cannot be protected is not added;
-GradScaler's tensors reach a fused optimizer and are checked).
+GradScaler's tensors reach a fused optimizer and are checked).  The whole file runs once more in a
+fresh process that holds auxiliary data, where the gate's check reads every label of every step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import copy
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -235,3 +237,28 @@ def test_grad_scaler_tensors_reach_the_fused_optimizer_and_are_checked() -> None
     with pytest.raises(av.IsolationViolation):
         opt.step()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+_WITH_AUXILIARY_DATA = """
+import sys, torch, pytest
+import amal_verified as av
+av.aux(torch.zeros(1), source="aux-0")
+sys.exit(pytest.main([sys.argv[1], "-q", "-p", "no:cacheprovider", "-k", "not in_a_process_holding"]))
+"""
+
+
+@pytest.mark.slow
+def test_the_matrix_holds_in_a_process_holding_auxiliary_data() -> None:
+    """Once an auxiliary label exists in a process the gate's check reads the label of everything
+    each step reads: LBFGS's numbers and lists of state, sparse gradients, fused kernels' tensors.
+    Every cell and check of this file must come out the same there."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITH_AUXILIARY_DATA, str(Path(__file__).resolve())],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-2000:]}"
+    assert " passed" in proc.stdout
