@@ -103,7 +103,10 @@ def _reads(
     optimizer: torch.optim.Optimizer, name_of: Callable[[torch.Tensor], str | None], all_named: bool
 ) -> list[torch.Tensor]:
     """Every tensor :func:`protected_reads` reads, without what it needs to name them: the common
-    step, where none carries an auxiliary source, is decided by one :func:`label_store.any_aux`."""
+    step, where none carries an auxiliary source, is decided by one :func:`label_store.any_aux`.
+
+    Invariant: never fewer tensors than :func:`protected_reads` reads (more only send a step on to
+    its pass, which decides)."""
     reads: list[torch.Tensor] = []
     state = optimizer.state
     any_named = False
