@@ -3,9 +3,9 @@
 The harness also loads this file by path, for :class:`WorkerResult` only.
 
 ``python -P _small_model_worker.py --side plain|gated --workload wm|sac --batch B --steps S
---warmup W --pool P --out-dir D [--profile-file F]`` runs ``W`` untimed and then ``S`` timed
-training steps of one workload and writes its result as JSON into ``D``; the last stdout line
-is ``{"result_file": ...}``.
+--warmup W --pool P --out-dir D [--profile-file F] [--aux-present] [--no-follow-primary]``
+runs ``W`` untimed and then ``S`` timed training steps of one workload and writes its result as
+JSON into ``D``; the last stdout line is ``{"result_file": ...}``.
 
 The workloads are written the way a CleanRL user writes them (``sac_continuous_action.py``):
 
@@ -21,9 +21,10 @@ A step starts with "sampling" the batch: the step's entry of a fixed pool of bat
 (pre-generated from a seeded ``torch.Generator``) is cloned into fresh tensors, as a replay
 buffer's ``sample()`` returns fresh tensors. On the ``gated`` side the user's added lines follow:
 each of the five tensors is tagged in place (``obs = av.primary(obs, source="real-env")`` ...,
-so every network reading the batch reads tagged data) and only the world model's optimizer is
-an ``av.GatedOptimizer``; the SAC optimizers stay plain ``torch.optim.Adam``. Sampling and
-tagging are inside the timed step.
+so every network reading the batch reads tagged data; with ``--no-follow-primary``,
+``av.primary(obs, source="real-env", follow=False)``, which labels the memory only) and only
+the world model's optimizer is an ``av.GatedOptimizer``; the SAC optimizers stay plain
+``torch.optim.Adam``. Sampling and tagging are inside the timed step.
 
 Per timed step the worker records wall time (``time.perf_counter``) and the CPU time of its
 thread (``time.thread_time``; with ``torch.set_num_threads(1)`` all of torch's work runs on
@@ -213,13 +214,21 @@ def _digest(named: Sequence[tuple[str, Tensor]], out_file: Path) -> str:
 
 
 def _setup(
-    av: Any, workload: str, batch: int, pool_size: int, aux_present: bool = False
+    av: Any,
+    workload: str,
+    batch: int,
+    pool_size: int,
+    aux_present: bool = False,
+    follow_primary: bool = True,
 ) -> tuple[Callable[[int], Tensor], Callable[[], list[tuple[str, Tensor]]]]:
     """Models, optimizers and the step function of ``workload``; ``av`` is the library or ``None``.
 
     ``aux_present`` (gated side): auxiliary data exist in the process, as wherever auxiliary agents
     run beside the learner: one tensor is tagged ``av.aux`` first.  Nothing of the workload reads it,
     but the gate's check then reads every label of the step instead of returning at once.
+
+    ``follow_primary=False`` (gated side): the batch is tagged ``av.primary(t, ...,
+    follow=False)``, which labels its memory and leaves the tensors plain.
     """
     if av is not None and aux_present:
         av.aux(torch.zeros(batch, OBS_DIM), source="aux-0")
@@ -247,11 +256,11 @@ def _setup(
         def wm_step(i: int) -> Tensor:
             obs, actions, rewards, next_obs, dones = sample(i)
             if av is not None:
-                obs = av.primary(obs, source="real-env")
-                actions = av.primary(actions, source="real-env")
-                rewards = av.primary(rewards, source="real-env")
-                next_obs = av.primary(next_obs, source="real-env")
-                dones = av.primary(dones, source="real-env")
+                obs = av.primary(obs, source="real-env", follow=follow_primary)
+                actions = av.primary(actions, source="real-env", follow=follow_primary)
+                rewards = av.primary(rewards, source="real-env", follow=follow_primary)
+                next_obs = av.primary(next_obs, source="real-env", follow=follow_primary)
+                dones = av.primary(dones, source="real-env", follow=follow_primary)
             return wm_update(obs, actions, rewards, next_obs)
 
         return wm_step, lambda: [(f"wm.{n}", p) for n, p in wm.named_parameters()]
@@ -274,11 +283,11 @@ def _setup(
         nonlocal alpha
         obs, actions, rewards, next_obs, dones = sample(i)
         if av is not None:
-            obs = av.primary(obs, source="real-env")
-            actions = av.primary(actions, source="real-env")
-            rewards = av.primary(rewards, source="real-env")
-            next_obs = av.primary(next_obs, source="real-env")
-            dones = av.primary(dones, source="real-env")
+            obs = av.primary(obs, source="real-env", follow=follow_primary)
+            actions = av.primary(actions, source="real-env", follow=follow_primary)
+            rewards = av.primary(rewards, source="real-env", follow=follow_primary)
+            next_obs = av.primary(next_obs, source="real-env", follow=follow_primary)
+            dones = av.primary(dones, source="real-env", follow=follow_primary)
         with torch.no_grad():
             next_state_actions, next_state_log_pi, _ = actor.get_action(next_obs)
             qf1_next_target = qf1_target(next_obs, next_state_actions)
@@ -346,6 +355,7 @@ def run_worker(
     out_dir: Path,
     profile_file: Path | None,
     aux_present: bool = False,
+    follow_primary: bool = True,
 ) -> Path:
     """Time ``warmup + steps`` steps of ``workload`` on ``side``; return the result file."""
     _assert_plain(side, "after importing torch")
@@ -354,7 +364,7 @@ def run_worker(
     if side == "gated":
         import amal_verified as av
 
-    step, named_tensors = _setup(av, workload, batch, pool_size, aux_present)
+    step, named_tensors = _setup(av, workload, batch, pool_size, aux_present, follow_primary)
     for i in range(warmup):
         step(i)
 
@@ -418,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--profile-file", type=Path)
     parser.add_argument("--aux-present", action="store_true")
+    parser.add_argument("--follow-primary", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
     try:
         _assert_plain(args.side, "at start-up")
@@ -431,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out_dir,
             args.profile_file,
             args.aux_present,
+            args.follow_primary,
         )
     except PlainAmalImported as exc:
         print(f"FATAL: {exc}", file=sys.stderr)

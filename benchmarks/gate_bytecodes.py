@@ -87,7 +87,13 @@ def _load_worker_module() -> ModuleType:
 
 
 def count_in_this_process(
-    side: str, workload: str, batch: int, warmup: int, steps: int, aux_present: bool = False
+    side: str,
+    workload: str,
+    batch: int,
+    warmup: int,
+    steps: int,
+    aux_present: bool = False,
+    follow_primary: bool = True,
 ) -> dict[str, Any]:
     """Run the workload here and count what ``steps`` steps execute (the worker's body)."""
     import torch
@@ -99,7 +105,7 @@ def count_in_this_process(
         import amal_verified as av
     elif PACKAGE in sys.modules:
         raise SystemExit(PLAIN_IMPORT_EXIT)
-    step, _ = worker._setup(av, workload, batch, 4, aux_present)
+    step, _ = worker._setup(av, workload, batch, 4, aux_present, follow_primary)
     for i in range(warmup):
         step(i)
     bytecodes: collections.Counter[Key] = collections.Counter()
@@ -161,6 +167,7 @@ def run_worker(
     amal_path: Path | None,
     out: Path,
     aux_present: bool = False,
+    follow_primary: bool = True,
 ) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
     if side == "gated" and amal_path is not None:
@@ -169,6 +176,8 @@ def run_worker(
     cmd += ["--batch", str(batch), "--warmup", str(warmup), "--steps", str(steps), "--json", str(out)]
     if aux_present:
         cmd.append("--aux-present")
+    if not follow_primary:
+        cmd.append("--no-follow-primary")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0 or not out.is_file():
         why = " (the plain side imported amal_verified)" if proc.returncode == PLAIN_IMPORT_EXIT else ""
@@ -217,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the gated worker tags auxiliary data first, as where auxiliary agents run",
     )
+    parser.add_argument(
+        "--no-follow-primary",
+        dest="follow_primary",
+        action="store_false",
+        help="the gated worker tags the batch av.primary(..., follow=False): the memory only",
+    )
     parser.add_argument("--worker", choices=["plain", "gated"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.batch < 1 or args.steps < 1 or args.warmup < 0 or args.top < 0:
@@ -226,7 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker is not None:
         (workload,) = args.workloads
         result = count_in_this_process(
-            args.worker, workload, args.batch, args.warmup, args.steps, args.aux_present
+            args.worker,
+            workload,
+            args.batch,
+            args.warmup,
+            args.steps,
+            args.aux_present,
+            args.follow_primary,
         )
         args.json.write_text(json.dumps(result))
         return 0
@@ -245,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.amal_path,
                         Path(tmp) / f"{workload}-{side}.json",
                         side == "gated" and args.aux_present,
+                        side == "plain" or args.follow_primary,
                     )
                     for side in ("plain", "gated")
                 )
@@ -282,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"\n{PACKAGE} counted: {where}{' (modified in the working tree)' if dirty else ''}"
         + ("; auxiliary data present in the gated worker" if args.aux_present else "")
+        + ("; primary batches tagged with follow=False" if not args.follow_primary else "")
     )
     if args.json is not None:
         summary = {
@@ -292,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warmup": args.warmup,
             "steps": args.steps,
             "aux_present": args.aux_present,
+            "follow_primary": args.follow_primary,
             "torch": rows[0][1]["torch"],
             "workloads": {
                 workload: {

@@ -130,6 +130,7 @@ class Settings:
     amal_path: Path | None = None
     jobs: int = 1
     aux_present: bool = False  # gated workers tag auxiliary data before their first step
+    follow_primary: bool = True  # False: gated workers tag the batch av.primary(..., follow=False)
 
     def steps_for(self, workload: str) -> int:
         return self.steps if self.steps is not None else DEFAULT_STEPS[workload]
@@ -260,6 +261,8 @@ def run_worker(
         cmd += ["--profile-file", str(profile_file)]
     if side == "gated" and settings.aux_present:
         cmd.append("--aux-present")
+    if side == "gated" and not settings.follow_primary:
+        cmd.append("--no-follow-primary")
     label = f"{side} {workload} batch {batch}"
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env=_worker_env(side, settings.amal_path), check=False
@@ -468,6 +471,7 @@ def _provenance(settings: Settings, results: Sequence[ConfigResult]) -> dict[str
         "amal_verified_modified_in_working_tree": bool(dirty) if dirty is not None else None,
         "amal_path": str(settings.amal_path) if settings.amal_path else None,
         "aux_present": settings.aux_present,
+        "follow_primary": settings.follow_primary,
         "amal_verified_imported_from": sorted(str(Path(f).parent) for f in files),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -507,6 +511,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="gated workers tag auxiliary data first, as where auxiliary agents run (the gate checks fully)",
     )
+    parser.add_argument(
+        "--no-follow-primary",
+        dest="follow_primary",
+        action="store_false",
+        help="gated workers tag the batch av.primary(..., follow=False): the memory only, tensors stay plain",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.warmup, args.steps = 1, 1, 3
@@ -531,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         amal_path=args.amal_path.resolve() if args.amal_path else None,
         jobs=jobs,
         aux_present=args.aux_present,
+        follow_primary=args.follow_primary,
     )
     import torch  # only for the version string
 
@@ -567,6 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             + f"; {len(results) * settings.pairs * 2} workers in {elapsed:.0f} s"
             + ("; auxiliary data present in the gated workers" if settings.aux_present else "")
+            + ("; primary batches tagged with follow=False" if not settings.follow_primary else "")
         )
         if args.json is not None:
             summary = {**provenance, "configs": [c.summary() for c in results]}

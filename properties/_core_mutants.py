@@ -77,6 +77,7 @@ SCENARIOS = "properties/test_core_scenarios.py::test_scenario_is_noninterfering"
 FIRST_LABEL = "properties/test_core_scenarios.py::test_first_auxiliary_label_of_a_process_arms_the_gate"
 PROVENANCE = "properties/test_core_scenarios.py::test_gated_steps_join_gradient_labels_into_parameters"
 TAG_JOINS = "properties/test_core_scenarios.py::test_tags_label_the_memory_given_and_join_what_it_holds"
+TAG_RESULTS = "properties/test_core_scenarios.py::test_primary_returns_a_followed_tensor_exactly_when_asked"
 SCENARIOS_AT_START = (
     "properties/test_core_scenarios.py::test_scenario_is_noninterfering_at_the_start_of_a_process"
 )
@@ -86,6 +87,7 @@ DEFAULT_TESTS: tuple[str, ...] = (
     FIRST_LABEL,
     PROVENANCE,
     TAG_JOINS,
+    TAG_RESULTS,
     SCENARIOS_AT_START,
     PROGRAMS,
     OP_MODULES,

@@ -141,9 +141,11 @@ Routes:
   auxiliary-derived mask, the first labelled state of the process, which the module combines with its
   own weight only: module calls read their tensor attributes from the first labelled state on.
 
-Two deterministic tests pin the labels the core records where no decision depends on them: a
-protected parameter's label after a gated step (its label before, joined with its gradient's) and
-the memory ``primary()``/``aux()`` label (the tensor given, joined with what it holds).
+Three tests pin what the core records where no decision depends on it: a protected parameter's
+label after a gated step (its label before, joined with its gradient's), the memory
+``primary()``/``aux()`` label (the tensor given, joined with what it holds) and, over generated
+tensors, what ``primary(x, follow=...)`` returns (a tracked tensor over ``x``'s memory, or ``x``
+itself) and whether operations on it carry its label.
 """
 
 from __future__ import annotations
@@ -1803,3 +1805,33 @@ def test_tags_label_the_memory_given_and_join_what_it_holds() -> None:
     whole = av.primary(torch.randn(4, 3), source="real")
     av.aux(whole, source="sim")
     assert _sources(whole) == {"primary:real", "aux:sim"}
+
+
+@settings(max_examples=50)
+@given(
+    rows=st.integers(1, 4),
+    part=st.sampled_from(("whole", "view", "tracked")),
+    requires_grad=st.booleans(),
+    follow=st.booleans(),
+)
+def test_primary_returns_a_followed_tensor_exactly_when_asked(
+    rows: int, part: str, requires_grad: bool, follow: bool
+) -> None:
+    """``primary(x, follow=...)`` labels the memory given either way; it returns a tracked tensor over
+    that memory with ``follow=True`` and ``x`` itself with ``follow=False`` (a tracked ``x`` stays
+    tracked).  Operations on the result carry the label exactly when it is tracked; a module call
+    reads it from memory in both cases."""
+    base = torch.randn(rows + 1, 3)
+    x = {"whole": base, "view": base[:rows], "tracked": av.primary(base, source="other")}[part]
+    x.requires_grad_(requires_grad)
+    tagged = av.primary(x, source="real", follow=follow)
+    assert "primary:real" in _sources(tagged) and "primary:real" in _sources(x)
+    assert tagged.data_ptr() == x.data_ptr() and tagged.shape == x.shape
+    followed = follow or part == "tracked"
+    assert isinstance(tagged, av.PrimaryData) is followed
+    assert (tagged is x) is (not follow or part == "tracked")
+    assert ("primary:real" in _sources(tagged * 2)) is followed
+    assert "primary:real" in _sources(torch.nn.Linear(3, 2)(tagged))
+    if requires_grad:
+        (tagged * 2).sum().backward()
+        assert torch.equal(x.grad, torch.full_like(x, 2.0))  # type: ignore[arg-type]

@@ -18,6 +18,8 @@ The DSL (:class:`Config` and the step classes below; a failing example prints th
   its own (same architecture), stepped by a plain Adam or SGD over all its parameters or its head
   only; a target network (a copy of the world model); optionally a standalone observation
   normaliser (running normaliser or ``BatchNorm1d``) used to preprocess the world model's input;
+  primary data tagged followed (``av.primary(x)``) or memory only (``av.primary(x, follow=False)``,
+  the tensors plain);
 - losses (:class:`WMLoss`, :class:`PolicyLoss`, :class:`Imagined`, :class:`Penalty`) on primary
   rows, auxiliary rows, a concatenation of both, the primary rows sliced back out of it, a replay
   tensor written through views, an accumulator, the normaliser's output; world-model targets that
@@ -178,6 +180,7 @@ class Config:
     wm_optimizer: Literal["adam", "sgd"]
     policy_optimizer: Literal["adam", "sgd"]
     preprocessor: Literal["none", "normaliser", "batchnorm"]
+    follow_primary: bool  # False: primary data tagged av.primary(..., follow=False), memory only
     seed: int
 
     def __str__(self) -> str:
@@ -186,7 +189,8 @@ class Config:
             f"gated = GatedOptimizer({self.wm_optimizer}(wm)); "
             f"policy = Model({self.policy_encoder} encoder); "
             f"popt = {self.policy_optimizer}(policy {self.policy_params}); "
-            f"preprocessor = {self.preprocessor}; seed = {self.seed}"
+            f"preprocessor = {self.preprocessor}; primary(follow={self.follow_primary}); "
+            f"seed = {self.seed}"
         )
 
 
@@ -372,6 +376,7 @@ configs = st.builds(
     wm_optimizer=st.sampled_from(("adam", "sgd")),
     policy_optimizer=st.sampled_from(("adam", "sgd")),
     preprocessor=st.sampled_from(("none", "normaliser", "batchnorm")),
+    follow_primary=st.booleans(),
     seed=st.integers(0, 3),
 )
 
@@ -576,15 +581,16 @@ class Run:
     def __init__(self, config: Config, aux_values: AuxValues) -> None:
         self.config = config
         gen = torch.Generator().manual_seed(1000 + config.seed)
-        self.obs_p = av.primary(torch.randn(N, D, generator=gen), source="real-env")
-        self.act_p = av.primary(torch.randn(N, D, generator=gen), source="real-env")
-        self.next_p = av.primary(torch.randn(N, D, generator=gen), source="real-env")
-        self.rew_p = av.primary(torch.randn(N, generator=gen), source="real-env")
+        follow = config.follow_primary
+        self.obs_p = av.primary(torch.randn(N, D, generator=gen), source="real-env", follow=follow)
+        self.act_p = av.primary(torch.randn(N, D, generator=gen), source="real-env", follow=follow)
+        self.next_p = av.primary(torch.randn(N, D, generator=gen), source="real-env", follow=follow)
+        self.rew_p = av.primary(torch.randn(N, generator=gen), source="real-env", follow=follow)
         self.obs_a = av.aux(aux_tensor(aux_values, (N, D), 1), source="aux-1")
         self.act_a = av.aux(aux_tensor(aux_values, (N, D), 2), source="aux-1")
         self.next_a = av.aux(aux_tensor(aux_values, (N, D), 3), source="aux-1")
         self.rew_a = av.aux(aux_tensor(aux_values, (N,), 4), source="aux-1")
-        self.replay = av.primary(torch.randn(N, D, generator=gen), source="real-env")
+        self.replay = av.primary(torch.randn(N, D, generator=gen), source="real-env", follow=follow)
         self.acc = torch.zeros(D)  # plain memory, written in place
 
         self.wm = Model(make_encoder(config.blocks))
@@ -1122,6 +1128,7 @@ def features_of(program: Program, outcome: Outcome) -> Iterator[str]:
     yield f"policy optimizer:{c.policy_optimizer} over {c.policy_params}"
     yield f"wm optimizer:{c.wm_optimizer}"
     yield f"preprocessor:{c.preprocessor}"
+    yield f"primary followed:{c.follow_primary}"
     yield f"scenario:{program.scenario}"
     for step in program.steps[:-2]:
         yield f"step:{type(step).__name__}"
@@ -1173,7 +1180,7 @@ def _warm_up() -> None:
     """Leave the process-wide facts of the core (something tagged, aux written, plain state labelled)
     as they are after any program, so that the first program's two runs start alike."""
     program = Program(
-        Config(("normaliser",), "own", "all", "adam", "adam", "normaliser", 0),
+        Config(("normaliser",), "own", "all", "adam", "adam", "normaliser", True, 0),
         (Write("acc", "a"), Write("preprocessor", "a"), TrainPolicy("a", "a")),
     )
     run_program(program, AuxValues("noise", 0))
@@ -1183,7 +1190,7 @@ def _warm_up() -> None:
 # its checkpoint into a fresh instance (labels copied below Python), averaged into the world model
 # through ``.data``.
 _RESTORED_POLICY_AVERAGED_IN = Program(
-    Config((), "shared", "head", "adam", "adam", "none", 0),
+    Config((), "shared", "head", "adam", "adam", "none", True, 0),
     (TrainPolicy("p", "a"), Checkpoint("policy"), Polyak("policy->wm", "data"), Backward(), StepWM()),
 )
 
@@ -1207,6 +1214,7 @@ def test_generated_programs_are_noninterfering_and_live(evidence: Any) -> None:
     evidence.record("program_coverage", {"examples": _EXAMPLES, "features": dict(sorted(FEATURES.items()))})
     expected = {f"step:{cls.__name__}" for cls in STEP_CLASSES} | {f"block:{b}" for b in BLOCKS}
     expected |= {f"scenario:{name}" for name in scenarios(False)}
+    expected |= {"primary followed:True", "primary followed:False"}
     expected |= {
         "outcome:refused",
         "outcome:completed",

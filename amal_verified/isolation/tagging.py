@@ -20,7 +20,7 @@ mypy they are distinct ``@final`` subclasses of ``torch.Tensor``.
 
 from __future__ import annotations
 
-from typing import cast, final
+from typing import Literal, cast, final, overload
 
 import torch
 
@@ -65,7 +65,7 @@ class AuxData(TaggedTensor, metaclass=_LabelView):
     """Data that depends on at least one auxiliary source (an ``isinstance`` view)."""
 
 
-def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
+def _tag(x: torch.Tensor, kind: SourceKind, source: str, follow: bool = True) -> torch.Tensor:
     if not isinstance(source, str) or not source:
         raise TaggingError(
             f"source must be a non-empty string naming where the data comes from, got {source!r}"
@@ -82,6 +82,8 @@ def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
         return _tag_aux(x, new)
     if type(x) is torch.Tensor and store.label_fresh(x, new):
         # A plain tensor over memory that held no label (what a replay buffer's sample() returns).
+        if not follow:
+            return x
         if x.requires_grad:  # a differentiable alias: gradients reach x unchanged
             return x.as_subclass(TaggedTensor)
         return torch.Tensor._make_subclass(TaggedTensor, x)
@@ -98,7 +100,7 @@ def _tag(x: torch.Tensor, kind: SourceKind, source: str) -> TaggedTensor:
         store.write_label(x, new, overwrite=True)
     else:
         store.write_label(x, new)
-    if isinstance(x, TaggedTensor):
+    if isinstance(x, TaggedTensor) or not follow:
         return x
     if x.requires_grad:  # a differentiable alias: gradients reach x unchanged
         return x.as_subclass(TaggedTensor)
@@ -125,13 +127,25 @@ def _tag_aux(x: torch.Tensor, label: Label) -> TaggedTensor:
 _checked_tagging = checked_as({PrimaryData: TaggedTensor, AuxData: TaggedTensor})
 
 
+@overload
+def primary(x: torch.Tensor, *, source: str = "real-env", follow: Literal[True] = True) -> PrimaryData: ...
+@overload
+def primary(x: torch.Tensor, *, source: str = "real-env", follow: bool) -> torch.Tensor: ...
 @_checked_tagging
-def primary(x: torch.Tensor, *, source: str = "real-env") -> PrimaryData:
+def primary(x: torch.Tensor, *, source: str = "real-env", follow: bool = True) -> PrimaryData | torch.Tensor:
     """Tag ``x`` (no copy) as primary data from ``source``.
+
+    With ``follow=False`` only ``x``'s memory is labelled and ``x`` itself is returned: a plain
+    tensor stays plain (a tracked one stays tracked), so operations on it run as plain PyTorch
+    and what they compute carries no label.  Module calls read the label of its memory, as of
+    any plain tensor, so a module called on ``x`` itself, its gradients and the parameters they
+    step still carry it.  It is for small models, where following primary data through every
+    operation costs more than the model's own arithmetic.  What the gate refuses is unchanged:
+    auxiliary data are followed either way, and no refusal depends on a primary label.
 
     Raises :class:`TaggingError` if ``x``'s memory already holds auxiliary data.
     """
-    return cast(PrimaryData, _tag(x, SourceKind.PRIMARY, source))
+    return _tag(x, SourceKind.PRIMARY, source, follow)
 
 
 @_checked_tagging

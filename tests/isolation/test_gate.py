@@ -564,3 +564,43 @@ def test_sparse_gradients_step_as_without_the_gate(make: Callable[..., torch.opt
     assert gated_table.weight.grad is not None and gated_table.weight.grad.is_sparse
     assert torch.equal(gated_table.weight.detach(), plain_table.weight.detach())
     assert av.label_of(gated_table.weight).is_primary_only
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_the_gate_decides_alike_whether_primary_data_are_followed_or_labelled_in_memory(
+    follow: bool,
+) -> None:
+    """``av.primary(x, follow=False)`` leaves the batch plain: the gated update is plain PyTorch's,
+    bit for bit, and auxiliary data mixed into it are refused as with followed primary data."""
+
+    def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(8, 3, generator=g), torch.randn(8, 2, generator=g)
+
+    def update(
+        model: torch.nn.Module, opt: torch.optim.Optimizer, obs: torch.Tensor, act: torch.Tensor
+    ) -> None:
+        opt.zero_grad()
+        F.mse_loss(model(torch.cat([obs, act], 1)), torch.zeros(len(obs), 4)).backward()
+        opt.step()
+
+    torch.manual_seed(0)
+    plain_model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    gated_model = copy.deepcopy(plain_model)
+    plain_opt = torch.optim.Adam(plain_model.parameters(), lr=1e-2)
+    gated = av.GatedOptimizer(torch.optim.Adam(gated_model.parameters(), lr=1e-2), names=gated_model)
+    sim = av.aux(torch.randn(8, 3), source="aux-0")
+    for seed in range(3):
+        update(plain_model, plain_opt, *batch(seed))
+        obs, act = (av.primary(t, source="real-env", follow=follow) for t in batch(seed))
+        update(gated_model, gated, obs, act)
+    assert all(  # the gated model holds no auxiliary label: comparing it is no escape
+        torch.equal(a, b)
+        for a, b in zip(plain_model.state_dict().values(), gated_model.state_dict().values(), strict=True)
+    )
+
+    obs, act = (av.primary(t, source="real-env", follow=follow) for t in batch(3))
+    snap = snapshot(gated_model, gated)
+    with pytest.raises(av.IsolationViolation, match="aux:aux-0"):
+        update(gated_model, gated, torch.cat([obs, sim]), torch.cat([act, act]))
+    assert_unchanged(gated_model, gated, snap)

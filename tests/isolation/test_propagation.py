@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -355,3 +356,40 @@ def test_tagged_keyword_argument_of_a_module_call_reaches_every_parameter_gradie
     for name, parameter in attention.named_parameters():
         if name in data_dependent:
             assert parameter.grad is not None and A.flows_to(av.label_of(parameter.grad)), name
+
+
+def test_primary_without_following_labels_the_memory_and_returns_the_tensor_itself() -> None:
+    x = torch.randn(4, 3)
+    p = av.primary(x, source="real-env", follow=False)
+    assert p is x and type(p) is torch.Tensor
+    assert av.label_of(p) is P  # the memory holds the label
+    assert not isinstance(p, av.PrimaryData)  # the views are of tracked tensors
+    assert av.label_of(p * 2).is_empty  # operations on it are not followed
+    assert av.label_of(torch.nn.Linear(3, 2)(p)) is P  # module calls read the label of its memory
+
+    leaf = torch.randn(3, requires_grad=True)
+    assert av.primary(leaf, source="real-env", follow=False) is leaf
+
+    tracked = prim(2, 3)  # a tracked tensor stays tracked, and tagging it again joins sources
+    again = av.primary(tracked, source="other-sensor", follow=False)
+    assert again is tracked and isinstance(again, av.PrimaryData)
+    assert av.label_of(again) is P | Label.of(SourceKind.PRIMARY, "other-sensor")
+
+    rows = torch.randn(6, 3)  # a view: the rows it spans are labelled, as with follow=True
+    av.primary(rows[:2], source="real-env", follow=False)
+    assert av.label_of(rows[:2]) is P
+    assert av.label_of(rows[2:]).is_empty
+
+
+def test_primary_without_following_refuses_auxiliary_memory_and_changes_nothing() -> None:
+    a = auxd(4, 3)
+    with pytest.raises(av.TaggingError, match="declassify"):
+        av.primary(a.detach(), source="real-env", follow=False)
+    assert av.label_of(a) is A
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", av.IsolationWarning)
+        with av.declassify(reason="actions executed in the real environment"):
+            q = av.primary(a.detach(), source="real-env", follow=False)
+    assert av.label_of(q) is P
+    with pytest.raises(TypeError, match="follow"):
+        av.primary(torch.randn(2), source="real-env", follow=1)  # type: ignore[call-overload]

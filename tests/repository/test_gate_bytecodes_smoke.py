@@ -55,3 +55,11 @@ def test_with_auxiliary_data_present_the_gate_reads_every_label_of_the_step(tmp_
     assert summary["aux_present"] is True
     library = {row["function"] for row in summary["workloads"]["wm"]["added"] if row["library"]}
     assert {"protected_reads", "any_aux"} <= library
+
+
+@pytest.mark.slow
+def test_a_batch_tagged_in_memory_only_runs_no_tracked_operation(tmp_path: Path) -> None:
+    summary = _count(tmp_path, "memory", "--aux-present", "--no-follow-primary")
+    assert summary["follow_primary"] is False
+    library = {row["function"] for row in summary["workloads"]["wm"]["added"] if row["library"]}
+    assert "any_aux" in library and "_dispatch" not in library

@@ -69,3 +69,16 @@ def test_auxiliary_data_present_in_the_gated_worker_only(tmp_path: Path) -> None
     assert summary["aux_present"] is True
     (config,) = summary["configs"]
     assert config["params_identical"] is True
+
+
+@pytest.mark.slow
+def test_primary_batches_tagged_in_memory_only(tmp_path: Path) -> None:
+    """``--no-follow-primary``: the gated worker tags its batch ``av.primary(..., follow=False)``;
+    training stays bit-identical and the summary says how the batch was tagged."""
+    stdout, summary = _run_quick(
+        tmp_path, "--workloads", "sac", "--batches", "32", "--aux-present", "--no-follow-primary"
+    )
+    assert "primary batches tagged with follow=False" in stdout
+    assert summary["follow_primary"] is False and summary["aux_present"] is True
+    (config,) = summary["configs"]
+    assert config["params_identical"] is True
