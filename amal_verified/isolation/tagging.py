@@ -8,6 +8,8 @@ that keeps using what it passed is followed too; ``primary`` does not need to
 then on every value derived from it carries a label, the set of sources it
 depends on (``_dispatch`` holds the per-operation rule, ``_boundary`` the
 module-boundary rule, ``_grad_labels`` the labels of gradients).
+``primary(x, ..., follow=False)`` labels the memory and returns ``x`` itself:
+module calls read that label, operations on ``x`` are not followed.
 
 Every tagged tensor is, at run time, a :class:`TaggedTensor`.  The public
 types are views of its *current* label (Python's ``isinstance`` never consults
