@@ -232,6 +232,9 @@ def _setup(
     """
     if av is not None and aux_present:
         av.aux(torch.zeros(batch, OBS_DIM), source="aux-0")
+    # Passed only when asked, so that copies of the library from before the option (--amal-path) and
+    # tracker_floor.py's stand-ins run the default.
+    tag_options: dict[str, Any] = {} if follow_primary else {"follow": False}
     torch.manual_seed(SEED)
     wm = WorldModel()
     wm_optimizer = torch.optim.Adam(wm.parameters(), lr=WM_LR)
@@ -256,11 +259,11 @@ def _setup(
         def wm_step(i: int) -> Tensor:
             obs, actions, rewards, next_obs, dones = sample(i)
             if av is not None:
-                obs = av.primary(obs, source="real-env", follow=follow_primary)
-                actions = av.primary(actions, source="real-env", follow=follow_primary)
-                rewards = av.primary(rewards, source="real-env", follow=follow_primary)
-                next_obs = av.primary(next_obs, source="real-env", follow=follow_primary)
-                dones = av.primary(dones, source="real-env", follow=follow_primary)
+                obs = av.primary(obs, source="real-env", **tag_options)
+                actions = av.primary(actions, source="real-env", **tag_options)
+                rewards = av.primary(rewards, source="real-env", **tag_options)
+                next_obs = av.primary(next_obs, source="real-env", **tag_options)
+                dones = av.primary(dones, source="real-env", **tag_options)
             return wm_update(obs, actions, rewards, next_obs)
 
         return wm_step, lambda: [(f"wm.{n}", p) for n, p in wm.named_parameters()]
@@ -283,11 +286,11 @@ def _setup(
         nonlocal alpha
         obs, actions, rewards, next_obs, dones = sample(i)
         if av is not None:
-            obs = av.primary(obs, source="real-env", follow=follow_primary)
-            actions = av.primary(actions, source="real-env", follow=follow_primary)
-            rewards = av.primary(rewards, source="real-env", follow=follow_primary)
-            next_obs = av.primary(next_obs, source="real-env", follow=follow_primary)
-            dones = av.primary(dones, source="real-env", follow=follow_primary)
+            obs = av.primary(obs, source="real-env", **tag_options)
+            actions = av.primary(actions, source="real-env", **tag_options)
+            rewards = av.primary(rewards, source="real-env", **tag_options)
+            next_obs = av.primary(next_obs, source="real-env", **tag_options)
+            dones = av.primary(dones, source="real-env", **tag_options)
         with torch.no_grad():
             next_state_actions, next_state_log_pi, _ = actor.get_action(next_obs)
             qf1_next_target = qf1_target(next_obs, next_state_actions)
