@@ -89,13 +89,20 @@ def _small_model_overhead(tmp_path: Path, *flags: str) -> list[dict[str, Any]]:
     )
     assert proc.returncode == 0, f"the benchmark failed:\n{proc.stdout}\n{proc.stderr}"
     summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    return [
-        {
-            key: config[key]
-            for key in ("workload", "batch", "cpu_ratio", "wall_ratio", "target", "params_identical")
-        }
-        for config in summary["configs"]
-    ]
+    keys = (
+        "workload",
+        "batch",
+        "plain_cpu_ms",
+        "gated_cpu_ms",
+        "cpu_ratio",
+        "wall_ratio",
+        "cpu_pair_ratios",
+        "cpu_min_ratio",
+        "target",
+        "params_identical",
+    )
+    loads = {"loadavg_after": summary["loadavg_after"]}  # the host is shared: the load beside the ratios
+    return [{**{key: config[key] for key in keys}, **loads} for config in summary["configs"]]
 
 
 @pytest.mark.benchmark
