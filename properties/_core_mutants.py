@@ -342,6 +342,36 @@ NAMED: tuple[Edit, ...] = (
         "pending = None",
         "labels attributed to parameters during backward are never joined into their gradients",
     ),
+    Edit(
+        "plain-call-on-aux-memory",
+        "module call on plain auxiliary memory runs untracked",
+        "isolation/_engine/boundary",
+        "pre_hook",
+        "tracked_state or any(label._aux for label in labels)",
+        "tracked_state",
+        "a call on plain tensors over auxiliary memory (a view taken before tagging) of a module without "
+        "protected parameters or labelled state runs plain: its outputs carry no label",
+    ),
+    Edit(
+        "plain-call-of-gated-model",
+        "gated model's call on plain primary memory runs untracked",
+        "isolation/_engine/boundary",
+        "pre_hook",
+        "state_labels or params or tracked_state",
+        "state_labels or tracked_state",
+        "a gated model called on plain tensors over primary memory runs plain: its outputs, gradients "
+        "and parameters lose the primary label",
+    ),
+    Edit(
+        "plain-call-ignores-state-labels",
+        "module call ignores its state's primary labels",
+        "isolation/_engine/boundary",
+        "pre_hook",
+        "state_labels or params or tracked_state",
+        "params or tracked_state",
+        "a call on plain primary memory of a module whose state carries primary labels runs plain: its "
+        "outputs lose the labels of the parameters it read",
+    ),
 )
 """The named mutant classes (the brief's list, two of them with a second site)."""
 

@@ -102,6 +102,9 @@ Routes:
 - a plain view of a replay tensor taken before its rows were filled and tagged (rows of two labels), fed
   to a world model whose state holds no label yet: the call runs operation by operation with that input
   tracked, so the labels of the memory it views are read;
+- an ungated encoder called, without gradient, on a plain view of a batch taken before the batch was
+  tagged (auxiliary, or primary in memory only), its features fed to the world model: a call on plain
+  memory runs plain only when the labels it reads are primary-only, so auxiliary features are tracked;
 - a target bootstrapped from the world model's own prediction on auxiliary states, computed under
   ``torch.no_grad()`` and then combined by plain arithmetic: a module output that needs no gradient is
   tracked when its label holds an auxiliary source;
@@ -1271,6 +1274,25 @@ def window_taken_before_tagging(aux: torch.Tensor, leak: bool) -> list[torch.Ten
     return [p.detach().clone() for p in wm.parameters()]
 
 
+def encoder_on_a_view_taken_before_tagging(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(23)
+    encoder = torch.nn.Linear(3, 3)  # not gated, no labelled state
+    wm = torch.nn.Linear(3, 1)
+    opt = av.GatedOptimizer(torch.optim.SGD(wm.parameters(), lr=0.1), names=wm)
+    batch = torch.randn(4, 3, generator=g)
+    view = batch[:]  # a plain view taken before the batch was tagged
+    if leak:
+        batch.copy_(aux)
+        av.aux(batch, source="sim")
+    else:
+        av.primary(batch, source="real", follow=False)
+    with torch.no_grad():
+        features = encoder(view)
+    wm(features).pow(2).mean().backward()
+    opt.step()
+    return [p.detach().clone() for p in wm.parameters()]
+
+
 def bootstrapped_without_grad(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(10)
     wm = torch.nn.Linear(3, 3)
@@ -1598,6 +1620,7 @@ _SCENARIOS = {
         (4, 3),
     ),
     "window taken before its rows were tagged": (window_taken_before_tagging, (4, 5)),
+    "encoder on a view taken before tagging": (encoder_on_a_view_taken_before_tagging, (4, 3)),
     "gradient scaled in a custom backward through an earlier view": (
         gradient_scaled_through_an_earlier_view,
         (4, 4),
@@ -1819,8 +1842,9 @@ def test_primary_returns_a_followed_tensor_exactly_when_asked(
 ) -> None:
     """``primary(x, follow=...)`` labels the memory given either way; it returns a tracked tensor over
     that memory with ``follow=True`` and ``x`` itself with ``follow=False`` (a tracked ``x`` stays
-    tracked).  Operations on the result carry the label exactly when it is tracked; a module call
-    reads it from memory in both cases."""
+    tracked).  Operations and calls of ungated modules on the result carry the label exactly when it
+    is tracked; a gated model's call, and a call of a module whose state carries a label, read it from
+    memory in both cases."""
     base = torch.randn(rows + 1, 3)
     x = {"whole": base, "view": base[:rows], "tracked": av.primary(base, source="other")}[part]
     x.requires_grad_(requires_grad)
@@ -1831,7 +1855,13 @@ def test_primary_returns_a_followed_tensor_exactly_when_asked(
     assert isinstance(tagged, av.PrimaryData) is followed
     assert (tagged is x) is (not follow or part == "tracked")
     assert ("primary:real" in _sources(tagged * 2)) is followed
-    assert "primary:real" in _sources(torch.nn.Linear(3, 2)(tagged))
+    assert ("primary:real" in _sources(torch.nn.Linear(3, 2)(tagged))) is followed
+    model = torch.nn.Linear(3, 2)
+    av.GatedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1))
+    assert "primary:real" in _sources(model(tagged))
+    student = torch.nn.Linear(3, 2)
+    av.primary(student.weight.detach(), source="teacher", follow=False)  # its state carries a label
+    assert {"primary:real", "primary:teacher"} <= _sources(student(tagged))
     if requires_grad:
         (tagged * 2).sum().backward()
         assert torch.equal(x.grad, torch.full_like(x, 2.0))  # type: ignore[arg-type]

@@ -9,11 +9,11 @@ Two measurements behind the obligation ``proofs/gate_dropin.py``:
   ``AMAL_FULL_OPTIMIZER_MATRIX=1`` runs every CPU configuration;
 * the small-model overhead of ``benchmarks/small_model_overhead.py`` (marker ``benchmark``: it
   runs only in the full report or with ``--run-benchmarks``): the CPU-time ratio gated / plain in
-  alternating fresh processes, with auxiliary data in the gated process, within the targets
-  (≤ 1.30 at batch 32, ≤ 1.10 at batch 256) for the world-model update and the whole SAC step
-  with the batch tagged as the README advises for small models (``av.primary(x, follow=False)``),
-  and with bit-identical parameters both so and with the batch followed (``av.primary(x)``),
-  whose ratios are recorded beside them.
+  alternating fresh processes (median of eleven pairs), with auxiliary data in the gated process,
+  within the targets (≤ 1.30 at batch 32, ≤ 1.10 at batch 256) for the world-model update and the
+  whole SAC step with the batch tagged as the README advises for small models
+  (``av.primary(x, follow=False)``), and with bit-identical parameters both so and with the batch
+  followed (``av.primary(x)``), whose ratios are recorded beside them.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _small_model_overhead(tmp_path: Path, *flags: str) -> list[dict[str, Any]]:
 
 @pytest.mark.benchmark
 def test_small_model_overhead_within_targets(evidence: Any, tmp_path: Path) -> None:
-    memory_only = _small_model_overhead(tmp_path, "--no-follow-primary")
+    memory_only = _small_model_overhead(tmp_path, "--no-follow-primary", "--pairs", "11")
     followed = _small_model_overhead(tmp_path)
     evidence.record("small_model_overhead", {"configs": memory_only, "followed_primary": followed})
     assert all(c["params_identical"] for c in memory_only + followed), "gated and plain parameters differ"

@@ -365,7 +365,16 @@ def test_primary_without_following_labels_the_memory_and_returns_the_tensor_itse
     assert av.label_of(p) is P  # the memory holds the label
     assert not isinstance(p, av.PrimaryData)  # the views are of tracked tensors
     assert av.label_of(p * 2).is_empty  # operations on it are not followed
-    assert av.label_of(torch.nn.Linear(3, 2)(p)) is P  # module calls read the label of its memory
+    assert av.label_of(torch.nn.Linear(3, 2)(p)).is_empty  # nor calls of modules that are not gated
+
+    model = torch.nn.Linear(3, 2)  # a gated model called on it reads the label of its memory
+    gate = av.GatedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1))
+    out = model(p)
+    assert av.label_of(out) is P
+    out.sum().backward()
+    assert model.weight.grad is not None and av.label_of(model.weight.grad) is P
+    gate.step()
+    assert av.label_of(model.weight) is P
 
     leaf = torch.randn(3, requires_grad=True)
     assert av.primary(leaf, source="real-env", follow=False) is leaf

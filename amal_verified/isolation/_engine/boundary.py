@@ -29,6 +29,13 @@ labels:
    nothing is walked: a primary-only label is never refused, so precision
    there buys nothing, and the walk and the hooks would cost every call.
 
+A call on plain tensors whose labels are primary-only, of a module that holds no protected
+parameter and no labelled state, runs plain and is not labelled: nothing it computes can reach a
+refusal (auxiliary data are always tracked tensors, and a call on one is tracked), and the label
+has no protected parameter to be attributed to.  Such calls are what an agent makes on a replay
+batch tagged in memory only (``primary(x, follow=False)``), its critic and actor beside the gated
+world model, where tracking would cost every call.
+
 The call runs operation by operation instead (each operation tracked by
 ``_dispatch``, nested module calls tracked on their own) when one label cannot
 describe it: inputs with different labels, rows with different labels in one
@@ -554,9 +561,12 @@ def pre_hook(module: torch.nn.Module, args: tuple[Any, ...]) -> Any:
     params: list[torch.Tensor] = []
     tracked_state = _state_labels(module, state_labels, params)
     labels |= state_labels
-    if not labels and not tagged:
-        # Nothing labelled in the inputs or anywhere in the module's state: a plain call, and so are
-        # the calls nested in it (one that receives a tracked value computed inside still runs
+    if not tagged and (
+        not labels or not (state_labels or params or tracked_state or any(label._aux for label in labels))
+    ):
+        # Nothing labelled in the inputs or anywhere in the module's state -- or primary-only labels on
+        # plain inputs' memory alone, and no protected parameter to attribute them to: a plain call, and
+        # so are the calls nested in it (one that receives a tracked value computed inside still runs
         # operation by operation, tracked).
         frame = _Frame(EMPTY, "")
         frame.py_frame = sys._getframe(1)
