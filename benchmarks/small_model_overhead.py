@@ -32,8 +32,9 @@ The library installs global hooks when data is first tagged, so a plain baseline
 process would pay for them. Every measurement is therefore a fresh interpreter running the
 worker *by file path* with ``python -P`` (its directory is not put on ``sys.path``); the plain
 worker never imports ``amal_verified`` and fails (exit status 3) if ``sys.modules`` holds it.
-For ``--pairs`` rounds, each (workload, batch) configuration runs a plain worker and then a
-gated worker: plain, gated, plain, gated ... Each worker seeds its models identically, runs
+For ``--pairs`` rounds, each (workload, batch) configuration runs a plain and a gated worker
+side by side, the plain one first in even rounds and second in odd ones: plain, gated, gated,
+plain, plain, gated ... Each worker seeds its models identically, runs
 ``--warmup`` untimed steps and then ``--steps`` timed ones (default 200 world-model updates or
 60 SAC steps), and records each step's wall time (``time.perf_counter``) and its thread's CPU
 time (``time.thread_time``). ``--quick`` (1 pair, 1 + 3 steps) runs two workers at a time
@@ -312,14 +313,20 @@ def _fmt_worker(pair: int, r: Any) -> str:
 def measure(
     settings: Settings, out_dir: Path, log: Callable[[str], None] | None = None
 ) -> list[ConfigResult]:
-    """Alternate plain/gated fresh workers for every configuration, ``settings.pairs`` times.
+    """Alternate plain/gated fresh workers for every configuration, ``settings.pairs`` times (the
+    gated one first in odd rounds).
 
     With ``settings.jobs > 1`` workers run concurrently (for smoke runs: timings then interfere).
     Raises :class:`WorkerFailed` if a worker fails.
     """
     configs = [(w, b) for w in settings.workloads for b in settings.batches]
+    # Odd rounds run the gated worker first: a drift of the host's speed within a pair then weighs on
+    # each side equally often.
     schedule = [
-        (i, w, b, side) for i in range(settings.pairs) for w, b in configs for side in ("plain", "gated")
+        (i, w, b, side)
+        for i in range(settings.pairs)
+        for w, b in configs
+        for side in (("plain", "gated") if i % 2 == 0 else ("gated", "plain"))
     ]
     results: dict[tuple[int, str, int, str], Any] = {}
 
