@@ -109,8 +109,10 @@ Routes:
   ``torch.no_grad()`` and then combined by plain arithmetic: a module output that needs no gradient is
   tracked when its label holds an auxiliary source;
 - actor-critic heads (the value computed first) on the gated encoder's features, not detached, the policy
-  loss weighted by auxiliary advantages: the gradient leaving a module call carries the labels of the
-  gradients that reached every one of its outputs;
+  loss weighted by auxiliary advantages: heads whose state carries no label run plain, and the labelled
+  gradients are followed operation by operation; heads pretrained on real data (their state labelled)
+  are tracked at their boundary, and the gradient leaving the call carries the labels of the gradients
+  that reached every one of its outputs;
 - Hutchinson's estimate of the divergence of a flow's velocity field (a vector-Jacobian product taken with
   ``create_graph=True``) on auxiliary states: the call's backward runs on a labelled gradient, so the
   second-order gradients that reach the world model are labelled;
@@ -153,6 +155,7 @@ itself) and whether operations on it carry its label.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import subprocess
@@ -1324,11 +1327,15 @@ class _ActorCritic(torch.nn.Module):
         return self.value(h), self.policy(h)
 
 
-def heads_on_shared_features(aux: torch.Tensor, leak: bool) -> list[torch.Tensor]:
+def heads_on_shared_features(
+    aux: torch.Tensor, leak: bool, pretrained_on_real_data: bool = False
+) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(11)
     encoder = torch.nn.Linear(3, 4)  # the gated world model's encoder
     opt = av.GatedOptimizer(torch.optim.SGD(encoder.parameters(), lr=0.1), names=encoder)
     heads = _ActorCritic()  # not gated: it may learn from anything
+    if pretrained_on_real_data:  # its state carries a label: the call is tracked at its boundary
+        av.primary(heads.body.weight.detach(), source="real", follow=False)
     obs = av.primary(torch.randn(4, 3, generator=g), source="real")
     returns = av.primary(torch.randn(4, 1, generator=g), source="real")
     advantages = (
@@ -1627,6 +1634,10 @@ _SCENARIOS = {
     ),
     "target bootstrapped without grad": (bootstrapped_without_grad, (4, 3)),
     "actor-critic heads on shared features": (heads_on_shared_features, (4, 2)),
+    "actor-critic heads pretrained on real data, on shared features": (
+        functools.partial(heads_on_shared_features, pretrained_on_real_data=True),
+        (4, 2),
+    ),
     "divergence estimated with create_graph": (divergence_by_hutchinson, (4, 3)),
     "agent module holding a critic trained on auxiliary data": (agent_with_critic_trained_on_aux, (4, 3)),
     "agent module holding an auxiliary return scale": (agent_with_return_scale, (4, 3)),
