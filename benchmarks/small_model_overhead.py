@@ -33,8 +33,8 @@ process would pay for them. Every measurement is therefore a fresh interpreter r
 worker *by file path* with ``python -P`` (its directory is not put on ``sys.path``); the plain
 worker never imports ``amal_verified`` and fails (exit status 3) if ``sys.modules`` holds it.
 For ``--pairs`` rounds, each (workload, batch) configuration runs a plain and a gated worker
-side by side, the plain one first in even rounds and second in odd ones: plain, gated, gated,
-plain, plain, gated ... Each worker seeds its models identically, runs
+one after the other, the plain one first in even rounds and second in odd ones: plain, gated,
+gated, plain, plain, gated ... Each worker seeds its models identically, runs
 ``--warmup`` untimed steps and then ``--steps`` timed ones (default 200 world-model updates or
 60 SAC steps), and records each step's wall time (``time.perf_counter``) and its thread's CPU
 time (``time.thread_time``). ``--quick`` (1 pair, 1 + 3 steps) runs two workers at a time

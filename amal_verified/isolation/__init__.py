@@ -12,7 +12,7 @@ One label, from tagging to a refusal:
    the label on the memory of ``x`` (``_engine.label_store.write_label``) and returns ``x`` as a
    ``_engine.dispatch.TaggedTensor`` over the same memory (``primary(x, ..., follow=False)`` returns
    ``x`` itself: step 2 then never runs on it, and step 3 reads its label from the memory when the
-   module holds protected parameters).
+   module holds protected parameters or labelled state).
 2. An operation on tagged data reaches ``TaggedTensor.__torch_dispatch__``: ``_engine.dispatch``
    runs it on plain tensors and labels what it produced with the join of its inputs' labels
    (``_label_of_args``, ``_wrap_fresh``); an in-place or ``out=`` write joins the label into the

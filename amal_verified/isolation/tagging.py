@@ -9,8 +9,8 @@ then on every value derived from it carries a label, the set of sources it
 depends on (``_dispatch`` holds the per-operation rule, ``_boundary`` the
 module-boundary rule, ``_grad_labels`` the labels of gradients).
 ``primary(x, ..., follow=False)`` labels the memory and returns ``x`` itself:
-a gated model's calls read that label; operations on ``x`` and calls of other
-modules are not followed.
+a gated model's calls (and those of modules whose state carries a label) read
+that label; operations on ``x`` and calls of other modules are not followed.
 
 Every tagged tensor is, at run time, a :class:`TaggedTensor`.  The public
 types are views of its *current* label (Python's ``isinstance`` never consults
@@ -140,7 +140,8 @@ def primary(x: torch.Tensor, *, source: str = "real-env", follow: bool = True) -
 
     With ``follow=False`` only ``x``'s memory is labelled and ``x`` itself is returned: a plain
     tensor stays plain (a tracked one stays tracked), so operations on it, and calls of modules
-    holding no protected parameter, run as plain PyTorch and what they compute carries no label.
+    holding no protected parameter and no labelled state, run as plain PyTorch and what they
+    compute carries no label.
     A gated model called on ``x`` itself reads the label of its memory: its outputs, gradients
     and the parameters they step carry it.  It is for small models, where following primary data
     through every operation is a large part of their own time.  What the gate refuses is
